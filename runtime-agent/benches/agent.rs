@@ -1,0 +1,3 @@
+//! Benchmark of the runtime agent (filled in later).
+
+fn main() {}

@@ -1,0 +1,716 @@
+//! Wiring: the shared state and the long-running tasks of one agent
+//! (desired-state pull, reconcile loop, command subscriber, heartbeats,
+//! metrics), and a handle that shuts them down without touching containers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineError};
+use crate::metrics::Metrics;
+use crate::ops::Ledger;
+use crate::protocol::{
+    self, Command, CommandResult, DesiredDevice, DesiredState, DeviceStatus, DeviceStatusChange,
+    Envelope, Heartbeat, ObservedDevice, Registration,
+};
+use crate::reconcile::{self, DeviceRuntime};
+use crate::spec::{DeviceId, LABEL_MANAGED, LABEL_NODE};
+
+/// The local copy of the desired state.
+#[derive(Debug, Default)]
+pub struct DesiredCache {
+    /// Devices by id.
+    pub devices: BTreeMap<DeviceId, DesiredDevice>,
+    /// Generations of devices deleted by command, so an older pull cannot bring them back.
+    pub tombstones: BTreeMap<DeviceId, u64>,
+    /// Whether a pull ever succeeded.
+    pub loaded: bool,
+}
+
+impl DesiredCache {
+    /// Merges a pulled state: the pull decides which devices exist; for a
+    /// device in both, the higher generation wins.
+    pub fn merge_pulled(&mut self, pulled: Vec<DesiredDevice>) {
+        let mut next = BTreeMap::new();
+        for d in pulled {
+            if self
+                .tombstones
+                .get(&d.device_id)
+                .is_some_and(|g| *g >= d.generation)
+            {
+                continue;
+            }
+            let keep_local = self
+                .devices
+                .get(&d.device_id)
+                .is_some_and(|local| local.generation > d.generation);
+            let chosen = if keep_local {
+                self.devices[&d.device_id].clone()
+            } else {
+                d
+            };
+            next.insert(chosen.device_id.clone(), chosen);
+        }
+        self.devices = next;
+        self.loaded = true;
+    }
+
+    /// Applies one device from a command if it is not older than what is known.
+    pub fn upsert(&mut self, d: DesiredDevice) -> bool {
+        if self
+            .tombstones
+            .get(&d.device_id)
+            .is_some_and(|g| *g >= d.generation)
+        {
+            return false;
+        }
+        if self
+            .devices
+            .get(&d.device_id)
+            .is_some_and(|cur| cur.generation > d.generation)
+        {
+            return false;
+        }
+        self.devices.insert(d.device_id.clone(), d);
+        true
+    }
+
+    /// Deletes a device by command.
+    pub fn delete(&mut self, id: &DeviceId, generation: u64) {
+        self.devices.remove(id);
+        let t = self.tombstones.entry(id.clone()).or_default();
+        *t = (*t).max(generation);
+    }
+}
+
+/// Messages waiting to go out on Redis.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A device status change.
+    Status(DeviceStatusChange),
+    /// A command result.
+    Result(CommandResult),
+    /// A heartbeat.
+    Heartbeat(Box<Heartbeat>),
+    /// A registration.
+    Register(Registration),
+}
+
+/// State shared by every task of one agent.
+pub struct Shared {
+    /// Configuration.
+    pub cfg: Config,
+    /// The engine.
+    pub engine: Arc<dyn Engine>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Desired state.
+    pub desired: Mutex<DesiredCache>,
+    /// Per-device memory between passes.
+    pub runtime: Mutex<BTreeMap<DeviceId, DeviceRuntime>>,
+    /// Ports reserved by creates in flight.
+    pub reserved_ports: Mutex<std::collections::BTreeSet<u16>>,
+    /// The inventory as of the last pass.
+    pub inventory: Mutex<Vec<ObservedDevice>>,
+    /// Whether the first pass (adoption) happened.
+    pub adopted: AtomicBool,
+    /// Operation results by id.
+    pub ledger: Ledger,
+    /// Wakes the reconcile loop early.
+    pub reconcile_now: Notify,
+    /// Wakes the desired-state pull early.
+    pub pull_now: Notify,
+    /// Outgoing messages.
+    pub outgoing: mpsc::UnboundedSender<Outgoing>,
+    device_locks: Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("node", &self.cfg.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Builds the shared state; `outgoing` receives what should be published.
+    pub fn new(
+        cfg: Config,
+        engine: Arc<dyn Engine>,
+        outgoing: mpsc::UnboundedSender<Outgoing>,
+    ) -> std::io::Result<Self> {
+        let ledger = Ledger::open(&cfg.data_root)?;
+        Ok(Self {
+            cfg,
+            engine,
+            metrics: Arc::new(Metrics::default()),
+            desired: Mutex::default(),
+            runtime: Mutex::default(),
+            reserved_ports: Mutex::default(),
+            inventory: Mutex::default(),
+            adopted: AtomicBool::new(false),
+            ledger,
+            reconcile_now: Notify::new(),
+            pull_now: Notify::new(),
+            outgoing,
+            device_locks: Mutex::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The lock that serializes every action on one device.
+    pub fn device_lock(&self, id: &DeviceId) -> Arc<tokio::sync::Mutex<()>> {
+        self.device_locks
+            .lock()
+            .expect("locks lock")
+            .entry(id.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Runs `f` on the device's runtime record.
+    pub fn with_runtime<T>(&self, id: &DeviceId, f: impl FnOnce(&mut DeviceRuntime) -> T) -> T {
+        f(self
+            .runtime
+            .lock()
+            .expect("runtime lock")
+            .entry(id.clone())
+            .or_default())
+    }
+
+    /// A copy of the desired devices and whether a pull ever succeeded.
+    pub fn desired_snapshot(&self) -> (BTreeMap<DeviceId, DesiredDevice>, bool) {
+        let d = self.desired.lock().expect("desired lock");
+        (d.devices.clone(), d.loaded)
+    }
+
+    /// How many containers this node owns.
+    pub async fn observed_count(&self) -> Result<usize, EngineError> {
+        let node = self.cfg.node_id.as_str();
+        Ok(self
+            .engine
+            .list(&[(LABEL_MANAGED, "true"), (LABEL_NODE, node)])
+            .await?
+            .len())
+    }
+
+    /// Queues a status change for publishing.
+    pub fn publish_status(&self, device: ObservedDevice, previous: Option<DeviceStatus>) {
+        tracing::info!(device = %device.device_id, status = ?device.status, previous = ?previous, "device status changed");
+        let _ = self
+            .outgoing
+            .send(Outgoing::Status(DeviceStatusChange { device, previous }));
+    }
+
+    /// Registration data of this node.
+    pub async fn registration(&self) -> Registration {
+        Registration {
+            node_id: self.cfg.node_id.clone(),
+            address: self.cfg.node_address.clone(),
+            capacity: crate::node::capacity(&self.cfg).await,
+            labels: self.cfg.labels.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    /// Shared state, for tests and benchmarks.
+    pub shared: Arc<Shared>,
+    /// Where metrics are served, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    /// Stops every task and waits for in-flight work. Containers keep running.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a task did not stop within 30 s");
+            }
+        }
+        tracing::info!("agent stopped; containers left running");
+    }
+
+    /// Runs one reconcile pass now.
+    pub async fn reconcile_once(&self) -> Result<usize, EngineError> {
+        reconcile::run_pass(&self.shared).await
+    }
+}
+
+/// Starts an agent with the given engine.
+pub async fn start(cfg: Config, engine: Arc<dyn Engine>) -> std::io::Result<AgentHandle> {
+    tokio::fs::create_dir_all(&cfg.data_root).await?;
+    let redis = redis::Client::open(cfg.redis_url.as_str())
+        .map_err(|e| std::io::Error::other(format!("invalid redis url: {e}")))?;
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(cfg, engine, out_tx)?);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let metrics_addr = match shared.cfg.metrics_addr {
+        Some(addr) => {
+            Some(crate::metrics::serve(addr, shared.metrics.clone(), shutdown_rx.clone()).await?)
+        }
+        None => None,
+    };
+    tasks.push(tokio::spawn(publisher(
+        shared.clone(),
+        redis.clone(),
+        out_rx,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(subscriber(
+        shared.clone(),
+        redis,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(desired_state_loop(
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(reconcile_loop(
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(heartbeat_loop(
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(register_loop(shared.clone(), shutdown_rx)));
+    tracing::info!(node = %shared.cfg.node_id, "agent started");
+    Ok(AgentHandle {
+        shared,
+        metrics_addr,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.changed() => true,
+    }
+}
+
+async fn reconcile_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = reconcile::run_pass(&shared).await {
+            tracing::warn!(error = %e, "reconcile pass could not observe the engine");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.cfg.reconcile_interval) => {}
+            _ = shared.reconcile_now.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn desired_state_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let client = http_client();
+    let mut failures = 0u32;
+    loop {
+        match fetch_desired_state(&shared, &client).await {
+            Ok(state) => {
+                failures = 0;
+                shared
+                    .desired
+                    .lock()
+                    .expect("desired lock")
+                    .merge_pulled(state.devices);
+                shared.reconcile_now.notify_one();
+            }
+            Err(e) => {
+                failures += 1;
+                Metrics::inc(&shared.metrics.desired_state_failures);
+                tracing::warn!(error = %e, failures, "desired-state pull failed");
+            }
+        }
+        // Retry sooner after a failure, but not in a tight loop.
+        let wait = if failures > 0 {
+            (Duration::from_millis(200) * failures.min(20)).min(shared.cfg.desired_state_interval)
+        } else {
+            shared.cfg.desired_state_interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.pull_now.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client builds")
+}
+
+/// Signs an HTTP request to the control plane.
+pub fn signed_request(
+    client: &reqwest::Client,
+    cfg: &Config,
+    method: reqwest::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let input = protocol::http_signing_input(
+        "request",
+        method.as_str(),
+        path,
+        cfg.node_id.as_str(),
+        &ts,
+        &body,
+    );
+    client
+        .request(method, format!("{}{}", cfg.control_plane_url, path))
+        .header(protocol::HEADER_NODE, cfg.node_id.as_str())
+        .header(protocol::HEADER_TIMESTAMP, ts)
+        .header(
+            protocol::HEADER_SIGNATURE,
+            cfg.secret.sign(input.as_bytes()),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+}
+
+/// Pulls and authenticates the full desired state.
+pub async fn fetch_desired_state(
+    shared: &Shared,
+    client: &reqwest::Client,
+) -> Result<DesiredState, String> {
+    let cfg = &shared.cfg;
+    let path = format!(
+        "/api/v1/device/internal/nodes/{}/desired-state",
+        cfg.node_id
+    );
+    let resp = signed_request(client, cfg, reqwest::Method::GET, &path, Vec::new())
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = resp.status();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let ts = header(protocol::HEADER_TIMESTAMP);
+    let sig = header(protocol::HEADER_SIGNATURE);
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("reading body failed: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("control plane answered {status}"));
+    }
+    let (Some(ts), Some(sig)) = (ts, sig) else {
+        return Err("response is not signed".into());
+    };
+    let input =
+        protocol::http_signing_input("response", "GET", &path, cfg.node_id.as_str(), &ts, &body);
+    if !cfg.secret.verify(input.as_bytes(), &sig) {
+        Metrics::inc(&shared.metrics.messages_rejected);
+        return Err("response signature is wrong".into());
+    }
+    check_fresh(&ts, cfg.max_message_skew)?;
+    let state: DesiredState =
+        serde_json::from_slice(&body).map_err(|e| format!("invalid desired state: {e}"))?;
+    if state.node_id != cfg.node_id {
+        return Err(format!("desired state is for node {}", state.node_id));
+    }
+    Ok(state)
+}
+
+fn check_fresh(ts: &str, max_skew: Duration) -> Result<(), String> {
+    let sent = chrono::DateTime::parse_from_rfc3339(ts).map_err(|_| "bad timestamp".to_owned())?;
+    let skew = (Utc::now() - sent.with_timezone(&Utc)).abs();
+    if skew > chrono::Duration::from_std(max_skew).unwrap_or(chrono::Duration::MAX) {
+        return Err(format!("stale response signed at {ts}"));
+    }
+    Ok(())
+}
+
+async fn register_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let reg = shared.registration().await;
+    let _ = shared.outgoing.send(Outgoing::Register(reg.clone()));
+    let client = http_client();
+    let path = format!(
+        "/api/v1/device/internal/nodes/{}/register",
+        shared.cfg.node_id
+    );
+    let body = serde_json::to_vec(&reg).expect("registration serializes");
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let r = signed_request(
+            &client,
+            &shared.cfg,
+            reqwest::Method::POST,
+            &path,
+            body.clone(),
+        )
+        .send()
+        .await;
+        match r {
+            Ok(resp) if resp.status().is_success() => {
+                tracing::info!("registered with the control plane");
+                return;
+            }
+            Ok(resp) => tracing::warn!(status = %resp.status(), "registration refused; retrying"),
+            Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
+        }
+        if sleep_or_shutdown(delay, &mut shutdown).await {
+            return;
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let hb = Heartbeat {
+            node: shared.registration().await,
+            usage: crate::node::usage(&shared).await,
+            devices: shared.inventory.lock().expect("inventory lock").clone(),
+            uptime_s: shared.uptime().as_secs(),
+        };
+        let _ = shared.outgoing.send(Outgoing::Heartbeat(Box::new(hb)));
+        if sleep_or_shutdown(shared.cfg.heartbeat_interval, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+async fn publisher(
+    shared: Arc<Shared>,
+    redis: redis::Client,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => match m { Some(m) => m, None => return },
+            _ = shutdown.changed() => {
+                // Flush what is queued (final results and statuses) before stopping.
+                match rx.try_recv() { Ok(m) => m, Err(_) => return }
+            }
+        };
+        let (channel, kind, body) = match msg {
+            Outgoing::Status(s) => (
+                protocol::CHANNEL_STATUS,
+                "device_status",
+                serde_json::to_value(s),
+            ),
+            Outgoing::Result(r) => (
+                protocol::CHANNEL_RESULTS,
+                "command_result",
+                serde_json::to_value(r),
+            ),
+            Outgoing::Heartbeat(h) => {
+                Metrics::inc(&shared.metrics.heartbeats);
+                (
+                    protocol::CHANNEL_HEARTBEATS,
+                    "heartbeat",
+                    serde_json::to_value(h),
+                )
+            }
+            Outgoing::Register(r) => (
+                protocol::CHANNEL_HEARTBEATS,
+                "register",
+                serde_json::to_value(r),
+            ),
+        };
+        let body = body.expect("messages serialize");
+        let env = Envelope::signed(
+            &shared.cfg.secret,
+            &shared.cfg.node_id,
+            kind,
+            body,
+            Utc::now(),
+        );
+        let payload = serde_json::to_string(&env).expect("envelope serializes");
+        // Publishing is best effort: heartbeats repeat the full state, so a
+        // message lost while Redis is down is made good by the next one.
+        for _ in 0..2 {
+            if conn.is_none() {
+                conn = redis.get_multiplexed_async_connection().await.ok();
+            }
+            let Some(c) = conn.as_mut() else { break };
+            let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(&payload)
+                .query_async(c)
+                .await;
+            match r {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, channel, "publish failed");
+                    conn = None;
+                }
+            }
+        }
+    }
+}
+
+async fn subscriber(
+    shared: Arc<Shared>,
+    redis: redis::Client,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let channel = protocol::commands_channel(&shared.cfg.node_id);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let sub = async {
+            let mut ps = redis.get_async_pubsub().await?;
+            ps.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(ps)
+        }
+        .await;
+        match sub {
+            Ok(mut ps) => {
+                delay = Duration::from_millis(200);
+                tracing::info!(channel, "subscribed to commands");
+                // Anything sent while we were away is lost on pub/sub: pull the full state.
+                shared.pull_now.notify_one();
+                let mut stream = ps.on_message();
+                loop {
+                    let msg = tokio::select! {
+                        m = stream.next() => m,
+                        _ = shutdown.changed() => return,
+                    };
+                    let Some(msg) = msg else { break };
+                    handle_message(&shared, msg.get_payload_bytes());
+                }
+                tracing::warn!("command subscription lost; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to commands; retrying"),
+        }
+        if sleep_or_shutdown(delay, &mut shutdown).await {
+            return;
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Authenticates one raw command message and runs it in the background.
+pub fn handle_message(shared: &Arc<Shared>, raw: &[u8]) {
+    let skew =
+        chrono::Duration::from_std(shared.cfg.max_message_skew).unwrap_or(chrono::Duration::MAX);
+    let env = match Envelope::open(
+        raw,
+        &shared.cfg.secret,
+        &shared.cfg.node_id,
+        Utc::now(),
+        skew,
+    ) {
+        Ok(env) => env,
+        Err(e) => {
+            Metrics::inc(&shared.metrics.messages_rejected);
+            tracing::warn!(error = %e, "rejected a message on the command channel");
+            return;
+        }
+    };
+    match env.kind.as_str() {
+        "command" => {}
+        "sync" => {
+            shared.pull_now.notify_one();
+            return;
+        }
+        other => {
+            Metrics::inc(&shared.metrics.messages_rejected);
+            tracing::warn!(kind = other, "unknown message kind");
+            return;
+        }
+    }
+    let cmd: Command = match serde_json::from_value(env.body.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            Metrics::inc(&shared.metrics.messages_rejected);
+            tracing::warn!(error = %e, message = %env.id, "malformed command");
+            if let Some(op) = env.body.get("operation_id").and_then(|v| v.as_str()) {
+                let _ = shared.outgoing.send(Outgoing::Result(CommandResult {
+                    operation_id: op.to_owned(),
+                    ok: false,
+                    output: serde_json::Value::Null,
+                    error_code: Some("invalid_argument".into()),
+                    error: Some(format!("malformed command: {e}")),
+                }));
+            }
+            return;
+        }
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let result = crate::ops::run_command(&shared, cmd).await;
+        let _ = shared.outgoing.send(Outgoing::Result(result));
+    });
+}
+
+/// Whether the process should stop: the first SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::RunState;
+
+    fn dev(id: &str, generation: u64) -> DesiredDevice {
+        serde_json::from_value(serde_json::json!({
+            "device_id": id, "generation": generation, "state": "running",
+            "spec": {"image": "img:1", "display": {"width": 720, "height": 1280, "dpi": 320, "fps": 30},
+                     "resources": {"cpu_millis": 1000, "memory_mb": 1024, "pids": 1024}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pull_never_overwrites_a_newer_local_copy_or_revives_a_deleted_device() {
+        let mut cache = DesiredCache::default();
+        let mut newer = dev("a", 5);
+        newer.state = RunState::Stopped;
+        assert!(cache.upsert(newer.clone()));
+        cache.delete(&DeviceId::parse("b").unwrap(), 3);
+        cache.merge_pulled(vec![dev("a", 4), dev("b", 3), dev("c", 1)]);
+        assert_eq!(cache.devices[&newer.device_id].state, RunState::Stopped);
+        assert!(!cache.devices.contains_key(&DeviceId::parse("b").unwrap()));
+        assert!(cache.devices.contains_key(&DeviceId::parse("c").unwrap()));
+        assert!(cache.loaded);
+        assert!(!cache.upsert(dev("a", 2)));
+        cache.merge_pulled(vec![dev("b", 4)]);
+        assert!(cache.devices.contains_key(&DeviceId::parse("b").unwrap()));
+        assert!(!cache.devices.contains_key(&newer.device_id));
+    }
+}

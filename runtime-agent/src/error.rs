@@ -1,0 +1,86 @@
+//! The agent's error type and the stable codes it reports in command results.
+
+use crate::engine::EngineError;
+use crate::spec::SpecError;
+
+/// Everything an operation or a reconcile action can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A name, path or spec broke a rule.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// No free ADB port.
+    #[error("no free adb port in range {start}-{end} ({in_use} in use)")]
+    PortRangeExhausted {
+        /// First port.
+        start: u16,
+        /// Last port.
+        end: u16,
+        /// Ports in use or reserved.
+        in_use: usize,
+    },
+    /// The node already holds its maximum number of devices.
+    #[error("node is full: at most {0} devices")]
+    NodeFull(u32),
+    /// The device is unknown on this node.
+    #[error("device {0} not found")]
+    DeviceNotFound(String),
+    /// The device must be running for this operation.
+    #[error("device {0} is not running")]
+    NotRunning(String),
+    /// The device did not boot in time.
+    #[error("device {0} did not boot within {1:?}")]
+    BootTimeout(String, std::time::Duration),
+    /// The downloaded file did not match its checksum; nothing was installed.
+    #[error("checksum mismatch: expected sha256 {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// Expected hex digest.
+        expected: String,
+        /// Actual hex digest.
+        actual: String,
+    },
+    /// Fetching a file failed.
+    #[error("download failed: {0}")]
+    Download(String),
+    /// A command inside the device failed.
+    #[error("{what} failed: {detail}")]
+    DeviceCommand {
+        /// Which step.
+        what: &'static str,
+        /// Its output.
+        detail: String,
+    },
+    /// A request argument is wrong.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No such snapshot.
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(String),
+    /// Local file system failure.
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AgentError {
+    /// Stable machine-readable code for command results.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Engine(EngineError::NotFound(_)) => "not_found",
+            Self::Engine(EngineError::Timeout(_)) => "timeout",
+            Self::Engine(_) => "engine_error",
+            Self::Spec(_) | Self::InvalidArgument(_) => "invalid_argument",
+            Self::PortRangeExhausted { .. } => "port_range_exhausted",
+            Self::NodeFull(_) => "node_full",
+            Self::DeviceNotFound(_) | Self::SnapshotNotFound(_) => "not_found",
+            Self::NotRunning(_) => "not_running",
+            Self::BootTimeout(..) => "boot_timeout",
+            Self::ChecksumMismatch { .. } => "checksum_mismatch",
+            Self::Download(_) => "download_failed",
+            Self::DeviceCommand { .. } => "device_command_failed",
+            Self::Io(_) => "io_error",
+        }
+    }
+}

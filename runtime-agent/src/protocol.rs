@@ -1,0 +1,582 @@
+//! The agent protocol, version 1: Redis channel names, message shapes and
+//! their HMAC-SHA256 authentication. `docs/agent-protocol.md` is the prose
+//! version of this module; the two change together.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::spec::{DeviceId, DevicePath, DeviceSpec, NodeId, OperationId, PackageName, SnapshotId};
+
+/// The protocol version this agent speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Prefix of every Redis channel.
+pub const CHANNEL_PREFIX: &str = "cloudphone.agent.";
+/// Channel of command results, from every agent.
+pub const CHANNEL_RESULTS: &str = "cloudphone.agent.results";
+/// Channel of device status changes, from every agent.
+pub const CHANNEL_STATUS: &str = "cloudphone.agent.status";
+/// Channel of heartbeats and registrations, from every agent.
+pub const CHANNEL_HEARTBEATS: &str = "cloudphone.agent.heartbeats";
+/// HTTP header naming the node.
+pub const HEADER_NODE: &str = "x-cloudphone-node";
+/// HTTP header with the RFC 3339 time of signing.
+pub const HEADER_TIMESTAMP: &str = "x-cloudphone-timestamp";
+/// HTTP header with the hex HMAC-SHA256 signature.
+pub const HEADER_SIGNATURE: &str = "x-cloudphone-signature";
+
+/// The channel that carries commands to one node.
+pub fn commands_channel(node: &NodeId) -> String {
+    format!("{CHANNEL_PREFIX}node.{node}.commands")
+}
+
+/// Why a message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// Not valid JSON or not the expected shape.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Signature missing or wrong.
+    #[error("bad signature")]
+    BadSignature,
+    /// Addressed to another node.
+    #[error("message for node {0} reached the wrong node")]
+    WrongNode(String),
+    /// A protocol version this agent does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u32),
+    /// Signed too long ago or in the future: a replay or a broken clock.
+    #[error("stale message: sent at {0}")]
+    Stale(String),
+}
+
+/// A per-node shared secret. Its `Debug` never prints the key.
+#[derive(Clone)]
+pub struct NodeSecret(Vec<u8>);
+
+impl NodeSecret {
+    /// Wraps the secret; refuses secrets shorter than 16 bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, ProtocolError> {
+        let bytes = bytes.into();
+        if bytes.len() < 16 {
+            return Err(ProtocolError::Malformed(
+                "node secret must be at least 16 bytes".into(),
+            ));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// Hex HMAC-SHA256 of `data`.
+    pub fn sign(&self, data: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("hmac takes any key length");
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Constant-time check of a hex signature.
+    pub fn verify(&self, data: &[u8], signature_hex: &str) -> bool {
+        let Ok(sig) = hex::decode(signature_hex) else {
+            return false;
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("hmac takes any key length");
+        mac.update(data);
+        mac.verify_slice(&sig).is_ok()
+    }
+}
+
+impl std::fmt::Debug for NodeSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeSecret(..)")
+    }
+}
+
+/// Compact JSON with object keys sorted by byte order at every level. Both
+/// ends compute signatures over this form, so the field order of whatever
+/// serializer wrote the message does not matter.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    fn write(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&map[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+/// One message on any channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    /// Unique id of this message.
+    pub id: String,
+    /// The node the message is from (agent to control plane) or for.
+    pub node_id: String,
+    /// Always [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// RFC 3339 UTC time of sending.
+    pub sent_at: String,
+    /// What the body is: `command`, `command_result`, `device_status`, `heartbeat`, `register`.
+    pub kind: String,
+    /// The payload.
+    pub body: serde_json::Value,
+    /// Hex HMAC-SHA256 over [`Envelope::signing_input`] with the node's secret.
+    #[serde(default)]
+    pub signature: String,
+}
+
+impl Envelope {
+    /// Builds and signs a message.
+    pub fn signed(
+        secret: &NodeSecret,
+        node: &NodeId,
+        kind: &str,
+        body: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut env = Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            node_id: node.to_string(),
+            protocol_version: PROTOCOL_VERSION,
+            sent_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            kind: kind.to_owned(),
+            body,
+            signature: String::new(),
+        };
+        env.signature = secret.sign(env.signing_input().as_bytes());
+        env
+    }
+
+    /// The exact string that is signed: the fields joined by newlines, the
+    /// body in canonical JSON.
+    pub fn signing_input(&self) -> String {
+        format!(
+            "cloudphone-agent-v{}\n{}\n{}\n{}\n{}\n{}",
+            self.protocol_version,
+            self.id,
+            self.node_id,
+            self.sent_at,
+            self.kind,
+            canonical_json(&self.body)
+        )
+    }
+
+    /// Parses and authenticates a message addressed to `node`.
+    pub fn open(
+        raw: &[u8],
+        secret: &NodeSecret,
+        node: &NodeId,
+        now: DateTime<Utc>,
+        max_skew: chrono::Duration,
+    ) -> Result<Self, ProtocolError> {
+        let env: Self =
+            serde_json::from_slice(raw).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        // The signature goes first so that an unauthenticated sender learns nothing.
+        if env.signature.is_empty()
+            || !secret.verify(env.signing_input().as_bytes(), &env.signature)
+        {
+            return Err(ProtocolError::BadSignature);
+        }
+        if env.protocol_version != PROTOCOL_VERSION {
+            return Err(ProtocolError::UnsupportedVersion(env.protocol_version));
+        }
+        if env.node_id != node.as_str() {
+            return Err(ProtocolError::WrongNode(env.node_id));
+        }
+        let sent = DateTime::parse_from_rfc3339(&env.sent_at)
+            .map_err(|_| ProtocolError::Malformed("sent_at is not RFC 3339".into()))?
+            .with_timezone(&Utc);
+        if (now - sent).abs() > max_skew {
+            return Err(ProtocolError::Stale(env.sent_at));
+        }
+        Ok(env)
+    }
+}
+
+/// The canonical string of an HTTP request or response signature.
+pub fn http_signing_input(
+    direction: &str,
+    method: &str,
+    path: &str,
+    node: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> String {
+    format!(
+        "cloudphone-agent-v{PROTOCOL_VERSION}\n{direction}\n{method}\n{path}\n{node}\n{timestamp}\n{}",
+        hex::encode(Sha256::digest(body))
+    )
+}
+
+/// Desired run state of one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// The container exists and runs.
+    Running,
+    /// The container exists and is stopped; data kept.
+    Stopped,
+}
+
+/// One device the control plane wants on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredDevice {
+    /// Device id.
+    pub device_id: DeviceId,
+    /// Increases with every change the control plane makes to this device;
+    /// an older copy never overwrites a newer one.
+    pub generation: u64,
+    /// Running or stopped.
+    pub state: RunState,
+    /// Container settings.
+    pub spec: DeviceSpec,
+}
+
+/// Body of `GET .../nodes/{node_id}/desired-state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// The node.
+    pub node_id: NodeId,
+    /// Every device that should exist on the node; anything else is removed.
+    pub devices: Vec<DesiredDevice>,
+}
+
+/// What a device is doing, as observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Container being created.
+    Creating,
+    /// Running, not yet `sys.boot_completed=1`.
+    Booting,
+    /// Booted and usable.
+    Ready,
+    /// Container exists and is stopped.
+    Stopped,
+    /// Repeated failures; see `reason`.
+    Failed,
+    /// Container and data removed.
+    Removed,
+}
+
+/// One device as observed on the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedDevice {
+    /// Device id.
+    pub device_id: String,
+    /// Status.
+    pub status: DeviceStatus,
+    /// Engine container id, if a container exists.
+    pub container_id: Option<String>,
+    /// Host port of ADB.
+    pub adb_port: Option<u16>,
+    /// Spec hash of the running container.
+    pub spec_hash: Option<String>,
+    /// Desired generation the container was built from.
+    pub generation: Option<u64>,
+    /// Why it failed, if it did.
+    pub reason: Option<String>,
+}
+
+/// Body of a `device_status` message, sent on every status change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatusChange {
+    /// The new state.
+    pub device: ObservedDevice,
+    /// The status before, if known.
+    pub previous: Option<DeviceStatus>,
+}
+
+/// What the host offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// CPU cores.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mb: u64,
+    /// Disk under the data root, MiB.
+    pub disk_mb: u64,
+    /// Maximum devices this node takes.
+    pub max_devices: u32,
+    /// GPU render nodes.
+    pub gpus: Vec<String>,
+}
+
+/// Body of a `register` message (and of `POST .../register`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Address the control plane and clients reach the host at.
+    pub address: String,
+    /// Capacity.
+    pub capacity: Capacity,
+    /// Free-form labels (zone, hardware class).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Agent version.
+    pub agent_version: String,
+}
+
+/// Current use of the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Devices with a container.
+    pub devices: u32,
+    /// Devices ready.
+    pub ready: u32,
+    /// Memory in use, MiB.
+    pub memory_used_mb: u64,
+    /// Free disk under the data root, MiB.
+    pub disk_free_mb: u64,
+    /// One-minute load average.
+    pub load1: f64,
+}
+
+/// Body of a `heartbeat` message: full node info and full inventory, so a
+/// control plane that missed every earlier message is whole again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Registration data, repeated.
+    pub node: Registration,
+    /// Usage.
+    pub usage: Usage,
+    /// Every device with a container owned by this node.
+    pub devices: Vec<ObservedDevice>,
+    /// Seconds since the agent started.
+    pub uptime_s: u64,
+}
+
+/// Body of a `command` message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Idempotency key: the same id always gets the same result, once.
+    pub operation_id: OperationId,
+    /// What to do.
+    #[serde(flatten)]
+    pub op: Operation,
+}
+
+/// Every operation a command can ask for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    /// Create (and start) a device; also updates the local desired state.
+    Create {
+        /// The device as desired.
+        device: DesiredDevice,
+    },
+    /// Start a stopped device.
+    Start {
+        /// Device.
+        device_id: DeviceId,
+        /// Generation of the desired-state change this belongs to.
+        generation: u64,
+    },
+    /// Stop a device, keeping the container and data.
+    Stop {
+        /// Device.
+        device_id: DeviceId,
+        /// Generation of the desired-state change this belongs to.
+        generation: u64,
+    },
+    /// Restart the container.
+    Restart {
+        /// Device.
+        device_id: DeviceId,
+    },
+    /// Remove the container and its data directory.
+    Delete {
+        /// Device.
+        device_id: DeviceId,
+        /// Generation of the desired-state change this belongs to.
+        generation: u64,
+    },
+    /// Commit the container and copy its data directory.
+    Snapshot {
+        /// Device.
+        device_id: DeviceId,
+        /// Snapshot id.
+        snapshot_id: SnapshotId,
+    },
+    /// Replace the container and data with a snapshot.
+    Restore {
+        /// Device.
+        device_id: DeviceId,
+        /// Snapshot id.
+        snapshot_id: SnapshotId,
+    },
+    /// Download, verify and install an APK.
+    InstallApk {
+        /// Device.
+        device_id: DeviceId,
+        /// Where to fetch the APK.
+        url: String,
+        /// Expected lower-case hex sha256.
+        sha256: String,
+    },
+    /// Uninstall a package.
+    UninstallApk {
+        /// Device.
+        device_id: DeviceId,
+        /// Package.
+        package: PackageName,
+    },
+    /// Run a shell command.
+    Shell {
+        /// Device.
+        device_id: DeviceId,
+        /// Command for `sh -c`.
+        command: String,
+        /// Timeout; default 30 s, at most 300 s.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+        /// Output cap; default 64 KiB, at most 1 MiB.
+        #[serde(default)]
+        max_output_bytes: Option<usize>,
+    },
+    /// Take a PNG screenshot (base64 in the result).
+    Screenshot {
+        /// Device.
+        device_id: DeviceId,
+    },
+    /// The last lines of logcat.
+    Logcat {
+        /// Device.
+        device_id: DeviceId,
+        /// Lines; default 200, at most 5000.
+        #[serde(default)]
+        lines: Option<u32>,
+    },
+    /// Write a file into the device.
+    PushFile {
+        /// Device.
+        device_id: DeviceId,
+        /// Absolute path inside the device.
+        path: DevicePath,
+        /// Contents, base64.
+        content_base64: String,
+    },
+    /// Read a file from the device (base64 in the result).
+    PullFile {
+        /// Device.
+        device_id: DeviceId,
+        /// Absolute path inside the device.
+        path: DevicePath,
+    },
+}
+
+/// Outcome of an operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The operation's idempotency key.
+    pub operation_id: String,
+    /// `true` when it succeeded.
+    pub ok: bool,
+    /// Operation-specific output.
+    pub output: serde_json::Value,
+    /// Machine-readable error code on failure.
+    pub error_code: Option<String>,
+    /// Human-readable error on failure.
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> NodeSecret {
+        NodeSecret::new(b"0123456789abcdef-secret".to_vec()).unwrap()
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":"x"}}"#).unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn signed_messages_open_and_tampered_ones_do_not() {
+        let node = NodeId::parse("n1").unwrap();
+        let now = Utc::now();
+        let env = Envelope::signed(
+            &secret(),
+            &node,
+            "command",
+            serde_json::json!({"a": 1}),
+            now,
+        );
+        let raw = serde_json::to_vec(&env).unwrap();
+        let skew = chrono::Duration::seconds(60);
+        assert!(Envelope::open(&raw, &secret(), &node, now, skew).is_ok());
+
+        let mut forged = env.clone();
+        forged.body = serde_json::json!({"a": 2});
+        let raw = serde_json::to_vec(&forged).unwrap();
+        assert!(matches!(
+            Envelope::open(&raw, &secret(), &node, now, skew),
+            Err(ProtocolError::BadSignature)
+        ));
+
+        let mut unsigned = env.clone();
+        unsigned.signature.clear();
+        let raw = serde_json::to_vec(&unsigned).unwrap();
+        assert!(matches!(
+            Envelope::open(&raw, &secret(), &node, now, skew),
+            Err(ProtocolError::BadSignature)
+        ));
+
+        let raw = serde_json::to_vec(&env).unwrap();
+        let other = NodeId::parse("n2").unwrap();
+        assert!(matches!(
+            Envelope::open(&raw, &secret(), &other, now, skew),
+            Err(ProtocolError::WrongNode(_))
+        ));
+        let later = now + chrono::Duration::minutes(10);
+        assert!(matches!(
+            Envelope::open(&raw, &secret(), &node, later, skew),
+            Err(ProtocolError::Stale(_))
+        ));
+    }
+
+    #[test]
+    fn commands_round_trip_through_json() {
+        let raw = r#"{"operation_id":"op-1","op":"shell","device_id":"d1","command":"echo hi"}"#;
+        let cmd: Command = serde_json::from_str(raw).unwrap();
+        assert!(matches!(cmd.op, Operation::Shell { .. }));
+        let bad = r#"{"operation_id":"op-1","op":"pull_file","device_id":"d1","path":"/a/../b"}"#;
+        assert!(serde_json::from_str::<Command>(bad).is_err());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(NodeSecret::new(b"short".to_vec()).is_err());
+    }
+}

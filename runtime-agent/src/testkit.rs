@@ -1,0 +1,654 @@
+//! Test support shared by the integration tests and the benchmark: a small
+//! image that behaves like redroid, a stand-in for the control plane's HTTP
+//! endpoints, and a per-test environment that cleans up after itself.
+//! Nothing here is used by the agent itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, PortRange};
+use crate::engine::docker::DockerEngine;
+use crate::engine::Engine;
+use crate::protocol::{
+    self, Command, CommandResult, DesiredDevice, DesiredState, Envelope, NodeSecret, Operation,
+    RunState,
+};
+use crate::spec::{
+    DeviceId, DeviceSpec, Display, Gpu, ImageRef, NodeId, OperationId, Resources, LABEL_NODE,
+};
+
+/// The engine address from `DOCKER_HOST`; panics with instructions when it
+/// is unset or the engine does not answer, so real-engine tests never pass
+/// without an engine.
+pub async fn engine_from_env() -> DockerEngine {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| {
+        panic!(
+            "DOCKER_HOST is not set: the runtime-agent tests need a real Docker-API engine. \
+             Start one with `podman system service --time=0 unix:///run/cloudphone/podman.sock &` \
+             and export DOCKER_HOST=unix:///run/cloudphone/podman.sock"
+        )
+    });
+    let engine = DockerEngine::connect(&host)
+        .unwrap_or_else(|e| panic!("DOCKER_HOST={host} is unusable: {e}"));
+    if let Err(e) = engine.ping().await {
+        panic!("the container engine at DOCKER_HOST={host} does not answer: {e}");
+    }
+    engine
+}
+
+/// Redis for tests: `CLOUDPHONE_TEST_REDIS_URL` or `redis://127.0.0.1:6379/`.
+pub fn redis_url() -> String {
+    std::env::var("CLOUDPHONE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+const INIT: &str = r#"#!/bin/sh
+# Behaves like redroid's /init for the agent: takes the boot arguments,
+# "boots" after a moment, answers getprop and listens on 5555.
+trap 'exit 0' TERM INT
+echo "$@" > /boot-args
+mkdir -p /tmp /data
+rm -f /tmp/boot_completed
+( sleep 1; echo 1 > /tmp/boot_completed ) &
+httpd -f -p 5555 -h /www &
+while :; do sleep 1 & wait $!; done
+"#;
+
+const GETPROP: &str = r#"#!/bin/sh
+case "$1" in
+  sys.boot_completed) cat /tmp/boot_completed 2>/dev/null ;;
+  *) tr ' ' '\n' < /boot-args | grep "^$1=" | cut -d= -f2- ;;
+esac
+"#;
+
+const PM: &str = r#"#!/bin/sh
+case "$1" in
+  install)
+    shift; [ "$1" = "-r" ] && shift
+    if [ -s "$1" ]; then echo "$1" >> /data/installed-apks; echo Success; else echo "Failure [INSTALL_FAILED_INVALID_APK]"; exit 1; fi ;;
+  uninstall) echo Success ;;
+  *) echo "unknown"; exit 1 ;;
+esac
+"#;
+
+const SCREENCAP: &str = "#!/bin/sh\nprintf '\\211PNG\\r\\n\\032\\nfake-screen'\n";
+const LOGCAT: &str = "#!/bin/sh\necho 'I/init: boot args:' $(cat /boot-args)\n";
+
+const DOCKERFILE: &str = r#"FROM scratch
+COPY rootfs/ /
+ENV PATH=/system/bin:/bin
+ENTRYPOINT ["/init", "qemu=1", "androidboot.hardware=redroid"]
+"#;
+
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "sleep", "mkdir", "rm", "grep", "cut", "tr", "httpd", "ls", "cp", "true",
+    "printf", "test", "[", "kill", "ps", "touch", "wc", "head",
+];
+
+fn build_context() -> std::io::Result<Vec<u8>> {
+    let busybox = std::fs::read("/bin/busybox").map_err(|e| {
+        std::io::Error::other(format!(
+            "/bin/busybox is needed to build the test image (apt-get install busybox-static): {e}"
+        ))
+    })?;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8], mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, data)
+    };
+    add("Dockerfile", DOCKERFILE.as_bytes(), 0o644)?;
+    add("rootfs/bin/busybox", &busybox, 0o755)?;
+    add("rootfs/init", INIT.as_bytes(), 0o755)?;
+    add("rootfs/system/bin/getprop", GETPROP.as_bytes(), 0o755)?;
+    add("rootfs/system/bin/pm", PM.as_bytes(), 0o755)?;
+    add("rootfs/system/bin/screencap", SCREENCAP.as_bytes(), 0o755)?;
+    add("rootfs/system/bin/logcat", LOGCAT.as_bytes(), 0o755)?;
+    add("rootfs/www/index.html", b"adb\n", 0o644)?;
+    add("rootfs/tmp/.keep", b"", 0o644)?;
+    for applet in APPLETS {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_mtime(0);
+        b.append_link(&mut h, format!("rootfs/bin/{applet}"), "busybox")?;
+    }
+    b.into_inner()
+}
+
+static IMAGE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// Builds (once per process, and only if missing) the fake redroid image; returns its tag.
+pub async fn fake_redroid_image(engine: &DockerEngine) -> String {
+    IMAGE
+        .get_or_init(|| async {
+            let ctx = build_context().expect("test image context");
+            let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&ctx)[..6]);
+            let tag = format!("localhost/cloudphone-test-redroid:{digest}");
+            if engine.image_exists(&tag).await.expect("inspect test image") {
+                return tag;
+            }
+            let opts = BuildImageOptionsBuilder::new()
+                .dockerfile("Dockerfile")
+                .t(&tag)
+                .rm(true)
+                .build();
+            let mut stream =
+                engine
+                    .client()
+                    .build_image(opts, None, Some(bollard::body_full(Bytes::from(ctx))));
+            while let Some(item) = stream.next().await {
+                let info = item.unwrap_or_else(|e| panic!("building the test image failed: {e}"));
+                if let Some(err) = info.error_detail {
+                    panic!("building the test image failed: {err:?}");
+                }
+            }
+            tag
+        })
+        .await
+        .clone()
+}
+
+/// What the control-plane double serves and has seen.
+#[derive(Debug, Default)]
+pub struct ControlPlaneState {
+    /// Desired devices per node.
+    pub desired: Mutex<HashMap<String, Vec<DesiredDevice>>>,
+    /// Registrations received, raw JSON.
+    pub registrations: Mutex<Vec<serde_json::Value>>,
+    /// Static files (for APK downloads) by path.
+    pub files: Mutex<HashMap<String, Vec<u8>>>,
+    /// When set, every API call answers 503.
+    pub down: AtomicBool,
+    /// Desired-state requests served.
+    pub pulls: AtomicU64,
+    /// Requests refused for a bad signature.
+    pub unauthorized: AtomicU64,
+}
+
+/// A stand-in for the device component's internal node endpoints.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    /// Base URL.
+    pub url: String,
+    /// Shared state.
+    pub state: Arc<ControlPlaneState>,
+}
+
+impl ControlPlane {
+    /// Serves on a random local port; `secret` is the node secret used for every node.
+    pub async fn start(secret: NodeSecret) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind control plane");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let state = Arc::new(ControlPlaneState::default());
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                let secret = secret.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(st.clone(), secret.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    /// Replaces the desired state of a node.
+    pub fn set_desired(&self, node: &NodeId, devices: Vec<DesiredDevice>) {
+        self.state
+            .desired
+            .lock()
+            .expect("lock")
+            .insert(node.to_string(), devices);
+    }
+
+    /// Serves `data` at `/files/{name}`; returns its URL.
+    pub fn serve_file(&self, name: &str, data: Vec<u8>) -> String {
+        self.state
+            .files
+            .lock()
+            .expect("lock")
+            .insert(format!("/files/{name}"), data);
+        format!("{}/files/{name}", self.url)
+    }
+}
+
+async fn handle(
+    st: Arc<ControlPlaneState>,
+    secret: NodeSecret,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (node, ts, sig) = (
+        header(protocol::HEADER_NODE),
+        header(protocol::HEADER_TIMESTAMP),
+        header(protocol::HEADER_SIGNATURE),
+    );
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let reply = |status: u16, body: Vec<u8>| {
+        Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from(body)))
+            .expect("response"))
+    };
+    if let Some(data) = st.files.lock().expect("lock").get(&path) {
+        return reply(200, data.clone());
+    }
+    if st.down.load(Ordering::SeqCst) {
+        return reply(503, b"down".to_vec());
+    }
+    let input = protocol::http_signing_input("request", &method, &path, &node, &ts, &body);
+    let prefix = format!("/api/v1/device/internal/nodes/{node}/");
+    if node.is_empty() || !path.starts_with(&prefix) || !secret.verify(input.as_bytes(), &sig) {
+        st.unauthorized.fetch_add(1, Ordering::SeqCst);
+        return reply(401, b"unauthorized".to_vec());
+    }
+    match (method.as_str(), &path[prefix.len()..]) {
+        ("GET", "desired-state") => {
+            st.pulls.fetch_add(1, Ordering::SeqCst);
+            let devices = st
+                .desired
+                .lock()
+                .expect("lock")
+                .get(&node)
+                .cloned()
+                .unwrap_or_default();
+            let state = DesiredState {
+                node_id: NodeId::parse(&node).expect("node"),
+                devices,
+            };
+            let body = serde_json::to_vec(&state).expect("json");
+            let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+            let input = protocol::http_signing_input("response", "GET", &path, &node, &ts, &body);
+            Ok(Response::builder()
+                .header(protocol::HEADER_TIMESTAMP, ts)
+                .header(protocol::HEADER_SIGNATURE, secret.sign(input.as_bytes()))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .expect("response"))
+        }
+        ("POST", "register") => {
+            let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            st.registrations.lock().expect("lock").push(v);
+            reply(204, Vec::new())
+        }
+        _ => reply(404, Vec::new()),
+    }
+}
+
+fn next_ports(n: u16) -> PortRange {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 150) as u16 * 200;
+    let off = NEXT.fetch_add(n, Ordering::SeqCst);
+    PortRange {
+        start: base + off,
+        end: base + off + n - 1,
+    }
+}
+
+/// Messages the agent published for one node, verified with its secret.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    /// Every verified message, in arrival order.
+    pub messages: Mutex<Vec<Envelope>>,
+}
+
+/// One test's world: a real engine, real Redis, a control-plane double, a
+/// data root, a unique node id and port range. Dropping it removes the
+/// node's containers, snapshot images and data.
+#[derive(Debug)]
+pub struct TestEnv {
+    /// The engine.
+    pub engine: Arc<DockerEngine>,
+    /// The fake redroid image.
+    pub image: String,
+    /// This test's node id.
+    pub node: NodeId,
+    /// Node secret.
+    pub secret: NodeSecret,
+    /// Data root.
+    pub data_root: PathBuf,
+    /// The control-plane double.
+    pub cp: ControlPlane,
+    /// ADB ports of this test.
+    pub ports: PortRange,
+    /// What the agent published.
+    pub inbox: Arc<Inbox>,
+    redis: redis::Client,
+}
+
+impl TestEnv {
+    /// Sets up a fresh environment named after the test, with `ports` ADB ports.
+    pub async fn new(name: &str, ports: u16) -> Self {
+        let engine = Arc::new(engine_from_env().await);
+        let image = fake_redroid_image(&engine).await;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let node = NodeId::parse(
+            &format!("t-{}-{}", &name[..name.len().min(30)], &suffix[..8]).replace('_', "-"),
+        )
+        .expect("node id");
+        let secret = NodeSecret::new(format!("secret-{suffix}").into_bytes()).expect("secret");
+        let data_root = std::env::temp_dir().join(format!("cloudphone-agent-test-{node}"));
+        std::fs::create_dir_all(&data_root).expect("data root");
+        let cp = ControlPlane::start(secret.clone()).await;
+        let redis = redis::Client::open(redis_url()).expect("redis url");
+        let inbox = Arc::new(Inbox::default());
+        let mut ps = redis
+            .get_async_pubsub()
+            .await
+            .unwrap_or_else(|e| panic!("redis at {} is needed for these tests: {e}", redis_url()));
+        for ch in [
+            protocol::CHANNEL_RESULTS,
+            protocol::CHANNEL_STATUS,
+            protocol::CHANNEL_HEARTBEATS,
+        ] {
+            ps.subscribe(ch).await.expect("subscribe");
+        }
+        let (inbox2, secret2, node2) = (inbox.clone(), secret.clone(), node.clone());
+        tokio::spawn(async move {
+            let mut stream = ps.on_message();
+            while let Some(msg) = stream.next().await {
+                let skew = chrono::Duration::minutes(5);
+                if let Ok(env) =
+                    Envelope::open(msg.get_payload_bytes(), &secret2, &node2, Utc::now(), skew)
+                {
+                    inbox2.messages.lock().expect("lock").push(env);
+                }
+            }
+        });
+        Self {
+            engine,
+            image,
+            node,
+            secret,
+            data_root,
+            cp,
+            ports: next_ports(ports),
+            inbox,
+            redis,
+        }
+    }
+
+    /// A configuration with short intervals for tests.
+    pub fn config(&self) -> Config {
+        let mut c = Config::with_defaults(
+            self.node.clone(),
+            self.secret.clone(),
+            &redis_url(),
+            &self.cp.url,
+            &self.data_root,
+        );
+        c.port_range = self.ports;
+        c.reconcile_interval = Duration::from_millis(200);
+        c.desired_state_interval = Duration::from_millis(300);
+        c.heartbeat_interval = Duration::from_millis(300);
+        c.removal_grace = Duration::from_millis(500);
+        c.boot_timeout = Duration::from_secs(20);
+        c.stop_timeout = Duration::from_secs(2);
+        c
+    }
+
+    /// Starts an agent in-process with [`TestEnv::config`].
+    pub async fn start_agent(&self) -> crate::AgentHandle {
+        self.start_agent_with(self.config()).await
+    }
+
+    /// Starts an agent in-process with a given configuration.
+    pub async fn start_agent_with(&self, cfg: Config) -> crate::AgentHandle {
+        let engine: Arc<dyn Engine> = self.engine.clone();
+        let h = crate::start(cfg, engine).await.expect("agent starts");
+        // Commands published before the subscription is live would be lost.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let channel = protocol::commands_channel(&self.node);
+        loop {
+            let mut conn = self
+                .redis
+                .get_multiplexed_async_connection()
+                .await
+                .expect("redis");
+            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .expect("pubsub numsub");
+            if counts.first().is_some_and(|(_, n)| *n > 0) || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        h
+    }
+
+    /// A desired device running the fake image.
+    pub fn device(&self, id: &str, state: RunState) -> DesiredDevice {
+        DesiredDevice {
+            device_id: DeviceId::parse(id).expect("device id"),
+            generation: 1,
+            state,
+            spec: DeviceSpec {
+                image: ImageRef::parse(&self.image).expect("image"),
+                display: Display {
+                    width: 720,
+                    height: 1280,
+                    dpi: 320,
+                    fps: 30,
+                },
+                gpu: Gpu::default(),
+                resources: Resources {
+                    cpu_millis: 500,
+                    memory_mb: 256,
+                    pids: 256,
+                },
+                extra_boot_args: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// Publishes a raw payload on this node's command channel.
+    pub async fn publish_raw(&self, payload: &str) {
+        let mut conn = self
+            .redis
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(protocol::commands_channel(&self.node))
+            .arg(payload)
+            .query_async(&mut conn)
+            .await
+            .expect("publish");
+    }
+
+    /// Signs and publishes a command; returns the envelope sent.
+    pub async fn send(&self, op_id: &str, op: Operation) -> Envelope {
+        let cmd = Command {
+            operation_id: OperationId::parse(op_id).expect("op id"),
+            op,
+        };
+        let env = Envelope::signed(
+            &self.secret,
+            &self.node,
+            "command",
+            serde_json::to_value(cmd).expect("json"),
+            Utc::now(),
+        );
+        self.publish_raw(&serde_json::to_string(&env).expect("json"))
+            .await;
+        env
+    }
+
+    /// Waits for the `n`-th (1-based) result of an operation.
+    pub async fn result(&self, op_id: &str, n: usize, timeout: Duration) -> CommandResult {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<CommandResult> = self
+                .inbox
+                .messages
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|e| e.kind == "command_result")
+                .filter_map(|e| serde_json::from_value::<CommandResult>(e.body.clone()).ok())
+                .filter(|r| r.operation_id == op_id)
+                .collect();
+            if found.len() >= n {
+                return found[n - 1].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no result #{n} for operation {op_id} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends a command and waits for its result.
+    pub async fn call(&self, op_id: &str, op: Operation) -> CommandResult {
+        let before = self.results_for(op_id);
+        self.send(op_id, op).await;
+        self.result(op_id, before + 1, Duration::from_secs(60))
+            .await
+    }
+
+    fn results_for(&self, op_id: &str) -> usize {
+        self.inbox
+            .messages
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|e| e.kind == "command_result" && e.body["operation_id"] == op_id)
+            .count()
+    }
+
+    /// Polls `check` every 50 ms until it is true; panics with `what` after `timeout`.
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while !check().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// This node's containers.
+    pub async fn containers(&self) -> Vec<crate::engine::ContainerInfo> {
+        self.engine
+            .list(&[(LABEL_NODE, self.node.as_str())])
+            .await
+            .expect("list")
+    }
+
+    /// The data directory of a device on the host.
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        crate::spec::device_dir(&self.data_root, &DeviceId::parse(id).expect("id")).join("data")
+    }
+
+    /// The latest published status of a device.
+    pub fn last_status(&self, id: &str) -> Option<String> {
+        self.inbox
+            .messages
+            .lock()
+            .expect("lock")
+            .iter()
+            .rev()
+            .filter(|e| e.kind == "device_status" && e.body["device"]["device_id"] == id)
+            .map(|e| {
+                e.body["device"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .next()
+    }
+}
+
+fn cleanup(host: &str, node: &str, data_root: &Path) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let Ok(engine) = DockerEngine::connect(host) else {
+            return;
+        };
+        if let Ok(list) = engine.list(&[(LABEL_NODE, node)]).await {
+            for c in list {
+                let _ = engine.remove(&c.name).await;
+            }
+        }
+        let mut filters = HashMap::new();
+        filters.insert("label", vec![format!("{LABEL_NODE}={node}")]);
+        let opts = ListImagesOptionsBuilder::new().filters(&filters).build();
+        if let Ok(images) = engine.client().list_images(Some(opts)).await {
+            for img in images {
+                let opts = RemoveImageOptionsBuilder::new().force(true).build();
+                let _ = engine
+                    .client()
+                    .remove_image(&img.id, Some(opts), None)
+                    .await;
+            }
+        }
+    });
+    let _ = std::fs::remove_dir_all(data_root);
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let host = std::env::var("DOCKER_HOST").unwrap_or_default();
+        let node = self.node.to_string();
+        let root = self.data_root.clone();
+        // Drop runs inside the test's runtime, so the async cleanup gets a thread of its own.
+        let _ = std::thread::spawn(move || cleanup(&host, &node, &root)).join();
+    }
+}
