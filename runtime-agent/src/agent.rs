@@ -130,6 +130,8 @@ pub struct Shared {
     pub pull_now: Notify,
     /// Outgoing messages.
     pub outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// Commands in flight.
+    pub commands: Mutex<tokio::task::JoinSet<()>>,
     device_locks: Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>,
     started: Instant,
 }
@@ -163,6 +165,7 @@ impl Shared {
             reconcile_now: Notify::new(),
             pull_now: Notify::new(),
             outgoing,
+            commands: Mutex::default(),
             device_locks: Mutex::default(),
             started: Instant::now(),
         })
@@ -243,6 +246,16 @@ pub struct AgentHandle {
 impl AgentHandle {
     /// Stops every task and waits for in-flight work. Containers keep running.
     pub async fn shutdown(self) {
+        // Commands in flight finish first so their results still go out.
+        let mut commands =
+            std::mem::take(&mut *self.shared.commands.lock().expect("commands lock"));
+        let drain = async { while commands.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(30), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("commands still running after 30 s; abandoned");
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             if tokio::time::timeout(Duration::from_secs(30), t)
@@ -253,6 +266,19 @@ impl AgentHandle {
             }
         }
         tracing::info!("agent stopped; containers left running");
+    }
+
+    /// Stops everything at once, mid-operation, as `kill -9` would; for tests
+    /// of crash recovery.
+    pub fn crash(self) {
+        self.shared
+            .commands
+            .lock()
+            .expect("commands lock")
+            .abort_all();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 
     /// Runs one reconcile pass now.
@@ -665,10 +691,13 @@ pub fn handle_message(shared: &Arc<Shared>, raw: &[u8]) {
             return;
         }
     };
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let result = crate::ops::run_command(&shared, cmd).await;
-        let _ = shared.outgoing.send(Outgoing::Result(result));
+    let task_shared = shared.clone();
+    let mut commands = shared.commands.lock().expect("commands lock");
+    // Reap finished tasks so the set does not grow without bound.
+    while commands.try_join_next().is_some() {}
+    commands.spawn(async move {
+        let result = crate::ops::run_command(&task_shared, cmd).await;
+        let _ = task_shared.outgoing.send(Outgoing::Result(result));
     });
 }
 

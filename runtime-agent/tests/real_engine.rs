@@ -75,3 +75,395 @@ async fn a_desired_device_is_created_and_becomes_ready_with_the_redroid_spec() {
     // Shutdown leaves containers running.
     assert!(env.containers().await.iter().all(|c| c.running));
 }
+
+fn dev(id: &str) -> DeviceId {
+    DeviceId::parse(id).unwrap()
+}
+
+async fn wait_status(env: &TestEnv, id: &str, status: &str) {
+    env.wait_until(&format!("{id} is {status}"), T, || async {
+        env.last_status(id).as_deref() == Some(status)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_start_commands_win_over_an_older_desired_state() {
+    let env = TestEnv::new("stop-start", 2).await;
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    let agent = env.start_agent().await;
+    wait_status(&env, "d1", "ready").await;
+
+    let r = env
+        .call(
+            "op-stop",
+            Operation::Stop {
+                device_id: dev("d1"),
+                generation: 2,
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert!(!env.containers().await[0].running);
+    // The control plane still serves generation 1 (running); the newer command wins.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !env.containers().await[0].running,
+        "an older pulled state must not restart the device"
+    );
+    wait_status(&env, "d1", "stopped").await;
+
+    let id_before = env.containers().await[0].id.clone();
+    let r = env
+        .call(
+            "op-start",
+            Operation::Start {
+                device_id: dev("d1"),
+                generation: 3,
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.output["status"], "ready");
+    let after = env.containers().await;
+    assert_eq!(after.len(), 1);
+    assert!(after[0].running);
+    assert_eq!(after[0].id, id_before, "start reuses the container");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_create_adopts_the_container_on_restart_and_duplicates_nothing() {
+    let env = TestEnv::new("restart-mid-op", 2).await;
+    env.cp.set_desired(&env.node, vec![]);
+    let agent = env.start_agent().await;
+    env.send(
+        "op-create",
+        Operation::Create {
+            device: env.device("d1", RunState::Running),
+        },
+    )
+    .await;
+    // Kill the agent once the container exists but before the device booted.
+    env.wait_until("the container exists", T, || async {
+        !env.containers().await.is_empty()
+    })
+    .await;
+    agent.crash();
+    let first = env.containers().await;
+    assert_eq!(first.len(), 1);
+    // The control plane recorded the device before sending the command.
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+
+    let agent = env.start_agent().await;
+    // Redelivery of the same operation after the restart.
+    env.send(
+        "op-create",
+        Operation::Create {
+            device: env.device("d1", RunState::Running),
+        },
+    )
+    .await;
+    let r = env.result("op-create", 1, T).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.output["status"], "ready");
+    let now = env.containers().await;
+    assert_eq!(now.len(), 1, "nothing duplicated");
+    assert_eq!(
+        now[0].id, first[0].id,
+        "the container was adopted, not recreated"
+    );
+    assert!(agent
+        .shared
+        .metrics
+        .render()
+        .contains("cloudphone_agent_containers_adopted_total 1"));
+
+    // A third delivery is answered from the ledger with the same result and no action.
+    env.send(
+        "op-create",
+        Operation::Create {
+            device: env.device("d1", RunState::Running),
+        },
+    )
+    .await;
+    let again = env.result("op-create", 2, T).await;
+    assert_eq!(again, r);
+    assert!(agent
+        .shared
+        .metrics
+        .render()
+        .contains("cloudphone_agent_commands_deduplicated_total 1"));
+    assert_eq!(env.containers().await[0].id, first[0].id);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_killed_or_removed_behind_the_agents_back_comes_back() {
+    let env = TestEnv::new("killed", 2).await;
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    let agent = env.start_agent().await;
+    wait_status(&env, "d1", "ready").await;
+    let port = env.containers().await[0].labels[LABEL_ADB_PORT].clone();
+
+    env.engine
+        .client()
+        .kill_container(
+            "cloudphone-d1",
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .unwrap();
+    env.wait_until("the killed container runs again", T, || async {
+        env.containers().await.first().is_some_and(|c| c.running)
+    })
+    .await;
+
+    use runtime_agent::engine::Engine;
+    env.engine.remove("cloudphone-d1").await.unwrap();
+    env.wait_until(
+        "the removed container is recreated and running",
+        T,
+        || async { env.containers().await.first().is_some_and(|c| c.running) },
+    )
+    .await;
+    wait_status(&env, "d1", "ready").await;
+    let c = &env.containers().await[0];
+    assert_eq!(c.labels[LABEL_ADB_PORT], port, "the device keeps its port");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_removed_from_desired_state_is_removed_with_its_data_after_the_grace_period() {
+    let env = TestEnv::new("removed", 2).await;
+    env.cp.set_desired(
+        &env.node,
+        vec![
+            env.device("d1", RunState::Running),
+            env.device("d2", RunState::Running),
+        ],
+    );
+    let agent = env.start_agent().await;
+    wait_status(&env, "d1", "ready").await;
+    wait_status(&env, "d2", "ready").await;
+    assert!(env.data_dir("d1").exists());
+
+    env.cp
+        .set_desired(&env.node, vec![env.device("d2", RunState::Running)]);
+    wait_status(&env, "d1", "removed").await;
+    let left = env.containers().await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].name, "cloudphone-d2");
+    assert!(
+        !env.data_dir("d1").exists(),
+        "the data directory goes with the device"
+    );
+    assert!(env.data_dir("d2").exists());
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_then_restore_brings_back_data_directory_files() {
+    let env = TestEnv::new("snapshot", 2).await;
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    let agent = env.start_agent().await;
+    wait_status(&env, "d1", "ready").await;
+
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let r = env
+        .call(
+            "op-push",
+            Operation::PushFile {
+                device_id: dev("d1"),
+                path: runtime_agent::spec::DevicePath::parse("/data/user/hello.txt").unwrap(),
+                content_base64: b64.encode(b"before snapshot"),
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(
+        std::fs::read(env.data_dir("d1").join("user/hello.txt")).unwrap(),
+        b"before snapshot"
+    );
+
+    let snap = runtime_agent::spec::SnapshotId::parse("s1").unwrap();
+    let r = env
+        .call(
+            "op-snap",
+            Operation::Snapshot {
+                device_id: dev("d1"),
+                snapshot_id: snap.clone(),
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+
+    std::fs::remove_file(env.data_dir("d1").join("user/hello.txt")).unwrap();
+    std::fs::write(env.data_dir("d1").join("after.txt"), b"x").unwrap();
+
+    let r = env
+        .call(
+            "op-restore",
+            Operation::Restore {
+                device_id: dev("d1"),
+                snapshot_id: snap,
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(
+        std::fs::read(env.data_dir("d1").join("user/hello.txt")).unwrap(),
+        b"before snapshot"
+    );
+    assert!(!env.data_dir("d1").join("after.txt").exists());
+    let c = &env.containers().await[0];
+    assert!(
+        c.image.contains("cloudphone-snapshot-d1"),
+        "runs the snapshot image: {}",
+        c.image
+    );
+
+    let r = env
+        .call(
+            "op-pull",
+            Operation::PullFile {
+                device_id: dev("d1"),
+                path: runtime_agent::spec::DevicePath::parse("/data/user/hello.txt").unwrap(),
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(
+        b64.decode(r.output["content_base64"].as_str().unwrap())
+            .unwrap(),
+        b"before snapshot"
+    );
+    // The restored container is not replaced by the reconcile loop.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(env.containers().await[0].id, c.id);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apk_with_a_bad_checksum_is_refused_and_a_good_one_installed() {
+    let env = TestEnv::new("apk", 2).await;
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    let agent = env.start_agent().await;
+    wait_status(&env, "d1", "ready").await;
+    let apk = b"PK\x03\x04 not really an apk".to_vec();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&apk));
+    let url = env.cp.serve_file("app.apk", apk);
+
+    let wrong = "0".repeat(64);
+    let r = env
+        .call(
+            "op-apk-bad",
+            Operation::InstallApk {
+                device_id: dev("d1"),
+                url: url.clone(),
+                sha256: wrong,
+            },
+        )
+        .await;
+    assert!(!r.ok);
+    assert_eq!(r.error_code.as_deref(), Some("checksum_mismatch"), "{r:?}");
+    assert!(r.error.unwrap().contains(&sha));
+    assert!(
+        !env.data_dir("d1").join("installed-apks").exists(),
+        "nothing reached the device"
+    );
+
+    let r = env
+        .call(
+            "op-apk-good",
+            Operation::InstallApk {
+                device_id: dev("d1"),
+                url,
+                sha256: sha,
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    let installed = std::fs::read_to_string(env.data_dir("d1").join("installed-apks")).unwrap();
+    assert!(
+        installed.contains("/data/local/tmp/cloudphone-"),
+        "{installed}"
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_port_range_gives_a_clear_error() {
+    let env = TestEnv::new("ports", 1).await;
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    let agent = env.start_agent().await;
+    wait_status(&env, "d1", "ready").await;
+    let r = env
+        .call(
+            "op-d2",
+            Operation::Create {
+                device: env.device("d2", RunState::Running),
+            },
+        )
+        .await;
+    assert!(!r.ok);
+    assert_eq!(
+        r.error_code.as_deref(),
+        Some("port_range_exhausted"),
+        "{r:?}"
+    );
+    let p = env.ports.start;
+    assert_eq!(
+        r.error.as_deref(),
+        Some(format!("no free adb port in range {p}-{p} (1 in use)").as_str())
+    );
+    assert_eq!(env.containers().await.len(), 1);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_or_unsigned_commands_are_rejected() {
+    let env = TestEnv::new("forged", 2).await;
+    env.cp.set_desired(&env.node, vec![]);
+    let agent = env.start_agent().await;
+    let body = serde_json::json!({"operation_id": "op-evil", "op": "create", "device": env.device("evil", RunState::Running)});
+    // Unsigned.
+    let unsigned = serde_json::json!({
+        "id": "m1", "node_id": env.node.as_str(), "protocol_version": 1,
+        "sent_at": chrono::Utc::now().to_rfc3339(), "kind": "command", "body": body,
+    });
+    env.publish_raw(&unsigned.to_string()).await;
+    // Signed with another secret.
+    let other = runtime_agent::protocol::NodeSecret::new(b"not-the-node-secret".to_vec()).unwrap();
+    let forged = runtime_agent::protocol::Envelope::signed(
+        &other,
+        &env.node,
+        "command",
+        body,
+        chrono::Utc::now(),
+    );
+    env.publish_raw(&serde_json::to_string(&forged).unwrap())
+        .await;
+    env.wait_until("both messages are rejected", T, || async {
+        agent
+            .shared
+            .metrics
+            .render()
+            .contains("cloudphone_agent_messages_rejected_total 2")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        env.containers().await.is_empty(),
+        "a forged command created nothing"
+    );
+    assert!(!env.data_dir("evil").exists());
+    agent.shutdown().await;
+}
