@@ -1,0 +1,14 @@
+//! The `app` component: the APK catalogue and install records. Owns
+//! `cloudphone_app`. Served under `/api/v1/app/...`; this first cut serves
+//! only its health route.
+
+/// Spin's export macro generates `unsafe` glue: it is confined to this module.
+#[allow(unsafe_code)]
+mod entry {
+    use spin_sdk::http::{Request, Response};
+
+    #[spin_sdk::http_component]
+    async fn handle(req: Request) -> Response {
+        platform::http::serve_health_only(req, "app").await
+    }
+}

@@ -1,0 +1,4 @@
+//! Types and rules of `auth`, free of I/O.
+
+pub mod input;
+pub mod password;

@@ -1,0 +1,56 @@
+//! The one error type of `auth` and its mapping to the common error body.
+
+use platform::db::DbError;
+use platform::Problem;
+
+/// Everything that can go wrong in `auth`.
+#[derive(Debug)]
+pub enum Error {
+    /// 400: the input breaks a rule.
+    Invalid(String),
+    /// 401: wrong email or password (never says which).
+    BadCredentials,
+    /// 404: no such route.
+    NotFound,
+    /// 409: the email is registered already.
+    EmailTaken,
+    /// 502: the `user` component refused or failed.
+    Upstream(String),
+    /// Any already-classified problem (database, configuration, body parsing).
+    Problem(Problem),
+}
+
+impl From<Problem> for Error {
+    fn from(p: Problem) -> Self {
+        Error::Problem(p)
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unique(_) => Error::EmailTaken,
+            other => Error::Problem(other.into()),
+        }
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(m) => Problem::invalid(m),
+            Error::BadCredentials => {
+                Problem::new(401, "bad_credentials", "invalid email or password")
+            }
+            Error::NotFound => Problem::not_found("route"),
+            Error::EmailTaken => Problem::conflict("email is already registered"),
+            Error::Upstream(cause) => Problem {
+                status: 502,
+                code: "upstream",
+                message: "a dependency failed, try again".into(),
+                internal: Some(cause),
+            },
+            Error::Problem(p) => p,
+        }
+    }
+}

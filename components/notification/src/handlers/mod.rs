@@ -1,0 +1,3 @@
+//! Thin handlers: parse input, call the repo, build the response.
+
+pub mod notifications;

@@ -1,0 +1,26 @@
+//! The `notification` component: the notifications users see. It consumes
+//! `user.*` events from Redis (Spin's Redis trigger, channel
+//! `cloudphone.events.user`) and serves `/api/v1/notification/...`.
+
+mod consumer;
+mod error;
+mod handlers;
+mod repo;
+mod routes;
+
+/// Spin's export macros generate `unsafe` glue: it is confined to this module.
+#[allow(unsafe_code)]
+mod entry {
+    use spin_sdk::http::{Request, Response};
+
+    #[spin_sdk::http_component]
+    async fn handle(req: Request) -> Response {
+        platform::http::serve(req, crate::routes::dispatch).await
+    }
+
+    /// Spin's Redis trigger calls this for every message on a subscribed channel.
+    #[spin_sdk::redis_component]
+    fn on_message(message: Vec<u8>) -> Result<(), String> {
+        crate::consumer::handle(&message)
+    }
+}

@@ -1,0 +1,92 @@
+//! All SQL of `notification`.
+
+use platform::db::{col, timestamp, Db, DbError};
+use platform::http::Page;
+use serde::Serialize;
+use spin_sdk::pg4::{DbValue, ParameterValue as P};
+use uuid::Uuid;
+
+/// A notification as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct Notification {
+    id: Uuid,
+    kind: String,
+    title: String,
+    body: String,
+    data: serde_json::Value,
+    read_at: Option<String>,
+    created_at: String,
+}
+
+fn notification(row: &[DbValue]) -> Result<Notification, DbError> {
+    let read_at = match row.get(5) {
+        Some(DbValue::DbNull) | None => None,
+        Some(_) => Some(timestamp(row, 5, "notifications.read_at")?),
+    };
+    Ok(Notification {
+        id: col(row, 0, "notifications.id")?,
+        kind: col(row, 1, "notifications.kind")?,
+        title: col(row, 2, "notifications.title")?,
+        body: col(row, 3, "notifications.body")?,
+        data: col(row, 4, "notifications.data")?,
+        read_at,
+        created_at: timestamp(row, 6, "notifications.created_at")?,
+    })
+}
+
+/// A page of a user's notifications, newest first, and the total.
+pub fn list(
+    db: &Db,
+    user: Uuid,
+    unread_only: bool,
+    page: Page,
+) -> Result<(Vec<Notification>, i64), DbError> {
+    let filter = "user_id = $1 AND ($2 = false OR read_at IS NULL)";
+    let rows = db.query(
+        &format!(
+            "SELECT id, kind, title, body, data, read_at, created_at FROM notifications \
+             WHERE {filter} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
+        ),
+        &[
+            P::Uuid(user.to_string()),
+            P::Boolean(unread_only),
+            P::Int64(page.per_page),
+            P::Int64(page.offset()),
+        ],
+    )?;
+    let items = rows
+        .rows
+        .iter()
+        .map(|r| notification(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = db.query(
+        &format!("SELECT count(*) FROM notifications WHERE {filter}"),
+        &[P::Uuid(user.to_string()), P::Boolean(unread_only)],
+    )?;
+    let total: i64 = col(&total.rows[0], 0, "count")?;
+    Ok((items, total))
+}
+
+/// Marks a notification read; false if the user has no such notification.
+pub fn mark_read(db: &Db, user: Uuid, id: Uuid) -> Result<bool, DbError> {
+    let n = db.execute(
+        "UPDATE notifications SET read_at = coalesce(read_at, now() AT TIME ZONE 'UTC') WHERE id = $1 AND user_id = $2",
+        &[P::Uuid(id.to_string()), P::Uuid(user.to_string())],
+    )?;
+    Ok(n == 1)
+}
+
+/// Inserts the welcome notification caused by an event.
+pub fn insert_welcome(db: &Db, user: Uuid, name: &str, event_id: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO notifications (id, user_id, kind, title, body, source_event_id) \
+         VALUES ($1, $2, 'welcome', 'Welcome to cloudphone', $3, $4) ON CONFLICT (source_event_id) DO NOTHING",
+        &[
+            P::Uuid(Uuid::new_v4().to_string()),
+            P::Uuid(user.to_string()),
+            P::Str(format!("Hi {name}, your account is ready. Rent your first cloud phone from the devices page.")),
+            P::Uuid(event_id.to_string()),
+        ],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The `scheduler` component: periodic jobs, run by Spin's cron trigger
+//! (`[[trigger.cron]]`, the `fermyon:spin-cron@2.0.0` world in `wit/cron`).
+//!
+//! It owns no database. A job is work on some domain's data, so the job's
+//! code and state live in that domain's component and database; the scheduler
+//! only calls the component's internal job endpoint by service chaining,
+//! authenticated with the internal token. This keeps least privilege: the
+//! scheduler can reach the listed `*.spin.internal` hosts and nothing else.
+
+mod jobs;
+
+/// The cron world's bindings; `wit-bindgen` generates `unsafe` glue, confined here.
+#[allow(unsafe_code, missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/cron",
+        world: "spin-cron",
+        runtime_path: "::spin_sdk::wit_bindgen::rt",
+        pub_export_macro: true,
+        default_bindings_module: "crate::bindings",
+    });
+}
+
+use bindings::{Error, Guest, Metadata};
+
+struct Scheduler;
+
+impl Guest for Scheduler {
+    fn handle_cron_event(metadata: Metadata) -> Result<(), Error> {
+        spin_sdk::http::run(jobs::run_due(metadata.timestamp)).map_err(Error::Other)
+    }
+}
+
+/// Export glue for the cron world.
+#[allow(unsafe_code)]
+mod export {
+    use super::Scheduler;
+    crate::bindings::export!(Scheduler);
+}

@@ -1,0 +1,155 @@
+//! Postgres through Spin's `spin:postgres@4.0.0`, with the rules Spin's pool
+//! imposes: every transaction this module opens ends in COMMIT or ROLLBACK on
+//! every path, because a connection goes back to the pool as it is and an open
+//! transaction would leak into a later request. Errors are classified so that
+//! an unreachable database is a 503 and a unique-key violation a 409.
+
+use crate::Problem;
+use spin_sdk::pg4::{self, Connection, DbValue, ParameterValue, QueryError, RowSet};
+
+/// A classified database error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbError {
+    /// The database cannot be reached (503).
+    Unavailable(String),
+    /// A unique constraint was violated; holds the constraint name (409).
+    Unique(String),
+    /// A foreign-key or check constraint was violated (409 or 400 by caller).
+    Constraint(String),
+    /// Anything else (500).
+    Other(String),
+}
+
+impl From<pg4::PgError> for DbError {
+    fn from(e: pg4::PgError) -> Self {
+        match e {
+            pg4::PgError::ConnectionFailed(m) => DbError::Unavailable(m),
+            pg4::PgError::QueryFailed(QueryError::DbError(d)) => {
+                let constraint = d
+                    .extras
+                    .iter()
+                    .find(|(k, _)| k == "constraint")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                match d.code.as_str() {
+                    "23505" => DbError::Unique(constraint),
+                    "23503" | "23514" | "23502" => DbError::Constraint(constraint),
+                    // Connection-class and shutdown errors: the database is going away.
+                    c if c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03" => {
+                        DbError::Unavailable(d.as_text)
+                    }
+                    _ => DbError::Other(d.as_text),
+                }
+            }
+            other => DbError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<DbError> for Problem {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(m) => Problem::unavailable(format!("database unavailable: {m}")),
+            DbError::Unique(c) => Problem::conflict(format!("already exists ({c})")),
+            DbError::Constraint(c) => Problem::conflict(format!("constraint violated ({c})")),
+            DbError::Other(m) => Problem::internal(format!("database error: {m}")),
+        }
+    }
+}
+
+/// A decoding failure of a row into a domain type.
+pub fn decode_error(what: &str, e: impl std::fmt::Display) -> DbError {
+    DbError::Other(format!("cannot decode {what}: {e}"))
+}
+
+/// A connection to the component's own database.
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    /// Opens the database named by the component variable `db_url`.
+    pub fn open() -> Result<Self, Problem> {
+        let url = crate::var("db_url")?;
+        Self::open_url(&url).map_err(Problem::from)
+    }
+
+    /// Opens a database by URL.
+    pub fn open_url(url: &str) -> Result<Self, DbError> {
+        Ok(Self {
+            conn: Connection::open(url)?,
+        })
+    }
+
+    /// Runs a query.
+    pub fn query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, DbError> {
+        Ok(self.conn.query(sql, params)?)
+    }
+
+    /// Runs a statement and returns the affected row count.
+    pub fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, DbError> {
+        Ok(self.conn.execute(sql, params)?)
+    }
+
+    /// Runs `f` in a transaction: COMMIT if it returns `Ok`, ROLLBACK otherwise
+    /// (and if the commit itself fails).
+    pub fn transaction<T, E>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        self.execute("BEGIN", &[])?;
+        match f(self) {
+            Ok(v) => match self.execute("COMMIT", &[]) {
+                Ok(_) => Ok(v),
+                Err(e) => {
+                    let _ = self.execute("ROLLBACK", &[]);
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                // A failed rollback leaves the connection unusable; Postgres
+                // aborts the transaction when the connection closes.
+                let _ = self.execute("ROLLBACK", &[]);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads column `i` of a row.
+pub fn col<T: pg4::Decode>(row: &[DbValue], i: usize, what: &str) -> Result<T, DbError> {
+    let v = row
+        .get(i)
+        .ok_or_else(|| decode_error(what, "missing column"))?;
+    T::decode(v).map_err(|e| decode_error(what, e))
+}
+
+/// A `timestamp` column (UTC by convention) as RFC 3339.
+pub fn timestamp(row: &[DbValue], i: usize, what: &str) -> Result<String, DbError> {
+    let t: chrono::NaiveDateTime = col(row, i, what)?;
+    Ok(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+}
+
+/// The current UTC time as a Spin `datetime` parameter.
+pub fn now_param() -> ParameterValue {
+    use chrono::{Datelike, Timelike};
+    let secs = crate::now_unix();
+    let dt = chrono::DateTime::from_timestamp(secs, 0)
+        .expect("valid time")
+        .naive_utc();
+    ParameterValue::Datetime((
+        dt.year(),
+        dt.month() as u8,
+        dt.day() as u8,
+        dt.hour() as u8,
+        dt.minute() as u8,
+        dt.second() as u8,
+        0,
+    ))
+}
+
+/// Checks that the component's database answers (used by `GET /health`).
+pub fn ping() -> Result<(), Problem> {
+    Db::open()?.query("SELECT 1", &[])?;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Request handling shared by every component: request ids, the route path
+//! relative to the component's base route, bounded JSON input, query strings,
+//! JSON responses and the mapping of [`Problem`] to the common error body.
+
+use crate::Problem;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use spin_sdk::http::{Method, Request, Response};
+
+/// Largest request body a component accepts.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// Per-request context handed to every handler.
+pub struct Ctx {
+    /// The request id: the client's `x-request-id` if sane, else a new one.
+    pub request_id: String,
+    /// Path segments below the component's route, e.g. `["users", "42"]`.
+    pub segments: Vec<String>,
+}
+
+impl Ctx {
+    fn new(req: &Request) -> Self {
+        let request_id = req
+            .header("x-request-id")
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // Spin puts the path below the component's route in `spin-path-info`.
+        let info = req
+            .header("spin-path-info")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| req.path().to_string());
+        let segments = info
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        Self {
+            request_id,
+            segments,
+        }
+    }
+
+    /// The segments as `&str`s, for matching in a route table.
+    pub fn path(&self) -> Vec<&str> {
+        self.segments.iter().map(String::as_str).collect()
+    }
+}
+
+/// Runs a component's router and turns its result into a response. Errors get
+/// the common JSON shape; the cause of a 5xx is logged with the request id.
+pub async fn serve<E, F>(req: Request, router: F) -> Response
+where
+    E: Into<Problem>,
+    F: AsyncFnOnce(&Ctx, &Request) -> Result<Response, E>,
+{
+    let ctx = Ctx::new(&req);
+    let mut resp = match router(&ctx, &req).await {
+        Ok(r) => r,
+        Err(e) => problem_response(&ctx, e.into()),
+    };
+    resp.set_header("x-request-id", ctx.request_id.clone());
+    resp
+}
+
+/// The response for a problem, logging its internal cause.
+pub fn problem_response(ctx: &Ctx, p: Problem) -> Response {
+    if let Some(cause) = &p.internal {
+        eprintln!(
+            "{}",
+            serde_json::json!({"level": "error", "request_id": ctx.request_id, "status": p.status, "cause": cause})
+        );
+    }
+    Response::builder()
+        .status(p.status)
+        .header("content-type", "application/json")
+        .body(p.body(&ctx.request_id))
+        .build()
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(value).expect("response serializes"))
+        .build()
+}
+
+/// 204 No Content.
+pub fn no_content() -> Response {
+    Response::builder().status(204).body(Vec::new()).build()
+}
+
+/// Parses a JSON body into `T`, with a size limit and a message that says
+/// what was wrong (unknown fields are refused by `T`'s serde attributes).
+pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
+    let bytes = req.body();
+    if bytes.len() > MAX_BODY {
+        return Err(Problem::new(
+            413,
+            "payload_too_large",
+            format!("body larger than {MAX_BODY} bytes"),
+        ));
+    }
+    let is_json = req
+        .header("content-type")
+        .and_then(|v| v.as_str())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(Problem::new(
+            415,
+            "unsupported_media_type",
+            "content-type must be application/json",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.split(" at line").next().unwrap_or(&msg).to_string();
+        Problem::invalid(format!("invalid json body: {msg}"))
+    })
+}
+
+/// The value of a query-string parameter.
+pub fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.query()
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find_map(|(k, v)| {
+            if k == name {
+                Some(percent_decode(v))
+            } else {
+                None
+            }
+        })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// 405 for a known path with the wrong method.
+pub fn method_not_allowed(method: &Method) -> Problem {
+    Problem::new(
+        405,
+        "method_not_allowed",
+        format!("method {method} is not allowed here"),
+    )
+}
+
+/// Pagination parameters: `page` from 1, `per_page` 1..=100 (default 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// 1-based page number.
+    pub page: i64,
+    /// Items per page.
+    pub per_page: i64,
+}
+
+impl Page {
+    /// Reads `page` and `per_page` from the query string.
+    pub fn from_request(req: &Request) -> Result<Self, Problem> {
+        let parse = |name: &str, default: i64, max: i64| -> Result<i64, Problem> {
+            match query_param(req, name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<i64>() {
+                    Ok(n) if (1..=max).contains(&n) => Ok(n),
+                    _ => Err(Problem::invalid(format!(
+                        "{name} must be an integer from 1 to {max}"
+                    ))),
+                },
+            }
+        };
+        Ok(Self {
+            page: parse("page", 1, 1_000_000)?,
+            per_page: parse("per_page", 20, 100)?,
+        })
+    }
+
+    /// SQL OFFSET.
+    pub fn offset(&self) -> i64 {
+        (self.page - 1) * self.per_page
+    }
+}
+
+/// A page of items with its total.
+#[derive(Debug, Serialize)]
+pub struct Paged<T: Serialize> {
+    /// The items.
+    pub items: Vec<T>,
+    /// 1-based page number.
+    pub page: i64,
+    /// Items per page.
+    pub per_page: i64,
+    /// Total items over all pages.
+    pub total: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_handles_escapes_plus_and_garbage() {
+        assert_eq!(percent_decode("a%40b+c"), "a@b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
+
+/// `GET /health` of a component: 200 when its own database answers, 503 otherwise.
+pub fn health(component: &str) -> Result<Response, Problem> {
+    crate::db::ping()?;
+    Ok(json(
+        200,
+        &serde_json::json!({"status": "ok", "component": component, "database": "ok"}),
+    ))
+}
+
+/// The router of a component whose domain has only its health route so far.
+pub async fn serve_health_only(req: Request, component: &'static str) -> Response {
+    serve(req, async |ctx: &Ctx, req: &Request| {
+        match (req.method(), ctx.path().as_slice()) {
+            (Method::Get, ["health"]) => health(component),
+            (m, ["health"]) => Err(method_not_allowed(m)),
+            _ => Err(Problem::not_found("route")),
+        }
+    })
+    .await
+}

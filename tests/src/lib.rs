@@ -1,0 +1,387 @@
+//! Test harness for the end-to-end tests: [`TestApp::spawn`] provisions fresh
+//! databases and roles for one test, starts the local host with the compiled
+//! components on a random port, and removes everything again in `Drop`.
+//! Typed helpers (`register`, `login`, ...) keep the tests readable.
+
+use anyhow::{bail, Context, Result};
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repo")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// The local host binary; `cargo xtask test` builds it first.
+pub fn host_binary() -> PathBuf {
+    let bin = std::env::var_os("LOCAL_HOST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/local-host"));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo xtask test` (it builds the host and the components)",
+        bin.display()
+    );
+    bin
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 5];
+    getrandom::fill(&mut b).expect("randomness");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// How to start the app for a test.
+#[derive(Clone)]
+pub struct Options {
+    /// Manifest path relative to the repo root.
+    pub manifest: String,
+    /// Databases to provision (component names).
+    pub databases: Vec<&'static str>,
+    /// Extra or overriding environment variables for the host.
+    pub env: Vec<(String, String)>,
+    /// Trigger types not to start.
+    pub disable_triggers: Vec<&'static str>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            manifest: "spin.toml".into(),
+            databases: migrator::admin::DATABASES.to_vec(),
+            env: Vec::new(),
+            disable_triggers: Vec::new(),
+        }
+    }
+}
+
+/// One running app with its own databases.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Component name -> database URL (the component's own role).
+    pub db_urls: Vec<(&'static str, String)>,
+    /// Database and role names, for cleanup.
+    names: Vec<String>,
+    /// The shared internal token.
+    pub internal_token: String,
+    /// The token signer (auth's key), for forging or checking tokens.
+    pub signing_key: String,
+    child: Option<Child>,
+    log: PathBuf,
+    client: Client,
+    options: Options,
+    port: u16,
+}
+
+impl TestApp {
+    /// Starts the whole app with fresh databases.
+    pub fn spawn() -> Self {
+        Self::spawn_with(Options::default())
+    }
+
+    /// Starts the app with options.
+    pub fn spawn_with(options: Options) -> Self {
+        let run = format!("cpt_{}", random_suffix());
+        let password = random_suffix();
+        let mut names = Vec::new();
+        let mut db_urls = Vec::new();
+        for db in &options.databases {
+            let name = format!("{run}_{db}");
+            migrator::admin::provision(&name, &password).expect("provision database");
+            let url = migrator::admin::url(&name, &password, "127.0.0.1", 5432);
+            migrator::migrate(&url, &root().join("migrations").join(db)).expect("migrate");
+            names.push(name);
+            db_urls.push((*db, url));
+        }
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("randomness");
+        let signing_key = access::signing_key_setting("test-1", seed);
+        let mut app = Self {
+            base: String::new(),
+            db_urls,
+            names,
+            internal_token: random_suffix(),
+            signing_key,
+            child: None,
+            log: std::env::temp_dir().join(format!("{run}.log")),
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            options,
+            port: free_port(),
+        };
+        app.start();
+        app
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .db_urls
+            .iter()
+            .map(|(db, url)| {
+                (
+                    format!("SPIN_VARIABLE_{}_DB_URL", db.to_uppercase()),
+                    url.clone(),
+                )
+            })
+            .collect();
+        // Components whose database this test did not provision still need a value.
+        for db in migrator::admin::DATABASES {
+            let key = format!("SPIN_VARIABLE_{}_DB_URL", db.to_uppercase());
+            if !env.iter().any(|(k, _)| *k == key) {
+                env.push((
+                    key,
+                    "postgres://nobody@127.0.0.1:5432/none?sslmode=disable".into(),
+                ));
+            }
+        }
+        let signer = access::TokenSigner::parse(&self.signing_key).expect("key");
+        env.push((
+            "SPIN_VARIABLE_JWT_SIGNING_KEY".into(),
+            self.signing_key.clone(),
+        ));
+        env.push((
+            "SPIN_VARIABLE_JWT_PUBLIC_KEYS".into(),
+            signer.public_setting(),
+        ));
+        env.push((
+            "SPIN_VARIABLE_INTERNAL_TOKEN".into(),
+            self.internal_token.clone(),
+        ));
+        env.extend(self.options.env.iter().cloned());
+        env
+    }
+
+    /// Starts (or restarts) the host process and waits for its banner.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = Command::new(host_binary());
+        cmd.current_dir(root())
+            .envs(self.env())
+            .args([
+                "--from",
+                &self.options.manifest,
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+            ])
+            .args([
+                "--cache-dir",
+                &target_dir().join("host-cache").to_string_lossy(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for t in &self.options.disable_triggers {
+            cmd.args(["--disable-trigger", t]);
+        }
+        let mut child = cmd.spawn().expect("start local host");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("Serving http://") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = child.kill();
+            panic!("local host did not start; log:\n{}", self.log_text());
+        }
+        self.base = format!("http://127.0.0.1:{}", self.port);
+        self.child = Some(child);
+    }
+
+    /// Stops the host with SIGTERM (graceful) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything the host logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The database URL of a component.
+    pub fn db_url(&self, component: &str) -> &str {
+        &self
+            .db_urls
+            .iter()
+            .find(|(c, _)| *c == component)
+            .expect("database provisioned")
+            .1
+    }
+
+    /// A direct connection to a component's database, as its own role.
+    pub fn db(&self, component: &str) -> postgres::Client {
+        postgres::Client::connect(self.db_url(component), postgres::NoTls).expect("connect")
+    }
+
+    /// The database name of a component in this test.
+    pub fn db_name(&self, component: &str) -> String {
+        let url = self.db_url(component);
+        url.rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// `GET`.
+    pub fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut r = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().expect("request")
+    }
+
+    /// `POST` with a JSON body.
+    pub fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut r = self.client.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().expect("request")
+    }
+
+    /// `POST` with a raw body and content type.
+    pub fn post_raw(&self, path: &str, content_type: &str, body: &'static str) -> Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("request")
+    }
+
+    /// Registers a user; returns the response.
+    pub fn register(&self, email: &str, password: &str, name: &str) -> Response {
+        self.post(
+            "/api/v1/auth/register",
+            &json!({"email": email, "password": password, "display_name": name}),
+            None,
+        )
+    }
+
+    /// Logs in; returns the response.
+    pub fn login(&self, email: &str, password: &str) -> Response {
+        self.post(
+            "/api/v1/auth/login",
+            &json!({"email": email, "password": password}),
+            None,
+        )
+    }
+
+    /// Registers and logs in a fresh user; returns (user id, access token).
+    pub fn signed_up_user(&self) -> (String, String) {
+        let email = format!("u{}@example.com", random_suffix());
+        let r = self.register(&email, "correct horse battery", "Test User");
+        assert_eq!(
+            r.status(),
+            201,
+            "register: {}",
+            r.text().unwrap_or_default()
+        );
+        let id = r.json::<Value>().expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let r = self.login(&email, "correct horse battery");
+        assert_eq!(r.status(), 200);
+        let token = r.json::<Value>().expect("json")["access_token"]
+            .as_str()
+            .expect("token")
+            .to_string();
+        (id, token)
+    }
+
+    /// Polls `f` until it returns `Some` or the timeout passes.
+    pub fn eventually<T>(&self, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f() {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("condition not met within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+        for name in &self.names {
+            if let Err(e) = migrator::admin::drop(name) {
+                eprintln!("cleanup of {name} failed: {e}");
+            }
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Asserts the common error shape and returns the error code.
+pub fn error_code(resp: Response) -> Result<(u16, String)> {
+    let status = resp.status().as_u16();
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body: Value = resp.json().context("error body is not json")?;
+    let err = body.get("error").context("no error object")?;
+    let code = err["code"].as_str().context("no error.code")?.to_string();
+    err["message"].as_str().context("no error.message")?;
+    let rid = err["request_id"].as_str().context("no error.request_id")?;
+    if request_id.as_deref() != Some(rid) {
+        bail!("error.request_id {rid} differs from the x-request-id header {request_id:?}");
+    }
+    if body.as_object().map(|o| o.len()) != Some(1) || err.as_object().map(|o| o.len()) != Some(3) {
+        bail!("error body has extra fields: {body}");
+    }
+    Ok((status, code))
+}

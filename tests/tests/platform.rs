@@ -1,0 +1,437 @@
+//! End-to-end tests of the platform: the compiled components in the local
+//! host against real Postgres and Redis, each test with fresh databases.
+
+use e2e::{error_code, Options, TestApp};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const COMPONENTS: &[&str] = &["auth", "user", "device", "app", "billing", "notification"];
+
+#[test]
+fn every_component_reports_healthy_with_its_own_database() {
+    let app = TestApp::spawn();
+    for c in COMPONENTS {
+        let r = app.get(&format!("/api/v1/{c}/health"), None);
+        assert_eq!(r.status(), 200, "{c}");
+        let body: Value = r.json().unwrap();
+        assert_eq!(
+            body,
+            json!({"status": "ok", "component": c, "database": "ok"})
+        );
+    }
+}
+
+#[test]
+fn a_user_registers_logs_in_and_reads_their_profile_from_another_component() {
+    let app = TestApp::spawn();
+    let r = app.register("Ann@Example.com", "correct horse battery", "Ann");
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let r = app.login("ann@example.com", "correct horse battery");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    let token = body["access_token"].as_str().unwrap();
+
+    let r = app.get("/api/v1/user/me", Some(token));
+    assert_eq!(r.status(), 200);
+    let me: Value = r.json().unwrap();
+    assert_eq!(me["id"], id.as_str());
+    assert_eq!(me["email"], "Ann@example.com");
+    assert_eq!(me["display_name"], "Ann");
+    assert_eq!(me["roles"], json!(["user"]));
+
+    // The password is stored as an Argon2id hash, never in plain text.
+    let hash: String = app
+        .db("auth")
+        .query_one("SELECT password_hash FROM credentials", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    assert!(!hash.contains("correct horse"));
+}
+
+#[test]
+fn registering_an_email_twice_is_a_conflict_and_keeps_one_account() {
+    let app = TestApp::spawn();
+    assert_eq!(
+        app.register("bo@example.com", "correct horse battery", "Bo")
+            .status(),
+        201
+    );
+    let (status, code) =
+        error_code(app.register("BO@example.com", "another password", "Bo 2")).unwrap();
+    assert_eq!((status, code.as_str()), (409, "conflict"));
+    let n: i64 = app
+        .db("auth")
+        .query_one("SELECT count(*) FROM credentials", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let n: i64 = app
+        .db("user")
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn login_fails_with_the_same_401_for_a_wrong_password_and_an_unknown_email() {
+    let app = TestApp::spawn();
+    app.register("cy@example.com", "correct horse battery", "Cy");
+    let wrong = app.login("cy@example.com", "wrong password!");
+    let unknown = app.login("nobody@example.com", "wrong password!");
+    let (s1, c1) = error_code(wrong).unwrap();
+    let (s2, c2) = error_code(unknown).unwrap();
+    assert_eq!((s1, c1.as_str()), (401, "bad_credentials"));
+    assert_eq!((s2, c2), (s1, c1));
+}
+
+#[test]
+fn a_missing_wrong_or_forged_token_is_refused_with_401_and_the_common_error_shape() {
+    let app = TestApp::spawn();
+    let (_, token) = app.signed_up_user();
+    // A token signed with a key the platform does not trust.
+    let mut seed = [7u8; 32];
+    seed[0] = 1;
+    let forger = access::TokenSigner::parse(&access::signing_key_setting("test-1", seed)).unwrap();
+    let forged = forger.sign(&access::Claims {
+        sub: uuid::Uuid::new_v4(),
+        tid: None,
+        roles: vec!["admin".into()],
+        iat: 0,
+        exp: i64::MAX / 2,
+        iss: access::ISSUER.into(),
+        jti: uuid::Uuid::new_v4(),
+    });
+    let mut tampered = token.clone();
+    tampered.pop();
+    for path in ["/api/v1/user/me", "/api/v1/notification/notifications"] {
+        for bad in [
+            None,
+            Some("garbage"),
+            Some(forged.as_str()),
+            Some(tampered.as_str()),
+        ] {
+            let (status, code) = error_code(app.get(path, bad)).unwrap();
+            assert_eq!(
+                (status, code.as_str()),
+                (401, "unauthenticated"),
+                "{path} with {bad:?}"
+            );
+        }
+        assert_eq!(app.get(path, Some(&token)).status(), 200, "{path}");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_4xx_with_the_common_error_shape_and_changes_nothing() {
+    let app = TestApp::spawn();
+    let cases: Vec<(&str, &str, &'static str, u16)> = vec![
+        (
+            "/api/v1/auth/register",
+            "application/json",
+            "{not json",
+            400,
+        ),
+        ("/api/v1/auth/register", "text/plain", "{}", 415),
+        ("/api/v1/auth/register", "application/json", "{}", 400),
+        (
+            "/api/v1/auth/register",
+            "application/json",
+            r#"{"email":"a@b.co","password":"long enough","display_name":"A","admin":true}"#,
+            400,
+        ),
+        (
+            "/api/v1/auth/register",
+            "application/json",
+            r#"{"email":"not-an-email","password":"long enough","display_name":"A"}"#,
+            400,
+        ),
+        (
+            "/api/v1/auth/register",
+            "application/json",
+            r#"{"email":"a@b.co","password":"short","display_name":"A"}"#,
+            400,
+        ),
+        (
+            "/api/v1/auth/register",
+            "application/json",
+            r#"{"email":"a@b.co","password":"long enough","display_name":""}"#,
+            400,
+        ),
+        (
+            "/api/v1/auth/register",
+            "application/json",
+            r#"{"email":5,"password":"long enough","display_name":"A"}"#,
+            400,
+        ),
+        ("/api/v1/auth/login", "application/json", "[]", 400),
+    ];
+    for (path, ct, body, want) in cases {
+        let (status, _) = error_code(app.post_raw(path, ct, body))
+            .unwrap_or_else(|e| panic!("{path} {body}: {e}"));
+        assert_eq!(status, want, "{path} {body}");
+    }
+    let long = format!(
+        r#"{{"email":"a@b.co","password":"long enough","display_name":"{}"}}"#,
+        "x".repeat(300_000)
+    );
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/auth/register", app.base))
+        .header("content-type", "application/json")
+        .body(long)
+        .send()
+        .unwrap();
+    assert_eq!(error_code(r).unwrap().0, 413);
+    let (status, code) = error_code(app.get("/api/v1/auth/nope", None)).unwrap();
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    let (status, code) = error_code(app.get("/api/v1/auth/login", None)).unwrap();
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    let n: i64 = app
+        .db("auth")
+        .query_one("SELECT count(*) FROM credentials", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let n: i64 = app
+        .db("user")
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn a_new_user_gets_a_welcome_notification_through_the_outbox_and_the_redis_trigger() {
+    let app = TestApp::spawn();
+    let (_, token) = app.signed_up_user();
+    let items = app
+        .eventually(Duration::from_secs(15), || {
+            let page: Value = app
+                .get("/api/v1/notification/notifications", Some(&token))
+                .json()
+                .ok()?;
+            (page["total"] == 1).then_some(page)
+        })
+        .expect("welcome notification arrives");
+    assert_eq!(items["items"][0]["kind"], "welcome");
+    let published: i64 = app
+        .db("user")
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(published, 1);
+}
+
+#[test]
+fn a_redis_message_reaches_the_redis_trigger_component_and_a_repeat_changes_nothing() {
+    let app = TestApp::spawn();
+    let user = uuid::Uuid::new_v4();
+    let event = json!({
+        "id": uuid::Uuid::new_v4(), "type": "user.created", "schema_version": 1, "source": "user",
+        "aggregate_id": user.to_string(), "aggregate_version": 1, "occurred_at": "2026-11-23T00:00:00.000000Z",
+        "payload": {"id": user, "email": "r@example.com", "display_name": "R"}
+    });
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client.get_connection().unwrap();
+    for _ in 0..3 {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("cloudphone.events.user")
+            .arg(event.to_string())
+            .query(&mut conn)
+            .unwrap();
+    }
+    let mut db = app.db("notification");
+    app.eventually(Duration::from_secs(10), || {
+        let n: i64 = db
+            .query_one("SELECT count(*) FROM processed_events", &[])
+            .ok()?
+            .get(0);
+        (n == 1).then_some(())
+    })
+    .expect("the event is applied");
+    std::thread::sleep(Duration::from_millis(500));
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM notifications WHERE user_id = $1",
+            &[&user],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "three deliveries, one notification");
+}
+
+#[test]
+fn the_cron_trigger_runs_the_outbox_relay_that_publishes_what_a_crash_left_pending() {
+    let app = TestApp::spawn();
+    let user = uuid::Uuid::new_v4();
+    let payload = json!({"id": user, "email": "p@example.com", "display_name": "Pending"});
+    // An event committed but never published, as after a crash between commit and publish.
+    app.db("user")
+        .execute(
+            "INSERT INTO outbox (id, source, event_type, schema_version, aggregate_id, aggregate_version, payload) \
+             VALUES ($1, 'user', 'user.created', 1, $2, 1, $3)",
+            &[&uuid::Uuid::new_v4(), &user.to_string(), &payload],
+        )
+        .unwrap();
+    let mut user_db = app.db("user");
+    app.eventually(Duration::from_secs(20), || {
+        let n: i64 = user_db
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+                &[],
+            )
+            .ok()?
+            .get(0);
+        (n == 0).then_some(())
+    })
+    .expect("the scheduler's cron job publishes the pending event");
+    let mut db = app.db("notification");
+    app.eventually(Duration::from_secs(10), || {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM notifications WHERE user_id = $1",
+                &[&user],
+            )
+            .ok()?
+            .get(0);
+        (n == 1).then_some(())
+    })
+    .expect("and the consumer applies it");
+    assert!(app.log_text().contains("cron job ran"));
+}
+
+#[test]
+fn a_component_cannot_reach_a_database_outside_its_allowed_outbound_hosts() {
+    // auth may reach postgres://127.0.0.1:5432 only; point it elsewhere.
+    let app = TestApp::spawn_with(Options {
+        env: vec![(
+            "SPIN_VARIABLE_AUTH_DB_URL".into(),
+            "postgres://x:y@127.0.0.2:5432/x?sslmode=disable".into(),
+        )],
+        ..Options::default()
+    });
+    let (status, code) = error_code(app.get("/api/v1/auth/health", None)).unwrap();
+    assert_eq!((status, code.as_str()), (503, "unavailable"));
+    assert!(
+        app.log_text().contains("not in allowed_outbound_hosts"),
+        "{}",
+        app.log_text()
+    );
+    assert_eq!(app.get("/api/v1/user/health", None).status(), 200);
+}
+
+#[test]
+fn one_components_database_role_cannot_open_another_components_database() {
+    let app = TestApp::spawn();
+    let auth_url = app.db_url("auth").to_string();
+    let user_db = app.db_name("user");
+    let auth_db = app.db_name("auth");
+    let crossed = auth_url.replace(&format!("/{auth_db}?"), &format!("/{user_db}?"));
+    let err = postgres::Client::connect(&crossed, postgres::NoTls)
+        .err()
+        .expect("must be refused");
+    assert!(
+        err.to_string().contains("permission denied")
+            || format!("{err:?}").contains("permission denied"),
+        "{err:?}"
+    );
+    assert!(postgres::Client::connect(&auth_url, postgres::NoTls).is_ok());
+}
+
+#[test]
+fn a_database_outage_gives_503_with_the_error_shape_and_writes_nothing() {
+    let app = TestApp::spawn();
+    let auth_db = app.db_name("auth");
+    // Take auth's database away: no new connections, existing ones killed.
+    migrator::admin::psql(&format!(
+        "REVOKE CONNECT ON DATABASE {auth_db} FROM {auth_db}; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{auth_db}'"
+    ))
+    .unwrap();
+    let (status, code) = error_code(app.get("/api/v1/auth/health", None)).unwrap();
+    assert_eq!((status, code.as_str()), (503, "unavailable"));
+    let (status, code) =
+        error_code(app.register("dee@example.com", "correct horse battery", "Dee")).unwrap();
+    assert_eq!((status, code.as_str()), (503, "unavailable"));
+    let body = app.log_text();
+    assert!(!body.is_empty());
+    migrator::admin::psql(&format!("GRANT CONNECT ON DATABASE {auth_db} TO {auth_db}")).unwrap();
+    let n: i64 = app
+        .db("user")
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing was written anywhere");
+    let n: i64 = app
+        .db("auth")
+        .query_one("SELECT count(*) FROM credentials", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // And the service recovers by itself.
+    assert_eq!(app.get("/api/v1/auth/health", None).status(), 200);
+    assert_eq!(
+        app.register("dee@example.com", "correct horse battery", "Dee")
+            .status(),
+        201
+    );
+}
+
+#[test]
+fn a_failure_inside_a_transaction_rolls_back_the_whole_change() {
+    let app = TestApp::spawn();
+    // Sabotage: the outbox insert of user.created will fail after the user insert.
+    app.db("user")
+        .batch_execute("ALTER TABLE outbox RENAME TO outbox_gone")
+        .unwrap();
+    let r = app.register("eve@example.com", "correct horse battery", "Eve");
+    assert!(r.status().is_server_error(), "{}", r.status());
+    error_code(r).unwrap();
+    let mut user_db = app.db("user");
+    let n: i64 = user_db
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, 0,
+        "the user insert rolled back with the failed event insert"
+    );
+    let n: i64 = app
+        .db("auth")
+        .query_one("SELECT count(*) FROM credentials", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // The pooled connection is clean afterwards: the next registration works.
+    user_db
+        .batch_execute("ALTER TABLE outbox_gone RENAME TO outbox")
+        .unwrap();
+    assert_eq!(
+        app.register("eve@example.com", "correct horse battery", "Eve")
+            .status(),
+        201
+    );
+}
+
+#[test]
+fn the_host_stops_gracefully_on_sigterm_and_serves_again_after_a_restart() {
+    let mut app = TestApp::spawn();
+    assert_eq!(app.get("/api/v1/device/health", None).status(), 200);
+    app.stop();
+    assert!(app.log_text().contains("shutting down"));
+    app.start();
+    assert_eq!(app.get("/api/v1/device/health", None).status(), 200);
+}

@@ -1,0 +1,127 @@
+//! `cargo xtask`: the project's automation, one command per job, so that a
+//! fresh machine needs nothing but this repository.
+//!
+//! - `setup`: installs/verifies the wasm toolchain (Debian's rustc-web with
+//!   `-Zbuild-std`), Postgres, Redis and Podman, and starts what is stopped;
+//! - `build`: builds every component to `wasm32-wasip2` and the local host;
+//! - `db` / `migrate` / `status`: provisions the per-component databases and
+//!   roles and applies `migrations/<db>/` (also against any `--database-url`);
+//! - `up`: all of the above, then runs the app on <http://127.0.0.1:3000>;
+//! - `test`: all of the above, then every test in the workspace;
+//! - `bench`: the platform benchmark (see README).
+
+mod bench;
+mod build;
+mod local;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install or start the toolchain and services the project needs.
+    Setup,
+    /// Build the WebAssembly components and the local host.
+    Build,
+    /// Create the local databases and roles and migrate them.
+    Db,
+    /// Apply migrations to one database by URL (works against production).
+    Migrate {
+        /// Postgres URL of the database, with the owning role's credentials.
+        #[arg(long)]
+        database_url: String,
+        /// Which database's migrations: auth, user, device, app, billing, notification.
+        #[arg(long)]
+        database: String,
+    },
+    /// Show which migrations are applied to one database.
+    Status {
+        /// Postgres URL of the database.
+        #[arg(long)]
+        database_url: String,
+        /// Which database's migrations.
+        #[arg(long)]
+        database: String,
+    },
+    /// Set everything up and run the app locally.
+    Up {
+        /// HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: String,
+    },
+    /// Set everything up and run every test.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the platform benchmark and print its figures.
+    Bench,
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the repo")
+        .to_path_buf()
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::all(),
+        Cmd::Build => build::all(),
+        Cmd::Db => {
+            setup::services()?;
+            local::databases().map(|_| ())
+        }
+        Cmd::Migrate {
+            database_url,
+            database,
+        } => {
+            let applied =
+                migrator::migrate(&database_url, &root().join("migrations").join(&database))?;
+            if applied.is_empty() {
+                println!("{database}: up to date");
+            }
+            for name in applied {
+                println!("{database}: applied {name}");
+            }
+            Ok(())
+        }
+        Cmd::Status {
+            database_url,
+            database,
+        } => {
+            for s in migrator::status(&database_url, &root().join("migrations").join(&database))? {
+                println!(
+                    "{database}: {} {}",
+                    if s.applied { "applied" } else { "pending" },
+                    s.name
+                );
+            }
+            Ok(())
+        }
+        Cmd::Up { listen } => local::up(&listen),
+        Cmd::Test { args } => {
+            setup::all()?;
+            build::all()?;
+            build::test(&args)
+        }
+        Cmd::Bench => {
+            setup::all()?;
+            build::all()?;
+            build::host_release()?;
+            bench::run()
+        }
+    }
+}
