@@ -17,9 +17,35 @@ pub const COMPONENTS: &[&str] = &[
     "scheduler",
 ];
 
-fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root());
+/// A `cargo` command with the environment of a plain shell: `cargo run` (how
+/// `cargo xtask` starts) adds variables that change build fingerprints, and
+/// a nested build with them would rebuild everything a shell build made.
+pub fn cargo() -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root()).env_clear();
+    for (k, v) in std::env::vars_os() {
+        let k_str = k.to_string_lossy();
+        let keep = matches!(
+            k_str.as_ref(),
+            "PATH"
+                | "HOME"
+                | "USER"
+                | "LANG"
+                | "TERM"
+                | "CI"
+                | "CARGO_HOME"
+                | "RUSTUP_HOME"
+                | "CARGO_TARGET_DIR"
+                | "RUST_BACKTRACE"
+                | "RUST_LOG"
+                | "DOCKER_HOST"
+                | "TMPDIR"
+        ) || k_str.ends_with("_proxy")
+            || k_str.ends_with("_PROXY");
+        if keep {
+            c.env(k, v);
+        }
+    }
     c
 }
 
