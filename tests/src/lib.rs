@@ -63,6 +63,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Trigger types not to start.
     pub disable_triggers: Vec<&'static str>,
+    /// Extra variables set to a provisioned database's URL: (variable, component).
+    pub db_url_variables: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -72,6 +74,7 @@ impl Default for Options {
             databases: migrator::admin::DATABASES.to_vec(),
             env: Vec::new(),
             disable_triggers: Vec::new(),
+            db_url_variables: Vec::new(),
         }
     }
 }
@@ -171,6 +174,12 @@ impl TestApp {
             "SPIN_VARIABLE_INTERNAL_TOKEN".into(),
             self.internal_token.clone(),
         ));
+        for (var, component) in &self.options.db_url_variables {
+            env.push((
+                format!("SPIN_VARIABLE_{}", var.to_uppercase()),
+                self.db_url(component).to_string(),
+            ));
+        }
         env.extend(self.options.env.iter().cloned());
         env
     }
