@@ -31,14 +31,18 @@ pub struct DesiredCache {
     pub devices: BTreeMap<DeviceId, DesiredDevice>,
     /// Generations of devices deleted by command, so an older pull cannot bring them back.
     pub tombstones: BTreeMap<DeviceId, u64>,
+    /// When a command last set each device, so a pull answered before the
+    /// control plane recorded the command does not drop it.
+    pub set_by_command: BTreeMap<DeviceId, Instant>,
     /// Whether a pull ever succeeded.
     pub loaded: bool,
 }
 
 impl DesiredCache {
-    /// Merges a pulled state: the pull decides which devices exist; for a
-    /// device in both, the higher generation wins.
-    pub fn merge_pulled(&mut self, pulled: Vec<DesiredDevice>) {
+    /// Merges a state whose request was sent at `requested_at`: the pull
+    /// decides which devices exist, except for devices a command set after
+    /// the request; for a device in both, the higher generation wins.
+    pub fn merge_pulled(&mut self, pulled: Vec<DesiredDevice>, requested_at: Instant) {
         let mut next = BTreeMap::new();
         for d in pulled {
             if self
@@ -59,6 +63,14 @@ impl DesiredCache {
             };
             next.insert(chosen.device_id.clone(), chosen);
         }
+        for (id, at) in &self.set_by_command {
+            if *at >= requested_at && !next.contains_key(id) {
+                if let Some(d) = self.devices.get(id) {
+                    next.insert(id.clone(), d.clone());
+                }
+            }
+        }
+        self.set_by_command.retain(|_, at| *at >= requested_at);
         self.devices = next;
         self.loaded = true;
     }
@@ -79,6 +91,8 @@ impl DesiredCache {
         {
             return false;
         }
+        self.set_by_command
+            .insert(d.device_id.clone(), Instant::now());
         self.devices.insert(d.device_id.clone(), d);
         true
     }
@@ -86,6 +100,7 @@ impl DesiredCache {
     /// Deletes a device by command.
     pub fn delete(&mut self, id: &DeviceId, generation: u64) {
         self.devices.remove(id);
+        self.set_by_command.remove(id);
         let t = self.tombstones.entry(id.clone()).or_default();
         *t = (*t).max(generation);
     }
@@ -359,6 +374,7 @@ async fn desired_state_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
     let client = http_client();
     let mut failures = 0u32;
     loop {
+        let requested_at = Instant::now();
         match fetch_desired_state(&shared, &client).await {
             Ok(state) => {
                 failures = 0;
@@ -366,7 +382,7 @@ async fn desired_state_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
                     .desired
                     .lock()
                     .expect("desired lock")
-                    .merge_pulled(state.devices);
+                    .merge_pulled(state.devices, requested_at);
                 shared.reconcile_now.notify_one();
             }
             Err(e) => {
@@ -732,14 +748,26 @@ mod tests {
         newer.state = RunState::Stopped;
         assert!(cache.upsert(newer.clone()));
         cache.delete(&DeviceId::parse("b").unwrap(), 3);
-        cache.merge_pulled(vec![dev("a", 4), dev("b", 3), dev("c", 1)]);
+        cache.merge_pulled(vec![dev("a", 4), dev("b", 3), dev("c", 1)], Instant::now());
         assert_eq!(cache.devices[&newer.device_id].state, RunState::Stopped);
         assert!(!cache.devices.contains_key(&DeviceId::parse("b").unwrap()));
         assert!(cache.devices.contains_key(&DeviceId::parse("c").unwrap()));
         assert!(cache.loaded);
         assert!(!cache.upsert(dev("a", 2)));
-        cache.merge_pulled(vec![dev("b", 4)]);
+        cache.merge_pulled(vec![dev("b", 4)], Instant::now());
         assert!(cache.devices.contains_key(&DeviceId::parse("b").unwrap()));
         assert!(!cache.devices.contains_key(&newer.device_id));
+    }
+
+    #[test]
+    fn a_pull_requested_before_a_create_command_does_not_drop_the_device() {
+        let mut cache = DesiredCache::default();
+        let requested_at = Instant::now();
+        assert!(cache.upsert(dev("a", 1)));
+        cache.merge_pulled(vec![], requested_at);
+        assert!(cache.devices.contains_key(&DeviceId::parse("a").unwrap()));
+        // A pull requested after the command is authoritative again.
+        cache.merge_pulled(vec![], Instant::now());
+        assert!(cache.devices.is_empty());
     }
 }

@@ -28,6 +28,9 @@ pub enum AgentError {
     /// The device is unknown on this node.
     #[error("device {0} not found")]
     DeviceNotFound(String),
+    /// The control plane removed the device while the operation waited for it.
+    #[error("device {0} was removed from the desired state")]
+    NoLongerDesired(String),
     /// The device must be running for this operation.
     #[error("device {0} is not running")]
     NotRunning(String),
@@ -76,6 +79,7 @@ impl AgentError {
             Self::NodeFull(_) => "node_full",
             Self::DeviceNotFound(_) | Self::SnapshotNotFound(_) => "not_found",
             Self::NotRunning(_) => "not_running",
+            Self::NoLongerDesired(_) => "cancelled",
             Self::BootTimeout(..) => "boot_timeout",
             Self::ChecksumMismatch { .. } => "checksum_mismatch",
             Self::Download(_) => "download_failed",

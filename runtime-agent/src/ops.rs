@@ -370,6 +370,17 @@ pub async fn wait_ready(
 ) -> Result<serde_json::Value, AgentError> {
     let deadline = Instant::now() + shared.cfg.boot_timeout;
     loop {
+        if !shared
+            .desired
+            .lock()
+            .expect("desired lock")
+            .devices
+            .contains_key(id)
+        {
+            return Err(AgentError::DeviceNotFound(format!(
+                "{id} (no longer in the desired state)"
+            )));
+        }
         let c = owned(shared, id).await?;
         if let Some(c) = &c {
             if reconcile::probe_ready(shared, id, Some(c)).await {

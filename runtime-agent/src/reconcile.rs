@@ -822,4 +822,160 @@ mod tests {
             DeviceStatus::Failed
         );
     }
+
+    mod on_the_fake {
+        use super::*;
+        use crate::agent::Shared;
+        use crate::spec::NodeId;
+
+        use crate::testkit::shared_on_fake;
+
+        fn set_desired(shared: &Shared, devices: Vec<DesiredDevice>) {
+            shared
+                .desired
+                .lock()
+                .unwrap()
+                .merge_pulled(devices, std::time::Instant::now());
+        }
+
+        #[tokio::test]
+        async fn one_failing_device_is_counted_and_backed_off_while_the_others_converge() {
+            let dir = tempfile::tempdir().unwrap();
+            let (shared, fake) = shared_on_fake(dir.path());
+            set_desired(
+                &shared,
+                ["a", "b", "c"]
+                    .iter()
+                    .map(|i| want(i, RunState::Running))
+                    .collect(),
+            );
+            fake.fail_creates_of("cloudphone-b", true);
+            assert_eq!(run_pass(&shared).await.unwrap(), 1);
+            let names: Vec<String> = fake.containers().keys().cloned().collect();
+            assert_eq!(names, vec!["cloudphone-a", "cloudphone-c"]);
+            assert!(fake.containers().values().all(|c| c.info.running));
+            assert_eq!(
+                shared
+                    .metrics
+                    .device_action_failures
+                    .load(Ordering::Relaxed),
+                1
+            );
+            // In backoff: the next pass does not retry b.
+            assert_eq!(run_pass(&shared).await.unwrap(), 0);
+            assert_eq!(fake.counters.creates.load(Ordering::Relaxed), 2);
+            fake.fail_creates_of("cloudphone-b", false);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            run_pass(&shared).await.unwrap();
+            assert!(fake.containers().contains_key("cloudphone-b"));
+        }
+
+        #[tokio::test]
+        async fn containers_found_after_a_restart_are_adopted_not_recreated() {
+            let dir = tempfile::tempdir().unwrap();
+            let (shared, fake) = shared_on_fake(dir.path());
+            let a = want("a", RunState::Running);
+            let place = spec::HostPlacement {
+                node: &shared.cfg.node_id,
+                data_root: dir.path(),
+                adb_bind_address: "127.0.0.1",
+                adb_host_port: 47005,
+            };
+            fake.insert(
+                spec::build_container_spec(&a.device_id, 1, &a.spec, &place, None),
+                true,
+            );
+            set_desired(&shared, vec![a]);
+            run_pass(&shared).await.unwrap();
+            run_pass(&shared).await.unwrap();
+            assert_eq!(fake.counters.creates.load(Ordering::Relaxed), 0);
+            assert_eq!(fake.counters.removes.load(Ordering::Relaxed), 0);
+            assert_eq!(shared.metrics.containers_adopted.load(Ordering::Relaxed), 1);
+            let inv = shared.inventory.lock().unwrap().clone();
+            assert_eq!(inv[0].status, DeviceStatus::Ready);
+            assert_eq!(inv[0].adb_port, Some(47005));
+        }
+
+        #[tokio::test]
+        async fn nothing_is_removed_before_the_first_successful_pull() {
+            let dir = tempfile::tempdir().unwrap();
+            let (shared, fake) = shared_on_fake(dir.path());
+            let x = want("x", RunState::Running);
+            let place = spec::HostPlacement {
+                node: &shared.cfg.node_id,
+                data_root: dir.path(),
+                adb_bind_address: "127.0.0.1",
+                adb_host_port: 47001,
+            };
+            fake.insert(
+                spec::build_container_spec(&x.device_id, 1, &x.spec, &place, None),
+                true,
+            );
+            run_pass(&shared).await.unwrap();
+            assert_eq!(
+                fake.containers().len(),
+                1,
+                "kept while the desired state is unknown"
+            );
+            set_desired(&shared, vec![]);
+            run_pass(&shared).await.unwrap();
+            assert!(
+                fake.containers().is_empty(),
+                "removed once the control plane says so"
+            );
+        }
+
+        #[tokio::test]
+        async fn containers_of_other_nodes_are_never_touched() {
+            let dir = tempfile::tempdir().unwrap();
+            let (shared, fake) = shared_on_fake(dir.path());
+            let y = want("y", RunState::Running);
+            let other = NodeId::parse("other-node").unwrap();
+            let place = spec::HostPlacement {
+                node: &other,
+                data_root: dir.path(),
+                adb_bind_address: "127.0.0.1",
+                adb_host_port: 47002,
+            };
+            let mut cspec = spec::build_container_spec(&y.device_id, 1, &y.spec, &place, None);
+            cspec.name = "someone-elses".into();
+            fake.insert(cspec, true);
+            set_desired(&shared, vec![]);
+            run_pass(&shared).await.unwrap();
+            assert_eq!(fake.containers().len(), 1);
+        }
+
+        #[tokio::test]
+        async fn a_hundred_devices_converge_and_then_passes_are_quiet() {
+            let dir = tempfile::tempdir().unwrap();
+            let (shared, fake) = shared_on_fake(dir.path());
+            let devices: Vec<_> = (0..100)
+                .map(|i| want(&format!("d{i}"), RunState::Running))
+                .collect();
+            set_desired(&shared, devices);
+            assert_eq!(run_pass(&shared).await.unwrap(), 0);
+            assert_eq!(fake.containers().len(), 100);
+            let ports: BTreeSet<String> = fake
+                .containers()
+                .values()
+                .map(|c| c.info.labels[LABEL_ADB_PORT].clone())
+                .collect();
+            assert_eq!(ports.len(), 100, "every device has its own port");
+            run_pass(&shared).await.unwrap();
+            let ready = shared
+                .inventory
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|d| d.status == DeviceStatus::Ready)
+                .count();
+            assert_eq!(ready, 100);
+            let actions_before = shared.metrics.device_actions.load(Ordering::Relaxed);
+            run_pass(&shared).await.unwrap();
+            assert_eq!(
+                shared.metrics.device_actions.load(Ordering::Relaxed),
+                actions_before
+            );
+        }
+    }
 }

@@ -652,3 +652,32 @@ impl Drop for TestEnv {
         let _ = std::thread::spawn(move || cleanup(&host, &node, &root)).join();
     }
 }
+
+/// An agent's shared state over the in-memory fake engine, with no Redis or
+/// control plane behind it: for reconcile unit tests and the benchmark.
+pub fn shared_on_fake(
+    data_root: &Path,
+) -> (
+    Arc<crate::agent::Shared>,
+    Arc<crate::engine::fake::FakeEngine>,
+) {
+    let mut cfg = Config::with_defaults(
+        NodeId::parse("node-fake").expect("node id"),
+        NodeSecret::new(b"0123456789abcdef".to_vec()).expect("secret"),
+        "redis://127.0.0.1:1/",
+        "http://127.0.0.1:1",
+        data_root,
+    );
+    cfg.port_range = PortRange {
+        start: 47000,
+        end: 47999,
+    };
+    cfg.max_devices = 500;
+    cfg.max_concurrency = 16;
+    cfg.removal_grace = Duration::ZERO;
+    cfg.reconcile_interval = Duration::from_millis(100);
+    let engine = Arc::new(crate::engine::fake::FakeEngine::new());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let shared = crate::agent::Shared::new(cfg, engine.clone(), tx).expect("shared state");
+    (Arc::new(shared), engine)
+}

@@ -136,7 +136,9 @@ async fn stop_and_start_commands_win_over_an_older_desired_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_mid_create_adopts_the_container_on_restart_and_duplicates_nothing() {
     let env = TestEnv::new("restart-mid-op", 2).await;
-    env.cp.set_desired(&env.node, vec![]);
+    // The control plane records the device, then sends the command.
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
     let agent = env.start_agent().await;
     env.send(
         "op-create",
@@ -153,9 +155,6 @@ async fn an_agent_killed_mid_create_adopts_the_container_on_restart_and_duplicat
     agent.crash();
     let first = env.containers().await;
     assert_eq!(first.len(), 1);
-    // The control plane recorded the device before sending the command.
-    env.cp
-        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
 
     let agent = env.start_agent().await;
     // Redelivery of the same operation after the restart.
@@ -465,5 +464,43 @@ async fn forged_or_unsigned_commands_are_rejected() {
         "a forged command created nothing"
     );
     assert!(!env.data_dir("evil").exists());
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_delete_by_command_repeat_cleanly() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("runtime_agent=debug")
+        .with_test_writer()
+        .try_init();
+    let env = TestEnv::new("create-delete", 2).await;
+    env.cp.set_desired(&env.node, vec![]);
+    let agent = env.start_agent().await;
+    for i in 0..3 {
+        let id = format!("cd{i}");
+        // As the protocol requires, the control plane records the device first.
+        env.cp
+            .set_desired(&env.node, vec![env.device(&id, RunState::Running)]);
+        let r = env
+            .call(
+                &format!("op-create-{i}"),
+                Operation::Create {
+                    device: env.device(&id, RunState::Running),
+                },
+            )
+            .await;
+        assert!(r.ok, "{r:?}");
+        let r = env
+            .call(
+                &format!("op-delete-{i}"),
+                Operation::Delete {
+                    device_id: dev(&id),
+                    generation: 2,
+                },
+            )
+            .await;
+        assert!(r.ok, "{r:?}");
+        assert!(env.containers().await.is_empty());
+    }
     agent.shutdown().await;
 }

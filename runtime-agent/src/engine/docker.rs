@@ -57,6 +57,12 @@ fn map_err(what: &str, e: bollard::errors::Error) -> EngineError {
             status_code: 409,
             message,
         } => EngineError::Conflict(format!("{what}: {message}")),
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message,
+        } if message.contains("no such container") => {
+            EngineError::NotFound(format!("{what}: {message}"))
+        }
         other => EngineError::Other(format!("{what}: {other}")),
     }
 }
@@ -184,6 +190,12 @@ impl Engine for DockerEngine {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
+            // Podman answers 500 "no such container" for a container that a
+            // concurrent call is still creating or already removing.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 500,
+                message,
+            }) if message.contains("no such container") => Ok(None),
             Err(e) => Err(map_err(&format!("inspect {name}"), e)),
         }
     }
