@@ -10,9 +10,12 @@ use spin_sdk::http::{Method, Request, Response};
 pub async fn dispatch(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
     match (req.method(), ctx.path().as_slice()) {
         (Method::Get, ["health"]) => platform::http::health("auth").map_err(Error::from),
+        (Method::Get, ["health", "live"]) => platform::http::live("auth").map_err(Error::from),
         (Method::Post, ["register"]) => handlers::register::post(ctx, req).await,
         (Method::Post, ["login"]) => handlers::login::post(req),
-        (m, ["health" | "register" | "login"]) => Err(method_not_allowed(m).into()),
+        (m, ["health", "live"] | ["health" | "register" | "login"]) => {
+            Err(method_not_allowed(m).into())
+        }
         _ => Err(Error::NotFound),
     }
 }

@@ -10,11 +10,14 @@ use spin_sdk::http::{Method, Request, Response};
 pub async fn dispatch(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
     match (req.method(), ctx.path().as_slice()) {
         (Method::Get, ["health"]) => platform::http::health("notification").map_err(Error::from),
+        (Method::Get, ["health", "live"]) => {
+            platform::http::live("notification").map_err(Error::from)
+        }
         (Method::Get, ["notifications"]) => handlers::notifications::list(req),
         (Method::Post, ["notifications", id, "read"]) => {
             handlers::notifications::mark_read(req, id)
         }
-        (m, ["health" | "notifications"] | ["notifications", _, "read"]) => {
+        (m, ["health", "live"] | ["health" | "notifications"] | ["notifications", _, "read"]) => {
             Err(method_not_allowed(m).into())
         }
         _ => Err(Error::NotFound),

@@ -68,10 +68,31 @@ pub struct LoadOptions {
     pub listen: std::net::SocketAddr,
 }
 
+/// Most instances alive at once; beyond this, requests wait for a slot.
+const MAX_INSTANCES: u32 = 256;
+
 fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    Ok(Engine::new(&config)?)
+    // A fresh instance per request is cheap only with pre-reserved slots.
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_INSTANCES)
+        .total_core_instances(MAX_INSTANCES * 4)
+        .total_memories(MAX_INSTANCES * 2)
+        .total_tables(MAX_INSTANCES * 4)
+        .max_memory_size(256 << 20)
+        .max_core_instances_per_component(16)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16);
+    let mut pooled = config.clone();
+    pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    match Engine::new(&pooled) {
+        Ok(e) => Ok(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "pooling allocator unavailable; allocating instances on demand");
+            Ok(Engine::new(&config)?)
+        }
+    }
 }
 
 /// Compiles a component, or loads it from the cache when the same bytes were

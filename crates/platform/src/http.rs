@@ -248,12 +248,22 @@ pub fn health(component: &str) -> Result<Response, Problem> {
     ))
 }
 
-/// The router of a component whose domain has only its health route so far.
+/// `GET /health/live`: the component runs (no dependency is checked), for
+/// liveness probes.
+pub fn live(component: &str) -> Result<Response, Problem> {
+    Ok(json(
+        200,
+        &serde_json::json!({"status": "ok", "component": component}),
+    ))
+}
+
+/// The router of a component whose domain has only its health routes so far.
 pub async fn serve_health_only(req: Request, component: &'static str) -> Response {
     serve(req, async |ctx: &Ctx, req: &Request| {
         match (req.method(), ctx.path().as_slice()) {
             (Method::Get, ["health"]) => health(component),
-            (m, ["health"]) => Err(method_not_allowed(m)),
+            (Method::Get, ["health", "live"]) => live(component),
+            (m, ["health"] | ["health", "live"]) => Err(method_not_allowed(m)),
             _ => Err(Problem::not_found("route")),
         }
     })
