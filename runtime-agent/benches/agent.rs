@@ -57,6 +57,7 @@ async fn real_engine() {
             data_root: &env.data_root,
             adb_bind_address: "127.0.0.1",
             adb_host_port: env.ports.start,
+            name_prefix: &env.config().container_name_prefix,
         };
         let c = spec::build_container_spec(&want.device_id, 1, &want.spec, &place, None);
         std::fs::create_dir_all(&c.data_dir).unwrap();

@@ -241,6 +241,11 @@ impl Shared {
         }
     }
 
+    /// The container name of a device on this node.
+    pub fn container_name(&self, id: &DeviceId) -> String {
+        crate::spec::container_name(&self.cfg.container_name_prefix, id)
+    }
+
     /// Seconds since start.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()

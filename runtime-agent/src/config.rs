@@ -218,6 +218,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// Largest accepted clock difference on signed messages.
     pub max_message_skew: Duration,
+    /// Prefix of container names; only two agents sharing one engine (tests) need another.
+    pub container_name_prefix: String,
 }
 
 impl Config {
@@ -254,6 +256,7 @@ impl Config {
             gpus: Vec::new(),
             labels: BTreeMap::new(),
             max_message_skew: Duration::from_secs(300),
+            container_name_prefix: crate::spec::DEFAULT_NAME_PREFIX.to_owned(),
         }
     }
 

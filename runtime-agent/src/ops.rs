@@ -13,7 +13,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::agent::Shared;
-use crate::engine::{ContainerInfo, EngineError};
+use crate::engine::ContainerInfo;
 use crate::error::AgentError;
 use crate::metrics::Metrics;
 use crate::protocol::{Command, CommandResult, DesiredDevice, Operation, RunState};
@@ -349,7 +349,7 @@ fn set_state(
 
 /// This node's container of a device, if it exists.
 async fn owned(shared: &Shared, id: &DeviceId) -> Result<Option<ContainerInfo>, AgentError> {
-    let c = shared.engine.inspect(&spec::container_name(id)).await?;
+    let c = shared.engine.inspect(&shared.container_name(id)).await?;
     Ok(c.filter(|c| {
         c.labels.get(LABEL_NODE).map(String::as_str) == Some(shared.cfg.node_id.as_str())
     }))
@@ -409,12 +409,13 @@ fn snapshot_dir(data_root: &Path, id: &DeviceId, snap: &SnapshotId) -> PathBuf {
         .join(snap.as_str())
 }
 
-fn snapshot_repo(id: &DeviceId) -> String {
-    // Image names must be lower case; device ids may not be.
+fn snapshot_repo(shared: &Shared, id: &DeviceId) -> String {
+    // Image names must be lower case; device ids and prefixes may not be.
     format!(
-        "localhost/cloudphone-snapshot-{}",
-        id.as_str().to_ascii_lowercase()
+        "localhost/{}snapshot-{}",
+        shared.cfg.container_name_prefix, id
     )
+    .to_ascii_lowercase()
 }
 
 /// `cp -a` keeps owners, modes and links, which Android's per-app data needs.
@@ -455,7 +456,7 @@ async fn snapshot(
     let c = owned(shared, id)
         .await?
         .ok_or_else(|| AgentError::DeviceNotFound(id.to_string()))?;
-    let repo = snapshot_repo(id);
+    let repo = snapshot_repo(shared, id);
     let mut labels = std::collections::BTreeMap::new();
     labels.insert(spec::LABEL_DEVICE.to_owned(), id.to_string());
     labels.insert(spec::LABEL_NODE.to_owned(), shared.cfg.node_id.to_string());
@@ -524,10 +525,7 @@ async fn restore(
         let port = owned(shared, id)
             .await?
             .and_then(|c| c.labels.get(LABEL_ADB_PORT)?.parse().ok());
-        match shared.engine.remove(&spec::container_name(id)).await {
-            Ok(()) | Err(EngineError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        reconcile::remove_container(shared, &shared.container_name(id)).await?;
         let ddir = spec::device_dir(&shared.cfg.data_root, id);
         copy_tree(&dir.join("data"), &ddir.join("data")).await?;
         let o = ImageOverride {

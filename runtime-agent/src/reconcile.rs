@@ -300,7 +300,7 @@ pub async fn execute(
     let _guard = lock.lock().await;
     // Re-read the container under the lock: a command may have changed it
     // since the pass observed it.
-    let current = shared.engine.inspect(&spec::container_name(&id)).await?;
+    let current = shared.engine.inspect(&shared.container_name(&id)).await?;
     if current.as_ref().map(|c| (&c.id, c.running)) != seen.map(|c| (&c.id, c.running)) {
         return Ok(());
     }
@@ -310,7 +310,7 @@ pub async fn execute(
         Action::Start(_) => start_device(shared, &id).await,
         Action::Stop(_) => shared
             .engine
-            .stop(&spec::container_name(&id), shared.cfg.stop_timeout)
+            .stop(&shared.container_name(&id), shared.cfg.stop_timeout)
             .await
             .map_err(AgentError::from),
         Action::ProbeReady(_) => {
@@ -318,7 +318,7 @@ pub async fn execute(
             Ok(())
         }
         Action::RestartStuck(_) => {
-            let name = spec::container_name(&id);
+            let name = shared.container_name(&id);
             let r = shared.engine.restart(&name, shared.cfg.stop_timeout).await;
             shared.with_runtime(&id, |rt| {
                 rt.ready_container = None;
@@ -353,7 +353,7 @@ pub async fn reconcile_device(shared: &Arc<Shared>, id: &DeviceId) -> Result<(),
     let node = shared.cfg.node_id.as_str();
     let current = shared
         .engine
-        .inspect(&spec::container_name(id))
+        .inspect(&shared.container_name(id))
         .await?
         .filter(|c| c.labels.get(LABEL_NODE).map(String::as_str) == Some(node));
     let (desired, _) = shared.desired_snapshot();
@@ -422,6 +422,37 @@ pub async fn allocate_port(shared: &Shared) -> Result<u16, AgentError> {
     })
 }
 
+/// Creates the container; when the name is taken by this node's container
+/// (a create that finished just before an agent crash) adopts it. A foreign
+/// container is never touched. A taken name with no container visible
+/// behind it (a removal or create still in progress in the engine) is
+/// retried for a few seconds.
+async fn create_or_adopt(
+    shared: &Shared,
+    cspec: &spec::ContainerSpec,
+) -> Result<String, AgentError> {
+    let mut attempts = 0;
+    loop {
+        match shared.engine.create(cspec).await {
+            Ok(cid) => return Ok(cid),
+            Err(EngineError::Conflict(msg)) => match shared.engine.inspect(&cspec.name).await? {
+                Some(c)
+                    if c.labels.get(LABEL_NODE).map(String::as_str)
+                        == Some(shared.cfg.node_id.as_str()) =>
+                {
+                    return Ok(c.id)
+                }
+                None if attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => return Err(AgentError::Engine(EngineError::Conflict(msg))),
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Creates and starts the container of `want`; `port` reuses a known port.
 pub async fn create_device(
     shared: &Arc<Shared>,
@@ -448,6 +479,7 @@ pub async fn create_device(
             data_root: &shared.cfg.data_root,
             adb_bind_address: &shared.cfg.adb_bind_address,
             adb_host_port: port,
+            name_prefix: &shared.cfg.container_name_prefix,
         };
         let cspec = spec::build_container_spec(
             id,
@@ -456,23 +488,7 @@ pub async fn create_device(
             &place,
             image_override.as_deref(),
         );
-        let container_id = match shared.engine.create(&cspec).await {
-            Ok(cid) => cid,
-            Err(EngineError::Conflict(msg)) => {
-                // A create that finished just before a crash of the agent: adopt it
-                // when it is ours, never touch a foreign container.
-                match shared.engine.inspect(&cspec.name).await? {
-                    Some(c)
-                        if c.labels.get(LABEL_NODE).map(String::as_str)
-                            == Some(shared.cfg.node_id.as_str()) =>
-                    {
-                        c.id
-                    }
-                    _ => return Err(AgentError::Engine(EngineError::Conflict(msg))),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let container_id = create_or_adopt(shared, &cspec).await?;
         if want.state == RunState::Running {
             start_device(shared, id).await?;
         }
@@ -495,19 +511,12 @@ async fn recreate(
     // Validate before removing so that a bad new spec never costs the old container.
     want.spec.validate()?;
     let port = current.and_then(|c| c.labels.get(LABEL_ADB_PORT)?.parse().ok());
-    match shared
-        .engine
-        .remove(&spec::container_name(&want.device_id))
-        .await
-    {
-        Ok(()) | Err(EngineError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    remove_container(shared, &shared.container_name(&want.device_id)).await?;
     create_device(shared, want, port).await.map(|_| ())
 }
 
 async fn start_device(shared: &Arc<Shared>, id: &DeviceId) -> Result<(), AgentError> {
-    shared.engine.start(&spec::container_name(id)).await?;
+    shared.engine.start(&shared.container_name(id)).await?;
     shared.with_runtime(id, |rt| {
         rt.ready_container = None;
         rt.booting_since = Some(Instant::now());
@@ -544,12 +553,28 @@ pub async fn probe_ready(
     ready
 }
 
+/// Removes a container and waits until the engine no longer lists it: with
+/// Podman a removal can return before the name is free, and the create that
+/// follows would then fail.
+pub async fn remove_container(shared: &Shared, name: &str) -> Result<(), AgentError> {
+    for _ in 0..20 {
+        match shared.engine.remove(name).await {
+            Ok(()) | Err(EngineError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if shared.engine.inspect(name).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(AgentError::Engine(EngineError::Other(format!(
+        "container {name} is still there after removal"
+    ))))
+}
+
 /// Removes the container and the device's data directory.
 pub async fn remove_device(shared: &Arc<Shared>, id: &DeviceId) -> Result<(), AgentError> {
-    match shared.engine.remove(&spec::container_name(id)).await {
-        Ok(()) | Err(EngineError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    remove_container(shared, &shared.container_name(id)).await?;
     let dir = spec::device_dir(&shared.cfg.data_root, id);
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}
@@ -660,7 +685,7 @@ mod tests {
         labels.insert(LABEL_SPEC_HASH.to_owned(), d.spec.hash());
         ContainerInfo {
             id: format!("c-{}", d.device_id),
-            name: spec::container_name(&d.device_id),
+            name: spec::container_name(spec::DEFAULT_NAME_PREFIX, &d.device_id),
             labels,
             running,
             image: "img:1".into(),
@@ -880,6 +905,7 @@ mod tests {
                 data_root: dir.path(),
                 adb_bind_address: "127.0.0.1",
                 adb_host_port: 47005,
+                name_prefix: spec::DEFAULT_NAME_PREFIX,
             };
             fake.insert(
                 spec::build_container_spec(&a.device_id, 1, &a.spec, &place, None),
@@ -906,6 +932,7 @@ mod tests {
                 data_root: dir.path(),
                 adb_bind_address: "127.0.0.1",
                 adb_host_port: 47001,
+                name_prefix: spec::DEFAULT_NAME_PREFIX,
             };
             fake.insert(
                 spec::build_container_spec(&x.device_id, 1, &x.spec, &place, None),
@@ -936,6 +963,7 @@ mod tests {
                 data_root: dir.path(),
                 adb_bind_address: "127.0.0.1",
                 adb_host_port: 47002,
+                name_prefix: spec::DEFAULT_NAME_PREFIX,
             };
             let mut cspec = spec::build_container_spec(&y.device_id, 1, &y.spec, &place, None);
             cspec.name = "someone-elses".into();

@@ -439,7 +439,7 @@ impl DeviceSpec {
 /// Engine-neutral description of one device container, built from a spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSpec {
-    /// Container name, `cloudphone-<device id>`.
+    /// Container name, `<prefix><device id>` (`cloudphone-<device id>` by default).
     pub name: String,
     /// Image to run.
     pub image: String,
@@ -463,9 +463,12 @@ pub struct ContainerSpec {
     pub privileged: bool,
 }
 
-/// The container name of a device.
-pub fn container_name(device: &DeviceId) -> String {
-    format!("cloudphone-{device}")
+/// The default container name prefix.
+pub const DEFAULT_NAME_PREFIX: &str = "cloudphone-";
+
+/// The container name of a device: the node's prefix and the device id.
+pub fn container_name(prefix: &str, device: &DeviceId) -> String {
+    format!("{prefix}{device}")
 }
 
 /// The per-device directory under the data root; `data/` inside it is `/data`.
@@ -484,6 +487,8 @@ pub struct HostPlacement<'a> {
     pub adb_bind_address: &'a str,
     /// Host port for ADB.
     pub adb_host_port: u16,
+    /// Container name prefix.
+    pub name_prefix: &'a str,
 }
 
 /// Builds the container for one device. `image_override` replaces the
@@ -503,7 +508,7 @@ pub fn build_container_spec(
     labels.insert(LABEL_ADB_PORT.to_owned(), place.adb_host_port.to_string());
     labels.insert(LABEL_GENERATION.to_owned(), generation.to_string());
     ContainerSpec {
-        name: container_name(device),
+        name: container_name(place.name_prefix, device),
         image: image_override.unwrap_or(spec.image.as_str()).to_owned(),
         cmd: spec.boot_args(),
         labels,
@@ -592,6 +597,7 @@ mod tests {
             data_root: Path::new("/var/lib/cloudphone"),
             adb_bind_address: "10.0.0.5",
             adb_host_port: 40001,
+            name_prefix: DEFAULT_NAME_PREFIX,
         };
         let spec = sample_spec();
         let c = build_container_spec(&dev, 7, &spec, &place, None);

@@ -179,6 +179,9 @@ pub struct ControlPlaneState {
     pub files: Mutex<HashMap<String, Vec<u8>>>,
     /// When set, every API call answers 503.
     pub down: AtomicBool,
+    /// When set, desired-state responses are signed with this key instead
+    /// of the node's (a forged control plane).
+    pub response_secret: Mutex<Option<NodeSecret>>,
     /// Desired-state requests served.
     pub pulls: AtomicU64,
     /// Requests refused for a bad signature.
@@ -289,6 +292,12 @@ async fn handle(
     }
     match (method.as_str(), &path[prefix.len()..]) {
         ("GET", "desired-state") => {
+            let signer = st
+                .response_secret
+                .lock()
+                .expect("lock")
+                .clone()
+                .unwrap_or(secret);
             st.pulls.fetch_add(1, Ordering::SeqCst);
             let devices = st
                 .desired
@@ -306,7 +315,7 @@ async fn handle(
             let input = protocol::http_signing_input("response", "GET", &path, &node, &ts, &body);
             Ok(Response::builder()
                 .header(protocol::HEADER_TIMESTAMP, ts)
-                .header(protocol::HEADER_SIGNATURE, secret.sign(input.as_bytes()))
+                .header(protocol::HEADER_SIGNATURE, signer.sign(input.as_bytes()))
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(body)))
                 .expect("response"))
@@ -358,12 +367,19 @@ pub struct TestEnv {
     pub ports: PortRange,
     /// What the agent published.
     pub inbox: Arc<Inbox>,
+    /// The Redis URL the agent and the test use.
+    pub redis_url: String,
     redis: redis::Client,
 }
 
 impl TestEnv {
     /// Sets up a fresh environment named after the test, with `ports` ADB ports.
     pub async fn new(name: &str, ports: u16) -> Self {
+        Self::with_redis(name, ports, &redis_url()).await
+    }
+
+    /// Like [`TestEnv::new`] with a Redis of the test's own.
+    pub async fn with_redis(name: &str, ports: u16, redis_url: &str) -> Self {
         let engine = Arc::new(engine_from_env().await);
         let image = fake_redroid_image(&engine).await;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -375,12 +391,12 @@ impl TestEnv {
         let data_root = std::env::temp_dir().join(format!("cloudphone-agent-test-{node}"));
         std::fs::create_dir_all(&data_root).expect("data root");
         let cp = ControlPlane::start(secret.clone()).await;
-        let redis = redis::Client::open(redis_url()).expect("redis url");
+        let redis = redis::Client::open(redis_url).expect("redis url");
         let inbox = Arc::new(Inbox::default());
         let mut ps = redis
             .get_async_pubsub()
             .await
-            .unwrap_or_else(|e| panic!("redis at {} is needed for these tests: {e}", redis_url()));
+            .unwrap_or_else(|e| panic!("redis at {redis_url} is needed for these tests: {e}"));
         for ch in [
             protocol::CHANNEL_RESULTS,
             protocol::CHANNEL_STATUS,
@@ -401,6 +417,7 @@ impl TestEnv {
             }
         });
         Self {
+            redis_url: redis_url.to_owned(),
             engine,
             image,
             node,
@@ -418,11 +435,13 @@ impl TestEnv {
         let mut c = Config::with_defaults(
             self.node.clone(),
             self.secret.clone(),
-            &redis_url(),
+            &self.redis_url,
             &self.cp.url,
             &self.data_root,
         );
         c.port_range = self.ports;
+        // Container names are global on the engine; tests run in parallel.
+        c.container_name_prefix = format!("cp-{}-", self.node);
         c.reconcile_interval = Duration::from_millis(200);
         c.desired_state_interval = Duration::from_millis(300);
         c.heartbeat_interval = Duration::from_millis(300);
@@ -587,6 +606,11 @@ impl TestEnv {
             .list(&[(LABEL_NODE, self.node.as_str())])
             .await
             .expect("list")
+    }
+
+    /// The container name of a device in this test.
+    pub fn container(&self, id: &str) -> String {
+        format!("cp-{}-{id}", self.node)
     }
 
     /// The data directory of a device on the host.

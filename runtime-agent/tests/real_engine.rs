@@ -24,7 +24,7 @@ async fn a_desired_device_is_created_and_becomes_ready_with_the_redroid_spec() {
     let c = env
         .engine
         .client()
-        .inspect_container("cloudphone-d1", None::<InspectContainerOptions>)
+        .inspect_container(&env.container("d1"), None::<InspectContainerOptions>)
         .await
         .unwrap();
     let cmd = c.config.as_ref().unwrap().cmd.clone().unwrap();
@@ -211,7 +211,7 @@ async fn a_container_killed_or_removed_behind_the_agents_back_comes_back() {
     env.engine
         .client()
         .kill_container(
-            "cloudphone-d1",
+            &env.container("d1"),
             None::<bollard::query_parameters::KillContainerOptions>,
         )
         .await
@@ -222,7 +222,7 @@ async fn a_container_killed_or_removed_behind_the_agents_back_comes_back() {
     .await;
 
     use runtime_agent::engine::Engine;
-    env.engine.remove("cloudphone-d1").await.unwrap();
+    env.engine.remove(&env.container("d1")).await.unwrap();
     env.wait_until(
         "the removed container is recreated and running",
         T,
@@ -255,7 +255,7 @@ async fn a_device_removed_from_desired_state_is_removed_with_its_data_after_the_
     wait_status(&env, "d1", "removed").await;
     let left = env.containers().await;
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].name, "cloudphone-d2");
+    assert_eq!(left[0].name, env.container("d2"));
     assert!(
         !env.data_dir("d1").exists(),
         "the data directory goes with the device"
@@ -322,7 +322,7 @@ async fn snapshot_then_restore_brings_back_data_directory_files() {
     assert!(!env.data_dir("d1").join("after.txt").exists());
     let c = &env.containers().await[0];
     assert!(
-        c.image.contains("cloudphone-snapshot-d1"),
+        c.image.contains("snapshot-d1"),
         "runs the snapshot image: {}",
         c.image
     );
@@ -502,5 +502,168 @@ async fn create_and_delete_by_command_repeat_cleanly() {
         assert!(r.ok, "{r:?}");
         assert!(env.containers().await.is_empty());
     }
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_state_signed_with_another_key_is_ignored() {
+    let env = TestEnv::new("forged-cp", 2).await;
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    *env.cp.state.response_secret.lock().unwrap() = Some(
+        runtime_agent::protocol::NodeSecret::new(b"an-impostor-control-plane".to_vec()).unwrap(),
+    );
+    let agent = env.start_agent().await;
+    env.wait_until("two pulls were refused", T, || async {
+        agent
+            .shared
+            .metrics
+            .desired_state_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    })
+    .await;
+    assert!(
+        env.containers().await.is_empty(),
+        "a forged desired state drives nothing"
+    );
+    // The real control plane again: the device appears.
+    *env.cp.state.response_secret.lock().unwrap() = None;
+    wait_status(&env, "d1", "ready").await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_carry_the_full_inventory_and_metrics_are_served() {
+    let env = TestEnv::new("heartbeat", 2).await;
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    let mut cfg = env.config();
+    cfg.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let agent = env.start_agent_with(cfg).await;
+    wait_status(&env, "d1", "ready").await;
+    env.wait_until("a heartbeat lists d1 as ready", T, || async {
+        env.inbox.messages.lock().unwrap().iter().any(|m| {
+            m.kind == "heartbeat"
+                && m.body["devices"].as_array().is_some_and(|d| {
+                    d.iter()
+                        .any(|d| d["device_id"] == "d1" && d["status"] == "ready")
+                })
+                && m.body["node"]["capacity"]["cpus"].as_u64().unwrap_or(0) >= 1
+        })
+    })
+    .await;
+    assert!(env
+        .inbox
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|m| m.kind == "register"));
+    let url = format!("http://{}/metrics", agent.metrics_addr.unwrap());
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("cloudphone_agent_devices{status=\"ready\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cloudphone_agent_reconcile_passes_total"),
+        "{text}"
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_survives_a_restart_of_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spawn_redis = || {
+        tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (apt-get install redis-server) is needed for this test")
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    let wait_redis = |url: String| async move {
+        let client = redis::Client::open(url).unwrap();
+        for _ in 0..100 {
+            if client.get_multiplexed_async_connection().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private redis-server did not start");
+    };
+    let mut redis = spawn_redis();
+    wait_redis(url.clone()).await;
+    let env = TestEnv::with_redis("redis-restart", 2, &url).await;
+    env.cp.set_desired(&env.node, vec![]);
+    let agent = env.start_agent().await;
+
+    redis.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _redis = spawn_redis();
+    wait_redis(url.clone()).await;
+
+    // Heartbeats and the command subscription come back on their own.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut ps = client.get_async_pubsub().await.unwrap();
+    ps.subscribe(runtime_agent::protocol::CHANNEL_HEARTBEATS)
+        .await
+        .unwrap();
+    let hb = tokio::time::timeout(T, async {
+        use futures_util::StreamExt;
+        let mut stream = ps.on_message();
+        loop {
+            let msg = stream.next().await.unwrap();
+            let env_msg: serde_json::Value =
+                serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+            if env_msg["node_id"] == env.node.as_str() {
+                return env_msg;
+            }
+        }
+    })
+    .await
+    .expect("a heartbeat after the redis restart");
+    assert_eq!(hb["kind"], "heartbeat");
+
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    env.wait_until("the agent resubscribed", T, || async {
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(runtime_agent::protocol::commands_channel(&env.node))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        n[0].1 > 0
+    })
+    .await;
+    env.send(
+        "op-after-restart",
+        Operation::Create {
+            device: env.device("d1", RunState::Running),
+        },
+    )
+    .await;
+    env.wait_until("d1 runs", T, || async {
+        env.containers().await.first().is_some_and(|c| c.running)
+    })
+    .await;
     agent.shutdown().await;
 }

@@ -63,6 +63,13 @@ fn map_err(what: &str, e: bollard::errors::Error) -> EngineError {
         } if message.contains("no such container") => {
             EngineError::NotFound(format!("{what}: {message}"))
         }
+        // Podman reports a taken name as 500, Docker as 409.
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message,
+        } if message.contains("already in use") => {
+            EngineError::Conflict(format!("{what}: {message}"))
+        }
         other => EngineError::Other(format!("{what}: {other}")),
     }
 }
