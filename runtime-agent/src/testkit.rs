@@ -331,7 +331,9 @@ async fn handle(
 
 fn next_ports(n: u16) -> PortRange {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 150) as u16 * 200;
+    // Below the kernel's ephemeral range (32768+), so other programs' client
+    // sockets do not take the ports.
+    let base = 20000 + (std::process::id() % 60) as u16 * 200;
     let off = NEXT.fetch_add(n, Ordering::SeqCst);
     PortRange {
         start: base + off,

@@ -667,3 +667,47 @@ async fn the_agent_survives_a_restart_of_redis() {
     .await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_while_the_control_plane_is_down_keeps_every_device() {
+    let env = TestEnv::new("cp-down", 2).await;
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    let agent = env.start_agent().await;
+    wait_status(&env, "d1", "ready").await;
+    let before = env.containers().await;
+    agent.shutdown().await;
+
+    env.cp
+        .state
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let agent = env.start_agent().await;
+    env.wait_until("several pulls failed", T, || async {
+        agent
+            .shared
+            .metrics
+            .desired_state_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    })
+    .await;
+    // Well past the removal grace: nothing is removed while the desired state is unknown.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let during = env.containers().await;
+    assert_eq!(during.len(), 1);
+    assert_eq!(during[0].id, before[0].id);
+    assert!(during[0].running);
+
+    env.cp
+        .state
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_status(&env, "d1", "ready").await;
+    assert_eq!(
+        env.containers().await[0].id,
+        before[0].id,
+        "adopted, not recreated"
+    );
+    agent.shutdown().await;
+}
