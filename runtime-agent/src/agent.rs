@@ -147,6 +147,8 @@ pub struct Shared {
     pub outgoing: mpsc::UnboundedSender<Outgoing>,
     /// Commands in flight.
     pub commands: Mutex<tokio::task::JoinSet<()>>,
+    /// Limits how many commands run at once.
+    pub command_slots: Arc<tokio::sync::Semaphore>,
     device_locks: Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>,
     started: Instant,
 }
@@ -181,6 +183,7 @@ impl Shared {
             pull_now: Notify::new(),
             outgoing,
             commands: Mutex::default(),
+            command_slots: Arc::new(tokio::sync::Semaphore::new(32)),
             device_locks: Mutex::default(),
             started: Instant::now(),
         })
@@ -713,10 +716,13 @@ pub fn handle_message(shared: &Arc<Shared>, raw: &[u8]) {
         }
     };
     let task_shared = shared.clone();
+    let permits = shared.command_slots.clone();
     let mut commands = shared.commands.lock().expect("commands lock");
     // Reap finished tasks so the set does not grow without bound.
     while commands.try_join_next().is_some() {}
     commands.spawn(async move {
+        // Bounded, so a burst of commands cannot exhaust the host.
+        let _permit = permits.acquire_owned().await;
         let result = crate::ops::run_command(&task_shared, cmd).await;
         let _ = task_shared.outgoing.send(Outgoing::Result(result));
     });

@@ -13,7 +13,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::agent::Shared;
-use crate::engine::ContainerInfo;
+use crate::engine::{ContainerInfo, EngineError};
 use crate::error::AgentError;
 use crate::metrics::Metrics;
 use crate::protocol::{Command, CommandResult, DesiredDevice, Operation, RunState};
@@ -192,6 +192,10 @@ async fn execute(shared: &Arc<Shared>, op: Operation) -> Result<serde_json::Valu
             device_id,
             snapshot_id,
         } => restore(shared, &device_id, &snapshot_id).await,
+        Operation::DeleteSnapshot {
+            device_id,
+            snapshot_id,
+        } => delete_snapshot(shared, &device_id, &snapshot_id).await,
         Operation::InstallApk {
             device_id,
             url,
@@ -477,6 +481,25 @@ async fn snapshot(
     });
     tokio::fs::write(&marker, serde_json::to_vec(&out).expect("json")).await?;
     Ok(out)
+}
+
+async fn delete_snapshot(
+    shared: &Arc<Shared>,
+    id: &DeviceId,
+    snap: &SnapshotId,
+) -> Result<serde_json::Value, AgentError> {
+    let image = format!("{}:{snap}", snapshot_repo(shared, id));
+    match shared.engine.remove_image(&image).await {
+        Ok(()) | Err(EngineError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let dir = snapshot_dir(&shared.cfg.data_root, id, snap);
+    match tokio::fs::remove_dir_all(&dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(json!({"device_id": id, "snapshot_id": snap, "status": "deleted"}))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

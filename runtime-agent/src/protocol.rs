@@ -422,6 +422,13 @@ pub enum Operation {
         /// Snapshot id.
         snapshot_id: SnapshotId,
     },
+    /// Remove a snapshot's image and data copy.
+    DeleteSnapshot {
+        /// Device.
+        device_id: DeviceId,
+        /// Snapshot id.
+        snapshot_id: SnapshotId,
+    },
     /// Replace the container and data with a snapshot.
     Restore {
         /// Device.

@@ -346,6 +346,26 @@ async fn snapshot_then_restore_brings_back_data_directory_files() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(env.containers().await[0].id, c.id);
     agent.shutdown().await;
+
+    // Snapshots are deleted explicitly; the image of a running container stays
+    // in use, so delete after the device is gone.
+    let agent = env.start_agent().await;
+    env.cp.set_desired(&env.node, vec![]);
+    wait_status(&env, "d1", "removed").await;
+    let r = env
+        .call(
+            "op-del-snap",
+            Operation::DeleteSnapshot {
+                device_id: dev("d1"),
+                snapshot_id: runtime_agent::spec::SnapshotId::parse("s1").unwrap(),
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    use runtime_agent::engine::Engine;
+    assert!(!env.engine.image_exists(&c.image).await.unwrap());
+    assert!(!env.data_root.join("snapshots/d1/s1").exists());
+    agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

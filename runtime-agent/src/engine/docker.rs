@@ -373,7 +373,8 @@ impl Engine for DockerEngine {
     }
 
     async fn remove_image(&self, reference: &str) -> EngineResult<()> {
-        let opts = RemoveImageOptionsBuilder::new().force(true).build();
+        // Never forced: Podman would also remove the containers using the image.
+        let opts = RemoveImageOptionsBuilder::new().force(false).build();
         self.docker
             .remove_image(reference, Some(opts), None)
             .await
