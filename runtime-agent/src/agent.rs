@@ -564,65 +564,80 @@ async fn publisher(
 ) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     loop {
-        let msg = tokio::select! {
-            m = rx.recv() => match m { Some(m) => m, None => return },
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => publish_one(&shared, &redis, &mut conn, m).await,
+                None => return,
+            },
             _ = shutdown.changed() => {
                 // Flush what is queued (final results and statuses) before stopping.
-                match rx.try_recv() { Ok(m) => m, Err(_) => return }
-            }
-        };
-        let (channel, kind, body) = match msg {
-            Outgoing::Status(s) => (
-                protocol::CHANNEL_STATUS,
-                "device_status",
-                serde_json::to_value(s),
-            ),
-            Outgoing::Result(r) => (
-                protocol::CHANNEL_RESULTS,
-                "command_result",
-                serde_json::to_value(r),
-            ),
-            Outgoing::Heartbeat(h) => {
-                Metrics::inc(&shared.metrics.heartbeats);
-                (
-                    protocol::CHANNEL_HEARTBEATS,
-                    "heartbeat",
-                    serde_json::to_value(h),
-                )
-            }
-            Outgoing::Register(r) => (
-                protocol::CHANNEL_HEARTBEATS,
-                "register",
-                serde_json::to_value(r),
-            ),
-        };
-        let body = body.expect("messages serialize");
-        let env = Envelope::signed(
-            &shared.cfg.secret,
-            &shared.cfg.node_id,
-            kind,
-            body,
-            Utc::now(),
-        );
-        let payload = serde_json::to_string(&env).expect("envelope serializes");
-        // Publishing is best effort: heartbeats repeat the full state, so a
-        // message lost while Redis is down is made good by the next one.
-        for _ in 0..2 {
-            if conn.is_none() {
-                conn = redis.get_multiplexed_async_connection().await.ok();
-            }
-            let Some(c) = conn.as_mut() else { break };
-            let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(&payload)
-                .query_async(c)
-                .await;
-            match r {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, channel, "publish failed");
-                    conn = None;
+                while let Ok(m) = rx.try_recv() {
+                    publish_one(&shared, &redis, &mut conn, m).await;
                 }
+                return;
+            }
+        }
+    }
+}
+
+/// Signs and publishes one message; on failure reconnects once and retries.
+async fn publish_one(
+    shared: &Shared,
+    redis: &redis::Client,
+    conn: &mut Option<redis::aio::MultiplexedConnection>,
+    msg: Outgoing,
+) {
+    let (channel, kind, body) = match msg {
+        Outgoing::Status(s) => (
+            protocol::CHANNEL_STATUS,
+            "device_status",
+            serde_json::to_value(s),
+        ),
+        Outgoing::Result(r) => (
+            protocol::CHANNEL_RESULTS,
+            "command_result",
+            serde_json::to_value(r),
+        ),
+        Outgoing::Heartbeat(h) => {
+            Metrics::inc(&shared.metrics.heartbeats);
+            (
+                protocol::CHANNEL_HEARTBEATS,
+                "heartbeat",
+                serde_json::to_value(h),
+            )
+        }
+        Outgoing::Register(r) => (
+            protocol::CHANNEL_HEARTBEATS,
+            "register",
+            serde_json::to_value(r),
+        ),
+    };
+    let body = body.expect("messages serialize");
+    let env = Envelope::signed(
+        &shared.cfg.secret,
+        &shared.cfg.node_id,
+        kind,
+        body,
+        Utc::now(),
+    );
+    let payload = serde_json::to_string(&env).expect("envelope serializes");
+    // Publishing is best effort: heartbeats repeat the full state, so a
+    // message lost while Redis is down is made good by the next one.
+    for _ in 0..2 {
+        if conn.is_none() {
+            *conn = redis.get_multiplexed_async_connection().await.ok();
+        }
+        let Some(c) = conn.as_mut() else { break };
+        let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(&payload)
+            .query_async(c)
+            .await;
+        match r {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, channel, "publish failed");
+                *conn = None;
             }
         }
     }

@@ -409,8 +409,16 @@ pub async fn allocate_port(shared: &Shared) -> Result<u16, AgentError> {
         if used.contains(&port) || reserved.contains(&port) {
             continue;
         }
-        if std::net::TcpListener::bind((shared.cfg.adb_bind_address.as_str(), port)).is_err() {
-            continue;
+        match std::net::TcpListener::bind((shared.cfg.adb_bind_address.as_str(), port)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                return Err(AgentError::InvalidArgument(format!(
+                    "adb_bind_address {} is not an address of this host",
+                    shared.cfg.adb_bind_address
+                )));
+            }
+            // Held by some other program: skip it.
+            Err(_) => continue,
         }
         reserved.insert(port);
         return Ok(port);
