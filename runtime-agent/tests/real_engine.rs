@@ -731,3 +731,88 @@ async fn an_agent_restarted_while_the_control_plane_is_down_keeps_every_device()
     );
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_screenshot_logcat_and_uninstall_run_inside_the_device_with_limits() {
+    let env = TestEnv::new("device-ops", 2).await;
+    env.cp
+        .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
+    let agent = env.start_agent().await;
+    wait_status(&env, "d1", "ready").await;
+    let shell = |command: &str, timeout_ms, max| Operation::Shell {
+        device_id: dev("d1"),
+        command: command.into(),
+        timeout_ms,
+        max_output_bytes: max,
+    };
+
+    let r = env
+        .call("op-cap", shell("printf '%0100d' 0", None, Some(10)))
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.output["stdout"].as_str().unwrap().len(), 10);
+    assert_eq!(r.output["truncated"], true);
+
+    let r = env.call("op-slow", shell("sleep 5", Some(300), None)).await;
+    assert!(!r.ok);
+    assert_eq!(r.error_code.as_deref(), Some("timeout"), "{r:?}");
+
+    let r = env
+        .call("op-exit", shell("echo oops >&2; exit 3", None, None))
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.output["exit_code"], 3);
+    assert_eq!(r.output["stderr"].as_str().unwrap().trim(), "oops");
+
+    use base64::Engine as _;
+    let r = env
+        .call(
+            "op-screen",
+            Operation::Screenshot {
+                device_id: dev("d1"),
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(r.output["png_base64"].as_str().unwrap())
+        .unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+
+    let r = env
+        .call(
+            "op-logcat",
+            Operation::Logcat {
+                device_id: dev("d1"),
+                lines: Some(10),
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert!(r.output["text"]
+        .as_str()
+        .unwrap()
+        .contains("androidboot.redroid_width=720"));
+
+    let r = env
+        .call(
+            "op-uninstall",
+            Operation::UninstallApk {
+                device_id: dev("d1"),
+                package: runtime_agent::spec::PackageName::parse("com.example.app").unwrap(),
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+
+    let r = env
+        .call(
+            "op-nodev",
+            Operation::Screenshot {
+                device_id: dev("nope"),
+            },
+        )
+        .await;
+    assert_eq!(r.error_code.as_deref(), Some("not_found"), "{r:?}");
+    agent.shutdown().await;
+}
