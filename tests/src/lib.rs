@@ -92,6 +92,9 @@ pub struct TestApp {
     /// The token signer (auth's key), for forging or checking tokens.
     pub signing_key: String,
     child: Option<Child>,
+    redis: Child,
+    /// Port of this test's private Redis server.
+    pub redis_port: u16,
     log: PathBuf,
     client: Client,
     options: Options,
@@ -121,6 +124,28 @@ impl TestApp {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("randomness");
         let signing_key = access::signing_key_setting("test-1", seed);
+        // A private Redis per test: pub/sub channels are global to a server,
+        // and tests running in parallel must not see each other's events.
+        let redis_port = free_port();
+        let redis = Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let ready = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
+            assert!(Instant::now() < ready, "private redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let mut app = Self {
             base: String::new(),
             db_urls,
@@ -128,6 +153,8 @@ impl TestApp {
             internal_token: random_suffix(),
             signing_key,
             child: None,
+            redis,
+            redis_port,
             log: std::env::temp_dir().join(format!("{run}.log")),
             client: Client::builder()
                 .timeout(Duration::from_secs(60))
@@ -173,6 +200,10 @@ impl TestApp {
         env.push((
             "SPIN_VARIABLE_INTERNAL_TOKEN".into(),
             self.internal_token.clone(),
+        ));
+        env.push((
+            "SPIN_VARIABLE_REDIS_PORT".into(),
+            self.redis_port.to_string(),
         ));
         for (var, component) in &self.options.db_url_variables {
             env.push((
@@ -248,6 +279,11 @@ impl TestApp {
     /// Everything the host logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The URL of this test's Redis.
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.redis_port)
     }
 
     /// The database URL of a component.
@@ -364,6 +400,8 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop();
+        let _ = self.redis.kill();
+        let _ = self.redis.wait();
         for name in &self.names {
             if let Err(e) = migrator::admin::drop(name) {
                 eprintln!("cleanup of {name} failed: {e}");

@@ -41,7 +41,10 @@ fn outbound_connections_outside_allowed_outbound_hosts_are_refused() {
     let port = upstream.local_addr().unwrap().port();
     let cases = [
         format!("/probe/http?url=http%3A%2F%2F127.0.0.1%3A{port}%2F"),
-        "/probe/redis?url=redis%3A%2F%2F127.0.0.1%3A6379".to_string(),
+        format!(
+            "/probe/redis?url=redis%3A%2F%2F127.0.0.1%3A{}",
+            app.redis_port
+        ),
         "/probe/pg?url=postgres%3A%2F%2Fx%40127.0.0.1%3A5433%2Fx".to_string(),
         "/probe/http?url=http%3A%2F%2Fauth.spin.internal%2F".to_string(),
     ];

@@ -244,7 +244,7 @@ fn a_redis_message_reaches_the_redis_trigger_component_and_a_repeat_changes_noth
         "aggregate_id": user.to_string(), "aggregate_version": 1, "occurred_at": "2026-11-23T00:00:00.000000Z",
         "payload": {"id": user, "email": "r@example.com", "display_name": "R"}
     });
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let client = redis::Client::open(app.redis_url()).unwrap();
     let mut conn = client.get_connection().unwrap();
     for _ in 0..3 {
         let _: i64 = redis::cmd("PUBLISH")

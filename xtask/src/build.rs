@@ -49,9 +49,9 @@ pub fn cargo() -> Command {
     c
 }
 
-/// `cargo build` for `wasm32-wasip2` of the given packages, with std rebuilt
-/// from Debian's `rust-web-src` (rustup cannot download the target here).
-pub fn wasm(packages: &[&str]) -> Result<()> {
+/// `cargo <verb>` for `wasm32-wasip2`, with std rebuilt from Debian's
+/// `rust-web-src` by Debian's compiler (rustup cannot download the target here).
+fn wasm_cargo(verb: &str, packages: &[&str]) -> Command {
     let mut c = cargo();
     c.env("RUSTC", "/usr/bin/rustc")
         .env("RUSTC_BOOTSTRAP", "1")
@@ -59,9 +59,8 @@ pub fn wasm(packages: &[&str]) -> Result<()> {
             "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
             "-L native=/usr/lib/wasm32-wasip2",
         )
-        .env_remove("RUSTFLAGS")
         .args([
-            "build",
+            verb,
             "-Zbuild-std=std,panic_abort",
             "--target",
             "wasm32-wasip2",
@@ -71,6 +70,35 @@ pub fn wasm(packages: &[&str]) -> Result<()> {
     for p in packages {
         c.args(["-p", p]);
     }
+    c
+}
+
+/// Builds packages to `target/wasm32-wasip2/wasm/<name>.wasm`.
+pub fn wasm(packages: &[&str]) -> Result<()> {
+    run(&mut wasm_cargo("build", packages))
+}
+
+/// `cargo fmt --check`, and clippy with warnings denied for the native
+/// workspace and for the components on the wasm target (Debian's clippy, which
+/// matches Debian's compiler).
+pub fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let mut packages = COMPONENTS.to_vec();
+    packages.push("probe");
+    let mut c = wasm_cargo("check", &packages);
+    c.env("RUSTC_WORKSPACE_WRAPPER", "/usr/bin/clippy-driver")
+        .env(
+            "CLIPPY_ARGS",
+            "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+        );
     run(&mut c)
 }
 

@@ -33,8 +33,8 @@ pub fn secrets() -> Result<BTreeMap<String, String>> {
     let mut changed = false;
     for db in migrator::admin::DATABASES {
         let key = format!("{}_DB_PASSWORD", db.to_uppercase());
-        if !map.contains_key(&key) {
-            map.insert(key, random_token(18)?.replace(['-', '_'], "x"));
+        if let std::collections::btree_map::Entry::Vacant(e) = map.entry(key) {
+            e.insert(random_token(18)?.replace(['-', '_'], "x"));
             changed = true;
         }
     }

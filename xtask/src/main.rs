@@ -7,6 +7,7 @@
 //! - `db` / `migrate` / `status`: provisions the per-component databases and
 //!   roles and applies `migrations/<db>/` (also against any `--database-url`);
 //! - `up`: all of the above, then runs the app on <http://127.0.0.1:3000>;
+//! - `lint`: `cargo fmt --check` and clippy with warnings denied, native and wasm;
 //! - `test`: all of the above, then every test in the workspace;
 //! - `bench`: the platform benchmark (see README).
 
@@ -58,6 +59,8 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: String,
     },
+    /// Check formatting and run clippy (native and wasm) with warnings denied.
+    Lint,
     /// Set everything up and run every test.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -112,8 +115,13 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Up { listen } => local::up(&listen),
+        Cmd::Lint => {
+            setup::wasm_toolchain()?;
+            build::lint()
+        }
         Cmd::Test { args } => {
             setup::all()?;
+            build::lint()?;
             build::all()?;
             build::test(&args)
         }

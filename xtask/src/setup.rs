@@ -53,7 +53,8 @@ pub fn wasm_toolchain() -> Result<()> {
     let ready = Path::new("/usr/lib/rustlib/src/rust/library/std").exists()
         && Path::new("/usr/lib/wasm32-wasip2/libc.a").exists()
         && Path::new("/usr/bin/rustc").exists()
-        && have("lld-22");
+        && have("lld-22")
+        && Path::new("/usr/bin/clippy-driver").exists();
     if ready {
         return Ok(());
     }

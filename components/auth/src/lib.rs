@@ -3,13 +3,18 @@
 //! other component verifies with `crates/access`. Served by Spin's HTTP
 //! trigger under `/api/v1/auth/...`.
 
+// Natively only the unit tests use the code; the entry point is wasm-only.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 mod domain;
 mod error;
 mod handlers;
 mod repo;
 mod routes;
 
-/// Spin's export macro generates `unsafe` glue: it is confined to this module.
+/// Spin's export macro generates `unsafe` glue: it is confined to this module,
+/// and compiled only for wasm32 (natively the unit tests run without it).
+#[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod entry {
     use spin_sdk::http::{Request, Response};

@@ -2,13 +2,18 @@
 //! `user.*` events from Redis (Spin's Redis trigger, channel
 //! `cloudphone.events.user`) and serves `/api/v1/notification/...`.
 
+// Natively only the unit tests use the code; the entry point is wasm-only.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 mod consumer;
 mod error;
 mod handlers;
 mod repo;
 mod routes;
 
-/// Spin's export macros generate `unsafe` glue: it is confined to this module.
+/// Spin's export macros generate `unsafe` glue: it is confined to this module,
+/// and compiled only for wasm32 (natively the unit tests run without it).
+#[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod entry {
     use spin_sdk::http::{Request, Response};

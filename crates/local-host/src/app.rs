@@ -42,6 +42,9 @@ pub struct LoadedComponent {
     route: Option<Route>,
 }
 
+/// A matched route: the route, its `:param` values and the path below it.
+type Routed<'a> = (&'a Route, Vec<(String, String)>, String);
+
 /// The running application.
 pub struct App {
     engine: Engine,
@@ -353,7 +356,7 @@ impl App {
     async fn run_http<B>(
         self: &Arc<Self>,
         component: &Arc<LoadedComponent>,
-        routed: Option<(&Route, Vec<(String, String)>, String)>,
+        routed: Option<Routed<'_>>,
         req: http::Request<B>,
         client: std::net::SocketAddr,
     ) -> Result<http::Response<HyperOutgoingBody>>

@@ -141,7 +141,7 @@ async fn run(cli: Cli) -> Result<()> {
     let enabled = |t: &str| !cli.disabled_triggers.iter().any(|d| d == t);
     let mut tasks = Vec::new();
     if enabled("redis") {
-        tasks.extend(redis_trigger::start(&app, rx.clone())?);
+        tasks.extend(redis_trigger::start(&app, rx.clone()).await?);
     }
     if enabled("cron") {
         tasks.extend(cron_trigger::start(&app, rx.clone())?);

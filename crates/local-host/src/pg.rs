@@ -5,6 +5,10 @@
 //! read (select `col AT TIME ZONE 'UTC'` instead), and `json`, `money` and
 //! other unmapped types come back as raw bytes.
 
+// The error type is the WIT interface's `error` variant, returned to the
+// guest as it is: boxing it would only add a copy.
+#![allow(clippy::result_large_err)]
+
 use crate::bindings::spin::postgres::postgres::{
     self as pg, Column, DbDataType, DbError, DbValue, Error, Interval, ParameterValue, QueryError,
     RowSet,

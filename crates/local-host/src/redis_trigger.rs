@@ -8,16 +8,20 @@ use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
+
+/// channel -> components subscribed to it.
+type Channels = BTreeMap<String, Vec<String>>;
 
 /// Subscribes to every `[[trigger.redis]]` channel, grouped by address, and
-/// reconnects with backoff when Redis goes away.
-pub fn start(
+/// reconnects with backoff when Redis goes away. Returns once every address
+/// has subscribed (or failed a first time, which is logged and retried), so
+/// that nothing published after start-up is missed.
+pub async fn start(
     app: &Arc<App>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    // address -> channel -> components
-    let mut plan: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut plan: BTreeMap<String, Channels> = BTreeMap::new();
     for t in &app.manifest.redis {
         let template = t
             .address
@@ -32,24 +36,35 @@ pub fn start(
             .push(t.component.clone());
     }
     let mut tasks = Vec::new();
+    let mut ready = Vec::new();
     for (address, channels) in plan {
         let app = app.clone();
         let mut shutdown = shutdown.clone();
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        ready.push(ready_rx);
         tasks.push(tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            let mut ready_tx = Some(ready_tx);
             loop {
                 tokio::select! {
-                    r = subscribe_loop(&app, &address, &channels) => {
+                    r = subscribe_loop(&app, &address, &channels, &mut ready_tx) => {
                         if let Err(e) = r {
                             tracing::warn!(address = %address, error = format!("{e:#}"), "redis trigger disconnected; reconnecting");
                         }
                     }
                     _ = shutdown.changed() => return,
                 }
+                // A first failure still lets start-up finish; retries go on.
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(());
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }));
+    }
+    for r in ready {
+        let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
     }
     Ok(tasks)
 }
@@ -57,7 +72,8 @@ pub fn start(
 async fn subscribe_loop(
     app: &Arc<App>,
     address: &str,
-    channels: &BTreeMap<String, Vec<String>>,
+    channels: &Channels,
+    ready: &mut Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
     let client = redis::Client::open(address)?;
     let mut pubsub = client.get_async_pubsub().await?;
@@ -65,6 +81,9 @@ async fn subscribe_loop(
         pubsub.subscribe(channel).await?;
     }
     tracing::info!(address = %address, channels = ?channels.keys().collect::<Vec<_>>(), "redis trigger subscribed");
+    if let Some(tx) = ready.take() {
+        let _ = tx.send(());
+    }
     let mut stream = pubsub.on_message();
     while let Some(msg) = stream.next().await {
         let channel = msg.get_channel_name().to_string();

@@ -227,18 +227,6 @@ pub struct Paged<T: Serialize> {
     pub total: i64,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding_handles_escapes_plus_and_garbage() {
-        assert_eq!(percent_decode("a%40b+c"), "a@b c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-    }
-}
-
 /// `GET /health` of a component: 200 when its own database answers, 503 otherwise.
 pub fn health(component: &str) -> Result<Response, Problem> {
     crate::db::ping()?;
@@ -268,4 +256,16 @@ pub async fn serve_health_only(req: Request, component: &'static str) -> Respons
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_handles_escapes_plus_and_garbage() {
+        assert_eq!(percent_decode("a%40b+c"), "a@b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
 }
