@@ -6,6 +6,8 @@
 use anyhow::{bail, Context, Result};
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
+
+pub use consistency;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -217,6 +219,10 @@ impl TestApp {
 
     /// Starts (or restarts) the host process and waits for its banner.
     pub fn start(&mut self) {
+        if let Some(mut old) = self.child.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -274,6 +280,86 @@ impl TestApp {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Kills the host with SIGKILL: no graceful anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `PATCH` that returns `None` instead of panicking when the host is gone.
+    pub fn client_patch_quiet(&self, path: &str, body: &Value, token: &str) -> Option<u16> {
+        self.client
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    /// SIGKILL through a shared reference (for use while other threads send requests).
+    pub fn kill_quiet(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// The options, to change before the next [`TestApp::start`].
+    pub fn options_mut(&mut self) -> &mut Options {
+        &mut self.options
+    }
+
+    /// A token for any user id and roles, signed with this app's key.
+    pub fn mint_token(&self, user: uuid::Uuid, roles: &[&str]) -> String {
+        let signer = access::TokenSigner::parse(&self.signing_key).expect("key");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs() as i64;
+        signer.sign(&access::Claims {
+            sub: user,
+            tid: None,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            iat: now,
+            exp: now + 600,
+            iss: access::ISSUER.into(),
+            jti: uuid::Uuid::new_v4(),
+        })
+    }
+
+    /// `PATCH` with a JSON body.
+    pub fn patch(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut r = self.client.patch(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().expect("request")
+    }
+
+    /// `POST` to an internal endpoint with the internal token.
+    pub fn post_internal(&self, path: &str) -> Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("x-internal-token", &self.internal_token)
+            .send()
+            .expect("request")
+    }
+
+    /// Publishes a raw message on this app's Redis.
+    pub fn publish(&self, channel: &str, message: &str) {
+        let client = redis::Client::open(self.redis_url()).expect("redis url");
+        let mut conn = client.get_connection().expect("redis connection");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .query(&mut conn)
+            .expect("publish");
     }
 
     /// Everything the host logged so far.
@@ -407,7 +493,11 @@ impl Drop for TestApp {
                 eprintln!("cleanup of {name} failed: {e}");
             }
         }
-        let _ = std::fs::remove_file(&self.log);
+        if std::env::var_os("E2E_KEEP_LOGS").is_some() {
+            eprintln!("host log kept at {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 

@@ -10,6 +10,8 @@ pub enum Error {
     Invalid(String),
     /// 401: wrong email or password (never says which).
     BadCredentials,
+    /// 403: the password was right but the account is not active.
+    Inactive,
     /// 404: no such route.
     NotFound,
     /// 409: the email is registered already.
@@ -42,6 +44,7 @@ impl From<Error> for Problem {
             Error::BadCredentials => {
                 Problem::new(401, "bad_credentials", "invalid email or password")
             }
+            Error::Inactive => Problem::new(403, "inactive", "this account is not active"),
             Error::NotFound => Problem::not_found("route"),
             Error::EmailTaken => Problem::conflict("email is already registered"),
             Error::Upstream(cause) => Problem {

@@ -1,11 +1,13 @@
 //! The `auth` component: registers users (their profile lives in `user`, their
 //! credentials here), logs them in, and signs the access tokens that every
 //! other component verifies with `crates/access`. Served by Spin's HTTP
-//! trigger under `/api/v1/auth/...`.
+//! trigger under `/api/v1/auth/...`; follows `user`'s events (Redis trigger and
+//! catch-up feed) to keep its copy of each identity.
 
 // Natively only the unit tests use the code; the entry point is wasm-only.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+mod consumer;
 mod domain;
 mod error;
 mod handlers;
@@ -22,5 +24,11 @@ mod entry {
     #[spin_sdk::http_component]
     async fn handle(req: Request) -> Response {
         platform::http::serve(req, crate::routes::dispatch).await
+    }
+
+    /// Spin's Redis trigger calls this for every `user.*` event.
+    #[spin_sdk::redis_component]
+    fn on_message(message: Vec<u8>) -> Result<(), String> {
+        platform::consumer::on_message(&message, crate::consumer::SOURCES)
     }
 }

@@ -56,3 +56,57 @@ pub fn insert_credentials(
     )?;
     Ok(())
 }
+
+/// Inserts or updates an identity copy, only if `version` is newer than the
+/// copy's (an older or repeated event changes nothing).
+pub fn upsert_identity(
+    db: &Db,
+    i: &crate::consumer::Identity,
+    version: i64,
+) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO identities (user_id, email, status, tenant_id, roles, version) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, status = EXCLUDED.status, \
+           tenant_id = EXCLUDED.tenant_id, roles = EXCLUDED.roles, version = EXCLUDED.version, \
+           updated_at = now() AT TIME ZONE 'UTC' \
+         WHERE identities.version < EXCLUDED.version",
+        &[
+            P::Uuid(i.id.to_string()),
+            P::Str(i.email.clone()),
+            P::Str(i.status.clone()),
+            i.tenant_id.map_or(P::DbNull, |t| P::Uuid(t.to_string())),
+            P::ArrayStr(i.roles.iter().cloned().map(Some).collect()),
+            P::Int64(version),
+        ],
+    )?;
+    Ok(())
+}
+
+/// What a token needs from the identity copy.
+pub struct TokenIdentity {
+    /// Status: only `active` users get tokens.
+    pub status: String,
+    /// Tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Role codes.
+    pub roles: Vec<String>,
+}
+
+/// The identity copy of a user, if its events have arrived.
+pub fn identity(db: &Db, user_id: Uuid) -> Result<Option<TokenIdentity>, DbError> {
+    let rows = db.query(
+        "SELECT status, tenant_id, roles FROM identities WHERE user_id = $1",
+        &[P::Uuid(user_id.to_string())],
+    )?;
+    rows.rows
+        .first()
+        .map(|r| {
+            let roles: Vec<Option<String>> = col(r, 2, "identities.roles")?;
+            Ok(TokenIdentity {
+                status: col(r, 0, "identities.status")?,
+                tenant_id: col(r, 1, "identities.tenant_id")?,
+                roles: roles.into_iter().flatten().collect(),
+            })
+        })
+        .transpose()
+}

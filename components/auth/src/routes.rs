@@ -1,8 +1,10 @@
 //! The whole route table of `auth`, below `/api/v1/auth`.
-//! Public (unauthenticated) by design: `health`, `register`, `login`.
+//! Public (unauthenticated) by design: `health`, `health/live`, `register`,
+//! `login`. Internal (x-internal-token): `internal/...`. Admin role: `admin/...`.
 
 use crate::error::Error;
 use crate::handlers;
+use platform::consumer::endpoints;
 use platform::http::{method_not_allowed, Ctx};
 use spin_sdk::http::{Method, Request, Response};
 
@@ -13,9 +15,22 @@ pub async fn dispatch(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
         (Method::Get, ["health", "live"]) => platform::http::live("auth").map_err(Error::from),
         (Method::Post, ["register"]) => handlers::register::post(ctx, req).await,
         (Method::Post, ["login"]) => handlers::login::post(req),
-        (m, ["health", "live"] | ["health" | "register" | "login"]) => {
-            Err(method_not_allowed(m).into())
+        (Method::Post, ["internal", "events", "catch-up"]) => {
+            Ok(endpoints::catch_up(req, crate::consumer::SOURCES).await?)
         }
+        (Method::Post, ["internal", "events", "prune"]) => Ok(endpoints::prune(req)?),
+        (Method::Get, ["admin", "dead-letters"]) => Ok(endpoints::dead_letters(req)?),
+        (Method::Post, ["admin", "dead-letters", id, "replay"]) => {
+            Ok(endpoints::replay(req, id, crate::consumer::SOURCES)?)
+        }
+        (
+            m,
+            ["health", "live"]
+            | ["health" | "register" | "login"]
+            | ["internal", "events", "catch-up" | "prune"]
+            | ["admin", "dead-letters"]
+            | ["admin", "dead-letters", _, "replay"],
+        ) => Err(method_not_allowed(m).into()),
         _ => Err(Error::NotFound),
     }
 }

@@ -26,6 +26,6 @@ mod entry {
     /// Spin's Redis trigger calls this for every message on a subscribed channel.
     #[spin_sdk::redis_component]
     fn on_message(message: Vec<u8>) -> Result<(), String> {
-        crate::consumer::handle(&message)
+        platform::consumer::on_message(&message, crate::consumer::SOURCES)
     }
 }

@@ -13,12 +13,41 @@ pub struct Job {
 }
 
 /// Every job. The outbox relay republishes events that a crash between commit
-/// and publish left pending (see docs/events.md).
-pub const JOBS: &[Job] = &[Job {
-    name: "user.outbox.publish",
-    every_secs: 5,
-    url: "http://user.spin.internal/api/v1/user/internal/outbox/publish",
-}];
+/// and publish left pending; catch-up pulls each consumer's sources from its
+/// cursor and retries failed events; prune applies the retention window
+/// (docs/events.md).
+pub const JOBS: &[Job] = &[
+    Job {
+        name: "user.outbox.publish",
+        every_secs: 5,
+        url: "http://user.spin.internal/api/v1/user/internal/outbox/publish",
+    },
+    Job {
+        name: "auth.events.catch-up",
+        every_secs: 5,
+        url: "http://auth.spin.internal/api/v1/auth/internal/events/catch-up",
+    },
+    Job {
+        name: "notification.events.catch-up",
+        every_secs: 5,
+        url: "http://notification.spin.internal/api/v1/notification/internal/events/catch-up",
+    },
+    Job {
+        name: "user.events.prune",
+        every_secs: 3600,
+        url: "http://user.spin.internal/api/v1/user/internal/events/prune",
+    },
+    Job {
+        name: "auth.events.prune",
+        every_secs: 3600,
+        url: "http://auth.spin.internal/api/v1/auth/internal/events/prune",
+    },
+    Job {
+        name: "notification.events.prune",
+        every_secs: 3600,
+        url: "http://notification.spin.internal/api/v1/notification/internal/events/prune",
+    },
+];
 
 /// Jobs due at a timestamp.
 pub fn due(timestamp: u64) -> impl Iterator<Item = &'static Job> {
@@ -59,7 +88,11 @@ mod tests {
 
     #[test]
     fn every_job_is_due_on_ticks_of_its_period() {
-        assert_eq!(due(10).count(), JOBS.len());
+        assert_eq!(due(3600).count(), JOBS.len());
+        assert_eq!(
+            due(5).count(),
+            JOBS.iter().filter(|j| j.every_secs == 5).count()
+        );
         assert!(JOBS
             .iter()
             .all(|j| j.every_secs % 5 == 0 && j.every_secs > 0));

@@ -1,8 +1,9 @@
 //! All SQL of `user`.
 
-use crate::domain::{NewUser, Profile};
+use crate::domain::{identity_payload, NewUser, Profile, ProfileUpdate};
 use crate::error::Error;
 use platform::db::{col, timestamp, Db, DbError};
+use platform::events::{USER_CREATED, USER_UPDATED};
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use uuid::Uuid;
 
@@ -52,17 +53,12 @@ pub fn create(db: &Db, new: &NewUser) -> Result<(Uuid, bool), Error> {
         )?;
         if let Some(row) = inserted.rows.first() {
             let p = profile(row)?;
-            let payload = serde_json::json!({
-                "id": p.id, "email": p.email, "display_name": p.display_name,
-                "tenant_id": p.tenant_id, "status": p.status, "roles": p.roles,
-            });
             platform::outbox::enqueue(
                 tx,
-                "user",
-                "user.created",
+                &USER_CREATED,
                 &p.id.to_string(),
                 p.version,
-                &payload,
+                &identity_payload(&p),
             )?;
             return Ok((p.id, true));
         }
@@ -76,4 +72,45 @@ pub fn create(db: &Db, new: &NewUser) -> Result<(Uuid, bool), Error> {
             None => Err(Error::IdTaken),
         }
     })
+}
+
+/// Applies a profile change and its `user.updated` event in one transaction;
+/// `None` if the user does not exist.
+pub fn update(db: &Db, id: Uuid, change: &ProfileUpdate) -> Result<Option<Profile>, Error> {
+    let metadata = match &change.metadata {
+        Some(m) => spin_sdk::pg4::jsonb(m).map_err(|e| Error::Invalid(e.to_string()))?,
+        None => P::DbNull,
+    };
+    let name = change.display_name.clone().map_or(P::DbNull, P::Str);
+    db.transaction(|tx| {
+        let rows = tx.query(
+            &format!(
+                "UPDATE users SET display_name = coalesce($2, display_name), metadata = coalesce($3, metadata), \
+                 version = version + 1, updated_at = now() AT TIME ZONE 'UTC' \
+                 WHERE id = $1 AND status <> 'deleted' RETURNING {PROFILE_COLUMNS}"
+            ),
+            &[P::Uuid(id.to_string()), name, metadata],
+        )?;
+        let Some(row) = rows.rows.first() else { return Ok(None) };
+        let p = profile(row)?;
+        platform::outbox::enqueue(tx, &USER_UPDATED, &p.id.to_string(), p.version, &identity_payload(&p))?;
+        Ok(Some(p))
+    })
+}
+
+/// A page of identities ordered by id, for consumers that resync their copies.
+pub fn identities(db: &Db, after: Uuid, limit: i64) -> Result<Vec<serde_json::Value>, DbError> {
+    let rows = db.query(
+        &format!("SELECT {PROFILE_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"),
+        &[P::Uuid(after.to_string()), P::Int64(limit)],
+    )?;
+    rows.rows
+        .iter()
+        .map(|r| {
+            let p = profile(r)?;
+            let mut v = identity_payload(&p);
+            v["version"] = p.version.into();
+            Ok(v)
+        })
+        .collect()
 }

@@ -205,7 +205,7 @@ fn query_error(e: tokio_postgres::Error) -> Error {
             extras.push(("column".to_string(), c.to_string()));
         }
         return Error::QueryFailed(QueryError::DbError(DbError {
-            as_text: e.to_string(),
+            as_text: db.to_string(),
             severity: db.severity().to_string(),
             code: db.code().code().to_string(),
             message: db.message().to_string(),

@@ -5,7 +5,9 @@
 //! [`http::serve`].
 
 pub mod auth;
+pub mod consumer;
 pub mod db;
+pub mod events;
 pub mod http;
 pub mod outbox;
 pub mod problem;

@@ -6,6 +6,7 @@
 //! ([`apply_once`]), so a redelivered event changes nothing.
 
 use crate::db::{col, Db, DbError};
+use crate::events::EventType;
 use serde::{Deserialize, Serialize};
 use spin_sdk::pg4::ParameterValue;
 use uuid::Uuid;
@@ -37,11 +38,11 @@ pub struct Envelope {
     pub payload: serde_json::Value,
 }
 
-/// Writes an event into the outbox; call inside the transaction of the change.
+/// Writes an event of a catalogue type into the outbox; call inside the
+/// transaction of the change.
 pub fn enqueue(
     db: &Db,
-    source: &str,
-    event_type: &str,
+    event: &EventType,
     aggregate_id: &str,
     aggregate_version: i64,
     payload: &serde_json::Value,
@@ -49,18 +50,115 @@ pub fn enqueue(
     let id = Uuid::new_v4();
     let payload = spin_sdk::pg4::jsonb(payload).map_err(|e| DbError::Other(e.to_string()))?;
     db.execute(
-        "INSERT INTO outbox (id, source, event_type, schema_version, aggregate_id, aggregate_version, payload) \
-         VALUES ($1, $2, $3, 1, $4, $5, $6)",
+        "INSERT INTO outbox (id, source, event_type, schema_version, aggregate_id, aggregate_version, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp() AT TIME ZONE 'UTC')",
         &[
             ParameterValue::Uuid(id.to_string()),
-            ParameterValue::Str(source.to_string()),
-            ParameterValue::Str(event_type.to_string()),
+            ParameterValue::Str(event.source.to_string()),
+            ParameterValue::Str(event.name.to_string()),
+            ParameterValue::Int32(event.schema_version),
             ParameterValue::Str(aggregate_id.to_string()),
             ParameterValue::Int64(aggregate_version),
             payload,
         ],
     )?;
     Ok(id)
+}
+
+const ENVELOPE_COLUMNS: &str =
+    "id, source, event_type, schema_version, aggregate_id, aggregate_version, \
+     to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), payload, seq";
+
+fn envelope(row: &[spin_sdk::pg4::DbValue]) -> Result<Envelope, DbError> {
+    Ok(Envelope {
+        id: col(row, 0, "outbox.id")?,
+        source: col(row, 1, "outbox.source")?,
+        event_type: col(row, 2, "outbox.event_type")?,
+        schema_version: col(row, 3, "outbox.schema_version")?,
+        aggregate_id: col(row, 4, "outbox.aggregate_id")?,
+        aggregate_version: col(row, 5, "outbox.aggregate_version")?,
+        occurred_at: col(row, 6, "outbox.created_at")?,
+        payload: col(row, 7, "outbox.payload")?,
+    })
+}
+
+/// One page of a source's event feed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FeedPage {
+    /// Events after the cursor, in commit order, with their feed position.
+    pub events: Vec<FeedEvent>,
+    /// The cursor to ask with next (the last event's `seq`, or the request's `after`).
+    pub next_after: i64,
+}
+
+/// An event with its position in the source's feed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FeedEvent {
+    /// Position in the feed (the outbox sequence).
+    pub seq: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+/// The feed of this database's outbox after position `after`. Only events of
+/// transactions older than every running one are served: a transaction that
+/// took a lower `seq` but commits later would otherwise be skipped by a
+/// cursor that had already moved past it. Returns `Err(pruned_through)` when
+/// events after `after` were pruned by retention: the consumer must resync.
+pub fn feed(db: &Db, after: i64, limit: i64) -> Result<Result<FeedPage, i64>, DbError> {
+    let pruned = db.query(
+        "SELECT pruned_through_seq FROM outbox_retention WHERE id = 1",
+        &[],
+    )?;
+    let pruned_through: i64 = match pruned.rows.first() {
+        Some(r) => col(r, 0, "outbox_retention.pruned_through_seq")?,
+        None => 0,
+    };
+    if after < pruned_through {
+        return Ok(Err(pruned_through));
+    }
+    let rows = db.query(
+        &format!(
+            "SELECT {ENVELOPE_COLUMNS} FROM outbox \
+             WHERE seq > $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY seq LIMIT $2"
+        ),
+        &[ParameterValue::Int64(after), ParameterValue::Int64(limit)],
+    )?;
+    let mut events = Vec::with_capacity(rows.rows.len());
+    for row in &rows.rows {
+        events.push(FeedEvent {
+            seq: col(row, 8, "outbox.seq")?,
+            envelope: envelope(row)?,
+        });
+    }
+    let next_after = events.last().map_or(after, |e| e.seq);
+    Ok(Ok(FeedPage { events, next_after }))
+}
+
+/// Deletes published events and applied-event records older than `days`,
+/// remembering how far the feed was pruned. Returns rows deleted.
+pub fn prune(db: &Db, days: i32) -> Result<u64, DbError> {
+    db.transaction(|tx| {
+        let gone = tx.query(
+            "WITH gone AS (DELETE FROM outbox WHERE published_at IS NOT NULL \
+                 AND created_at < (now() AT TIME ZONE 'UTC') - make_interval(days => $1) RETURNING seq) \
+             SELECT count(*), coalesce(max(seq), 0) FROM gone",
+            &[ParameterValue::Int32(days)],
+        )?;
+        let n: i64 = col(&gone.rows[0], 0, "count")?;
+        let max: i64 = col(&gone.rows[0], 1, "max")?;
+        tx.execute(
+            "INSERT INTO outbox_retention (id, pruned_through_seq) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET pruned_through_seq = greatest(outbox_retention.pruned_through_seq, $1)",
+            &[ParameterValue::Int64(max)],
+        )?;
+        let m = tx.execute(
+            "DELETE FROM processed_events WHERE processed_at < (now() AT TIME ZONE 'UTC') - make_interval(days => $1)",
+            &[ParameterValue::Int32(days)],
+        )?;
+        Ok(n as u64 + m)
+    })
 }
 
 /// Publishes up to `limit` unpublished events in commit order and marks them
@@ -70,9 +168,7 @@ pub fn enqueue(
 pub fn publish_pending(db: &Db, redis_url: &str, limit: i64) -> Result<usize, crate::Problem> {
     db.transaction(|tx| {
         let rows = tx.query(
-            "SELECT id, source, event_type, schema_version, aggregate_id, aggregate_version, \
-                    to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), payload \
-             FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &format!("SELECT {ENVELOPE_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"),
             &[ParameterValue::Int64(limit)],
         )?;
         if rows.rows.is_empty() {
@@ -81,26 +177,14 @@ pub fn publish_pending(db: &Db, redis_url: &str, limit: i64) -> Result<usize, cr
         let redis = spin_sdk::redis::Connection::open(redis_url)
             .map_err(|e| crate::Problem::unavailable(format!("redis: {e}")))?;
         for row in &rows.rows {
-            let id: Uuid = col(row, 0, "outbox.id")?;
-            let source: String = col(row, 1, "outbox.source")?;
-            let payload: serde_json::Value = col(row, 7, "outbox.payload")?;
-            let env = Envelope {
-                id,
-                source: source.clone(),
-                event_type: col(row, 2, "outbox.event_type")?,
-                schema_version: col(row, 3, "outbox.schema_version")?,
-                aggregate_id: col(row, 4, "outbox.aggregate_id")?,
-                aggregate_version: col(row, 5, "outbox.aggregate_version")?,
-                occurred_at: col(row, 6, "outbox.created_at")?,
-                payload,
-            };
+            let env = envelope(row)?;
             let bytes = serde_json::to_vec(&env).expect("envelope serializes");
             redis
-                .publish(&channel(&source), &bytes)
+                .publish(&channel(&env.source), &bytes)
                 .map_err(|e| crate::Problem::unavailable(format!("redis publish: {e}")))?;
             tx.execute(
                 "UPDATE outbox SET published_at = (now() AT TIME ZONE 'UTC') WHERE id = $1",
-                &[ParameterValue::Uuid(id.to_string())],
+                &[ParameterValue::Uuid(env.id.to_string())],
             )?;
         }
         Ok(rows.rows.len())
@@ -119,7 +203,8 @@ where
 {
     db.transaction(|tx| {
         let inserted = tx.execute(
-            "INSERT INTO processed_events (event_id, source, event_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO processed_events (event_id, source, event_type, processed_at) \
+             VALUES ($1, $2, $3, clock_timestamp() AT TIME ZONE 'UTC') ON CONFLICT DO NOTHING",
             &[
                 ParameterValue::Uuid(env.id.to_string()),
                 ParameterValue::Str(env.source.clone()),

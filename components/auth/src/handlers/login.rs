@@ -43,11 +43,18 @@ pub fn post(req: &Request) -> Result<Response, Error> {
     let ttl: i64 = platform::var("access_token_ttl")?
         .parse()
         .map_err(|_| platform::Problem::internal("access_token_ttl is not a number"))?;
+    // The identity copy arrives by event right after registration; until it
+    // has, the user is a plain active user.
+    let (tid, roles) = match repo::identity(&db, cred.user_id)? {
+        Some(i) if i.status != "active" => return Err(Error::Inactive),
+        Some(i) => (i.tenant_id, i.roles),
+        None => (None, vec!["user".to_string()]),
+    };
     let now = platform::now_unix();
     let claims = Claims {
         sub: cred.user_id,
-        tid: None,
-        roles: vec!["user".into()],
+        tid,
+        roles,
         iat: now,
         exp: now + ttl,
         iss: ISSUER.into(),

@@ -1,0 +1,70 @@
+//! The consistency check: every redundant copy that a component keeps of
+//! another service's data, compared with its source. Used by
+//! `cargo xtask check-consistency` and by the end-to-end tests, which expect
+//! zero differences once events have been delivered.
+//!
+//! Copies checked: `cloudphone_auth.identities` (email, status, tenant,
+//! roles, version) against `cloudphone_user.users`.
+
+use postgres::{Client, NoTls};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// A failed check (cannot connect or query).
+#[derive(Debug, thiserror::Error)]
+#[error("consistency check: {0}")]
+pub struct Error(#[from] postgres::Error);
+
+/// The outcome of a check.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Source rows compared.
+    pub checked: usize,
+    /// One line per difference.
+    pub differences: Vec<String>,
+}
+
+type Identity = (String, String, Option<Uuid>, Vec<String>, i64);
+
+fn load(client: &mut Client, sql: &str) -> Result<BTreeMap<Uuid, Identity>, Error> {
+    Ok(client
+        .query(sql, &[])?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
+        .collect())
+}
+
+/// Compares `auth`'s identity copies with `user`'s profiles.
+pub fn check(user_db_url: &str, auth_db_url: &str) -> Result<Report, Error> {
+    let mut user = Client::connect(user_db_url, NoTls)?;
+    let mut auth = Client::connect(auth_db_url, NoTls)?;
+    let source = load(
+        &mut user,
+        "SELECT id, email, status, tenant_id, roles, version FROM users",
+    )?;
+    let copy = load(
+        &mut auth,
+        "SELECT user_id, email, status, tenant_id, roles, version FROM identities",
+    )?;
+    let mut report = Report {
+        checked: source.len(),
+        differences: Vec::new(),
+    };
+    for (id, s) in &source {
+        match copy.get(id) {
+            None => report
+                .differences
+                .push(format!("identity {id}: missing in auth")),
+            Some(c) if c != s => report
+                .differences
+                .push(format!("identity {id}: auth has {c:?}, user has {s:?}")),
+            Some(_) => {}
+        }
+    }
+    for id in copy.keys().filter(|id| !source.contains_key(id)) {
+        report
+            .differences
+            .push(format!("identity {id}: in auth but not in user"));
+    }
+    Ok(report)
+}
