@@ -1,11 +1,14 @@
-//! The platform benchmark lives in `tests/benches`; this runs it.
+//! The benchmarks live in `tests/benches`; this runs them with the release host.
 
 use anyhow::Result;
 
-/// Runs `cargo bench -p e2e` and lets it print its figures.
+/// Runs `cargo bench -p e2e` (platform and events) and lets it print its figures.
 pub fn run() -> Result<()> {
-    let mut c =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(crate::root()).args(["bench", "-p", "e2e"]);
+    let mut c = crate::build::cargo();
+    c.env(
+        "LOCAL_HOST_BIN",
+        crate::root().join("target/release/local-host"),
+    )
+    .args(["bench", "-p", "e2e"]);
     crate::setup::run(&mut c)
 }

@@ -95,6 +95,21 @@ pub fn databases() -> Result<Vec<(String, String)>> {
     Ok(env)
 }
 
+/// The local databases' URLs by component (from `.local/secrets.env`).
+pub fn database_urls() -> Result<BTreeMap<String, String>> {
+    let secrets = secrets()?;
+    Ok(migrator::admin::DATABASES
+        .iter()
+        .map(|db| {
+            let password = &secrets[&format!("{}_DB_PASSWORD", db.to_uppercase())];
+            (
+                db.to_string(),
+                migrator::admin::url(&format!("cloudphone_{db}"), password, "127.0.0.1", 5432),
+            )
+        })
+        .collect())
+}
+
 /// `cargo xtask up`.
 pub fn up(listen: &str) -> Result<()> {
     crate::setup::wasm_toolchain()?;

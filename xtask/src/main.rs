@@ -9,7 +9,8 @@
 //! - `up`: all of the above, then runs the app on <http://127.0.0.1:3000>;
 //! - `lint`: `cargo fmt --check` and clippy with warnings denied, native and wasm;
 //! - `test`: all of the above, then every test in the workspace;
-//! - `bench`: the platform benchmark (see README).
+//! - `bench`: the platform and event benchmarks (see README);
+//! - `check-consistency`: compares redundant copies with their sources.
 
 mod bench;
 mod build;
@@ -67,8 +68,17 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run the platform benchmark and print its figures.
+    /// Run the platform and event benchmarks and print their figures.
     Bench,
+    /// Compare every redundant copy with its source (local databases, or the given URLs).
+    CheckConsistency {
+        /// URL of cloudphone_user (default: the local one).
+        #[arg(long)]
+        user_db_url: Option<String>,
+        /// URL of cloudphone_auth (default: the local one).
+        #[arg(long)]
+        auth_db_url: Option<String>,
+    },
 }
 
 /// The repository root.
@@ -124,6 +134,28 @@ fn main() -> Result<()> {
             build::lint()?;
             build::all()?;
             build::test(&args)
+        }
+        Cmd::CheckConsistency {
+            user_db_url,
+            auth_db_url,
+        } => {
+            let urls = local::database_urls()?;
+            let user = user_db_url.unwrap_or_else(|| urls["user"].clone());
+            let auth = auth_db_url.unwrap_or_else(|| urls["auth"].clone());
+            let report = consistency::check(&user, &auth)?;
+            for d in &report.differences {
+                println!("{d}");
+            }
+            println!(
+                "checked {} identities: {} differences",
+                report.checked,
+                report.differences.len()
+            );
+            anyhow::ensure!(
+                report.differences.is_empty(),
+                "copies differ from their source"
+            );
+            Ok(())
         }
         Cmd::Bench => {
             setup::all()?;
