@@ -387,6 +387,14 @@ impl TestApp {
         postgres::Client::connect(self.db_url(component), postgres::NoTls).expect("connect")
     }
 
+    /// `SELECT count(*) ...` (or any single bigint) in a component's database.
+    pub fn count(&self, component: &str, sql: &str) -> i64 {
+        self.db(component)
+            .query_one(sql, &[])
+            .expect("count query")
+            .get(0)
+    }
+
     /// The database name of a component in this test.
     pub fn db_name(&self, component: &str) -> String {
         let url = self.db_url(component);

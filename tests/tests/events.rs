@@ -6,10 +6,6 @@ use e2e::{Options, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn count(app: &TestApp, component: &str, sql: &str) -> i64 {
-    app.db(component).query_one(sql, &[]).unwrap().get(0)
-}
-
 fn user_event(kind: &str, user: uuid::Uuid, version: i64, email: &str) -> String {
     json!({
         "id": uuid::Uuid::new_v4(), "type": kind, "schema_version": 1, "source": "user",
@@ -53,7 +49,7 @@ fn a_consumer_that_was_down_receives_all_1000_changes_once_after_it_starts() {
     let (id, token) = app.signed_up_user();
     assert_eq!(change_profile(&app, &token, 1000, 4), 1000);
     assert_eq!(
-        count(&app, "auth", "SELECT count(*) FROM processed_events"),
+        app.count("auth", "SELECT count(*) FROM processed_events"),
         0,
         "the consumer was down"
     );
@@ -72,14 +68,11 @@ fn a_consumer_that_was_down_receives_all_1000_changes_once_after_it_starts() {
     })
     .expect("the identity copy reaches the source's version");
     assert_eq!(
-        count(&app, "auth", "SELECT count(*) FROM processed_events"),
+        app.count("auth", "SELECT count(*) FROM processed_events"),
         1001,
         "1 created + 1000 updated, once each"
     );
-    assert_eq!(
-        count(&app, "auth", "SELECT count(*) FROM event_failures"),
-        0
-    );
+    assert_eq!(app.count("auth", "SELECT count(*) FROM event_failures"), 0);
     let report = e2e::consistency::check(app.db_url("user"), app.db_url("auth")).unwrap();
     assert_eq!(report.differences, Vec::<String>::new());
 }
@@ -108,8 +101,7 @@ fn a_host_killed_during_a_burst_of_writes_delivers_every_committed_change_after_
         std::thread::sleep(Duration::from_millis(1500));
         app.kill_quiet();
     });
-    let committed = count(
-        &app,
+    let committed = app.count(
         "user",
         "SELECT coalesce(sum(version), 0)::bigint FROM users",
     );
@@ -119,8 +111,7 @@ fn a_host_killed_during_a_burst_of_writes_delivers_every_committed_change_after_
     );
     app.start();
     app.eventually(Duration::from_secs(60), || {
-        let pending = count(
-            &app,
+        let pending = app.count(
             "user",
             "SELECT count(*) FROM outbox WHERE published_at IS NULL",
         );
@@ -128,9 +119,9 @@ fn a_host_killed_during_a_burst_of_writes_delivers_every_committed_change_after_
         (pending == 0 && report.differences.is_empty()).then_some(())
     })
     .expect("every committed change is published and applied");
-    let events = count(&app, "user", "SELECT count(*) FROM outbox");
+    let events = app.count("user", "SELECT count(*) FROM outbox");
     assert_eq!(
-        count(&app, "auth", "SELECT count(*) FROM processed_events"),
+        app.count("auth", "SELECT count(*) FROM processed_events"),
         events,
         "each event applied once"
     );
@@ -248,10 +239,7 @@ fn a_poison_event_is_parked_visible_and_replayable_and_does_not_block_the_next()
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
-    assert_eq!(
-        count(&app, "auth", "SELECT count(*) FROM event_failures"),
-        0
-    );
+    assert_eq!(app.count("auth", "SELECT count(*) FROM event_failures"), 0);
 }
 
 #[test]

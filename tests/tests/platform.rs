@@ -69,17 +69,9 @@ fn registering_an_email_twice_is_a_conflict_and_keeps_one_account() {
     let (status, code) =
         error_code(app.register("BO@example.com", "another password", "Bo 2")).unwrap();
     assert_eq!((status, code.as_str()), (409, "conflict"));
-    let n: i64 = app
-        .db("auth")
-        .query_one("SELECT count(*) FROM credentials", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = app.count("auth", "SELECT count(*) FROM credentials");
     assert_eq!(n, 1);
-    let n: i64 = app
-        .db("user")
-        .query_one("SELECT count(*) FROM users", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = app.count("user", "SELECT count(*) FROM users");
     assert_eq!(n, 1);
 }
 
@@ -196,17 +188,9 @@ fn bad_input_gets_a_4xx_with_the_common_error_shape_and_changes_nothing() {
     assert_eq!((status, code.as_str()), (404, "not_found"));
     let (status, code) = error_code(app.get("/api/v1/auth/login", None)).unwrap();
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
-    let n: i64 = app
-        .db("auth")
-        .query_one("SELECT count(*) FROM credentials", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = app.count("auth", "SELECT count(*) FROM credentials");
     assert_eq!(n, 0);
-    let n: i64 = app
-        .db("user")
-        .query_one("SELECT count(*) FROM users", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = app.count("user", "SELECT count(*) FROM users");
     assert_eq!(n, 0);
 }
 
@@ -224,14 +208,10 @@ fn a_new_user_gets_a_welcome_notification_through_the_outbox_and_the_redis_trigg
         })
         .expect("welcome notification arrives");
     assert_eq!(items["items"][0]["kind"], "welcome");
-    let published: i64 = app
-        .db("user")
-        .query_one(
-            "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let published: i64 = app.count(
+        "user",
+        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+    );
     assert_eq!(published, 1);
 }
 
@@ -375,17 +355,9 @@ fn a_database_outage_gives_503_with_the_error_shape_and_writes_nothing() {
     let body = app.log_text();
     assert!(!body.is_empty());
     migrator::admin::psql(&format!("GRANT CONNECT ON DATABASE {auth_db} TO {auth_db}")).unwrap();
-    let n: i64 = app
-        .db("user")
-        .query_one("SELECT count(*) FROM users", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = app.count("user", "SELECT count(*) FROM users");
     assert_eq!(n, 0, "nothing was written anywhere");
-    let n: i64 = app
-        .db("auth")
-        .query_one("SELECT count(*) FROM credentials", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = app.count("auth", "SELECT count(*) FROM credentials");
     assert_eq!(n, 0);
     // And the service recovers by itself.
     assert_eq!(app.get("/api/v1/auth/health", None).status(), 200);
@@ -415,11 +387,7 @@ fn a_failure_inside_a_transaction_rolls_back_the_whole_change() {
         n, 0,
         "the user insert rolled back with the failed event insert"
     );
-    let n: i64 = app
-        .db("auth")
-        .query_one("SELECT count(*) FROM credentials", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = app.count("auth", "SELECT count(*) FROM credentials");
     assert_eq!(n, 0);
     // The pooled connection is clean afterwards: the next registration works.
     user_db
