@@ -167,6 +167,17 @@ fn bad_input_gets_a_4xx_with_the_common_error_shape_and_changes_nothing() {
             400,
         ),
         ("/api/v1/auth/login", "application/json", "[]", 400),
+        ("/api/v1/auth/refresh", "application/json", "{}", 400),
+        ("/api/v1/auth/refresh", "application/json", "{not json", 400),
+        (
+            "/api/v1/auth/refresh",
+            "application/json",
+            r#"{"refresh_token": 7}"#,
+            400,
+        ),
+        ("/api/v1/auth/logout", "text/plain", "{}", 415),
+        ("/api/v1/auth/password", "application/json", "{}", 401),
+        ("/api/v1/user/internal/users", "application/json", "{}", 401),
     ];
     for (path, ct, body, want) in cases {
         let (status, _) = error_code(app.post_raw(path, ct, body))

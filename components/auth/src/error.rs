@@ -10,6 +10,10 @@ pub enum Error {
     Invalid(String),
     /// 401: wrong email or password (never says which).
     BadCredentials,
+    /// 401: the refresh token is unknown, expired, revoked or reused.
+    InvalidRefresh,
+    /// 429: too many failed logins for this email; seconds until it unlocks.
+    Locked(i64),
     /// 403: the password was right but the account is not active.
     Inactive,
     /// 404: no such route.
@@ -44,6 +48,16 @@ impl From<Error> for Problem {
             Error::BadCredentials => {
                 Problem::new(401, "bad_credentials", "invalid email or password")
             }
+            Error::InvalidRefresh => Problem::new(
+                401,
+                "invalid_refresh_token",
+                "refresh token is invalid or expired",
+            ),
+            Error::Locked(secs) => Problem::new(
+                429,
+                "locked",
+                format!("too many failed logins: try again in {secs} seconds"),
+            ),
             Error::Inactive => Problem::new(403, "inactive", "this account is not active"),
             Error::NotFound => Problem::not_found("route"),
             Error::EmailTaken => Problem::conflict("email is already registered"),

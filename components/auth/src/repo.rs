@@ -110,3 +110,178 @@ pub fn identity(db: &Db, user_id: Uuid) -> Result<Option<TokenIdentity>, DbError
         })
         .transpose()
 }
+
+/// The lock of an email key: seconds until it unlocks, if locked.
+pub fn locked_for(db: &Db, email_key: &str) -> Result<Option<i64>, DbError> {
+    let rows = db.query(
+        "SELECT ceil(extract(epoch FROM locked_until - (now() AT TIME ZONE 'UTC')))::bigint FROM login_attempts \
+         WHERE email_key = $1 AND locked_until > (now() AT TIME ZONE 'UTC')",
+        &[P::Str(email_key.into())],
+    )?;
+    rows.rows
+        .first()
+        .map(|r| col(r, 0, "login_attempts.locked_until"))
+        .transpose()
+}
+
+/// Counts a failed login; at the limit the key is locked and the count restarts.
+pub fn record_failed_login(
+    db: &Db,
+    email_key: &str,
+    rule: crate::domain::session::Lockout,
+) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO login_attempts (email_key, failures) VALUES ($1, 1) \
+         ON CONFLICT (email_key) DO UPDATE SET failures = login_attempts.failures + 1, updated_at = now() AT TIME ZONE 'UTC'",
+        &[P::Str(email_key.into())],
+    )?;
+    db.execute(
+        "UPDATE login_attempts SET failures = 0, \
+           locked_until = (now() AT TIME ZONE 'UTC') + make_interval(secs => $3) \
+         WHERE email_key = $1 AND failures >= $2",
+        &[
+            P::Str(email_key.into()),
+            P::Int32(rule.max_failures),
+            P::Floating64(rule.lock_secs as f64),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Forgets failed logins after a successful one.
+pub fn clear_failed_logins(db: &Db, email_key: &str) -> Result<(), DbError> {
+    db.execute(
+        "DELETE FROM login_attempts WHERE email_key = $1",
+        &[P::Str(email_key.into())],
+    )?;
+    Ok(())
+}
+
+/// Stores a refresh token's hash.
+pub fn insert_refresh_token(
+    db: &Db,
+    family: Uuid,
+    user: Uuid,
+    hash: &str,
+    ttl_secs: i64,
+) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at) \
+         VALUES ($1, $2, $3, $4, (now() AT TIME ZONE 'UTC') + make_interval(secs => $5))",
+        &[
+            P::Uuid(Uuid::new_v4().to_string()),
+            P::Uuid(family.to_string()),
+            P::Uuid(user.to_string()),
+            P::Str(hash.into()),
+            P::Floating64(ttl_secs as f64),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The outcome of presenting a refresh token.
+pub enum RefreshUse {
+    /// Valid and now used: issue its successor in `family`.
+    Fresh {
+        /// The token family.
+        family: Uuid,
+        /// The user.
+        user: Uuid,
+    },
+    /// Used before: the family has been revoked.
+    Reused,
+    /// Unknown, revoked or expired.
+    Invalid,
+}
+
+/// Uses a refresh token once. The row is locked, so of two concurrent uses
+/// one wins and the other counts as reuse.
+pub fn use_refresh_token(db: &Db, hash: &str) -> Result<RefreshUse, DbError> {
+    db.transaction(|tx| {
+        let rows = tx.query(
+            "SELECT id, family_id, user_id, used_at IS NOT NULL, revoked_at IS NOT NULL, \
+                    expires_at <= (now() AT TIME ZONE 'UTC') \
+             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+            &[P::Str(hash.into())],
+        )?;
+        let Some(r) = rows.rows.first() else {
+            return Ok(RefreshUse::Invalid);
+        };
+        let id: Uuid = col(r, 0, "refresh_tokens.id")?;
+        let family: Uuid = col(r, 1, "refresh_tokens.family_id")?;
+        let (used, revoked, expired): (bool, bool, bool) = (
+            col(r, 3, "used")?,
+            col(r, 4, "revoked")?,
+            col(r, 5, "expired")?,
+        );
+        if revoked || expired {
+            return Ok(RefreshUse::Invalid);
+        }
+        if used {
+            revoke_family(tx, family)?;
+            return Ok(RefreshUse::Reused);
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET used_at = now() AT TIME ZONE 'UTC' WHERE id = $1",
+            &[P::Uuid(id.to_string())],
+        )?;
+        Ok(RefreshUse::Fresh {
+            family,
+            user: col(r, 2, "refresh_tokens.user_id")?,
+        })
+    })
+}
+
+/// Revokes every token of a family.
+pub fn revoke_family(db: &Db, family: Uuid) -> Result<u64, DbError> {
+    db.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() AT TIME ZONE 'UTC' WHERE family_id = $1 AND revoked_at IS NULL",
+        &[P::Uuid(family.to_string())],
+    )
+}
+
+/// The family of a token, if it exists.
+pub fn token_family(db: &Db, hash: &str) -> Result<Option<Uuid>, DbError> {
+    let rows = db.query(
+        "SELECT family_id FROM refresh_tokens WHERE token_hash = $1",
+        &[P::Str(hash.into())],
+    )?;
+    rows.rows
+        .first()
+        .map(|r| col(r, 0, "refresh_tokens.family_id"))
+        .transpose()
+}
+
+/// Revokes every refresh token of a user (logout everywhere, password change).
+pub fn revoke_user_tokens(db: &Db, user: Uuid) -> Result<u64, DbError> {
+    db.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() AT TIME ZONE 'UTC' WHERE user_id = $1 AND revoked_at IS NULL",
+        &[P::Uuid(user.to_string())],
+    )
+}
+
+/// Credentials by user id.
+pub fn credentials_of(db: &Db, user: Uuid) -> Result<Option<(String, String)>, DbError> {
+    let rows = db.query(
+        "SELECT email, password_hash FROM credentials WHERE user_id = $1",
+        &[P::Uuid(user.to_string())],
+    )?;
+    rows.rows
+        .first()
+        .map(|r| {
+            Ok((
+                col(r, 0, "credentials.email")?,
+                col(r, 1, "credentials.password_hash")?,
+            ))
+        })
+        .transpose()
+}
+
+/// Replaces a password hash.
+pub fn set_password(db: &Db, user: Uuid, hash: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE credentials SET password_hash = $2, updated_at = now() AT TIME ZONE 'UTC' WHERE user_id = $1",
+        &[P::Uuid(user.to_string()), P::Str(hash.into())],
+    )?;
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! The whole route table of `auth`, below `/api/v1/auth`.
 //! Public (unauthenticated) by design: `health`, `health/live`, `register`,
-//! `login`. Internal (x-internal-token): `internal/...`. Admin role: `admin/...`.
+//! `login`, `refresh`, `logout` (the refresh token is the credential). Internal (x-internal-token): `internal/...`. Admin role: `admin/...`.
 
 use crate::error::Error;
 use crate::handlers;
@@ -15,6 +15,11 @@ pub async fn dispatch(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
         (Method::Get, ["health", "live"]) => platform::http::live("auth").map_err(Error::from),
         (Method::Post, ["register"]) => handlers::register::post(ctx, req).await,
         (Method::Post, ["login"]) => handlers::login::post(req),
+        (Method::Post, ["refresh"]) => handlers::refresh::refresh(req),
+        (Method::Post, ["logout"]) => handlers::refresh::logout(req),
+        (Method::Post, ["logout-all"]) => handlers::refresh::logout_all(req),
+        (Method::Get, ["me"]) => handlers::account::me(req),
+        (Method::Post, ["password"]) => handlers::account::change_password(req),
         (Method::Post, ["internal", "events", "catch-up"]) => {
             Ok(endpoints::catch_up(req, crate::consumer::SOURCES).await?)
         }
@@ -26,7 +31,8 @@ pub async fn dispatch(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
         (
             m,
             ["health", "live"]
-            | ["health" | "register" | "login"]
+            | ["health" | "register" | "login" | "refresh" | "logout" | "logout-all" | "me"
+            | "password"]
             | ["internal", "events", "catch-up" | "prune"]
             | ["admin", "dead-letters"]
             | ["admin", "dead-letters", _, "replay"],
