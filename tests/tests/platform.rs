@@ -420,3 +420,38 @@ fn the_host_stops_gracefully_on_sigterm_and_serves_again_after_a_restart() {
     app.start();
     assert_eq!(app.get("/api/v1/device/health", None).status(), 200);
 }
+
+#[test]
+fn every_component_answers_503_with_the_error_shape_when_its_own_database_is_gone() {
+    let app = TestApp::spawn();
+    for c in COMPONENTS {
+        let db = app.db_name(c);
+        migrator::admin::psql(&format!(
+            "REVOKE CONNECT ON DATABASE {db} FROM {db}; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+        ))
+        .unwrap();
+        let (status, code) = error_code(app.get(&format!("/api/v1/{c}/health"), None)).unwrap();
+        assert_eq!((status, code.as_str()), (503, "unavailable"), "{c}");
+        let body = app
+            .get(&format!("/api/v1/{c}/health"), None)
+            .text()
+            .unwrap();
+        assert!(
+            !body.contains("permission denied") && !body.contains(&db),
+            "no internal error text reaches clients: {body}"
+        );
+        // Liveness does not depend on the database.
+        assert_eq!(
+            app.get(&format!("/api/v1/{c}/health/live"), None).status(),
+            200,
+            "{c}"
+        );
+        migrator::admin::psql(&format!("GRANT CONNECT ON DATABASE {db} TO {db}")).unwrap();
+        assert_eq!(
+            app.get(&format!("/api/v1/{c}/health"), None).status(),
+            200,
+            "{c} recovers"
+        );
+    }
+}
