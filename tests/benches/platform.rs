@@ -186,9 +186,48 @@ async fn measure(
     }
 }
 
+/// Login throughput: dominated by Argon2id (m=19456 KiB, t=2, p=1) in wasm.
+fn login_bench(app: &TestApp) {
+    const LOGINS: usize = 100;
+    app.register("bench@example.com", "correct horse battery", "Bench");
+    let mut lat = Vec::with_capacity(LOGINS);
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..LOGINS / 2)
+                        .map(|_| {
+                            let t = std::time::Instant::now();
+                            assert_eq!(
+                                app.login("bench@example.com", "correct horse battery")
+                                    .status(),
+                                200
+                            );
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            lat.extend(h.join().unwrap());
+        }
+    });
+    let total = t0.elapsed().as_secs_f64();
+    lat.sort();
+    println!(
+        "login    POST /auth/login (argon2id m=19456KiB t=2 p=1, 2 clients): {:.1} logins/s, p50 {:.1} ms, p99 {:.1} ms",
+        LOGINS as f64 / total,
+        lat[LOGINS / 2].as_secs_f64() * 1000.0,
+        lat[LOGINS * 99 / 100].as_secs_f64() * 1000.0
+    );
+}
+
 fn main() {
     let app = TestApp::spawn();
     let (_, token) = app.signed_up_user();
+    login_bench(&app);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
