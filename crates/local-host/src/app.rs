@@ -333,24 +333,12 @@ impl App {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let component = self.component(target)?.clone();
-        let path = req.uri().path().to_string();
-        let routed = component.route.clone().and_then(|r| {
-            let single = Router::new(vec![r.clone()]);
-            single.find(&path).map(|m| (r, m.params, m.path_info))
-        });
         let client: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
-        match &routed {
-            Some((r, params, info)) => {
-                self.run_http(
-                    &component,
-                    Some((r, params.clone(), info.clone())),
-                    req,
-                    client,
-                )
-                .await
-            }
-            None => self.run_http(&component, None, req, client).await,
-        }
+        let routed = component
+            .route
+            .as_ref()
+            .and_then(|r| r.matches(req.uri().path()).map(|(p, info)| (r, p, info)));
+        self.run_http(&component, routed, req, client).await
     }
 
     async fn run_http<B>(

@@ -69,7 +69,8 @@ impl Route {
             .to_string()
     }
 
-    fn matches(&self, path: &str) -> Option<(Vec<(String, String)>, String)> {
+    /// The `:param` values and path info if this route matches `path`.
+    pub fn matches(&self, path: &str) -> Option<(Vec<(String, String)>, String)> {
         let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         if parts.len() < self.segments.len()
             || (!self.wildcard && parts.len() != self.segments.len())

@@ -30,11 +30,6 @@ pub const USER_UPDATED: EventType = EventType {
 /// Every event type.
 pub const CATALOGUE: &[EventType] = &[USER_CREATED, USER_UPDATED];
 
-/// Looks a type up by name.
-pub fn by_name(name: &str) -> Option<&'static EventType> {
-    CATALOGUE.iter().find(|t| t.name == name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
