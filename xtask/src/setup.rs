@@ -72,6 +72,7 @@ pub fn wasm_toolchain() -> Result<()> {
         "cargo-web",
         "rust-web-src",
         "rust-web-llvm",
+        "rust-web-clippy",
         "lld-22",
     ])?;
     apt_install(&["-t", "bookworm-backports", "wasi-libc"])
