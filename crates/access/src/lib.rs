@@ -4,8 +4,15 @@
 //! (`alg = EdDSA`) with a key id, so keys rotate without logging anyone out:
 //! a new key signs, old public keys keep verifying until their tokens expire.
 //!
+//! The [`caller`] module is the shared access library: the caller's
+//! permissions, data scopes (turned into row filters) and field rules.
+//!
 //! Pure Rust with no Spin dependency: used by the components (wasm32) and by
 //! native tests and tools alike.
+
+pub mod caller;
+
+pub use caller::{Access, Caller, Credential, FieldRule, Level, RowFilter, RowRef, Scope};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
@@ -47,9 +54,15 @@ pub struct Claims {
     /// The user's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<Uuid>,
+    /// The user's department.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dept: Option<Uuid>,
     /// Role codes.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Effective permissions, data scopes and field rules.
+    #[serde(default)]
+    pub acc: Access,
     /// Issued at, Unix seconds.
     pub iat: i64,
     /// Expires at, Unix seconds.
@@ -208,6 +221,20 @@ fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, TokenError
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
 
+impl Claims {
+    /// The caller these claims describe.
+    pub fn into_caller(self) -> Caller {
+        Caller {
+            user_id: self.sub,
+            tenant_id: self.tid,
+            department_id: self.dept,
+            roles: self.roles,
+            access: self.acc,
+            credential: Credential::Token,
+        }
+    }
+}
+
 /// Generates a new `kid:seed` signing-key setting from 32 random bytes.
 pub fn signing_key_setting(kid: &str, seed: [u8; 32]) -> String {
     format!("{kid}:{}", B64.encode(seed))
@@ -221,7 +248,9 @@ mod tests {
         Claims {
             sub: Uuid::from_u128(7),
             tid: None,
+            dept: None,
             roles: vec!["user".into()],
+            acc: Access::default(),
             iat: 0,
             exp,
             iss: ISSUER.into(),

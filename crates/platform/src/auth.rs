@@ -1,54 +1,99 @@
-//! Who is asking: every endpoint that is not explicitly public calls
-//! [`authenticate`], which verifies the bearer token with the public keys in
-//! the `jwt_public_keys` variable. Internal endpoints (reached by service
-//! chaining from other components and the scheduler) call
-//! [`require_internal`] instead.
+//! Who is asking: [`authenticate`] turns a request's credential into an
+//! [`access::Caller`]. An access token (`Authorization: Bearer <jwt>`) is
+//! verified locally with the public keys in `jwt_public_keys`; an API key
+//! (`Authorization: Bearer cpk_...` or `X-API-Key: cpk_...`) is verified by
+//! `auth`, which holds the keys' hashes, by service chaining. Internal
+//! endpoints (reached by chaining from other components and the scheduler)
+//! use [`require_internal`] instead. Routes pick one of these through their
+//! guard in the route table (`crate::router`).
 
+use crate::http::Ctx;
 use crate::Problem;
-use access::{TokenError, TokenVerifier};
+use access::{Caller, TokenError, TokenVerifier};
 use spin_sdk::http::Request;
-use uuid::Uuid;
 
-/// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// User id.
-    pub user_id: Uuid,
-    /// Tenant, if the user belongs to one.
-    pub tenant_id: Option<Uuid>,
-    /// Role codes.
-    pub roles: Vec<String>,
+/// Every API key starts with this, so it can be told from a token.
+pub const API_KEY_PREFIX: &str = "cpk_";
+
+/// How API keys are verified: by chaining to `auth` (every component but
+/// `auth`), or by a function of `auth` itself.
+#[derive(Clone, Copy)]
+pub enum KeyVerifier {
+    /// `POST http://auth.spin.internal/api/v1/auth/internal/api-keys/verify`.
+    Chained,
+    /// A local function (used by `auth`, which owns the keys).
+    Local(fn(&str) -> Result<Caller, Problem>),
 }
 
-impl Caller {
-    /// Whether the caller has a role.
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+/// The credential a request presents.
+enum Presented<'a> {
+    Token(&'a str),
+    ApiKey(&'a str),
+}
+
+fn presented(req: &Request) -> Option<Presented<'_>> {
+    if let Some(key) = req.header("x-api-key").and_then(|v| v.as_str()) {
+        return Some(Presented::ApiKey(key.trim()));
+    }
+    let v = req.header("authorization")?.as_str()?;
+    let (scheme, value) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let value = value.trim();
+    Some(if value.starts_with(API_KEY_PREFIX) {
+        Presented::ApiKey(value)
+    } else {
+        Presented::Token(value)
+    })
+}
+
+/// Verifies the request's access token or API key.
+pub async fn authenticate(req: &Request, ctx: &Ctx, keys: KeyVerifier) -> Result<Caller, Problem> {
+    match presented(req)
+        .ok_or_else(|| Problem::unauthenticated("missing bearer token or api key"))?
+    {
+        Presented::Token(token) => verify_token(token),
+        Presented::ApiKey(key) => match keys {
+            KeyVerifier::Local(verify) => verify(key),
+            KeyVerifier::Chained => verify_key_by_chaining(key, ctx).await,
+        },
     }
 }
 
-fn bearer(req: &Request) -> Option<&str> {
-    let v = req.header("authorization")?.as_str()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-}
-
-/// Verifies the request's bearer token.
-pub fn authenticate(req: &Request) -> Result<Caller, Problem> {
-    let token = bearer(req).ok_or_else(|| Problem::unauthenticated("missing bearer token"))?;
+/// Verifies a signed access token with the configured public keys.
+pub fn verify_token(token: &str) -> Result<Caller, Problem> {
     let verifier = TokenVerifier::parse(&crate::var("jwt_public_keys")?)
         .map_err(|e| Problem::internal(format!("jwt_public_keys: {e}")))?;
     match verifier.verify(token, crate::now_unix()) {
-        Ok(c) => Ok(Caller {
-            user_id: c.sub,
-            tenant_id: c.tid,
-            roles: c.roles,
-        }),
+        Ok(c) => Ok(c.into_caller()),
         Err(TokenError::Expired) => Err(Problem::unauthenticated("token expired")),
         Err(TokenError::BadKey(e)) => Err(Problem::internal(format!("jwt_public_keys: {e}"))),
         Err(_) => Err(Problem::unauthenticated("invalid token")),
+    }
+}
+
+async fn verify_key_by_chaining(key: &str, ctx: &Ctx) -> Result<Caller, Problem> {
+    let token = crate::var("internal_token")?;
+    let body = serde_json::json!({ "key": key }).to_string();
+    let req = spin_sdk::http::Request::post(
+        "http://auth.spin.internal/api/v1/auth/internal/api-keys/verify",
+        body,
+    )
+    .header("content-type", "application/json")
+    .header("x-internal-token", token)
+    .header("x-request-id", ctx.request_id.clone())
+    .build();
+    let resp: spin_sdk::http::Response = spin_sdk::http::send(req)
+        .await
+        .map_err(|e| Problem::unavailable(format!("auth api-key verify: {e}")))?;
+    match *resp.status() {
+        200 => serde_json::from_slice(resp.body())
+            .map_err(|e| Problem::internal(format!("auth api-key verify: bad caller: {e}"))),
+        401 => Err(Problem::unauthenticated("invalid api key")),
+        s => Err(Problem::unavailable(format!(
+            "auth api-key verify answered {s}"
+        ))),
     }
 }
 

@@ -327,17 +327,53 @@ pub mod endpoints {
     use spin_sdk::http::{Request, Response};
 
     /// `POST /internal/events/catch-up` (scheduler): pull feeds, retry failures.
-    pub async fn catch_up(req: &Request, sources: &[Source]) -> Result<Response, Problem> {
-        crate::auth::require_internal(req)?;
+    pub async fn catch_up(sources: &[Source]) -> Result<Response, Problem> {
         let db = Db::open()?;
         let summary = super::catch_up(&db, sources).await?;
         Ok(crate::http::json(200, &summary))
     }
 
+    /// `GET /internal/events?after=&limit=` of a producer: its outbox feed,
+    /// or 410 `resync_required` when the cursor is older than retention.
+    pub fn feed(req: &Request) -> Result<Response, Problem> {
+        let int = |name: &str, default: i64, max: i64| -> Result<i64, Problem> {
+            match crate::http::query_param(req, name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (0..=max).contains(n))
+                    .ok_or_else(|| {
+                        Problem::invalid(format!("{name} must be an integer from 0 to {max}"))
+                    }),
+            }
+        };
+        let after = int("after", 0, i64::MAX)?;
+        let limit = int("limit", 200, 1000)?.max(1);
+        let db = Db::open()?;
+        match crate::outbox::feed(&db, after, limit)? {
+            Ok(page) => Ok(crate::http::json(200, &page)),
+            Err(pruned_through) => Ok(crate::http::json(
+                410,
+                &serde_json::json!({
+                    "error": {"code": "resync_required", "message": "events after this cursor were pruned: resync from the api"},
+                    "resume_after": pruned_through,
+                }),
+            )),
+        }
+    }
+
+    /// `POST /internal/outbox/publish` of a producer (scheduler): publishes
+    /// what a crash between commit and publish left pending.
+    pub fn publish() -> Result<Response, Problem> {
+        let db = Db::open()?;
+        let n = crate::outbox::publish_pending(&db, &crate::var("redis_url")?, 500)?;
+        Ok(crate::http::json(200, &serde_json::json!({"published": n})))
+    }
+
     /// `POST /internal/events/prune` (scheduler): retention of this database's
     /// published outbox rows and applied-event records.
-    pub fn prune(req: &Request) -> Result<Response, Problem> {
-        crate::auth::require_internal(req)?;
+    pub fn prune() -> Result<Response, Problem> {
         let days: i32 = crate::var("event_retention_days")?
             .parse()
             .map_err(|_| Problem::internal("event_retention_days is not a number"))?;
@@ -349,18 +385,9 @@ pub mod endpoints {
         ))
     }
 
-    fn require_admin(req: &Request) -> Result<(), Problem> {
-        let caller = crate::auth::authenticate(req)?;
-        if caller.has_role("admin") {
-            Ok(())
-        } else {
-            Err(Problem::forbidden())
-        }
-    }
-
-    /// `GET /admin/dead-letters?page=&per_page=`: parked events (admin role).
+    /// `GET /admin/dead-letters?page=&per_page=`: parked events (the route
+    /// guard requires `event:manage`).
     pub fn dead_letters(req: &Request) -> Result<Response, Problem> {
-        require_admin(req)?;
         let page = crate::http::Page::from_request(req)?;
         let db = Db::open()?;
         let (items, total) = super::dead_letters(&db, page)?;
@@ -376,9 +403,8 @@ pub mod endpoints {
     }
 
     /// `POST /admin/dead-letters/{event_id}/replay`: tries a parked event again now.
-    pub fn replay(req: &Request, id: &str, sources: &[Source]) -> Result<Response, Problem> {
-        require_admin(req)?;
-        let id = Uuid::parse_str(id).map_err(|_| Problem::invalid("event id must be a uuid"))?;
+    pub fn replay(id: &str, sources: &[Source]) -> Result<Response, Problem> {
+        let id = Uuid::parse_str(id).map_err(|_| Problem::not_found("dead letter"))?;
         let db = Db::open()?;
         match super::replay(&db, id, sources)? {
             None => Err(Problem::not_found("dead letter")),

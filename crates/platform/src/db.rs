@@ -130,6 +130,54 @@ pub fn timestamp(row: &[DbValue], i: usize, what: &str) -> Result<String, DbErro
     Ok(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
 }
 
+/// A nullable `timestamp` column as RFC 3339.
+pub fn opt_timestamp(row: &[DbValue], i: usize, what: &str) -> Result<Option<String>, DbError> {
+    let t: Option<chrono::NaiveDateTime> = col(row, i, what)?;
+    Ok(t.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()))
+}
+
+/// A `text[]` column (select uuid arrays as `col::text[]`: Spin has no uuid
+/// array type) as UUIDs.
+pub fn uuids(row: &[DbValue], i: usize, what: &str) -> Result<Vec<uuid::Uuid>, DbError> {
+    let v: Vec<Option<String>> = col(row, i, what)?;
+    v.into_iter()
+        .flatten()
+        .map(|s| uuid::Uuid::parse_str(&s).map_err(|e| decode_error(what, e)))
+        .collect()
+}
+
+/// A `text[]` column without nulls.
+pub fn strings(row: &[DbValue], i: usize, what: &str) -> Result<Vec<String>, DbError> {
+    let v: Vec<Option<String>> = col(row, i, what)?;
+    Ok(v.into_iter().flatten().collect())
+}
+
+/// A list of UUIDs as a parameter for `= ANY($n::text[]::uuid[])`.
+pub fn uuid_array(ids: &[uuid::Uuid]) -> ParameterValue {
+    ParameterValue::ArrayStr(ids.iter().map(|i| Some(i.to_string())).collect())
+}
+
+/// A nullable UUID parameter.
+pub fn opt_uuid(id: Option<uuid::Uuid>) -> ParameterValue {
+    id.map_or(ParameterValue::DbNull, |i| {
+        ParameterValue::Uuid(i.to_string())
+    })
+}
+
+/// A UTC time as a Spin `datetime` parameter.
+pub fn datetime_param(dt: chrono::NaiveDateTime) -> ParameterValue {
+    use chrono::{Datelike, Timelike};
+    ParameterValue::Datetime((
+        dt.year(),
+        dt.month() as u8,
+        dt.day() as u8,
+        dt.hour() as u8,
+        dt.minute() as u8,
+        dt.second() as u8,
+        dt.nanosecond(),
+    ))
+}
+
 /// The current UTC time as a Spin `datetime` parameter.
 pub fn now_param() -> ParameterValue {
     use chrono::{Datelike, Timelike};

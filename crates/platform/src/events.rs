@@ -14,21 +14,83 @@ pub struct EventType {
     pub schema_version: i32,
 }
 
-/// A user profile was created.
+/// A user was created (registration or an administrator). Every `user.*`
+/// event carries the full identity snapshot after the change.
 pub const USER_CREATED: EventType = EventType {
     name: "user.created",
     source: "user",
-    schema_version: 1,
+    schema_version: 2,
 };
-/// A user profile changed; the payload is the full identity snapshot.
+/// A user's profile, status or effective access changed.
 pub const USER_UPDATED: EventType = EventType {
     name: "user.updated",
+    source: "user",
+    schema_version: 2,
+};
+/// A user was deleted: consumers drop what they keep of them.
+pub const USER_DELETED: EventType = EventType {
+    name: "user.deleted",
+    source: "user",
+    schema_version: 2,
+};
+/// The roles a user holds changed.
+pub const USER_ROLES_CHANGED: EventType = EventType {
+    name: "user.roles_changed",
+    source: "user",
+    schema_version: 2,
+};
+/// An administrator locked a user: their sessions end.
+pub const USER_LOCKED: EventType = EventType {
+    name: "user.locked",
+    source: "user",
+    schema_version: 2,
+};
+/// A quota limit was hit (a refused reservation or minutes used up), once a day at most.
+pub const QUOTA_EXCEEDED: EventType = EventType {
+    name: "quota.exceeded",
     source: "user",
     schema_version: 1,
 };
 
+/// Someone asked to reset a password: the payload carries the single-use
+/// token for the notification that delivers it.
+pub const CREDENTIAL_RESET_REQUESTED: EventType = EventType {
+    name: "credential.reset_requested",
+    source: "auth",
+    schema_version: 1,
+};
+/// A password changed (by its owner, a reset, or an administrator).
+pub const CREDENTIAL_PASSWORD_CHANGED: EventType = EventType {
+    name: "credential.password_changed",
+    source: "auth",
+    schema_version: 1,
+};
+/// An API key was created.
+pub const API_KEY_CREATED: EventType = EventType {
+    name: "api_key.created",
+    source: "auth",
+    schema_version: 1,
+};
+/// An API key was revoked or deleted.
+pub const API_KEY_REVOKED: EventType = EventType {
+    name: "api_key.revoked",
+    source: "auth",
+    schema_version: 1,
+};
+
 /// Every event type.
-pub const CATALOGUE: &[EventType] = &[USER_CREATED, USER_UPDATED];
+pub const CATALOGUE: &[EventType] = &[
+    USER_CREATED,
+    USER_UPDATED,
+    USER_DELETED,
+    USER_ROLES_CHANGED,
+    USER_LOCKED,
+    QUOTA_EXCEEDED,
+    CREDENTIAL_RESET_REQUESTED,
+    CREDENTIAL_PASSWORD_CHANGED,
+    API_KEY_CREATED,
+    API_KEY_REVOKED,
+];
 
 #[cfg(test)]
 mod tests {

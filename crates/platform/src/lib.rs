@@ -9,8 +9,11 @@ pub mod consumer;
 pub mod db;
 pub mod events;
 pub mod http;
+pub mod input;
 pub mod outbox;
 pub mod problem;
+pub mod query;
+pub mod router;
 
 pub use problem::Problem;
 

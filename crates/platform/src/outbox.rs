@@ -191,6 +191,19 @@ pub fn publish_pending(db: &Db, redis_url: &str, limit: i64) -> Result<usize, cr
     })
 }
 
+/// Publishes right after a commit: the fast path. If it fails the events
+/// stay pending and the scheduler's relay job publishes them, so the error
+/// is only logged.
+pub fn publish_after_commit(db: &Db, request_id: &str) {
+    let result = crate::var("redis_url").and_then(|url| publish_pending(db, &url, 100));
+    if let Err(p) = result {
+        eprintln!(
+            "{}",
+            serde_json::json!({"level": "warn", "request_id": request_id, "msg": "outbox publish deferred", "cause": p.internal})
+        );
+    }
+}
+
 /// Applies an event at most once: records its id in `processed_events` and
 /// runs `effect` in the same transaction. Returns false if it was applied before.
 pub fn apply_once<E>(

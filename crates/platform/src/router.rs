@@ -1,0 +1,306 @@
+//! A component's route table as data: every route names its method, its path
+//! pattern and its [`Guard`], and [`resolve`] authenticates the request as the
+//! guard demands before any handler runs. So no handler can forget to check
+//! who is asking, unauthenticated routes are visible in the table, and a unit
+//! test in each component compares the table with `docs/api.md`.
+
+use crate::auth::{self, KeyVerifier};
+use crate::http::Ctx;
+use crate::Problem;
+use access::Caller;
+use spin_sdk::http::{Method, Request};
+use uuid::Uuid;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Anyone (health, register, login, ...).
+    Public,
+    /// Other components and the scheduler, with the shared internal token.
+    Internal,
+    /// Any authenticated caller (access token or API key).
+    Authenticated,
+    /// An authenticated caller holding this permission.
+    Permission(&'static str),
+}
+
+impl Guard {
+    /// How `docs/api.md` names the guard.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Guard::Public => "public",
+            Guard::Internal => "internal",
+            Guard::Authenticated => "authenticated",
+            Guard::Permission(p) => p,
+        }
+    }
+}
+
+/// One route: `path` is relative to the component's base route, with
+/// `:name` segments captured as parameters (`users/:id/roles`).
+#[derive(Debug, Clone, Copy)]
+pub struct Route<Op> {
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: &'static str,
+    /// Path pattern.
+    pub path: &'static str,
+    /// Who may call it.
+    pub guard: Guard,
+    /// What the component does for it.
+    pub op: Op,
+}
+
+/// Shorthand for a table row.
+pub const fn route<Op>(
+    method: &'static str,
+    path: &'static str,
+    guard: Guard,
+    op: Op,
+) -> Route<Op> {
+    Route {
+        method,
+        path,
+        guard,
+        op,
+    }
+}
+
+/// The name of a request method.
+pub fn method_name(m: &Method) -> &str {
+    match m {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(s) => s,
+    }
+}
+
+/// The captured `:name` segments of a matched route.
+#[derive(Debug, Default, Clone)]
+pub struct Params(Vec<(&'static str, String)>);
+
+impl Params {
+    /// A captured segment (empty if the route has no such parameter).
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// A captured segment that must be a UUID; anything else is a 404, as
+    /// no such resource can exist.
+    pub fn uuid(&self, name: &str, what: &str) -> Result<Uuid, Problem> {
+        Uuid::parse_str(self.get(name)).map_err(|_| Problem::not_found(what))
+    }
+}
+
+/// Who the request comes from, as established by the route's guard.
+#[derive(Debug, Clone)]
+pub enum Who {
+    /// Nobody in particular (public route).
+    Anonymous,
+    /// Another component or the scheduler.
+    Internal,
+    /// An authenticated user.
+    Caller(Caller),
+}
+
+/// A request matched to a route and authenticated.
+pub struct Call<'a, Op> {
+    /// The operation of the route.
+    pub op: Op,
+    /// Request id and path.
+    pub ctx: &'a Ctx,
+    /// The request.
+    pub req: &'a Request,
+    /// Captured path parameters.
+    pub params: Params,
+    /// The authenticated party.
+    pub who: Who,
+}
+
+impl<Op> Call<'_, Op> {
+    /// The authenticated caller (routes guarded by `Authenticated` or a permission).
+    pub fn caller(&self) -> Result<&Caller, Problem> {
+        match &self.who {
+            Who::Caller(c) => Ok(c),
+            _ => Err(Problem::unauthenticated("authentication required")),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body<T: serde::de::DeserializeOwned>(&self) -> Result<T, Problem> {
+        crate::http::body(self.req)
+    }
+
+    /// A UUID path parameter; 404 for `what` if it is not one.
+    pub fn id(&self, name: &str, what: &str) -> Result<Uuid, Problem> {
+        self.params.uuid(name, what)
+    }
+
+    /// A query-string parameter.
+    pub fn query(&self, name: &str) -> Option<String> {
+        crate::http::query_param(self.req, name)
+    }
+
+    /// Pagination from the query string.
+    pub fn page(&self) -> Result<crate::http::Page, Problem> {
+        crate::http::Page::from_request(self.req)
+    }
+}
+
+fn matches(pattern: &'static str, segments: &[&str]) -> Option<(Params, usize)> {
+    let pat: Vec<&'static str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    if pat.len() != segments.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut literals = 0;
+    for (p, s) in pat.iter().zip(segments) {
+        if let Some(name) = p.strip_prefix(':') {
+            if s.is_empty() {
+                return None;
+            }
+            params.push((name, (*s).to_string()));
+        } else if p == s {
+            literals += 1;
+        } else {
+            return None;
+        }
+    }
+    Some((Params(params), literals))
+}
+
+/// Finds the route for a request (404 if no path matches, 405 if only the
+/// method is wrong; a literal segment beats a parameter), then authenticates
+/// it as the route's guard demands (401, or 403 for a missing permission).
+pub async fn resolve<'a, Op: Copy>(
+    routes: &[Route<Op>],
+    ctx: &'a Ctx,
+    req: &'a Request,
+    keys: KeyVerifier,
+) -> Result<Call<'a, Op>, Problem> {
+    let path = ctx.path();
+    let method = method_name(req.method());
+    let mut best: Option<(&Route<Op>, Params, usize)> = None;
+    let mut path_matched = false;
+    for r in routes {
+        let Some((params, literals)) = matches(r.path, &path) else {
+            continue;
+        };
+        path_matched = true;
+        if r.method == method && best.as_ref().is_none_or(|(_, _, l)| literals > *l) {
+            best = Some((r, params, literals));
+        }
+    }
+    let Some((route, params, _)) = best else {
+        return Err(if path_matched {
+            crate::http::method_not_allowed(req.method())
+        } else {
+            Problem::not_found("route")
+        });
+    };
+    let who = match route.guard {
+        Guard::Public => Who::Anonymous,
+        Guard::Internal => {
+            auth::require_internal(req)?;
+            Who::Internal
+        }
+        Guard::Authenticated => Who::Caller(auth::authenticate(req, ctx, keys).await?),
+        Guard::Permission(p) => {
+            let caller = auth::authenticate(req, ctx, keys).await?;
+            if !caller.can(p) {
+                return Err(Problem::new(
+                    403,
+                    "forbidden",
+                    format!("permission {p} is required"),
+                ));
+            }
+            Who::Caller(caller)
+        }
+    };
+    Ok(Call {
+        op: route.op,
+        ctx,
+        req,
+        params,
+        who,
+    })
+}
+
+/// The rows of the route table as `docs/api.md` lists them:
+/// `(METHOD, /api/v1/<component>/<path>, guard)`.
+pub fn documented_rows<Op>(component: &str, routes: &[Route<Op>]) -> Vec<(String, String, String)> {
+    routes
+        .iter()
+        .map(|r| {
+            (
+                r.method.to_string(),
+                format!("/api/v1/{component}/{}", r.path),
+                r.guard.label().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The rows `docs/api.md` lists for a component (its `## <component>` section),
+/// for the unit test that keeps the docs and the table equal.
+pub fn rows_in_api_doc(doc: &str, component: &str) -> Vec<(String, String, String)> {
+    let heading = format!("## `{component}`");
+    let mut rows = Vec::new();
+    let mut inside = false;
+    for line in doc.lines() {
+        if line.starts_with("## ") {
+            inside = line.trim() == heading;
+            continue;
+        }
+        if !inside || !line.starts_with("| ") || line.starts_with("| method") {
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 || cells[1].starts_with("---") {
+            continue;
+        }
+        rows.push((
+            cells[1].to_string(),
+            cells[2].trim_matches('`').to_string(),
+            cells[3].trim_matches('`').to_string(),
+        ));
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_capture_parameters_and_count_literals() {
+        let (p, lit) = matches("users/:id/roles", &["users", "42", "roles"]).unwrap();
+        assert_eq!((p.get("id"), lit), ("42", 2));
+        assert!(matches("users/:id", &["users"]).is_none());
+        assert!(matches("users/:id", &["roles", "1"]).is_none());
+        assert_eq!(matches("users/stats", &["users", "stats"]).unwrap().1, 2);
+    }
+
+    #[test]
+    fn api_doc_rows_are_read_from_the_components_section() {
+        let doc = "## `user`\n\n| method | path | access | what |\n|---|---|---|---|\n\
+                   | GET | `/api/v1/user/users` | `user:read` | list |\n## `auth`\n| POST | `/x` | public | y |\n";
+        assert_eq!(
+            rows_in_api_doc(doc, "user"),
+            vec![(
+                "GET".to_string(),
+                "/api/v1/user/users".to_string(),
+                "user:read".to_string()
+            )]
+        );
+    }
+}
