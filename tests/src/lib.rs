@@ -315,8 +315,9 @@ impl TestApp {
         &mut self.options
     }
 
-    /// A token for any user id and roles, signed with this app's key.
-    pub fn mint_token(&self, user: uuid::Uuid, roles: &[&str]) -> String {
+    /// A token for any user id holding `permissions` everywhere (platform
+    /// staff), signed with this app's key.
+    pub fn mint_token(&self, user: uuid::Uuid, permissions: &[&str]) -> String {
         let signer = access::TokenSigner::parse(&self.signing_key).expect("key");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -325,7 +326,20 @@ impl TestApp {
         signer.sign(&access::Claims {
             sub: user,
             tid: None,
-            roles: roles.iter().map(|r| r.to_string()).collect(),
+            dept: None,
+            acc: access::Access {
+                permissions: permissions.iter().map(|p| p.to_string()).collect(),
+                scopes: [(
+                    "*".to_string(),
+                    access::Scope {
+                        level: access::Level::All,
+                        departments: vec![],
+                    },
+                )]
+                .into(),
+                ..access::Access::default()
+            },
+            roles: vec![],
             iat: now,
             exp: now + 600,
             iss: access::ISSUER.into(),
@@ -476,6 +490,164 @@ impl TestApp {
         (id, token)
     }
 
+    /// `PUT` with a JSON body.
+    pub fn put(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut r = self.client.put(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().expect("request")
+    }
+
+    /// `DELETE`.
+    pub fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        let mut r = self.client.delete(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().expect("request")
+    }
+
+    /// Any method, with an optional JSON body and token; for table-driven tests.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Response {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = self.client.request(m, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().expect("request")
+    }
+
+    /// A request with a raw body, content type and token.
+    pub fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        token: Option<&str>,
+    ) -> Response {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = self
+            .client
+            .request(m, format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().expect("request")
+    }
+
+    /// `POST` to an internal endpoint with a JSON body and the internal token.
+    pub fn post_internal_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("x-internal-token", &self.internal_token)
+            .json(body)
+            .send()
+            .expect("request")
+    }
+
+    /// Waits until `auth`'s identity copy of a user satisfies `f` (given the
+    /// roles and the access JSON), e.g. after a role change.
+    pub fn wait_for_identity(&self, user: &str, mut f: impl FnMut(&[String], &Value) -> bool) {
+        let id = uuid::Uuid::parse_str(user).expect("user id");
+        let mut auth = self.db("auth");
+        self.eventually(Duration::from_secs(30), || {
+            let row = auth
+                .query_opt(
+                    "SELECT roles, access FROM identities WHERE user_id = $1",
+                    &[&id],
+                )
+                .ok()??;
+            let roles: Vec<String> = row.get(0);
+            let access: Value = row.get(1);
+            f(&roles, &access).then_some(())
+        })
+        .unwrap_or_else(|_| panic!("auth's copy of {user} did not reach the expected state"));
+    }
+
+    /// Logs in; returns the access token (panics on failure).
+    pub fn token(&self, email: &str, password: &str) -> String {
+        let r = self.login(email, password);
+        assert_eq!(r.status(), 200, "login of {email}");
+        r.json::<Value>().expect("json")["access_token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
+    /// A platform administrator (`super_admin`, no tenant), signed in.
+    pub fn platform_admin(&self) -> Session {
+        let email = format!("admin{}@example.com", random_suffix());
+        let r = self.register(&email, PASSWORD, "Platform Admin");
+        assert_eq!(r.status(), 201);
+        let id = r.json::<Value>().expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let r = self.post_internal_json(
+            "/api/v1/user/internal/bootstrap-admin",
+            &json!({"email": email}),
+        );
+        assert_eq!(r.status(), 200, "bootstrap admin");
+        self.wait_for_identity(&id, |roles, _| roles.iter().any(|r| r == "super_admin"));
+        let token = self.token(&email, PASSWORD);
+        Session { id, email, token }
+    }
+
+    /// Creates a tenant as `admin`; returns its id.
+    pub fn create_tenant(&self, admin: &str, code: &str) -> String {
+        let r = self.post(
+            "/api/v1/user/tenants",
+            &json!({"code": code, "name": code}),
+            Some(admin),
+        );
+        assert_eq!(
+            r.status(),
+            201,
+            "create tenant: {}",
+            r.text().unwrap_or_default()
+        );
+        r.json::<Value>().expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    /// Creates a user through `POST /user/users` with `extra` fields
+    /// (tenant_id, department_id, role_ids, phone) and signs them in.
+    pub fn create_user(&self, admin: &str, extra: Value) -> Session {
+        let email = format!("u{}@example.com", random_suffix());
+        let mut body = json!({"email": email, "display_name": "Member", "password": PASSWORD});
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let r = self.post("/api/v1/user/users", &body, Some(admin));
+        assert_eq!(
+            r.status(),
+            201,
+            "create user: {}",
+            r.text().unwrap_or_default()
+        );
+        let id = r.json::<Value>().expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let token = self.token(&email, PASSWORD);
+        Session { id, email, token }
+    }
+
     /// Polls `f` until it returns `Some` or the timeout passes.
     pub fn eventually<T>(&self, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
         let deadline = Instant::now() + timeout;
@@ -507,6 +679,59 @@ impl Drop for TestApp {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+/// The password every helper-made user has.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// The fixed ids of the built-in roles (migrations/user/0004).
+pub mod roles {
+    /// Every permission, every tenant.
+    pub const SUPER_ADMIN: &str = "00000000-0000-0000-0000-00000000a001";
+    /// Administers one tenant.
+    pub const TENANT_ADMIN: &str = "00000000-0000-0000-0000-00000000a002";
+    /// Support staff.
+    pub const SUPPORT: &str = "00000000-0000-0000-0000-00000000a003";
+    /// A plain user.
+    pub const USER: &str = "00000000-0000-0000-0000-00000000a004";
+}
+
+/// A signed-in user of a test.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// User id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Access token.
+    pub token: String,
+}
+
+impl Session {
+    /// The token as an `Option`, for the request helpers.
+    pub fn t(&self) -> Option<&str> {
+        Some(&self.token)
+    }
+}
+
+/// The JSON body of a response, asserting its status first.
+pub fn expect_json(resp: Response, status: u16) -> Value {
+    let got = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    assert_eq!(got, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// The ids of a page of items.
+pub fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Asserts the common error shape and returns the error code.

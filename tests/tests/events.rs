@@ -216,7 +216,7 @@ fn a_poison_event_is_parked_visible_and_replayable_and_does_not_block_the_next()
             .status(),
         403
     );
-    let admin = app.mint_token(uuid::Uuid::new_v4(), &["admin"]);
+    let admin = app.mint_token(uuid::Uuid::new_v4(), &["event:manage"]);
     let page: Value = app
         .get("/api/v1/auth/admin/dead-letters", Some(&admin))
         .json()

@@ -1,11 +1,14 @@
 //! `auth` follows `user`'s events to keep its copy of each identity (email,
-//! status, tenant, roles), so that issuing a token needs no call to `user`.
-//! A change is applied only if its aggregate version is newer than the copy's.
+//! status, tenant, department, roles and effective access), so that issuing
+//! a token needs no call to `user`. A change is applied only if its
+//! aggregate version is newer than the copy's. When a user is locked,
+//! deleted, or their tenant suspended, their sessions and API keys end; a
+//! deleted user's credentials are dropped so the email can register again.
 
 use crate::repo;
 use platform::consumer::{HandlerError, Source};
 use platform::db::Db;
-use platform::events::{USER_CREATED, USER_UPDATED};
+use platform::events::{USER_CREATED, USER_DELETED, USER_LOCKED, USER_ROLES_CHANGED, USER_UPDATED};
 use platform::outbox::Envelope;
 use platform::Problem;
 use serde::Deserialize;
@@ -19,7 +22,7 @@ pub const SOURCES: &[Source] = &[Source {
     resync,
 }];
 
-/// The identity fields of a `user.*` payload.
+/// The identity snapshot of a `user.*` payload (schema version 2).
 #[derive(Debug, Deserialize)]
 pub struct Identity {
     /// User id.
@@ -30,12 +33,33 @@ pub struct Identity {
     pub status: String,
     /// Tenant.
     pub tenant_id: Option<Uuid>,
+    /// Department.
+    #[serde(default)]
+    pub department_id: Option<Uuid>,
+    /// Whether the tenant is active.
+    #[serde(default = "yes")]
+    pub tenant_active: bool,
     /// Role codes.
     pub roles: Vec<String>,
+    /// Effective access.
+    #[serde(default)]
+    pub access: access::Access,
 }
 
+fn yes() -> bool {
+    true
+}
+
+const USER_EVENTS: &[&str] = &[
+    USER_CREATED.name,
+    USER_UPDATED.name,
+    USER_DELETED.name,
+    USER_ROLES_CHANGED.name,
+    USER_LOCKED.name,
+];
+
 fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
-    if env.event_type != USER_CREATED.name && env.event_type != USER_UPDATED.name {
+    if !USER_EVENTS.contains(&env.event_type.as_str()) {
         return Ok(());
     }
     let identity: Identity = serde_json::from_value(env.payload.clone())
@@ -45,7 +69,21 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
             "payload id differs from aggregate_id".into(),
         ));
     }
-    repo::upsert_identity(db, &identity, env.aggregate_version)?;
+    if repo::upsert_identity(db, &identity, env.aggregate_version)? {
+        end_access_if_needed(db, &identity)?;
+    }
+    Ok(())
+}
+
+/// Ends sessions and API keys of an identity that may no longer sign in.
+fn end_access_if_needed(db: &Db, i: &Identity) -> Result<(), platform::db::DbError> {
+    if i.status != "active" || !i.tenant_active {
+        repo::revoke_user_tokens(db, i.id)?;
+        repo::keys::revoke_all(db, i.id)?;
+    }
+    if i.status == "deleted" {
+        repo::delete_credentials(db, i.id)?;
+    }
     Ok(())
 }
 
@@ -89,7 +127,9 @@ fn resync(
             };
             after = last.identity.id;
             for item in &page.items {
-                repo::upsert_identity(db, &item.identity, item.version)?;
+                if repo::upsert_identity(db, &item.identity, item.version)? {
+                    end_access_if_needed(db, &item.identity)?;
+                }
             }
         }
     })

@@ -16,8 +16,12 @@ pub enum Error {
     Locked(i64),
     /// 403: the password was right but the account is not active.
     Inactive,
-    /// 404: no such route.
+    /// 404: the caller's credentials are gone (deleted user).
     NotFound,
+    /// 404: no such resource of the caller's.
+    NotFoundNamed(&'static str),
+    /// 400: the password-reset token is unknown, used or expired.
+    InvalidResetToken,
     /// 409: the email is registered already.
     EmailTaken,
     /// 502: the `user` component refused or failed.
@@ -59,7 +63,13 @@ impl From<Error> for Problem {
                 format!("too many failed logins: try again in {secs} seconds"),
             ),
             Error::Inactive => Problem::new(403, "inactive", "this account is not active"),
-            Error::NotFound => Problem::not_found("route"),
+            Error::NotFound => Problem::not_found("account"),
+            Error::NotFoundNamed(what) => Problem::not_found(what),
+            Error::InvalidResetToken => Problem::new(
+                400,
+                "invalid_reset_token",
+                "the reset token is invalid, used or expired",
+            ),
             Error::EmailTaken => Problem::conflict("email is already registered"),
             Error::Upstream(cause) => Problem {
                 status: 502,

@@ -1,42 +1,105 @@
-//! Reacts to `user.*` events: a new user gets a welcome notification. Each
-//! event is applied at most once (platform::consumer), so a redelivery or a
-//! catch-up of an event already seen changes nothing.
+//! Reacts to events with notifications: a new user gets a welcome, a hit
+//! quota a warning, a password reset request its link (for delivery by
+//! email), a password change a security notice. Each event is applied at
+//! most once (platform::consumer), and each creates at most one
+//! notification (`source_event_id` is unique).
 
+use crate::repo::{self, New};
 use platform::consumer::{HandlerError, Source};
 use platform::db::Db;
-use platform::events::USER_CREATED;
+use platform::events::{
+    CREDENTIAL_PASSWORD_CHANGED, CREDENTIAL_RESET_REQUESTED, QUOTA_EXCEEDED, USER_CREATED,
+};
 use platform::outbox::Envelope;
 use platform::Problem;
+use serde_json::Value;
+use uuid::Uuid;
 
 /// The sources `notification` consumes.
-pub const SOURCES: &[Source] = &[Source {
-    name: "user",
-    feed_url: "http://user.spin.internal/api/v1/user/internal/events",
-    handler: apply,
-    resync,
-}];
+pub const SOURCES: &[Source] = &[
+    Source {
+        name: "user",
+        feed_url: "http://user.spin.internal/api/v1/user/internal/events",
+        handler: apply,
+        resync,
+    },
+    Source {
+        name: "auth",
+        feed_url: "http://auth.spin.internal/api/v1/auth/internal/events",
+        handler: apply,
+        resync,
+    },
+];
+
+fn field<'a>(env: &'a Envelope, name: &str) -> Result<&'a str, HandlerError> {
+    env.payload
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| HandlerError::Rejected(format!("{} without payload.{name}", env.event_type)))
+}
+
+fn user_of(env: &Envelope, name: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(field(env, name)?).map_err(|_| {
+        HandlerError::Rejected(format!("{}: payload.{name} is not a uuid", env.event_type))
+    })
+}
 
 fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
-    if env.event_type != USER_CREATED.name {
+    let t = env.event_type.as_str();
+    let new = if t == USER_CREATED.name {
+        let name = env
+            .payload
+            .get("display_name")
+            .and_then(Value::as_str)
+            .unwrap_or("there");
+        New {
+            user: user_of(env, "id")?,
+            kind: "welcome",
+            title: "Welcome to cloudphone",
+            body: format!("Hi {name}, your account is ready. Rent your first cloud phone from the devices page."),
+            data: serde_json::json!({}),
+        }
+    } else if t == QUOTA_EXCEEDED.name {
+        New {
+            user: user_of(env, "user_id")?,
+            kind: "quota_exceeded",
+            title: "You reached a quota limit",
+            body: format!(
+                "{}. Ask your administrator for more, or free some resources.",
+                field(env, "reason")?
+            ),
+            data: env.payload.clone(),
+        }
+    } else if t == CREDENTIAL_RESET_REQUESTED.name {
+        New {
+            user: user_of(env, "user_id")?,
+            kind: "password_reset",
+            title: "Reset your password",
+            body: "Use the token in this message to set a new password. It works once, for 30 minutes. \
+                   If you did not ask for it, ignore this message."
+                .into(),
+            data: serde_json::json!({
+                "channel": "email", "to": field(env, "email")?,
+                "token": field(env, "token")?, "expires_at": field(env, "expires_at")?,
+            }),
+        }
+    } else if t == CREDENTIAL_PASSWORD_CHANGED.name {
+        New {
+            user: user_of(env, "user_id")?,
+            kind: "password_changed",
+            title: "Your password was changed",
+            body: "Your password was changed and every session signed out. If this was not you, reset it now.".into(),
+            data: serde_json::json!({"how": env.payload.get("how")}),
+        }
+    } else {
         return Ok(());
-    }
-    let user_id = env
-        .payload
-        .get("id")
-        .and_then(|v| v.as_str())
-        .and_then(|s| uuid::Uuid::parse_str(s).ok())
-        .ok_or_else(|| HandlerError::Rejected("user.created without a valid payload.id".into()))?;
-    let name = env
-        .payload
-        .get("display_name")
-        .and_then(|v| v.as_str())
-        .unwrap_or("there");
-    crate::repo::insert_welcome(db, user_id, name, env.id)?;
+    };
+    repo::insert(db, &new, env.id)?;
     Ok(())
 }
 
-/// Welcome notifications are not worth resending after a long outage: a
-/// pruned feed only moves the cursor on.
+/// Notifications are not worth resending after a long outage: a pruned feed
+/// only moves the cursor on.
 fn resync(
     _db: &Db,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Problem>> + '_>> {

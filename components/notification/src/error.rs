@@ -8,8 +8,6 @@ use platform::Problem;
 pub enum Error {
     /// 400: the input breaks a rule.
     Invalid(String),
-    /// 404: no such route.
-    NotFound,
     /// 404: no such notification for this caller.
     NoNotification,
     /// Any already-classified problem (database, auth, body parsing).
@@ -32,7 +30,6 @@ impl From<Error> for Problem {
     fn from(e: Error) -> Self {
         match e {
             Error::Invalid(m) => Problem::invalid(m),
-            Error::NotFound => Problem::not_found("route"),
             Error::NoNotification => Problem::not_found("notification"),
             Error::Problem(p) => p,
         }

@@ -1,6 +1,7 @@
 //! The `notification` component: the notifications users see. It consumes
-//! `user.*` events from Redis (Spin's Redis trigger, channel
-//! `cloudphone.events.user`) and serves `/api/v1/notification/...`.
+//! `user`'s and `auth`'s events (Spin's Redis trigger on
+//! `cloudphone.events.user` and `cloudphone.events.auth`, and their feeds)
+//! and serves `/api/v1/notification/...`.
 
 // Natively only the unit tests use the code; the entry point is wasm-only.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

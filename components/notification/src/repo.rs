@@ -76,15 +76,34 @@ pub fn mark_read(db: &Db, user: Uuid, id: Uuid) -> Result<bool, DbError> {
     Ok(n == 1)
 }
 
-/// Inserts the welcome notification caused by an event.
-pub fn insert_welcome(db: &Db, user: Uuid, name: &str, event_id: Uuid) -> Result<(), DbError> {
+/// A notification to create for an event.
+pub struct New<'a> {
+    /// Recipient.
+    pub user: Uuid,
+    /// Kind, e.g. `welcome`.
+    pub kind: &'a str,
+    /// Title.
+    pub title: &'a str,
+    /// Text.
+    pub body: String,
+    /// Structured data for clients (and delivery channels).
+    pub data: serde_json::Value,
+}
+
+/// Inserts the notification caused by an event; a redelivered event creates
+/// nothing (one notification per source event).
+pub fn insert(db: &Db, n: &New, event_id: Uuid) -> Result<(), DbError> {
+    let data = spin_sdk::pg4::jsonb(&n.data).map_err(|e| DbError::Other(e.to_string()))?;
     db.execute(
-        "INSERT INTO notifications (id, user_id, kind, title, body, source_event_id) \
-         VALUES ($1, $2, 'welcome', 'Welcome to cloudphone', $3, $4) ON CONFLICT (source_event_id) DO NOTHING",
+        "INSERT INTO notifications (id, user_id, kind, title, body, data, source_event_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source_event_id) DO NOTHING",
         &[
             P::Uuid(Uuid::new_v4().to_string()),
-            P::Uuid(user.to_string()),
-            P::Str(format!("Hi {name}, your account is ready. Rent your first cloud phone from the devices page.")),
+            P::Uuid(n.user.to_string()),
+            P::Str(n.kind.into()),
+            P::Str(n.title.into()),
+            P::Str(n.body.clone()),
+            data,
             P::Uuid(event_id.to_string()),
         ],
     )?;

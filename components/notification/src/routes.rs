@@ -1,40 +1,69 @@
-//! The whole route table of `notification`, below `/api/v1/notification`.
-//! Public: `health`, `health/live`. Internal (x-internal-token): `internal/...`.
-//! Admin role: `admin/...`. Everything else requires a bearer token.
+//! The whole route table of `notification`, below `/api/v1/notification`,
+//! as data: each route's guard is applied by `platform::router`. Public:
+//! `health`, `health/live`. Internal (the shared internal token):
+//! `internal/...`. `docs/api.md` lists the same table.
 
+use crate::consumer::SOURCES;
 use crate::error::Error;
-use crate::handlers;
+use crate::handlers::notifications;
+use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
-use platform::http::{method_not_allowed, Ctx};
-use spin_sdk::http::{Method, Request, Response};
+use platform::http::Ctx;
+use platform::router::{resolve, route, Guard::*, Route};
+use spin_sdk::http::{Request, Response};
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Op {
+    Health,
+    Live,
+    List,
+    MarkRead,
+    CatchUp,
+    Prune,
+    DeadLetters,
+    Replay,
+}
+
+/// The route table.
+#[rustfmt::skip]
+pub const ROUTES: &[Route<Op>] = &[
+    route("GET", "health", Public, Op::Health),
+    route("GET", "health/live", Public, Op::Live),
+    route("GET", "notifications", Permission("notification:read"), Op::List),
+    route("POST", "notifications/:id/read", Permission("notification:read"), Op::MarkRead),
+    route("POST", "internal/events/catch-up", Internal, Op::CatchUp),
+    route("POST", "internal/events/prune", Internal, Op::Prune),
+    route("GET", "admin/dead-letters", Permission("event:manage"), Op::DeadLetters),
+    route("POST", "admin/dead-letters/:id/replay", Permission("event:manage"), Op::Replay),
+];
 
 /// Routes a request to its handler.
 pub async fn dispatch(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
-    use crate::consumer::SOURCES;
-    use handlers::notifications;
-    match (req.method(), ctx.path().as_slice()) {
-        (Method::Get, ["health"]) => Ok(platform::http::health("notification")?),
-        (Method::Get, ["health", "live"]) => Ok(platform::http::live("notification")?),
-        (Method::Get, ["notifications"]) => notifications::list(req),
-        (Method::Post, ["notifications", id, "read"]) => notifications::mark_read(req, id),
-        (Method::Post, ["internal", "events", "catch-up"]) => {
-            Ok(endpoints::catch_up(req, SOURCES).await?)
-        }
-        (Method::Post, ["internal", "events", "prune"]) => Ok(endpoints::prune(req)?),
-        (Method::Get, ["admin", "dead-letters"]) => Ok(endpoints::dead_letters(req)?),
-        (Method::Post, ["admin", "dead-letters", id, "replay"]) => {
-            Ok(endpoints::replay(req, id, SOURCES)?)
-        }
-        (
-            m,
-            ["health"]
-            | ["health", "live"]
-            | ["notifications"]
-            | ["notifications", _, "read"]
-            | ["internal", "events", "catch-up" | "prune"]
-            | ["admin", "dead-letters"]
-            | ["admin", "dead-letters", _, "replay"],
-        ) => Err(method_not_allowed(m).into()),
-        _ => Err(Error::NotFound),
+    let call = resolve(ROUTES, ctx, req, KeyVerifier::Chained).await?;
+    match call.op {
+        Op::Health => Ok(platform::http::health("notification")?),
+        Op::Live => Ok(platform::http::live("notification")?),
+        Op::List => notifications::list(&call),
+        Op::MarkRead => notifications::mark_read(&call),
+        Op::CatchUp => Ok(endpoints::catch_up(SOURCES).await?),
+        Op::Prune => Ok(endpoints::prune()?),
+        Op::DeadLetters => Ok(endpoints::dead_letters(call.req)?),
+        Op::Replay => Ok(endpoints::replay(call.params.get("id"), SOURCES)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_api_md_lists_exactly_this_route_table() {
+        let doc = include_str!("../../../docs/api.md");
+        assert_eq!(
+            platform::router::rows_in_api_doc(doc, "notification"),
+            platform::router::documented_rows("notification", ROUTES)
+        );
     }
 }

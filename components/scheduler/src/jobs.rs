@@ -12,15 +12,37 @@ pub struct Job {
     pub url: &'static str,
 }
 
-/// Every job. The outbox relay republishes events that a crash between commit
+/// Every job. The outbox relays republish events that a crash between commit
 /// and publish left pending; catch-up pulls each consumer's sources from its
 /// cursor and retries failed events; prune applies the retention window
-/// (docs/events.md).
+/// (docs/events.md); the quota jobs expire unconfirmed reservations and
+/// reset daily and monthly usage (idempotent: each resets only quotas whose
+/// day or month has passed, so a missed tick is caught up by the next).
 pub const JOBS: &[Job] = &[
     Job {
         name: "user.outbox.publish",
         every_secs: 5,
         url: "http://user.spin.internal/api/v1/user/internal/outbox/publish",
+    },
+    Job {
+        name: "auth.outbox.publish",
+        every_secs: 5,
+        url: "http://auth.spin.internal/api/v1/auth/internal/outbox/publish",
+    },
+    Job {
+        name: "user.events.catch-up",
+        every_secs: 5,
+        url: "http://user.spin.internal/api/v1/user/internal/events/catch-up",
+    },
+    Job {
+        name: "user.quotas.expire",
+        every_secs: 30,
+        url: "http://user.spin.internal/api/v1/user/internal/quotas/expire",
+    },
+    Job {
+        name: "user.quotas.roll",
+        every_secs: 60,
+        url: "http://user.spin.internal/api/v1/user/internal/quotas/roll",
     },
     Job {
         name: "auth.events.catch-up",

@@ -8,12 +8,16 @@ use platform::Problem;
 pub enum Error {
     /// 400: the input breaks a rule.
     Invalid(String),
-    /// 404: no such route or resource.
-    NotFound,
-    /// 404: the caller's profile does not exist (deleted).
-    NoProfile,
-    /// 409: the id is taken by a different email.
-    IdTaken,
+    /// 404: no such resource, or not one the caller may see (never says which).
+    NotFound(&'static str),
+    /// 409: the change conflicts with the current state.
+    Conflict(String),
+    /// 403: the caller may not do this to this resource.
+    Forbidden(String),
+    /// 409 `quota_exceeded`: a reservation would exceed a limit.
+    QuotaExceeded(String),
+    /// 502: a component this one depends on refused or failed.
+    Upstream(String),
     /// Any already-classified problem (database, auth, body parsing).
     Problem(Problem),
 }
@@ -34,10 +38,20 @@ impl From<Error> for Problem {
     fn from(e: Error) -> Self {
         match e {
             Error::Invalid(m) => Problem::invalid(m),
-            Error::NotFound => Problem::not_found("route"),
-            Error::NoProfile => Problem::not_found("user"),
-            Error::IdTaken => Problem::conflict("user id already in use"),
+            Error::NotFound(what) => Problem::not_found(what),
+            Error::Conflict(m) => Problem::conflict(m),
+            Error::Forbidden(m) => Problem::new(403, "forbidden", m),
+            Error::QuotaExceeded(m) => Problem::new(409, "quota_exceeded", m),
+            Error::Upstream(cause) => Problem {
+                status: 502,
+                code: "upstream",
+                message: "a dependency failed, try again".into(),
+                internal: Some(cause),
+            },
             Error::Problem(p) => p,
         }
     }
 }
+
+/// The result of every handler.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

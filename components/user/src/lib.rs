@@ -1,11 +1,15 @@
-//! The `user` component: user profiles (and, as the domain fills in, roles,
-//! tenants, departments, quotas, tickets and the audit log). Owns
-//! `cloudphone_user` and publishes `user.*` events through its outbox.
-//! Served by Spin's HTTP trigger under `/api/v1/user/...`.
+//! The `user` component: users' profiles, roles, permissions, data scopes,
+//! field permissions, tenants, departments, menus, quotas (with the
+//! reservation API other components use), tickets and the audit log. Owns
+//! `cloudphone_user` and publishes `user.*` and `quota.*` events through its
+//! outbox; follows `auth`'s events into the audit log. Every user's effective access is computed here and travels in
+//! those events to `auth`. Served by Spin's HTTP trigger under
+//! `/api/v1/user/...`.
 
 // Natively only the unit tests use the code; the entry point is wasm-only.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+mod consumer;
 mod domain;
 mod error;
 mod handlers;
@@ -22,5 +26,11 @@ mod entry {
     #[spin_sdk::http_component]
     async fn handle(req: Request) -> Response {
         platform::http::serve(req, crate::routes::dispatch).await
+    }
+
+    /// Spin's Redis trigger calls this for every `auth` event.
+    #[spin_sdk::redis_component]
+    fn on_message(message: Vec<u8>) -> Result<(), String> {
+        platform::consumer::on_message(&message, crate::consumer::SOURCES)
     }
 }

@@ -1,38 +1,293 @@
-//! The whole route table of `user`, below `/api/v1/user`.
-//! Public: `health`, `health/live`. Internal (x-internal-token): `internal/...`.
-//! Everything else requires a bearer token.
+//! The whole route table of `user`, below `/api/v1/user`, as data: each
+//! route's guard is applied by `platform::router` before its handler runs.
+//! Public routes: `health` and `health/live`. Internal routes (the shared
+//! internal token): `internal/...`. Every other route needs an access token
+//! or API key, and most a permission. `docs/api.md` lists the same table
+//! (a unit test keeps them equal).
 
 use crate::error::Error;
-use crate::handlers;
-use platform::http::{method_not_allowed, Ctx};
-use spin_sdk::http::{Method, Request, Response};
+use crate::handlers::{
+    audit, departments, internal, me, menus, quotas, roles, scopes, tenants, tickets, users,
+};
+use platform::auth::KeyVerifier;
+use platform::http::Ctx;
+use platform::router::{resolve, route, Guard::*, Route};
+use spin_sdk::http::{Request, Response};
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Op {
+    Health,
+    Live,
+    Me,
+    PatchMe,
+    MyMenus,
+    MyQuota,
+    ListUsers,
+    CreateUser,
+    GetUser,
+    PatchUser,
+    DeleteUser,
+    LockUser,
+    UnlockUser,
+    SetUserRoles,
+    SetUserPassword,
+    ListRoles,
+    CreateRole,
+    GetRole,
+    PatchRole,
+    DeleteRole,
+    SetRolePermissions,
+    ListPermissions,
+    CreatePermission,
+    DeletePermission,
+    ScopeTypes,
+    ListDataScopes,
+    CreateDataScope,
+    GetDataScope,
+    PutDataScope,
+    DeleteDataScope,
+    ListFieldPermissions,
+    CreateFieldPermission,
+    GetFieldPermission,
+    PutFieldPermission,
+    DeleteFieldPermission,
+    ListTenants,
+    CreateTenant,
+    GetTenant,
+    PatchTenant,
+    DeleteTenant,
+    ListDepartments,
+    DepartmentTree,
+    CreateDepartment,
+    GetDepartment,
+    PatchDepartment,
+    DeleteDepartment,
+    MoveDepartment,
+    DepartmentSubtree,
+    ListMenus,
+    CreateMenu,
+    PutMenu,
+    DeleteMenu,
+    ListQuotas,
+    GetQuota,
+    PatchQuota,
+    ListTickets,
+    CreateTicket,
+    GetTicket,
+    PatchTicket,
+    ListReplies,
+    AddReply,
+    TicketStatus,
+    AssignTicket,
+    RateTicket,
+    ListAudit,
+    GetAudit,
+    InternalCreateUser,
+    BootstrapAdmin,
+    PublishOutbox,
+    Events,
+    PruneEvents,
+    Identities,
+    CatchUp,
+    DeadLetters,
+    Replay,
+    Reserve,
+    CommitReservation,
+    ReleaseReservation,
+    ExpireReservations,
+    ReportUsage,
+    RollQuotaPeriods,
+}
+
+/// The route table.
+#[rustfmt::skip]
+pub const ROUTES: &[Route<Op>] = &[
+    route("GET", "health", Public, Op::Health),
+    route("GET", "health/live", Public, Op::Live),
+    route("GET", "me", Authenticated, Op::Me),
+    route("PATCH", "me", Authenticated, Op::PatchMe),
+    route("GET", "me/menus", Authenticated, Op::MyMenus),
+    route("GET", "me/quota", Authenticated, Op::MyQuota),
+    route("GET", "users", Permission("user:read"), Op::ListUsers),
+    route("POST", "users", Permission("user:create"), Op::CreateUser),
+    route("GET", "users/:id", Permission("user:read"), Op::GetUser),
+    route("PATCH", "users/:id", Permission("user:update"), Op::PatchUser),
+    route("DELETE", "users/:id", Permission("user:delete"), Op::DeleteUser),
+    route("POST", "users/:id/lock", Permission("user:lock"), Op::LockUser),
+    route("POST", "users/:id/unlock", Permission("user:lock"), Op::UnlockUser),
+    route("PUT", "users/:id/roles", Permission("role:assign"), Op::SetUserRoles),
+    route("PUT", "users/:id/password", Permission("user:update"), Op::SetUserPassword),
+    route("GET", "roles", Permission("role:read"), Op::ListRoles),
+    route("POST", "roles", Permission("role:create"), Op::CreateRole),
+    route("GET", "roles/:id", Permission("role:read"), Op::GetRole),
+    route("PATCH", "roles/:id", Permission("role:update"), Op::PatchRole),
+    route("DELETE", "roles/:id", Permission("role:delete"), Op::DeleteRole),
+    route("PUT", "roles/:id/permissions", Permission("role:update"), Op::SetRolePermissions),
+    route("GET", "permissions", Permission("permission:read"), Op::ListPermissions),
+    route("POST", "permissions", Permission("permission:create"), Op::CreatePermission),
+    route("DELETE", "permissions/:code", Permission("permission:delete"), Op::DeletePermission),
+    route("GET", "data-scopes/types", Authenticated, Op::ScopeTypes),
+    route("GET", "data-scopes", Permission("role:read"), Op::ListDataScopes),
+    route("POST", "data-scopes", Permission("role:update"), Op::CreateDataScope),
+    route("GET", "data-scopes/:id", Permission("role:read"), Op::GetDataScope),
+    route("PUT", "data-scopes/:id", Permission("role:update"), Op::PutDataScope),
+    route("DELETE", "data-scopes/:id", Permission("role:update"), Op::DeleteDataScope),
+    route("GET", "field-permissions", Permission("role:read"), Op::ListFieldPermissions),
+    route("POST", "field-permissions", Permission("role:update"), Op::CreateFieldPermission),
+    route("GET", "field-permissions/:id", Permission("role:read"), Op::GetFieldPermission),
+    route("PUT", "field-permissions/:id", Permission("role:update"), Op::PutFieldPermission),
+    route("DELETE", "field-permissions/:id", Permission("role:update"), Op::DeleteFieldPermission),
+    route("GET", "tenants", Permission("tenant:read"), Op::ListTenants),
+    route("POST", "tenants", Permission("tenant:create"), Op::CreateTenant),
+    route("GET", "tenants/:id", Permission("tenant:read"), Op::GetTenant),
+    route("PATCH", "tenants/:id", Permission("tenant:update"), Op::PatchTenant),
+    route("DELETE", "tenants/:id", Permission("tenant:delete"), Op::DeleteTenant),
+    route("GET", "departments", Permission("department:read"), Op::ListDepartments),
+    route("POST", "departments", Permission("department:create"), Op::CreateDepartment),
+    route("GET", "departments/tree", Permission("department:read"), Op::DepartmentTree),
+    route("GET", "departments/:id", Permission("department:read"), Op::GetDepartment),
+    route("PATCH", "departments/:id", Permission("department:update"), Op::PatchDepartment),
+    route("DELETE", "departments/:id", Permission("department:delete"), Op::DeleteDepartment),
+    route("POST", "departments/:id/move", Permission("department:update"), Op::MoveDepartment),
+    route("GET", "departments/:id/subtree", Permission("department:read"), Op::DepartmentSubtree),
+    route("GET", "menus", Permission("menu:read"), Op::ListMenus),
+    route("POST", "menus", Permission("menu:create"), Op::CreateMenu),
+    route("PUT", "menus/:id", Permission("menu:update"), Op::PutMenu),
+    route("DELETE", "menus/:id", Permission("menu:delete"), Op::DeleteMenu),
+    route("GET", "quotas", Permission("quota:read"), Op::ListQuotas),
+    route("GET", "quotas/:user_id", Permission("quota:read"), Op::GetQuota),
+    route("PATCH", "quotas/:user_id", Permission("quota:update"), Op::PatchQuota),
+    route("GET", "tickets", Permission("ticket:read"), Op::ListTickets),
+    route("POST", "tickets", Permission("ticket:create"), Op::CreateTicket),
+    route("GET", "tickets/:id", Permission("ticket:read"), Op::GetTicket),
+    route("PATCH", "tickets/:id", Permission("ticket:update"), Op::PatchTicket),
+    route("GET", "tickets/:id/replies", Permission("ticket:read"), Op::ListReplies),
+    route("POST", "tickets/:id/replies", Permission("ticket:update"), Op::AddReply),
+    route("POST", "tickets/:id/status", Permission("ticket:update"), Op::TicketStatus),
+    route("POST", "tickets/:id/assign", Permission("ticket:manage"), Op::AssignTicket),
+    route("POST", "tickets/:id/rating", Permission("ticket:update"), Op::RateTicket),
+    route("GET", "audit-logs", Permission("audit_log:read"), Op::ListAudit),
+    route("GET", "audit-logs/:id", Permission("audit_log:read"), Op::GetAudit),
+    route("POST", "internal/users", Internal, Op::InternalCreateUser),
+    route("POST", "internal/bootstrap-admin", Internal, Op::BootstrapAdmin),
+    route("POST", "internal/outbox/publish", Internal, Op::PublishOutbox),
+    route("GET", "internal/events", Internal, Op::Events),
+    route("POST", "internal/events/prune", Internal, Op::PruneEvents),
+    route("GET", "internal/identities", Internal, Op::Identities),
+    route("POST", "internal/events/catch-up", Internal, Op::CatchUp),
+    route("GET", "admin/dead-letters", Permission("event:manage"), Op::DeadLetters),
+    route("POST", "admin/dead-letters/:id/replay", Permission("event:manage"), Op::Replay),
+    route("POST", "internal/quotas/reservations", Internal, Op::Reserve),
+    route("POST", "internal/quotas/reservations/:id/commit", Internal, Op::CommitReservation),
+    route("POST", "internal/quotas/reservations/:id/release", Internal, Op::ReleaseReservation),
+    route("POST", "internal/quotas/expire", Internal, Op::ExpireReservations),
+    route("POST", "internal/quotas/usage", Internal, Op::ReportUsage),
+    route("POST", "internal/quotas/roll", Internal, Op::RollQuotaPeriods),
+];
 
 /// Routes a request to its handler.
 pub async fn dispatch(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
-    use handlers::{internal, me};
-    match (req.method(), ctx.path().as_slice()) {
-        (Method::Get, ["health"]) => platform::http::health("user").map_err(Error::from),
-        (Method::Get, ["health", "live"]) => platform::http::live("user").map_err(Error::from),
-        (Method::Get, ["me"]) => me::get(req),
-        (Method::Patch, ["me"]) => me::patch(ctx, req),
-        (Method::Post, ["internal", "users"]) => internal::create_user(ctx, req),
-        (Method::Post, ["internal", "outbox", "publish"]) => internal::publish_outbox(req),
-        (Method::Get, ["internal", "events"]) => internal::events(req),
-        (Method::Post, ["internal", "events", "prune"]) => {
-            Ok(platform::consumer::endpoints::prune(req)?)
-        }
-        (Method::Get, ["internal", "identities"]) => internal::identities(req),
-        (
-            m,
-            ["health"]
-            | ["health", "live"]
-            | ["me"]
-            | ["internal", "users"]
-            | ["internal", "outbox", "publish"]
-            | ["internal", "events"]
-            | ["internal", "events", "prune"]
-            | ["internal", "identities"],
-        ) => Err(method_not_allowed(m).into()),
-        _ => Err(Error::NotFound),
+    let call = resolve(ROUTES, ctx, req, KeyVerifier::Chained).await?;
+    match call.op {
+        Op::Health => Ok(platform::http::health("user")?),
+        Op::Live => Ok(platform::http::live("user")?),
+        Op::Me => me::get(&call),
+        Op::PatchMe => me::patch(&call),
+        Op::MyMenus => menus::mine(&call),
+        Op::MyQuota => quotas::mine(&call),
+        Op::ListUsers => users::list(&call),
+        Op::CreateUser => users::create(&call).await,
+        Op::GetUser => users::get(&call),
+        Op::PatchUser => users::patch(&call),
+        Op::DeleteUser => users::delete(&call),
+        Op::LockUser => users::set_locked(&call, true),
+        Op::UnlockUser => users::set_locked(&call, false),
+        Op::SetUserRoles => users::set_roles(&call),
+        Op::SetUserPassword => users::set_password(&call).await,
+        Op::ListRoles => roles::list(&call),
+        Op::CreateRole => roles::create(&call),
+        Op::GetRole => roles::get(&call),
+        Op::PatchRole => roles::patch(&call),
+        Op::DeleteRole => roles::delete(&call),
+        Op::SetRolePermissions => roles::set_permissions(&call),
+        Op::ListPermissions => roles::list_permissions(&call),
+        Op::CreatePermission => roles::create_permission(&call),
+        Op::DeletePermission => roles::delete_permission(&call),
+        Op::ScopeTypes => scopes::types(),
+        Op::ListDataScopes => scopes::list_scopes(&call),
+        Op::CreateDataScope => scopes::put_scope(&call, false),
+        Op::GetDataScope => scopes::get_scope(&call),
+        Op::PutDataScope => scopes::put_scope(&call, true),
+        Op::DeleteDataScope => scopes::delete_scope(&call),
+        Op::ListFieldPermissions => scopes::list_fields(&call),
+        Op::CreateFieldPermission => scopes::put_fields(&call, false),
+        Op::GetFieldPermission => scopes::get_fields(&call),
+        Op::PutFieldPermission => scopes::put_fields(&call, true),
+        Op::DeleteFieldPermission => scopes::delete_fields(&call),
+        Op::ListTenants => tenants::list(&call),
+        Op::CreateTenant => tenants::create(&call),
+        Op::GetTenant => tenants::get(&call),
+        Op::PatchTenant => tenants::patch(&call),
+        Op::DeleteTenant => tenants::delete(&call),
+        Op::ListDepartments => departments::list(&call),
+        Op::DepartmentTree => departments::tree(&call),
+        Op::CreateDepartment => departments::create(&call),
+        Op::GetDepartment => departments::get(&call),
+        Op::PatchDepartment => departments::patch(&call),
+        Op::DeleteDepartment => departments::delete(&call),
+        Op::MoveDepartment => departments::move_to(&call),
+        Op::DepartmentSubtree => departments::subtree(&call),
+        Op::ListMenus => menus::list(&call),
+        Op::CreateMenu => menus::put(&call, false),
+        Op::PutMenu => menus::put(&call, true),
+        Op::DeleteMenu => menus::delete(&call),
+        Op::ListQuotas => quotas::list(&call),
+        Op::GetQuota => quotas::get(&call),
+        Op::PatchQuota => quotas::patch(&call),
+        Op::ListTickets => tickets::list(&call),
+        Op::CreateTicket => tickets::create(&call),
+        Op::GetTicket => tickets::get(&call),
+        Op::PatchTicket => tickets::patch(&call),
+        Op::ListReplies => tickets::replies(&call),
+        Op::AddReply => tickets::reply(&call),
+        Op::TicketStatus => tickets::status_change(&call),
+        Op::AssignTicket => tickets::assign(&call),
+        Op::RateTicket => tickets::rate(&call),
+        Op::ListAudit => audit::list(&call),
+        Op::GetAudit => audit::get(&call),
+        Op::InternalCreateUser => internal::create_user(&call),
+        Op::BootstrapAdmin => internal::bootstrap_admin(&call),
+        Op::PublishOutbox => Ok(platform::consumer::endpoints::publish()?),
+        Op::Events => Ok(platform::consumer::endpoints::feed(call.req)?),
+        Op::PruneEvents => Ok(platform::consumer::endpoints::prune()?),
+        Op::Identities => internal::identities(&call),
+        Op::CatchUp => Ok(platform::consumer::endpoints::catch_up(crate::consumer::SOURCES).await?),
+        Op::DeadLetters => Ok(platform::consumer::endpoints::dead_letters(call.req)?),
+        Op::Replay => Ok(platform::consumer::endpoints::replay(
+            call.params.get("id"),
+            crate::consumer::SOURCES,
+        )?),
+        Op::Reserve => quotas::reserve(&call),
+        Op::CommitReservation => quotas::commit(&call),
+        Op::ReleaseReservation => quotas::release(&call),
+        Op::ExpireReservations => quotas::expire(),
+        Op::ReportUsage => quotas::report_usage(&call),
+        Op::RollQuotaPeriods => quotas::roll(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_api_md_lists_exactly_this_route_table() {
+        let doc = include_str!("../../../docs/api.md");
+        assert_eq!(
+            platform::router::rows_in_api_doc(doc, "user"),
+            platform::router::documented_rows("user", ROUTES)
+        );
     }
 }

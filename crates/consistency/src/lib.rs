@@ -4,7 +4,8 @@
 //! zero differences once events have been delivered.
 //!
 //! Copies checked: `cloudphone_auth.identities` (email, status, tenant,
-//! roles, version) against `cloudphone_user.users`.
+//! department, roles, whether the tenant is active, effective access,
+//! version) against `cloudphone_user.users` and its role assignments.
 
 use postgres::{Client, NoTls};
 use std::collections::BTreeMap;
@@ -24,13 +25,38 @@ pub struct Report {
     pub differences: Vec<String>,
 }
 
-type Identity = (String, String, Option<Uuid>, Vec<String>, i64);
+/// One identity as both sides store it.
+#[derive(Debug, Clone, PartialEq)]
+struct Identity {
+    email: String,
+    status: String,
+    tenant: Option<Uuid>,
+    department: Option<Uuid>,
+    roles: Vec<String>,
+    tenant_active: bool,
+    access: serde_json::Value,
+    version: i64,
+}
 
 fn load(client: &mut Client, sql: &str) -> Result<BTreeMap<Uuid, Identity>, Error> {
     Ok(client
         .query(sql, &[])?
         .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
+        .map(|r| {
+            (
+                r.get(0),
+                Identity {
+                    email: r.get(1),
+                    status: r.get(2),
+                    tenant: r.get(3),
+                    department: r.get(4),
+                    roles: r.get(5),
+                    tenant_active: r.get(6),
+                    access: r.get(7),
+                    version: r.get(8),
+                },
+            )
+        })
         .collect())
 }
 
@@ -40,11 +66,13 @@ pub fn check(user_db_url: &str, auth_db_url: &str) -> Result<Report, Error> {
     let mut auth = Client::connect(auth_db_url, NoTls)?;
     let source = load(
         &mut user,
-        "SELECT id, email, status, tenant_id, roles, version FROM users",
+        "SELECT u.id, u.email, u.status, u.tenant_id, u.department_id, \
+           coalesce((SELECT array_agg(r.code ORDER BY r.code) FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+             WHERE ur.user_id = u.id), '{}'), u.tenant_active, u.access, u.version FROM users u",
     )?;
     let copy = load(
         &mut auth,
-        "SELECT user_id, email, status, tenant_id, roles, version FROM identities",
+        "SELECT user_id, email, status, tenant_id, department_id, roles, tenant_active, access, version FROM identities",
     )?;
     let mut report = Report {
         checked: source.len(),

@@ -1,16 +1,19 @@
 //! `GET /me` and `POST /password`: the caller's own account.
 
+use super::{db, publish_after_commit, Call};
 use crate::domain::input::NewPassword;
 use crate::domain::password;
 use crate::error::Error;
 use crate::repo;
+use platform::events::CREDENTIAL_PASSWORD_CHANGED;
 use serde::Deserialize;
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::Response;
 
-/// Who the token belongs to, as auth knows them.
-pub fn me(req: &Request) -> Result<Response, Error> {
-    let caller = platform::auth::authenticate(req)?;
-    let db = platform::db::Db::open()?;
+/// Who the caller is, as `auth` knows them: identity, roles and effective
+/// permissions (and, for an API key, the key).
+pub fn me(call: &Call) -> Result<Response, Error> {
+    let caller = call.caller()?;
+    let db = db()?;
     let (email, _) = repo::credentials_of(&db, caller.user_id)?.ok_or(Error::NotFound)?;
     let status =
         repo::identity(&db, caller.user_id)?.map_or_else(|| "active".to_string(), |i| i.status);
@@ -18,7 +21,8 @@ pub fn me(req: &Request) -> Result<Response, Error> {
         200,
         &serde_json::json!({
             "user_id": caller.user_id, "email": email, "tenant_id": caller.tenant_id,
-            "roles": caller.roles, "status": status,
+            "department_id": caller.department_id, "roles": caller.roles, "status": status,
+            "permissions": caller.access.permissions, "credential": caller.credential,
         }),
     ))
 }
@@ -31,11 +35,11 @@ struct PasswordChange {
 }
 
 /// Changes the password and ends every session.
-pub fn change_password(req: &Request) -> Result<Response, Error> {
-    let caller = platform::auth::authenticate(req)?;
-    let body: PasswordChange = platform::http::body(req)?;
+pub fn change_password(call: &Call) -> Result<Response, Error> {
+    let caller = call.caller()?;
+    let body: PasswordChange = call.body()?;
     let new = NewPassword::parse(&body.new_password)?;
-    let db = platform::db::Db::open()?;
+    let db = db()?;
     let (_, hash) = repo::credentials_of(&db, caller.user_id)?.ok_or(Error::NotFound)?;
     if body.current_password.chars().count() > 128
         || !password::verify(&body.current_password, &hash)
@@ -43,10 +47,27 @@ pub fn change_password(req: &Request) -> Result<Response, Error> {
         return Err(Error::BadCredentials);
     }
     let new_hash = password::hash(new.as_str()).map_err(platform::Problem::internal)?;
-    db.transaction(|tx| {
-        repo::set_password(tx, caller.user_id, &new_hash)?;
-        repo::revoke_user_tokens(tx, caller.user_id)?;
-        Ok::<_, Error>(())
-    })?;
+    db.transaction(|tx| password_changed(tx, caller.user_id, &new_hash, "change"))?;
+    publish_after_commit(call, &db);
     Ok(platform::http::no_content())
+}
+
+/// Stores a new password hash, ends every session and records
+/// `credential.password_changed`; call inside a transaction.
+pub fn password_changed(
+    db: &platform::db::Db,
+    user: uuid::Uuid,
+    hash: &str,
+    how: &str,
+) -> Result<(), Error> {
+    let version = repo::set_password(db, user, hash)?;
+    repo::revoke_user_tokens(db, user)?;
+    platform::outbox::enqueue(
+        db,
+        &CREDENTIAL_PASSWORD_CHANGED,
+        &user.to_string(),
+        version,
+        &serde_json::json!({"user_id": user, "how": how}),
+    )?;
+    Ok(())
 }

@@ -3,13 +3,13 @@
 //! wrong, and after `login_max_failures` failures the email (registered or
 //! not) is locked for `login_lockout_secs`.
 
-use crate::domain::input::Email;
 use crate::domain::password;
 use crate::domain::session::email_key;
 use crate::error::Error;
 use crate::repo;
+use platform::input::Email;
 use serde::Deserialize;
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::Response;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,9 +19,9 @@ struct Body {
 }
 
 /// Logs a user in.
-pub fn post(req: &Request) -> Result<Response, Error> {
-    let body: Body = platform::http::body(req)?;
-    let db = platform::db::Db::open()?;
+pub fn post(call: &super::Call) -> Result<Response, Error> {
+    let body: Body = call.body()?;
+    let db = super::db()?;
     let key = email_key(&body.email);
     if let Some(secs) = repo::locked_for(&db, &key)? {
         password::verify(&body.password, password::DUMMY_HASH);

@@ -6,7 +6,7 @@ use crate::domain::session::hash_token;
 use crate::error::Error;
 use crate::repo::{self, RefreshUse};
 use serde::Deserialize;
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::Response;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,8 +14,8 @@ struct Body {
     refresh_token: String,
 }
 
-fn token_hash(req: &Request) -> Result<String, Error> {
-    let body: Body = platform::http::body(req)?;
+fn token_hash(call: &super::Call) -> Result<String, Error> {
+    let body: Body = call.body()?;
     if body.refresh_token.is_empty() || body.refresh_token.len() > 128 {
         return Err(Error::InvalidRefresh);
     }
@@ -23,9 +23,9 @@ fn token_hash(req: &Request) -> Result<String, Error> {
 }
 
 /// Exchanges a refresh token for a new session in the same family.
-pub fn refresh(req: &Request) -> Result<Response, Error> {
-    let hash = token_hash(req)?;
-    let db = platform::db::Db::open()?;
+pub fn refresh(call: &super::Call) -> Result<Response, Error> {
+    let hash = token_hash(call)?;
+    let db = super::db()?;
     match repo::use_refresh_token(&db, &hash)? {
         RefreshUse::Fresh { family, user } => super::session::issue(&db, user, Some(family)),
         RefreshUse::Reused => {
@@ -40,9 +40,9 @@ pub fn refresh(req: &Request) -> Result<Response, Error> {
 }
 
 /// Ends the session a refresh token belongs to (idempotent).
-pub fn logout(req: &Request) -> Result<Response, Error> {
-    let hash = token_hash(req)?;
-    let db = platform::db::Db::open()?;
+pub fn logout(call: &super::Call) -> Result<Response, Error> {
+    let hash = token_hash(call)?;
+    let db = super::db()?;
     if let Some(family) = repo::token_family(&db, &hash)? {
         repo::revoke_family(&db, family)?;
     }
@@ -51,9 +51,9 @@ pub fn logout(req: &Request) -> Result<Response, Error> {
 
 /// Ends every session of the caller. Access tokens already issued stay valid
 /// until they expire (`access_token_ttl`, 15 minutes by default).
-pub fn logout_all(req: &Request) -> Result<Response, Error> {
-    let caller = platform::auth::authenticate(req)?;
-    let db = platform::db::Db::open()?;
+pub fn logout_all(call: &super::Call) -> Result<Response, Error> {
+    let caller = call.caller()?;
+    let db = super::db()?;
     repo::revoke_user_tokens(&db, caller.user_id)?;
     Ok(platform::http::no_content())
 }

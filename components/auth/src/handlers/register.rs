@@ -1,16 +1,20 @@
 //! `POST /register`: creates the profile in `user` (service chaining), then
 //! the credentials here. `user` answers a create for an email it already holds
-//! with the existing profile's id, so a retry after a failure between the two
-//! steps completes the registration, and of two concurrent registrations of
-//! one email the credentials' unique index lets exactly one win.
+//! (a registration that failed half-way) with the existing profile, so a
+//! retry completes the registration, and of two concurrent registrations of
+//! one email the credentials' unique index lets exactly one win. `user`
+//! answers the identity snapshot too, so the new user can log in at once,
+//! before the `user.created` event arrives.
 
-use crate::domain::input::{DisplayName, Email, NewPassword};
+use super::Call;
+use crate::consumer::Identity;
+use crate::domain::input::NewPassword;
 use crate::domain::password;
 use crate::error::Error;
 use crate::repo;
-use platform::http::Ctx;
+use platform::input::{Email, Name};
 use serde::Deserialize;
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::Response;
 use uuid::Uuid;
 
 #[derive(Deserialize)]
@@ -22,32 +26,43 @@ struct Body {
 }
 
 /// Registers a user.
-pub async fn post(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
-    let body: Body = platform::http::body(req)?;
+pub async fn post(call: &Call<'_>) -> Result<Response, Error> {
+    let body: Body = call.body()?;
     let email = Email::parse(&body.email)?;
     let password = NewPassword::parse(&body.password)?;
-    let name = DisplayName::parse(&body.display_name)?;
-    let db = platform::db::Db::open()?;
+    let name = Name::display_name(&body.display_name)?;
+    let db = super::db()?;
     if repo::email_registered(&db, &email)? {
         return Err(Error::EmailTaken);
     }
     let hash = password::hash(password.as_str())
         .map_err(|e| Error::Problem(platform::Problem::internal(e)))?;
-    let user_id = create_profile(ctx, Uuid::new_v4(), &email, &name).await?;
-    repo::insert_credentials(&db, user_id, &email, &hash)?;
+    let created = create_profile(call, Uuid::new_v4(), &email, &name).await?;
+    db.transaction(|tx| {
+        repo::insert_credentials(tx, created.id, &email, &hash)?;
+        repo::upsert_identity(tx, &created.identity, created.version)?;
+        Ok::<_, Error>(())
+    })?;
     Ok(platform::http::json(
         201,
-        &serde_json::json!({"id": user_id, "email": email.as_str(), "display_name": name.as_str()}),
+        &serde_json::json!({"id": created.id, "email": email.as_str(), "display_name": name.as_str()}),
     ))
 }
 
-/// Asks `user` to create the profile; returns the id it holds for this email.
+#[derive(Deserialize)]
+struct Created {
+    id: Uuid,
+    identity: Identity,
+    version: i64,
+}
+
+/// Asks `user` to create the profile; returns the profile it holds for this email.
 async fn create_profile(
-    ctx: &Ctx,
+    call: &Call<'_>,
     id: Uuid,
     email: &Email,
-    name: &DisplayName,
-) -> Result<Uuid, Error> {
+    name: &Name,
+) -> Result<Created, Error> {
     let token = platform::var("internal_token")?;
     let body =
         serde_json::json!({"id": id, "email": email.as_str(), "display_name": name.as_str()});
@@ -57,21 +72,14 @@ async fn create_profile(
     )
     .header("content-type", "application/json")
     .header("x-internal-token", token)
-    .header("x-request-id", ctx.request_id.clone())
+    .header("x-request-id", call.ctx.request_id.clone())
     .build();
     let resp: Response = spin_sdk::http::send(req)
         .await
         .map_err(|e| Error::Upstream(format!("user: {e}")))?;
     match *resp.status() {
-        200 | 201 => {
-            #[derive(Deserialize)]
-            struct Created {
-                id: Uuid,
-            }
-            let created: Created = serde_json::from_slice(resp.body())
-                .map_err(|e| Error::Upstream(format!("user: bad response: {e}")))?;
-            Ok(created.id)
-        }
+        200 | 201 => serde_json::from_slice(resp.body())
+            .map_err(|e| Error::Upstream(format!("user: bad response: {e}"))),
         409 => Err(Error::EmailTaken),
         s => Err(Error::Upstream(format!(
             "user answered {s}: {}",

@@ -1,5 +1,6 @@
 //! Issuing a session: a short-lived signed access token built from auth's
-//! identity copy, and a rotating refresh token.
+//! identity copy (roles, tenant, department and effective access), and a
+//! rotating refresh token.
 
 use crate::domain::session::{hash_token, new_refresh_token};
 use crate::error::Error;
@@ -18,12 +19,20 @@ fn number_var(name: &str) -> Result<i64, Error> {
 
 /// Issues an access token and a refresh token in `family` (a new family at login).
 pub fn issue(db: &Db, user: Uuid, family: Option<Uuid>) -> Result<Response, Error> {
-    // The identity copy arrives by event right after registration; until it
-    // has, the user is a plain active user.
-    let (tid, roles) = match repo::identity(db, user)? {
-        Some(i) if i.status != "active" => return Err(Error::Inactive),
-        Some(i) => (i.tenant_id, i.roles),
-        None => (None, vec!["user".to_string()]),
+    // Registration stores the copy; a user whose copy is missing (created
+    // before this version) gets a token with no permissions until it arrives.
+    let identity = repo::identity(db, user)?;
+    if identity.as_ref().is_some_and(|i| !i.may_sign_in()) {
+        return Err(Error::Inactive);
+    }
+    let (tid, dept, roles, acc) = match identity {
+        Some(i) => (i.tenant_id, i.department_id, i.roles, i.access),
+        None => (
+            None,
+            None,
+            vec!["user".to_string()],
+            access::Access::default(),
+        ),
     };
     let signer = TokenSigner::parse(&platform::var("jwt_signing_key")?)
         .map_err(|e| Problem::internal(format!("jwt_signing_key: {e}")))?;
@@ -33,7 +42,9 @@ pub fn issue(db: &Db, user: Uuid, family: Option<Uuid>) -> Result<Response, Erro
     let claims = Claims {
         sub: user,
         tid,
+        dept,
         roles,
+        acc,
         iat: now,
         exp: now + ttl,
         iss: ISSUER.into(),

@@ -1,7 +1,11 @@
-//! All SQL of `auth`.
+//! All SQL of `auth`: credentials, the identity copy, sessions and lockout
+//! here; API keys and password resets in their modules.
 
-use crate::domain::input::Email;
-use platform::db::{col, Db, DbError};
+pub mod keys;
+pub mod resets;
+
+use platform::db::{col, opt_uuid, Db, DbError};
+use platform::input::Email;
 use spin_sdk::pg4::ParameterValue as P;
 use uuid::Uuid;
 
@@ -58,57 +62,130 @@ pub fn insert_credentials(
 }
 
 /// Inserts or updates an identity copy, only if `version` is newer than the
-/// copy's (an older or repeated event changes nothing).
+/// copy's (an older or repeated event changes nothing). Returns whether it
+/// changed the copy.
 pub fn upsert_identity(
     db: &Db,
     i: &crate::consumer::Identity,
     version: i64,
-) -> Result<(), DbError> {
-    db.execute(
-        "INSERT INTO identities (user_id, email, status, tenant_id, roles, version) VALUES ($1, $2, $3, $4, $5, $6) \
+) -> Result<bool, DbError> {
+    let access = spin_sdk::pg4::jsonb(&i.access).map_err(|e| DbError::Other(e.to_string()))?;
+    let n = db.execute(
+        "INSERT INTO identities (user_id, email, status, tenant_id, roles, version, department_id, tenant_active, access) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, status = EXCLUDED.status, \
            tenant_id = EXCLUDED.tenant_id, roles = EXCLUDED.roles, version = EXCLUDED.version, \
-           updated_at = now() AT TIME ZONE 'UTC' \
+           department_id = EXCLUDED.department_id, tenant_active = EXCLUDED.tenant_active, \
+           access = EXCLUDED.access, updated_at = now() AT TIME ZONE 'UTC' \
          WHERE identities.version < EXCLUDED.version",
         &[
             P::Uuid(i.id.to_string()),
             P::Str(i.email.clone()),
             P::Str(i.status.clone()),
-            i.tenant_id.map_or(P::DbNull, |t| P::Uuid(t.to_string())),
+            opt_uuid(i.tenant_id),
             P::ArrayStr(i.roles.iter().cloned().map(Some).collect()),
             P::Int64(version),
+            opt_uuid(i.department_id),
+            P::Boolean(i.tenant_active),
+            access,
         ],
     )?;
-    Ok(())
+    Ok(n > 0)
 }
 
 /// What a token needs from the identity copy.
 pub struct TokenIdentity {
     /// Status: only `active` users get tokens.
     pub status: String,
+    /// Whether the user's tenant is active.
+    pub tenant_active: bool,
     /// Tenant.
     pub tenant_id: Option<Uuid>,
+    /// Department.
+    pub department_id: Option<Uuid>,
     /// Role codes.
     pub roles: Vec<String>,
+    /// Effective access.
+    pub access: access::Access,
 }
+
+impl TokenIdentity {
+    /// Whether this identity may have tokens (and API keys act for it).
+    pub fn may_sign_in(&self) -> bool {
+        self.status == "active" && self.tenant_active
+    }
+
+    /// The caller it is, authenticated with `credential`.
+    pub fn caller(self, user_id: Uuid, credential: access::Credential) -> access::Caller {
+        access::Caller {
+            user_id,
+            tenant_id: self.tenant_id,
+            department_id: self.department_id,
+            roles: self.roles,
+            access: self.access,
+            credential,
+        }
+    }
+}
+
+/// Reads a [`TokenIdentity`] from columns `from..from+6` (status,
+/// tenant_active, tenant_id, department_id, roles, access).
+pub fn token_identity(r: &[spin_sdk::pg4::DbValue], from: usize) -> Result<TokenIdentity, DbError> {
+    let roles: Vec<Option<String>> = col(r, from + 4, "identities.roles")?;
+    let access: serde_json::Value = col(r, from + 5, "identities.access")?;
+    Ok(TokenIdentity {
+        status: col(r, from, "identities.status")?,
+        tenant_active: col(r, from + 1, "identities.tenant_active")?,
+        tenant_id: col(r, from + 2, "identities.tenant_id")?,
+        department_id: col(r, from + 3, "identities.department_id")?,
+        roles: roles.into_iter().flatten().collect(),
+        access: serde_json::from_value(access)
+            .map_err(|e| platform::db::decode_error("identities.access", e))?,
+    })
+}
+
+/// The identity columns [`token_identity`] reads, for an `identities i` join.
+pub const IDENTITY_COLUMNS: &str =
+    "i.status, i.tenant_active, i.tenant_id, i.department_id, i.roles, i.access";
 
 /// The identity copy of a user, if its events have arrived.
 pub fn identity(db: &Db, user_id: Uuid) -> Result<Option<TokenIdentity>, DbError> {
     let rows = db.query(
-        "SELECT status, tenant_id, roles FROM identities WHERE user_id = $1",
+        &format!("SELECT {IDENTITY_COLUMNS} FROM identities i WHERE i.user_id = $1"),
         &[P::Uuid(user_id.to_string())],
     )?;
-    rows.rows
-        .first()
-        .map(|r| {
-            let roles: Vec<Option<String>> = col(r, 2, "identities.roles")?;
-            Ok(TokenIdentity {
-                status: col(r, 0, "identities.status")?,
-                tenant_id: col(r, 1, "identities.tenant_id")?,
-                roles: roles.into_iter().flatten().collect(),
-            })
-        })
-        .transpose()
+    rows.rows.first().map(|r| token_identity(r, 0)).transpose()
+}
+
+/// Sets the credentials of a user (from `user`: administrators create users
+/// and set passwords). `Ok(false)` if the email belongs to another user.
+pub fn put_credentials(db: &Db, user: Uuid, email: &Email, hash: &str) -> Result<bool, DbError> {
+    let rows = db.query(
+        "SELECT user_id FROM credentials WHERE lower(email) = lower($1)",
+        &[P::Str(email.as_str().into())],
+    )?;
+    if let Some(r) = rows.rows.first() {
+        let owner: Uuid = col(r, 0, "credentials.user_id")?;
+        if owner != user {
+            return Ok(false);
+        }
+    }
+    db.execute(
+        "INSERT INTO credentials (user_id, email, password_hash) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, password_hash = EXCLUDED.password_hash, \
+           updated_at = now() AT TIME ZONE 'UTC'",
+        &[P::Uuid(user.to_string()), P::Str(email.as_str().into()), P::Str(hash.into())],
+    )?;
+    Ok(true)
+}
+
+/// Forgets a deleted user's credentials, so their email can register again.
+pub fn delete_credentials(db: &Db, user: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "DELETE FROM credentials WHERE user_id = $1",
+        &[P::Uuid(user.to_string())],
+    )?;
+    Ok(())
 }
 
 /// The lock of an email key: seconds until it unlocks, if locked.
@@ -277,11 +354,15 @@ pub fn credentials_of(db: &Db, user: Uuid) -> Result<Option<(String, String)>, D
         .transpose()
 }
 
-/// Replaces a password hash.
-pub fn set_password(db: &Db, user: Uuid, hash: &str) -> Result<(), DbError> {
-    db.execute(
-        "UPDATE credentials SET password_hash = $2, updated_at = now() AT TIME ZONE 'UTC' WHERE user_id = $1",
+/// Replaces a password hash; returns the credentials' new version.
+pub fn set_password(db: &Db, user: Uuid, hash: &str) -> Result<i64, DbError> {
+    let rows = db.query(
+        "UPDATE credentials SET password_hash = $2, version = version + 1, updated_at = now() AT TIME ZONE 'UTC' \
+         WHERE user_id = $1 RETURNING version",
         &[P::Uuid(user.to_string()), P::Str(hash.into())],
     )?;
-    Ok(())
+    match rows.rows.first() {
+        Some(r) => col(r, 0, "credentials.version"),
+        None => Err(DbError::Other(format!("no credentials for {user}"))),
+    }
 }

@@ -1,15 +1,16 @@
 //! The caller's notifications.
 
 use crate::error::Error;
-use platform::http::{Page, Paged};
-use spin_sdk::http::{Request, Response};
-use uuid::Uuid;
+use crate::routes::Op;
+use platform::http::Paged;
+use platform::router::Call;
+use spin_sdk::http::Response;
 
 /// `GET /notifications?page=&per_page=&unread=true`: newest first.
-pub fn list(req: &Request) -> Result<Response, Error> {
-    let caller = platform::auth::authenticate(req)?;
-    let page = Page::from_request(req)?;
-    let unread_only = match platform::http::query_param(req, "unread").as_deref() {
+pub fn list(call: &Call<Op>) -> Result<Response, Error> {
+    let caller = call.caller()?;
+    let page = call.page()?;
+    let unread_only = match call.query("unread").as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => return Err(Error::Invalid("unread must be true or false".into())),
@@ -28,10 +29,9 @@ pub fn list(req: &Request) -> Result<Response, Error> {
 }
 
 /// `POST /notifications/{id}/read`: marks one of the caller's notifications read.
-pub fn mark_read(req: &Request, id: &str) -> Result<Response, Error> {
-    let caller = platform::auth::authenticate(req)?;
-    let id =
-        Uuid::parse_str(id).map_err(|_| Error::Invalid("notification id must be a uuid".into()))?;
+pub fn mark_read(call: &Call<Op>) -> Result<Response, Error> {
+    let caller = call.caller()?;
+    let id = call.id("id", "notification")?;
     let db = platform::db::Db::open()?;
     if crate::repo::mark_read(&db, caller.user_id, id)? {
         Ok(platform::http::no_content())

@@ -1,57 +1,83 @@
 //! Internal endpoints, reached by service chaining from other components and
-//! by the scheduler; they require the shared internal token.
+//! by the scheduler; the route guard requires the shared internal token.
 
-use crate::domain::NewUser;
-use crate::error::Error;
+use super::{audit, db, publish_after_commit, Call};
+use crate::domain::profile::{Registration, SUPER_ADMIN_ROLE};
+use crate::error::{Error, Result};
 use crate::repo;
-use platform::http::Ctx;
-use spin_sdk::http::{Request, Response};
+use platform::events::{USER_CREATED, USER_ROLES_CHANGED};
+use platform::input::Email;
+use serde::Deserialize;
+use spin_sdk::http::Response;
 
-/// `POST /internal/users`: creates a profile and its `user.created` event in
-/// one transaction. A create for an email that already has a profile answers
-/// 200 with that profile's id (see `auth`'s register handler for why).
-pub fn create_user(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
-    platform::auth::require_internal(req)?;
-    let new: NewUser = platform::http::body(req)?;
-    new.check()?;
-    let db = platform::db::Db::open()?;
-    let (id, created) = repo::create(&db, &new)?;
+/// `POST /internal/users` (from `auth`'s registration): creates a profile
+/// and its `user.created` event in one transaction, and answers the identity
+/// snapshot so `auth` can issue tokens at once. A registration retried after
+/// a failure between the two components' steps finds the tenantless profile
+/// it created before and answers 200 with it.
+pub fn create_user(call: &Call) -> Result<Response> {
+    let new = call.body::<Registration>()?.parse()?;
+    let db = db()?;
+    let (id, created) = db.transaction(|tx| {
+        if repo::users::insert(tx, &new)?.is_some() {
+            repo::snapshot::emit(tx, new.id, &USER_CREATED)?;
+            return Ok((new.id, true));
+        }
+        let id = repo::users::id_by_email(tx, new.email.as_str())?
+            .ok_or_else(|| Error::Conflict("user id already in use".into()))?;
+        match repo::users::find(tx, id)? {
+            Some(p) if p.tenant_id.is_none() => Ok((id, false)),
+            _ => Err(Error::Conflict("email is already registered".into())),
+        }
+    })?;
     if created {
-        publish_after_commit(ctx, &db);
+        publish_after_commit(call, &db);
     }
+    let (identity, version) = repo::snapshot::stored(&db, id)?.ok_or(Error::NotFound("user"))?;
     Ok(platform::http::json(
         if created { 201 } else { 200 },
-        &serde_json::json!({"id": id}),
+        &serde_json::json!({"id": id, "identity": identity, "version": version}),
     ))
 }
 
-/// `POST /internal/outbox/publish`: publishes pending events (scheduler job).
-pub fn publish_outbox(req: &Request) -> Result<Response, Error> {
-    platform::auth::require_internal(req)?;
-    let db = platform::db::Db::open()?;
-    let redis_url = platform::var("redis_url")?;
-    let n = platform::outbox::publish_pending(&db, &redis_url, 500)?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bootstrap {
+    email: String,
+}
+
+/// `POST /internal/bootstrap-admin`: gives an existing user the
+/// `super_admin` role (how the first platform administrator is made; run by
+/// `cargo xtask admin`, which holds the internal token).
+pub fn bootstrap_admin(call: &Call) -> Result<Response> {
+    let email = Email::parse(&call.body::<Bootstrap>()?.email)?;
+    let db = db()?;
+    let id = db.transaction(|tx| {
+        let id = repo::users::id_by_email(tx, email.as_str())?.ok_or(Error::NotFound("user"))?;
+        let p = repo::users::lock(tx, id)?.ok_or(Error::NotFound("user"))?;
+        if p.tenant_id.is_some() {
+            return Err(Error::Conflict(
+                "platform administrators belong to no tenant".into(),
+            ));
+        }
+        if !p.roles.iter().any(|r| r.id == SUPER_ADMIN_ROLE) {
+            let mut roles: Vec<_> = p.roles.iter().map(|r| r.id).collect();
+            roles.push(SUPER_ADMIN_ROLE);
+            repo::users::set_roles(tx, id, &roles)?;
+            repo::snapshot::emit(tx, id, &USER_ROLES_CHANGED)?;
+            repo::audit::record(tx, &audit(call, "user.bootstrap_admin", "user", id, None))?;
+        }
+        Ok::<_, Error>(id)
+    })?;
+    publish_after_commit(call, &db);
     Ok(platform::http::json(
         200,
-        &serde_json::json!({"published": n}),
+        &serde_json::json!({"id": id, "role": "super_admin"}),
     ))
 }
 
-/// Publishing right after commit is the fast path; if it fails the event stays
-/// pending and the scheduler's job publishes it, so the error is only logged.
-pub fn publish_after_commit(ctx: &Ctx, db: &platform::db::Db) {
-    let result =
-        platform::var("redis_url").and_then(|url| platform::outbox::publish_pending(db, &url, 100));
-    if let Err(p) = result {
-        eprintln!(
-            "{}",
-            serde_json::json!({"level": "warn", "request_id": ctx.request_id, "msg": "outbox publish deferred", "cause": p.internal})
-        );
-    }
-}
-
-fn int_param(req: &Request, name: &str, default: i64, max: i64) -> Result<i64, Error> {
-    match platform::http::query_param(req, name) {
+fn int_param(call: &Call, name: &str, default: i64, max: i64) -> Result<i64> {
+    match call.query(name) {
         None => Ok(default),
         Some(v) => v
             .parse::<i64>()
@@ -61,37 +87,17 @@ fn int_param(req: &Request, name: &str, default: i64, max: i64) -> Result<i64, E
     }
 }
 
-/// `GET /internal/events?after=&limit=`: the outbox feed consumers catch up from.
-pub fn events(req: &Request) -> Result<Response, Error> {
-    platform::auth::require_internal(req)?;
-    let after = int_param(req, "after", 0, i64::MAX)?;
-    let limit = int_param(req, "limit", 200, 1000)?.max(1);
-    let db = platform::db::Db::open()?;
-    match platform::outbox::feed(&db, after, limit)? {
-        Ok(page) => Ok(platform::http::json(200, &page)),
-        Err(pruned_through) => Ok(platform::http::json(
-            410,
-            &serde_json::json!({
-                "error": {"code": "resync_required", "message": "events after this cursor were pruned: resync from the api"},
-                "resume_after": pruned_through,
-            }),
-        )),
-    }
-}
-
-/// `GET /internal/identities?after=<uuid>&limit=`: identity snapshots with
-/// their versions, for consumers resyncing their copies.
-pub fn identities(req: &Request) -> Result<Response, Error> {
-    platform::auth::require_internal(req)?;
-    let after = match platform::http::query_param(req, "after") {
+/// `GET /internal/identities?after=<uuid>&limit=`: stored identity snapshots
+/// with their versions, for consumers resyncing their copies.
+pub fn identities(call: &Call) -> Result<Response> {
+    let after = match call.query("after") {
         None => uuid::Uuid::nil(),
         Some(v) => {
             uuid::Uuid::parse_str(&v).map_err(|_| Error::Invalid("after must be a uuid".into()))?
         }
     };
-    let limit = int_param(req, "limit", 200, 1000)?.max(1);
-    let db = platform::db::Db::open()?;
-    let items = repo::identities(&db, after, limit)?;
+    let limit = int_param(call, "limit", 200, 1000)?.max(1);
+    let items = repo::users::identities(&db()?, after, limit)?;
     Ok(platform::http::json(
         200,
         &serde_json::json!({"items": items}),

@@ -1,23 +1,31 @@
 //! `GET /me` and `PATCH /me`: the caller's own profile.
 
-use crate::error::Error;
-use spin_sdk::http::{Request, Response};
+use super::{db, publish_after_commit, Call};
+use crate::domain::profile::ProfilePatch;
+use crate::error::{Error, Result};
+use crate::repo;
+use platform::events::USER_UPDATED;
+use spin_sdk::http::Response;
 
-/// Returns the authenticated caller's profile.
-pub fn get(req: &Request) -> Result<Response, Error> {
-    let caller = platform::auth::authenticate(req)?;
-    let db = platform::db::Db::open()?;
-    let profile = crate::repo::find(&db, caller.user_id)?.ok_or(Error::NoProfile)?;
+/// The caller's profile.
+pub fn get(call: &Call) -> Result<Response> {
+    let caller = call.caller()?;
+    let db = db()?;
+    let profile = repo::users::find(&db, caller.user_id)?.ok_or(Error::NotFound("user"))?;
     Ok(platform::http::json(200, &profile))
 }
 
-/// Changes the caller's display name or metadata; emits `user.updated`.
-pub fn patch(ctx: &platform::http::Ctx, req: &Request) -> Result<Response, Error> {
-    let caller = platform::auth::authenticate(req)?;
-    let mut change: crate::domain::ProfileUpdate = platform::http::body(req)?;
-    change.check()?;
-    let db = platform::db::Db::open()?;
-    let profile = crate::repo::update(&db, caller.user_id, &change)?.ok_or(Error::NoProfile)?;
-    crate::handlers::internal::publish_after_commit(ctx, &db);
+/// Changes the caller's display name, phone or metadata; emits `user.updated`.
+pub fn patch(call: &Call) -> Result<Response> {
+    let caller = call.caller()?;
+    let change = call.body::<ProfilePatch>()?.parse(true)?;
+    let db = db()?;
+    let profile = db.transaction(|tx| {
+        repo::users::lock(tx, caller.user_id)?.ok_or(Error::NotFound("user"))?;
+        repo::users::update(tx, caller.user_id, &change)?;
+        repo::snapshot::emit(tx, caller.user_id, &USER_UPDATED)?;
+        repo::users::find(tx, caller.user_id)?.ok_or(Error::NotFound("user"))
+    })?;
+    publish_after_commit(call, &db);
     Ok(platform::http::json(200, &profile))
 }

@@ -1,4 +1,121 @@
 //! Thin handlers: parse input, call the domain and repo, build the response.
 
+pub mod audit;
+pub mod departments;
 pub mod internal;
 pub mod me;
+pub mod menus;
+pub mod quotas;
+pub mod roles;
+pub mod scopes;
+pub mod tenants;
+pub mod tickets;
+pub mod users;
+
+use crate::error::{Error, Result};
+use crate::repo::audit::Entry;
+use crate::routes::Op;
+use access::Caller;
+use platform::db::Db;
+use platform::http::{Page, Paged};
+use serde::Serialize;
+use spin_sdk::http::Response;
+use uuid::Uuid;
+
+/// A matched, authenticated request of this component.
+pub type Call<'a> = platform::router::Call<'a, Op>;
+
+/// Opens the component's database.
+pub fn db() -> Result<Db> {
+    Ok(Db::open()?)
+}
+
+/// A page of items as JSON.
+pub fn paged<T: Serialize>(items: Vec<T>, page: Page, total: i64) -> Response {
+    platform::http::json(
+        200,
+        &Paged {
+            items,
+            page: page.page,
+            per_page: page.per_page,
+            total,
+        },
+    )
+}
+
+/// An audit entry for this request's caller.
+pub fn audit(
+    call: &Call,
+    action: &str,
+    resource_type: &'static str,
+    resource_id: impl ToString,
+    tenant: Option<Uuid>,
+) -> Entry {
+    let caller = match &call.who {
+        platform::router::Who::Caller(c) => Some(c),
+        _ => None,
+    };
+    let addr = call
+        .req
+        .header("spin-client-addr")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    Entry::new(caller, action, resource_type, resource_id, tenant)
+        .request(&call.ctx.request_id, addr)
+}
+
+/// Publishes this request's events right after commit (see
+/// `platform::outbox::publish_after_commit`).
+pub fn publish_after_commit(call: &Call, db: &Db) {
+    platform::outbox::publish_after_commit(db, &call.ctx.request_id);
+}
+
+/// Whether the caller sees every tenant (platform staff with scope `all`)
+/// for `resource`.
+pub fn platform_wide(caller: &Caller, resource: &str) -> bool {
+    matches!(caller.filter(resource), access::RowFilter::All)
+}
+
+/// The tenant a caller acts in: their own, or (platform staff only) the one asked for.
+pub fn acting_tenant(caller: &Caller, resource: &str, asked: Option<Uuid>) -> Result<Option<Uuid>> {
+    match asked {
+        Some(t) if Some(t) != caller.tenant_id && !platform_wide(caller, resource) => Err(
+            Error::Forbidden("you can act only in your own tenant".into()),
+        ),
+        Some(t) => Ok(Some(t)),
+        None => Ok(caller.tenant_id),
+    }
+}
+
+/// A JSON value with the caller's field rules for `resource` applied.
+pub fn present<T: Serialize>(
+    caller: &Caller,
+    resource: &str,
+    owner: Option<Uuid>,
+    item: &T,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(item).expect("response serializes");
+    caller.field_rule(resource, owner).apply(&mut v);
+    v
+}
+
+/// A query parameter that must be one of `allowed`.
+pub fn one_of(call: &Call, name: &str, allowed: &[&str]) -> Result<Option<String>> {
+    Ok(platform::input::one_of(call.query(name), name, allowed)?)
+}
+
+/// A query parameter that must be a UUID.
+pub fn uuid_query(call: &Call, name: &str) -> Result<Option<Uuid>> {
+    Ok(platform::input::uuid_param(call.query(name), name)?)
+}
+
+/// A search string: at most 100 characters.
+pub fn search_query(call: &Call) -> Result<Option<String>> {
+    match call.query("q") {
+        Some(q) if q.chars().count() > 100 => {
+            Err(Error::Invalid("q must be at most 100 characters".into()))
+        }
+        Some(q) if q.trim().is_empty() => Ok(None),
+        q => Ok(q),
+    }
+}
