@@ -50,8 +50,12 @@ pub fn put_credentials(call: &Call) -> Result<Response, Error> {
     let hash = password::hash(password.as_str()).map_err(platform::Problem::internal)?;
     let db = db()?;
     db.transaction(|tx| {
-        if !repo::put_credentials(tx, body.user_id, &email, &hash)? {
-            return Err(Error::EmailTaken);
+        let outcome = repo::put_credentials(tx, body.user_id, &email, &hash)?;
+        match outcome {
+            repo::PutCredentials::EmailTaken => return Err(Error::EmailTaken),
+            // Every session ends and the user is told.
+            repo::PutCredentials::Replaced => password_changed(tx, body.user_id, &hash, "admin")?,
+            repo::PutCredentials::Created => {}
         }
         if let (Some(identity), Some(version)) = (&body.identity, body.version) {
             if identity.id != body.user_id {
@@ -59,7 +63,7 @@ pub fn put_credentials(call: &Call) -> Result<Response, Error> {
             }
             repo::upsert_identity(tx, identity, version)?;
         }
-        password_changed(tx, body.user_id, &hash, "admin")
+        Ok(())
     })?;
     super::publish_after_commit(call, &db);
     Ok(platform::http::no_content())

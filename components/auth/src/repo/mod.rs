@@ -157,18 +157,36 @@ pub fn identity(db: &Db, user_id: Uuid) -> Result<Option<TokenIdentity>, DbError
     rows.rows.first().map(|r| token_identity(r, 0)).transpose()
 }
 
+/// What [`put_credentials`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutCredentials {
+    /// The user had no credentials.
+    Created,
+    /// The user's password was replaced.
+    Replaced,
+    /// The email belongs to another user; nothing changed.
+    EmailTaken,
+}
+
 /// Sets the credentials of a user (from `user`: administrators create users
-/// and set passwords). `Ok(false)` if the email belongs to another user.
-pub fn put_credentials(db: &Db, user: Uuid, email: &Email, hash: &str) -> Result<bool, DbError> {
+/// and set passwords).
+pub fn put_credentials(
+    db: &Db,
+    user: Uuid,
+    email: &Email,
+    hash: &str,
+) -> Result<PutCredentials, DbError> {
     let rows = db.query(
-        "SELECT user_id FROM credentials WHERE lower(email) = lower($1)",
-        &[P::Str(email.as_str().into())],
+        "SELECT user_id FROM credentials WHERE lower(email) = lower($1) OR user_id = $2",
+        &[P::Str(email.as_str().into()), P::Uuid(user.to_string())],
     )?;
-    if let Some(r) = rows.rows.first() {
+    let mut existed = false;
+    for r in &rows.rows {
         let owner: Uuid = col(r, 0, "credentials.user_id")?;
         if owner != user {
-            return Ok(false);
+            return Ok(PutCredentials::EmailTaken);
         }
+        existed = true;
     }
     db.execute(
         "INSERT INTO credentials (user_id, email, password_hash) VALUES ($1, $2, $3) \
@@ -176,7 +194,11 @@ pub fn put_credentials(db: &Db, user: Uuid, email: &Email, hash: &str) -> Result
            updated_at = now() AT TIME ZONE 'UTC'",
         &[P::Uuid(user.to_string()), P::Str(email.as_str().into()), P::Str(hash.into())],
     )?;
-    Ok(true)
+    Ok(if existed {
+        PutCredentials::Replaced
+    } else {
+        PutCredentials::Created
+    })
 }
 
 /// Forgets a deleted user's credentials, so their email can register again.
