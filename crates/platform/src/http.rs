@@ -123,11 +123,19 @@ pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
             "content-type must be application/json",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let clean = |e: serde_json::Error| {
         let msg = e.to_string();
         let msg = msg.split(" at line").next().unwrap_or(&msg).to_string();
         Problem::invalid(format!("invalid json body: {msg}"))
-    })
+    };
+    // Serde would read a struct from an array too; a body is an object.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(clean)?;
+    if !value.is_object() {
+        return Err(Problem::invalid(
+            "invalid json body: expected a json object",
+        ));
+    }
+    serde_json::from_value(value).map_err(clean)
 }
 
 /// The value of a query-string parameter.

@@ -162,6 +162,21 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A nested struct that must be given as a JSON object (serde alone would
+/// also read it from an array): use with
+/// `#[serde(deserialize_with = "platform::input::object")]`.
+pub fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    if !v.is_object() {
+        return Err(serde::de::Error::custom("expected a json object"));
+    }
+    serde_json::from_value(v).map_err(serde::de::Error::custom)
+}
+
 /// A JSON object of free-form metadata, at most `max_bytes` serialized.
 pub fn metadata(v: &serde_json::Value, max_bytes: usize) -> Result<(), Problem> {
     if !v.is_object() {

@@ -50,6 +50,11 @@ pub fn put_credentials(call: &Call) -> Result<Response, Error> {
     let hash = password::hash(password.as_str()).map_err(platform::Problem::internal)?;
     let db = db()?;
     db.transaction(|tx| {
+        // Credentials belong to a user `user` told us of: in this request
+        // (a new user) or earlier by event.
+        if body.identity.is_none() && repo::identity(tx, body.user_id)?.is_none() {
+            return Err(Error::NotFoundNamed("user"));
+        }
         let outcome = repo::put_credentials(tx, body.user_id, &email, &hash)?;
         match outcome {
             repo::PutCredentials::EmailTaken => return Err(Error::EmailTaken),

@@ -18,18 +18,32 @@ struct Body {
     password: String,
 }
 
+/// Longest password a login looks at: anything longer is not a password
+/// anyone registered (at most 128 characters) but a malformed request.
+const MAX_LOGIN_PASSWORD_BYTES: usize = 1024;
+
 /// Logs a user in.
 pub fn post(call: &super::Call) -> Result<Response, Error> {
     let body: Body = call.body()?;
+    if body.password.len() > MAX_LOGIN_PASSWORD_BYTES {
+        return Err(Error::Invalid("password is too long".into()));
+    }
     let db = super::db()?;
+    // An email that cannot be parsed belongs to no account: the same work is
+    // done and the same answer given, but there is nothing to count or lock.
+    let Ok(email) = Email::parse(&body.email) else {
+        password::verify(&body.password, password::DUMMY_HASH);
+        return Err(Error::BadCredentials);
+    };
     let key = email_key(&body.email);
     if let Some(secs) = repo::locked_for(&db, &key)? {
         password::verify(&body.password, password::DUMMY_HASH);
         return Err(Error::Locked(secs.max(1)));
     }
-    let found = match Email::parse(&body.email) {
-        Ok(email) if body.password.chars().count() <= 128 => repo::find_credentials(&db, &email)?,
-        _ => None,
+    let found = if body.password.chars().count() <= 128 {
+        repo::find_credentials(&db, &email)?
+    } else {
+        None
     };
     let ok = match &found {
         Some(c) => password::verify(&body.password, &c.password_hash),

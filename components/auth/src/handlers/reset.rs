@@ -25,16 +25,14 @@ struct Request {
     email: String,
 }
 
-/// `POST /password-reset/request`: always 202.
+/// `POST /password-reset/request`: 202 for any well-formed email.
 pub fn request(call: &Call) -> Result<Response, Error> {
     let body: Request = call.body()?;
+    let email = Email::parse(&body.email)?;
     let token = new_refresh_token().map_err(platform::Problem::internal)?;
     let token_hash = hash(&token);
     let db = db()?;
-    let found = match Email::parse(&body.email) {
-        Ok(email) => repo::find_credentials(&db, &email)?.map(|c| (c, email)),
-        Err(_) => None,
-    };
+    let found = repo::find_credentials(&db, &email)?.map(|c| (c, email));
     if let Some((cred, email)) = found {
         db.transaction(|tx| {
             let expires_at = repo::resets::insert(tx, cred.user_id, &token_hash, TOKEN_TTL_SECS)?;

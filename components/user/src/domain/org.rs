@@ -346,8 +346,17 @@ impl DepartmentPatch {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoveDepartment {
-    /// The new parent; `null` moves it to the top.
-    pub parent_id: Option<Uuid>,
+    /// The new parent; `null` moves it to the top. Required.
+    #[serde(default, deserialize_with = "input::nullable")]
+    pub parent_id: Option<Option<Uuid>>,
+}
+
+impl MoveDepartment {
+    /// The new parent (`None`: the top); the field must be given.
+    pub fn parent(&self) -> Result<Option<Uuid>, Error> {
+        self.parent_id
+            .ok_or_else(|| Error::Invalid("parent_id is required (null moves to the top)".into()))
+    }
 }
 
 /// Whether moving the department at `path` under `new_parent_path` would put

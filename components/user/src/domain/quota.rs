@@ -218,6 +218,7 @@ pub struct ReserveRequest {
     /// the same reservation.
     pub idempotency_key: String,
     /// What to hold.
+    #[serde(deserialize_with = "platform::input::object")]
     pub resources: Amounts,
     /// Seconds until an unconfirmed reservation expires (default 300, at most 3600).
     #[serde(default)]

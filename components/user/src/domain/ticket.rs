@@ -308,8 +308,17 @@ impl StatusChange {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Assign {
-    /// Staff member to assign; `null` unassigns.
-    pub assignee_id: Option<Uuid>,
+    /// Staff member to assign; `null` unassigns. Required.
+    #[serde(default, deserialize_with = "platform::input::nullable")]
+    pub assignee_id: Option<Option<Uuid>>,
+}
+
+impl Assign {
+    /// The assignee (`None`: unassign); the field must be given.
+    pub fn assignee(&self) -> Result<Option<Uuid>, Error> {
+        self.assignee_id
+            .ok_or_else(|| Error::Invalid("assignee_id is required (null unassigns)".into()))
+    }
 }
 
 /// `POST /tickets/:id/rating`.

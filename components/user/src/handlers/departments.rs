@@ -32,6 +32,20 @@ fn sibling_conflict(e: DbError) -> Error {
     }
 }
 
+fn check_manager(db: &Db, tenant: Option<Uuid>, manager: Option<Uuid>) -> Result<()> {
+    if let Some(m) = manager {
+        match repo::users::find(db, m)? {
+            Some(u) if u.tenant_id == tenant => {}
+            _ => {
+                return Err(Error::Invalid(
+                    "manager_id names no user of this tenant".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 fn refresh_scoped_users(db: &Db, tenant: Option<Uuid>) -> Result<usize> {
     let users = repo::snapshot::department_scoped_users(db, tenant)?;
     Ok(repo::snapshot::emit_all(db, &users, &USER_UPDATED)?)
@@ -146,6 +160,7 @@ pub fn create(call: &Call) -> Result<Response> {
     let tenant = acting_tenant(caller, "department", asked)?;
     let db = db()?;
     let d = db.transaction(|tx| {
+        check_manager(tx, tenant, new.manager_id)?;
         if let Some(t) = tenant {
             repo::org::find_tenant(tx, t)?
                 .ok_or_else(|| Error::Invalid("tenant_id names no tenant".into()))?;
@@ -196,6 +211,7 @@ pub fn patch(call: &Call) -> Result<Response> {
     let db = db()?;
     let d = db.transaction(|tx| {
         let (before, _) = visible(tx, caller, id)?;
+        check_manager(tx, before.tenant_id, change.manager_id.flatten())?;
         repo::org::update_department(tx, id, &change).map_err(sibling_conflict)?;
         let (after, _) =
             repo::org::find_department(tx, id)?.ok_or(Error::NotFound("department"))?;
@@ -214,11 +230,11 @@ pub fn patch(call: &Call) -> Result<Response> {
 pub fn move_to(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let id = call.id("id", "department")?;
-    let body: MoveDepartment = call.body()?;
+    let parent = call.body::<MoveDepartment>()?.parent()?;
     let db = db()?;
     let d = db.transaction(|tx| {
         let (before, path) = visible(tx, caller, id)?;
-        let (new_path, new_depth) = match body.parent_id {
+        let (new_path, new_depth) = match parent {
             None => (format!("/{id}/"), 0),
             Some(p) => {
                 let (parent, parent_path) = match repo::org::find_department(tx, p)? {
@@ -243,7 +259,7 @@ pub fn move_to(call: &Call) -> Result<Response> {
                 "departments nest at most {MAX_DEPTH} deep"
             )));
         }
-        repo::org::move_department(tx, id, &path, body.parent_id, &new_path, delta)
+        repo::org::move_department(tx, id, &path, parent, &new_path, delta)
             .map_err(sibling_conflict)?;
         refresh_scoped_users(tx, before.tenant_id)?;
         let (after, _) =

@@ -195,14 +195,14 @@ pub fn status_change(call: &Call) -> Result<Response> {
 pub fn assign(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let id = call.id("id", "ticket")?;
-    let body: Assign = call.body()?;
+    let assignee = call.body::<Assign>()?.assignee()?;
     let db = db()?;
     let t = db.transaction(|tx| {
         let t = visible(tx, caller, id, true)?;
         if status(&t)? == Status::Closed {
             return Err(Error::Conflict("a closed ticket cannot be assigned".into()));
         }
-        if let Some(a) = body.assignee_id {
+        if let Some(a) = assignee {
             match repo::users::find(tx, a)? {
                 Some(u)
                     if u.status == "active"
@@ -214,7 +214,7 @@ pub fn assign(call: &Call) -> Result<Response> {
                 }
             }
         }
-        let after = repo::tickets::assign(tx, id, body.assignee_id)?;
+        let after = repo::tickets::assign(tx, id, assignee)?;
         repo::audit::record(
             tx,
             &audit(call, "ticket.assign", "ticket", id, t.tenant_id)

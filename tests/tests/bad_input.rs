@@ -1,0 +1,972 @@
+//! Bad input, systematically: every route that takes a JSON body gets a
+//! valid body from the table below, and the test derives the bad ones from
+//! it: malformed JSON, the wrong content type, an oversized body, a body that
+//! is not an object, each required field missing, each field of the wrong
+//! type, each string field oversized, each reference an unknown id, an
+//! unknown field, invalid emails. Every route with an id in its path is
+//! called with unknown and malformed ids, and every list with bad paging.
+//! Each answer must be a 4xx in the common error shape, and afterwards every
+//! table of every database must be exactly as before. The table of routes is
+//! checked against `docs/api.md`, so a new route without a case fails here.
+
+use e2e::{error_code, expect_json, roles, Options, Session, TestApp};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// Who calls a route.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    Nobody,
+    Internal,
+    Platform,
+    TenantAdmin,
+    Member,
+}
+
+/// One route with a valid body.
+struct Case {
+    method: &'static str,
+    path: String,
+    who: Who,
+    body: Value,
+    /// Fields whose absence is an error.
+    required: &'static [&'static str],
+    /// Fields that name existing rows (an unknown id must be refused).
+    refs: &'static [&'static str],
+    /// Fields holding emails.
+    emails: &'static [&'static str],
+}
+
+fn case(
+    method: &'static str,
+    path: String,
+    who: Who,
+    body: Value,
+    required: &'static [&'static str],
+) -> Case {
+    Case {
+        method,
+        path,
+        who,
+        body,
+        required,
+        refs: &[],
+        emails: &[],
+    }
+}
+
+/// The ids the cases refer to.
+struct Fixture {
+    platform: Session,
+    admin: Session,
+    member: Session,
+    tenant: String,
+    department: String,
+    role: String,
+    scope: String,
+    fields: String,
+    ticket: String,
+    reservation: String,
+    key: String,
+}
+
+fn fixture(app: &TestApp) -> Fixture {
+    let platform = app.platform_admin();
+    let tenant = app.create_tenant(&platform.token, "fixture");
+    let admin = app.create_user(
+        &platform.token,
+        json!({"tenant_id": tenant, "role_ids": [roles::TENANT_ADMIN]}),
+    );
+    let a = admin.t();
+    let id = |v: Value| v["id"].as_str().unwrap().to_string();
+    let department = id(expect_json(
+        app.post("/api/v1/user/departments", &json!({"name": "D"}), a),
+        201,
+    ));
+    let member = app.create_user(
+        &admin.token,
+        json!({"department_id": department, "role_ids": [roles::USER]}),
+    );
+    let role = id(expect_json(
+        app.post(
+            "/api/v1/user/roles",
+            &json!({"code": "r", "name": "R", "permissions": ["user:read"]}),
+            a,
+        ),
+        201,
+    ));
+    let scope = id(expect_json(
+        app.post(
+            "/api/v1/user/data-scopes",
+            &json!({"role_id": role, "resource": "user", "scope": "tenant"}),
+            a,
+        ),
+        201,
+    ));
+    let fields = id(expect_json(
+        app.post(
+            "/api/v1/user/field-permissions",
+            &json!({"role_id": role, "resource": "user", "hidden": ["phone"]}),
+            a,
+        ),
+        201,
+    ));
+    let ticket = id(expect_json(
+        app.post(
+            "/api/v1/user/tickets",
+            &json!({"subject": "S", "body": "B", "category": "other"}),
+            member.t(),
+        ),
+        201,
+    ));
+    let reservation = id(expect_json(
+        app.post_internal_json(
+            "/api/v1/user/internal/quotas/reservations",
+            &json!({"user_id": member.id, "idempotency_key": "fixture", "resources": {"devices": 1}}),
+        ),
+        201,
+    ));
+    let key = id(expect_json(
+        app.post(
+            "/api/v1/auth/api-keys",
+            &json!({"name": "k", "scopes": ["ticket:read"]}),
+            member.t(),
+        ),
+        201,
+    ));
+    Fixture {
+        platform,
+        admin,
+        member,
+        tenant,
+        department,
+        role,
+        scope,
+        fields,
+        ticket,
+        reservation,
+        key,
+    }
+}
+
+fn cases(f: &Fixture) -> Vec<Case> {
+    use Who::*;
+    let u = "/api/v1/user";
+    let a = "/api/v1/auth";
+    let (m, d, r, t, k) = (&f.member.id, &f.department, &f.role, &f.ticket, &f.tenant);
+    let menu = "00000000-0000-0000-0000-00000000c001";
+    let with = |mut c: Case, refs: &'static [&'static str], emails: &'static [&'static str]| {
+        c.refs = refs;
+        c.emails = emails;
+        c
+    };
+    vec![
+        with(
+            case(
+                "POST",
+                format!("{a}/register"),
+                Nobody,
+                json!({"email": "new@example.com", "password": "long enough", "display_name": "N"}),
+                &["email", "password", "display_name"],
+            ),
+            &[],
+            &["email"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{a}/login"),
+                Nobody,
+                json!({"email": "nobody@example.com", "password": "long enough"}),
+                &["email", "password"],
+            ),
+            &[],
+            &[],
+        ),
+        case(
+            "POST",
+            format!("{a}/refresh"),
+            Nobody,
+            json!({"refresh_token": "x"}),
+            &["refresh_token"],
+        ),
+        case(
+            "POST",
+            format!("{a}/logout"),
+            Nobody,
+            json!({"refresh_token": "x"}),
+            &["refresh_token"],
+        ),
+        case(
+            "POST",
+            format!("{a}/password"),
+            Member,
+            json!({"current_password": "wrong password", "new_password": "long enough"}),
+            &["current_password", "new_password"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{a}/password-reset/request"),
+                Nobody,
+                json!({"email": "nobody@example.com"}),
+                &["email"],
+            ),
+            &[],
+            &["email"],
+        ),
+        case(
+            "POST",
+            format!("{a}/password-reset/confirm"),
+            Nobody,
+            json!({"token": "x", "new_password": "long enough"}),
+            &["token", "new_password"],
+        ),
+        case(
+            "POST",
+            format!("{a}/api-keys"),
+            Member,
+            json!({"name": "k", "scopes": ["ticket:read"], "expires_in_days": 1}),
+            &["name", "scopes"],
+        ),
+        case(
+            "POST",
+            format!("{a}/internal/api-keys/verify"),
+            Internal,
+            json!({"key": "cpk_x"}),
+            &["key"],
+        ),
+        with(
+            case(
+                "PUT",
+                format!("{a}/internal/credentials"),
+                Internal,
+                json!({"user_id": m, "email": "other@example.com", "password": "long enough"}),
+                &["user_id", "email", "password"],
+            ),
+            &["user_id"],
+            &["email"],
+        ),
+        case(
+            "PATCH",
+            format!("{u}/me"),
+            Member,
+            json!({"display_name": "N", "phone": "+12345678", "metadata": {"a": 1}}),
+            &[],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/users"),
+                Platform,
+                json!({"email": "new@example.com", "display_name": "N", "password": "long enough", "phone": "+12345678", "tenant_id": k, "department_id": d, "role_ids": [roles::USER]}),
+                &["email", "display_name", "password"],
+            ),
+            &["tenant_id", "department_id"],
+            &["email"],
+        ),
+        with(
+            case(
+                "PATCH",
+                format!("{u}/users/{m}"),
+                TenantAdmin,
+                json!({"display_name": "N", "phone": "+12345678", "metadata": {}, "department_id": d}),
+                &[],
+            ),
+            &["department_id"],
+            &[],
+        ),
+        case(
+            "PUT",
+            format!("{u}/users/{m}/roles"),
+            TenantAdmin,
+            json!({"role_ids": [roles::USER, r]}),
+            &["role_ids"],
+        ),
+        case(
+            "PUT",
+            format!("{u}/users/{m}/password"),
+            TenantAdmin,
+            json!({"password": "long enough"}),
+            &["password"],
+        ),
+        case(
+            "POST",
+            format!("{u}/roles"),
+            TenantAdmin,
+            json!({"code": "c", "name": "C", "description": "d", "permissions": ["user:read"]}),
+            &["code", "name"],
+        ),
+        case(
+            "PATCH",
+            format!("{u}/roles/{r}"),
+            TenantAdmin,
+            json!({"name": "C", "description": "d"}),
+            &[],
+        ),
+        case(
+            "PUT",
+            format!("{u}/roles/{r}/permissions"),
+            TenantAdmin,
+            json!({"permissions": ["user:read"]}),
+            &["permissions"],
+        ),
+        case(
+            "POST",
+            format!("{u}/permissions"),
+            Platform,
+            json!({"code": "thing:do", "description": "d"}),
+            &["code"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/data-scopes"),
+                TenantAdmin,
+                json!({"role_id": r, "resource": "ticket", "scope": "custom", "department_ids": [d]}),
+                &["role_id", "resource", "scope"],
+            ),
+            &["role_id"],
+            &[],
+        ),
+        case(
+            "PUT",
+            format!("{u}/data-scopes/{}", f.scope),
+            TenantAdmin,
+            json!({"resource": "user", "scope": "department"}),
+            &["resource", "scope"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/field-permissions"),
+                TenantAdmin,
+                json!({"role_id": r, "resource": "ticket", "hidden": ["body"], "masked": []}),
+                &["role_id", "resource"],
+            ),
+            &["role_id"],
+            &[],
+        ),
+        case(
+            "PUT",
+            format!("{u}/field-permissions/{}", f.fields),
+            TenantAdmin,
+            json!({"resource": "user", "hidden": ["email"]}),
+            &["resource"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/tenants"),
+                Platform,
+                json!({"code": "t2", "name": "T", "contact_email": "a@example.com", "max_users": 1, "max_devices": 1, "expires_at": "2030-01-01T00:00:00Z"}),
+                &["code", "name"],
+            ),
+            &[],
+            &["contact_email"],
+        ),
+        with(
+            case(
+                "PATCH",
+                format!("{u}/tenants/{k}"),
+                Platform,
+                json!({"name": "T", "status": "active", "contact_email": "a@example.com", "max_users": 5, "max_devices": 5, "expires_at": "2030-01-01T00:00:00Z"}),
+                &[],
+            ),
+            &[],
+            &["contact_email"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/departments"),
+                TenantAdmin,
+                json!({"name": "N", "parent_id": d, "code": "n", "manager_id": m, "sort": 1}),
+                &["name"],
+            ),
+            &["parent_id", "manager_id"],
+            &[],
+        ),
+        with(
+            case(
+                "PATCH",
+                format!("{u}/departments/{d}"),
+                TenantAdmin,
+                json!({"name": "N", "code": "n", "manager_id": m, "sort": 1}),
+                &[],
+            ),
+            &["manager_id"],
+            &[],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/departments/{d}/move"),
+                TenantAdmin,
+                json!({"parent_id": d}),
+                &["parent_id"],
+            ),
+            &["parent_id"],
+            &[],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/menus"),
+                Platform,
+                json!({"code": "m2", "name": "M", "path": "/m", "parent_id": menu, "icon": "x", "sort": 1, "permission": "user:read", "visible": true}),
+                &["code", "name", "path"],
+            ),
+            &["parent_id"],
+            &[],
+        ),
+        with(
+            case(
+                "PUT",
+                format!("{u}/menus/{menu}"),
+                Platform,
+                json!({"code": "devices", "name": "M", "path": "/m", "parent_id": null, "icon": "x", "sort": 1, "permission": "device:read", "visible": true}),
+                &["code", "name", "path"],
+            ),
+            &[],
+            &[],
+        ),
+        case(
+            "PATCH",
+            format!("{u}/quotas/{m}"),
+            TenantAdmin,
+            json!({"max_devices": 3, "max_concurrent_devices": 1, "max_cpu_cores": 4, "max_memory_mb": 4096, "max_storage_gb": 10, "max_minutes_per_day": 60, "max_minutes_per_month": 600}),
+            &[],
+        ),
+        case(
+            "POST",
+            format!("{u}/tickets"),
+            Member,
+            json!({"subject": "S", "body": "B", "category": "other", "priority": "low"}),
+            &["subject", "body", "category"],
+        ),
+        case(
+            "PATCH",
+            format!("{u}/tickets/{t}"),
+            TenantAdmin,
+            json!({"subject": "S", "category": "billing", "priority": "high"}),
+            &[],
+        ),
+        case(
+            "POST",
+            format!("{u}/tickets/{t}/replies"),
+            Member,
+            json!({"body": "B", "internal": false}),
+            &["body"],
+        ),
+        case(
+            "POST",
+            format!("{u}/tickets/{t}/status"),
+            TenantAdmin,
+            json!({"status": "waiting"}),
+            &["status"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/tickets/{t}/assign"),
+                TenantAdmin,
+                json!({"assignee_id": f.admin.id}),
+                &["assignee_id"],
+            ),
+            &["assignee_id"],
+            &[],
+        ),
+        case(
+            "POST",
+            format!("{u}/tickets/{t}/rating"),
+            Member,
+            json!({"rating": 5, "feedback": "f"}),
+            &["rating"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/internal/users"),
+                Internal,
+                json!({"id": uuid::Uuid::new_v4(), "email": f.member.email, "display_name": "N"}),
+                &["id", "email", "display_name"],
+            ),
+            &[],
+            &["email"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/internal/bootstrap-admin"),
+                Internal,
+                json!({"email": "nobody@example.com"}),
+                &["email"],
+            ),
+            &[],
+            &["email"],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/internal/quotas/reservations"),
+                Internal,
+                json!({"user_id": m, "idempotency_key": "fixture-2", "resources": {"devices": 1}, "ttl_secs": 60}),
+                &["user_id", "idempotency_key", "resources"],
+            ),
+            &["user_id"],
+            &[],
+        ),
+        case(
+            "POST",
+            format!("{u}/internal/quotas/reservations"),
+            Internal,
+            json!({"user_id": m, "idempotency_key": "fixture-3", "resources": {"devices": -1}}),
+            &[],
+        ),
+        case(
+            "POST",
+            format!("{u}/internal/quotas/reservations"),
+            Internal,
+            json!({"user_id": m, "idempotency_key": "fixture-4", "resources": {}}),
+            &[],
+        ),
+        case(
+            "POST",
+            format!("{u}/internal/quotas/reservations"),
+            Internal,
+            json!({"user_id": m, "idempotency_key": "fixture-5", "resources": {"gpus": 1}}),
+            &[],
+        ),
+        with(
+            case(
+                "POST",
+                format!("{u}/internal/quotas/usage"),
+                Internal,
+                json!({"user_id": m, "minutes": 5, "idempotency_key": "u1"}),
+                &["user_id", "minutes", "idempotency_key"],
+            ),
+            &["user_id"],
+            &[],
+        ),
+    ]
+}
+
+/// Routes without a body: their only input is the path.
+const NO_BODY: &[&str] = &[
+    "POST /api/v1/auth/logout-all",
+    "POST /api/v1/auth/api-keys/:id/revoke",
+    "DELETE /api/v1/auth/api-keys/:id",
+    "POST /api/v1/auth/internal/events/catch-up",
+    "POST /api/v1/auth/internal/events/prune",
+    "POST /api/v1/auth/internal/outbox/publish",
+    "POST /api/v1/auth/admin/dead-letters/:id/replay",
+    "DELETE /api/v1/user/users/:id",
+    "POST /api/v1/user/users/:id/lock",
+    "POST /api/v1/user/users/:id/unlock",
+    "DELETE /api/v1/user/roles/:id",
+    "DELETE /api/v1/user/permissions/:code",
+    "DELETE /api/v1/user/data-scopes/:id",
+    "DELETE /api/v1/user/field-permissions/:id",
+    "DELETE /api/v1/user/tenants/:id",
+    "DELETE /api/v1/user/departments/:id",
+    "DELETE /api/v1/user/menus/:id",
+    "POST /api/v1/user/internal/outbox/publish",
+    "POST /api/v1/user/internal/events/prune",
+    "POST /api/v1/user/internal/events/catch-up",
+    "POST /api/v1/user/admin/dead-letters/:id/replay",
+    "POST /api/v1/user/internal/quotas/reservations/:id/commit",
+    "POST /api/v1/user/internal/quotas/reservations/:id/release",
+    "POST /api/v1/user/internal/quotas/expire",
+    "POST /api/v1/user/internal/quotas/roll",
+    "POST /api/v1/notification/notifications/:id/read",
+    "POST /api/v1/notification/internal/events/catch-up",
+    "POST /api/v1/notification/internal/events/prune",
+    "POST /api/v1/notification/admin/dead-letters/:id/replay",
+];
+
+/// Every route in docs/api.md: (method, path, access).
+fn documented() -> Vec<(String, String, String)> {
+    let doc = std::fs::read_to_string(e2e::root().join("docs/api.md")).unwrap();
+    doc.lines()
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split('|').map(str::trim).collect();
+            (c.len() > 4 && c[2].starts_with("`/api/v1/")).then(|| {
+                (
+                    c[1].to_string(),
+                    c[2].trim_matches('`').to_string(),
+                    c[3].trim_matches('`').to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn shape(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            if uuid::Uuid::parse_str(s).is_ok() {
+                ":"
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A fingerprint of every table of every database (settled system, cron off).
+fn fingerprint(app: &TestApp) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (component, _) in &app.db_urls {
+        let mut db = app.db(component);
+        let tables: Vec<String> = db
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for t in tables {
+            let sum: String = db
+                .query_one(&format!("SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM \"{t}\" x"), &[])
+                .unwrap()
+                .get(0);
+            out.push((format!("{component}.{t}"), sum));
+        }
+    }
+    out
+}
+
+fn settle(app: &TestApp) {
+    app.eventually(std::time::Duration::from_secs(30), || {
+        let pending = app.count(
+            "user",
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+        ) + app.count(
+            "auth",
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+        );
+        let produced = app.count("user", "SELECT count(*) FROM outbox")
+            + app.count("auth", "SELECT count(*) FROM outbox");
+        let consumed = app.count(
+            "auth",
+            "SELECT count(*) FROM processed_events WHERE source = 'user'",
+        ) + app.count("user", "SELECT count(*) FROM processed_events");
+        let notified = app.count("notification", "SELECT count(*) FROM processed_events");
+        (pending == 0 && produced == consumed && notified == produced).then_some(())
+    })
+    .expect("the system settles");
+}
+
+/// Wrong-typed stand-ins for a JSON value.
+fn wrong_types(v: &Value) -> Vec<Value> {
+    match v {
+        Value::String(_) => vec![json!(12345), json!(["x"]), json!({"x": 1})],
+        Value::Number(_) => vec![json!("12"), json!(1.5e300), json!([1])],
+        Value::Bool(_) => vec![json!("yes"), json!(1)],
+        Value::Array(_) => vec![json!("x"), json!({"x": 1}), json!([{"x": 1}])],
+        Value::Object(_) => vec![json!("x"), json!([1])],
+        Value::Null => vec![json!(12345), json!({"x": 1})],
+    }
+}
+
+struct Attempt {
+    what: String,
+    body: Vec<u8>,
+    content_type: &'static str,
+    /// The exact status, where the kind of mistake fixes it.
+    want: Option<u16>,
+}
+
+fn attempts(c: &Case) -> Vec<Attempt> {
+    let json_of = |v: &Value| serde_json::to_vec(v).unwrap();
+    let mut out = vec![
+        Attempt {
+            what: "malformed json".into(),
+            body: b"{\"a\":".to_vec(),
+            content_type: "application/json",
+            want: Some(400),
+        },
+        Attempt {
+            what: "wrong content type".into(),
+            body: json_of(&c.body),
+            content_type: "text/plain",
+            want: Some(415),
+        },
+        Attempt {
+            what: "oversized body".into(),
+            body: json_of(&json!({"pad": "x".repeat(300 * 1024)})),
+            content_type: "application/json",
+            want: Some(413),
+        },
+        Attempt {
+            what: "array body".into(),
+            body: b"[1,2]".to_vec(),
+            content_type: "application/json",
+            want: Some(400),
+        },
+        Attempt {
+            what: "null body".into(),
+            body: b"null".to_vec(),
+            content_type: "application/json",
+            want: Some(400),
+        },
+    ];
+    let obj = c.body.as_object().unwrap();
+    let mut unknown = c.body.clone();
+    unknown["surprise"] = json!(true);
+    out.push(Attempt {
+        what: "unknown field".into(),
+        body: json_of(&unknown),
+        content_type: "application/json",
+        want: Some(400),
+    });
+    for field in c.required {
+        let mut b = c.body.clone();
+        b.as_object_mut().unwrap().remove(*field);
+        out.push(Attempt {
+            what: format!("{field} missing"),
+            body: json_of(&b),
+            content_type: "application/json",
+            want: Some(400),
+        });
+    }
+    for (field, value) in obj {
+        for wrong in wrong_types(value) {
+            let mut b = c.body.clone();
+            b[field] = wrong.clone();
+            out.push(Attempt {
+                what: format!("{field} = {wrong}"),
+                body: json_of(&b),
+                content_type: "application/json",
+                want: None,
+            });
+        }
+        if value.is_string() {
+            let mut b = c.body.clone();
+            b[field] = json!("y".repeat(100_000));
+            out.push(Attempt {
+                what: format!("{field} oversized"),
+                body: json_of(&b),
+                content_type: "application/json",
+                want: None,
+            });
+        }
+    }
+    for field in c.refs {
+        for unknown in [json!(uuid::Uuid::new_v4()), json!("not-a-uuid")] {
+            let mut b = c.body.clone();
+            b[*field] = unknown.clone();
+            out.push(Attempt {
+                what: format!("{field} = {unknown}"),
+                body: json_of(&b),
+                content_type: "application/json",
+                want: None,
+            });
+        }
+    }
+    for field in c.emails {
+        for bad in ["not-an-email", "a@b", "two@@example.com", " @example.com"] {
+            let mut b = c.body.clone();
+            b[*field] = json!(bad);
+            out.push(Attempt {
+                what: format!("{field} = {bad:?}"),
+                body: json_of(&b),
+                content_type: "application/json",
+                want: None,
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing() {
+    let app = TestApp::spawn_with(Options {
+        disable_triggers: vec!["cron"],
+        ..Options::default()
+    });
+    let f = fixture(&app);
+    let cases = cases(&f);
+
+    // Every documented route that takes a body has a case; the others are
+    // listed as taking none.
+    let covered: BTreeSet<String> = cases
+        .iter()
+        .map(|c| format!("{} {}", c.method, shape(&c.path)))
+        .collect();
+    for (method, path, _) in documented() {
+        if method == "GET" {
+            continue;
+        }
+        let key = format!(
+            "{method} {}",
+            shape(
+                &path
+                    .split('/')
+                    .map(|s| if s.starts_with(':') {
+                        "00000000-0000-0000-0000-000000000000"
+                    } else {
+                        s
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            )
+        );
+        let listed = NO_BODY.contains(&format!("{method} {path}").as_str());
+        assert!(
+            covered.contains(&key) || listed,
+            "no bad-input case for {method} {path}"
+        );
+    }
+
+    settle(&app);
+    let token = |who: Who| match who {
+        Who::Nobody | Who::Internal => None,
+        Who::Platform => Some(f.platform.token.clone()),
+        Who::TenantAdmin => Some(f.admin.token.clone()),
+        Who::Member => Some(f.member.token.clone()),
+    };
+    let before = fingerprint(&app);
+    let mut tried = 0;
+    for c in &cases {
+        for a in attempts(c) {
+            let mut req = reqwest::blocking::Client::new()
+                .request(
+                    reqwest::Method::from_bytes(c.method.as_bytes()).unwrap(),
+                    format!("{}{}", app.base, c.path),
+                )
+                .header("content-type", a.content_type)
+                .body(a.body.clone());
+            if let Some(t) = token(c.who) {
+                req = req.bearer_auth(t);
+            }
+            if matches!(c.who, Who::Internal) {
+                req = req.header("x-internal-token", &app.internal_token);
+            }
+            let resp = req.send().unwrap();
+            let (status, code) = error_code(resp)
+                .unwrap_or_else(|e| panic!("{} {} with {}: {e}", c.method, c.path, a.what));
+            match a.want {
+                Some(w) => assert_eq!(
+                    status, w,
+                    "{} {} with {} ({code})",
+                    c.method, c.path, a.what
+                ),
+                None => assert!(
+                    (400..500).contains(&status),
+                    "{} {} with {}: {status} {code}",
+                    c.method,
+                    c.path,
+                    a.what
+                ),
+            }
+            tried += 1;
+        }
+        assert_eq!(
+            fingerprint(&app),
+            before,
+            "{} {} changed something",
+            c.method,
+            c.path
+        );
+    }
+
+    // Unknown and malformed ids in paths: 404, nothing changes.
+    let privileged = |access: &str| match access {
+        "public" => None,
+        "internal" => None,
+        a if ["tenant:", "permission:", "menu:", "event:"]
+            .iter()
+            .any(|p| a.starts_with(p)) =>
+        {
+            Some(f.platform.token.clone())
+        }
+        _ => Some(f.admin.token.clone()),
+    };
+    for (method, path, access) in documented()
+        .into_iter()
+        .filter(|(_, p, _)| p.contains("/:"))
+    {
+        for id in [uuid::Uuid::new_v4().to_string(), "not-an-id".to_string()] {
+            let concrete: String = path
+                .split('/')
+                .map(|s| if s.starts_with(':') { id.as_str() } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let mut req = reqwest::blocking::Client::new()
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("{}{concrete}", app.base),
+                )
+                .header("x-internal-token", &app.internal_token);
+            if let Some(t) = privileged(&access) {
+                req = req.bearer_auth(t);
+            }
+            if method != "GET" && method != "DELETE" {
+                req = req.json(&json!({}));
+            }
+            let (status, code) = error_code(req.send().unwrap()).unwrap();
+            assert!(
+                status == 404 || (status == 400 && method != "GET" && method != "DELETE"),
+                "{method} {concrete}: {status} {code}"
+            );
+            tried += 1;
+        }
+    }
+    assert_eq!(fingerprint(&app), before, "an unknown id changed something");
+
+    // Bad paging and filters on every list.
+    for (path, who) in [
+        ("/api/v1/user/users", &f.admin),
+        ("/api/v1/user/roles", &f.admin),
+        ("/api/v1/user/permissions", &f.admin),
+        ("/api/v1/user/tenants", &f.platform),
+        ("/api/v1/user/departments", &f.admin),
+        ("/api/v1/user/quotas", &f.admin),
+        ("/api/v1/user/tickets", &f.admin),
+        ("/api/v1/user/audit-logs", &f.admin),
+        ("/api/v1/auth/api-keys", &f.member),
+        ("/api/v1/notification/notifications", &f.member),
+    ] {
+        for q in [
+            "page=0",
+            "page=-1",
+            "page=x",
+            "per_page=0",
+            "per_page=101",
+            "per_page=1e3",
+        ] {
+            let (status, _) = error_code(app.get(&format!("{path}?{q}"), who.t())).unwrap();
+            assert_eq!(status, 400, "{path}?{q}");
+            tried += 1;
+        }
+    }
+    for q in [
+        "users?status=gone",
+        "users?sort=password",
+        "users?tenant_id=x",
+        "users?q=",
+        "tickets?status=lost",
+        "tickets?category=x",
+        "tickets?assignee_id=1",
+        "audit-logs?from=yesterday",
+        "audit-logs?actor_id=me",
+        "departments?parent_id=up",
+        "data-scopes",
+        "field-permissions?role_id=x",
+    ] {
+        let r = app.get(&format!("/api/v1/user/{q}"), f.admin.t());
+        if q == "users?q=" {
+            assert_eq!(r.status(), 200, "an empty search is no filter");
+            continue;
+        }
+        assert_eq!(error_code(r).unwrap().0, 400, "{q}");
+        tried += 1;
+    }
+    assert_eq!(fingerprint(&app), before, "a bad query changed something");
+    eprintln!("{tried} bad requests, all refused, nothing changed");
+}
