@@ -1,11 +1,11 @@
 -- API keys: shown once at creation, stored as sha256 hashes. The prefix
 -- (`cpk_` and 8 characters) is stored in clear so users can tell keys
--- apart. A key acts for its user with at most its scopes.
+-- apart; it need not be unique, the hash is. A key acts for its user with at most its scopes.
 CREATE TABLE api_keys (
     id           uuid PRIMARY KEY,
     user_id      uuid NOT NULL,
     name         text NOT NULL,
-    prefix       text NOT NULL UNIQUE,
+    prefix       text NOT NULL,
     key_hash     text NOT NULL UNIQUE,
     scopes       text[] NOT NULL,
     expires_at   timestamp,

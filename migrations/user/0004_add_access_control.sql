@@ -126,6 +126,8 @@ ALTER TABLE users ADD COLUMN phone text;
 ALTER TABLE users ADD COLUMN access jsonb NOT NULL DEFAULT '{}'::jsonb;
 ALTER TABLE users ADD COLUMN tenant_active boolean NOT NULL DEFAULT true;
 ALTER TABLE users ADD COLUMN deleted_at timestamp;
+-- Who created the user: NULL for self-registration.
+ALTER TABLE users ADD COLUMN created_by uuid;
 ALTER TABLE users ADD CONSTRAINT users_tenant FOREIGN KEY (tenant_id) REFERENCES tenants (id);
 ALTER TABLE users DROP CONSTRAINT users_status_check;
 UPDATE users SET status = 'locked' WHERE status = 'suspended';

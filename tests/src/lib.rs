@@ -318,6 +318,17 @@ impl TestApp {
     /// A token for any user id holding `permissions` everywhere (platform
     /// staff), signed with this app's key.
     pub fn mint_token(&self, user: uuid::Uuid, permissions: &[&str]) -> String {
+        self.mint_token_in(user, None, permissions)
+    }
+
+    /// A token for a user of `tenant` (or none) holding `permissions` with
+    /// scope `all` (which a tenant member's filters narrow to their tenant).
+    pub fn mint_token_in(
+        &self,
+        user: uuid::Uuid,
+        tenant: Option<uuid::Uuid>,
+        permissions: &[&str],
+    ) -> String {
         let signer = access::TokenSigner::parse(&self.signing_key).expect("key");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -325,7 +336,7 @@ impl TestApp {
             .as_secs() as i64;
         signer.sign(&access::Claims {
             sub: user,
-            tid: None,
+            tid: tenant,
             dept: None,
             acc: access::Access {
                 permissions: permissions.iter().map(|p| p.to_string()).collect(),
@@ -374,6 +385,14 @@ impl TestApp {
             .arg(message)
             .query(&mut conn)
             .expect("publish");
+    }
+
+    /// Publishes an event as a producer of this app does: signed with the
+    /// app's internal token (unsigned messages are dropped by consumers).
+    pub fn publish_event(&self, channel: &str, event: &Value) {
+        let mut signed = event.clone();
+        signed[access::mac::SIG] = access::mac::sign_event(&self.internal_token, &signed).into();
+        self.publish(channel, &signed.to_string());
     }
 
     /// Everything the host logged so far.

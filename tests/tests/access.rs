@@ -252,6 +252,7 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         assert_eq!((status, code.as_str()), want, "{method} {path}");
     }
     // Creating things inside B is refused.
+    let a_member = app.create_user(&t.a.token, json!({}));
     let creations: Vec<(&str, String, Value, u16)> = vec![
         (
             "POST",
@@ -279,7 +280,7 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         ),
         (
             "PUT",
-            format!("{U}/users/{}/roles", t.a.id),
+            format!("{U}/users/{}/roles", a_member.id),
             json!({"role_ids": [roles::TENANT_ADMIN, role]}),
             400,
         ),
@@ -756,7 +757,13 @@ fn a_profile_change_reaches_auth_and_an_older_event_does_not_overwrite_it() {
         "id": uuid::Uuid::new_v4(), "type": "user.updated", "schema_version": 2, "source": "user",
         "aggregate_id": id, "aggregate_version": 2, "occurred_at": "2026-01-01T00:00:00.000000Z", "payload": payload,
     });
-    app.publish("cloudphone.events.user", &late.to_string());
+    app.publish_event("cloudphone.events.user", &late);
+    // A forged (unsigned) event with a far higher version is dropped unread.
+    let mut forged = late.clone();
+    forged["id"] = json!(uuid::Uuid::new_v4());
+    forged["aggregate_version"] = json!(1_000_000);
+    forged["payload"]["access"] = json!({"permissions": ["*"], "scopes": {"*": {"level": "all"}}});
+    app.publish("cloudphone.events.user", &forged.to_string());
     let applied = app.eventually(std::time::Duration::from_secs(10), || {
         let n = app.count(
             "auth",
@@ -768,6 +775,15 @@ fn a_profile_change_reaches_auth_and_an_older_event_does_not_overwrite_it() {
         (n == 1).then_some(())
     });
     assert!(applied.is_ok(), "the late event was processed");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let forged_seen = app.count(
+        "auth",
+        &format!(
+            "SELECT count(*) FROM processed_events WHERE event_id = '{}'",
+            forged["id"].as_str().unwrap()
+        ),
+    );
+    assert_eq!(forged_seen, 0, "the unsigned event was dropped");
     assert_eq!(version(&mut auth), 3);
     let email: String = auth
         .query_one("SELECT email FROM identities WHERE user_id = $1", &[&uid])
@@ -776,4 +792,163 @@ fn a_profile_change_reaches_auth_and_an_older_event_does_not_overwrite_it() {
     assert_ne!(email, "stale@example.com");
     let report = e2e::consistency::check(app.db_url("user"), app.db_url("auth")).unwrap();
     assert_eq!(report.differences, Vec::<String>::new());
+}
+
+#[test]
+fn escalation_through_scopes_ranks_keys_and_registration_is_refused() {
+    let app = TestApp::spawn();
+    let t = two_tenants(&app);
+    let a = t.a.t();
+    let role = |code: &str, perms: Value| {
+        id_of(&expect_json(
+            app.post(
+                &format!("{U}/roles"),
+                &json!({"code": code, "name": code, "permissions": perms}),
+                a,
+            ),
+            201,
+        ))
+    };
+    // A role manager whose own view of users is only themselves.
+    let manager_role = role(
+        "rolemgr",
+        json!([
+            "role:read",
+            "role:update",
+            "role:assign",
+            "user:read",
+            "user:update",
+            "user:lock"
+        ]),
+    );
+    let other_role = role("viewer", json!(["user:read"]));
+    let manager = app.create_user(&t.a.token, json!({"role_ids": [roles::USER, manager_role]}));
+    let m = manager.t();
+    let scope_on = |role: &str, scope: &str| {
+        app.post(
+            &format!("{U}/data-scopes"),
+            &json!({"role_id": role, "resource": "user", "scope": scope}),
+            m,
+        )
+    };
+    // Nobody hands out a wider scope than their own ...
+    assert_eq!(error_code(scope_on(&other_role, "tenant")).unwrap().0, 403);
+    expect_json(scope_on(&other_role, "self"), 201);
+    // ... nor touches the rules of a role they hold ...
+    assert_eq!(error_code(scope_on(&manager_role, "self")).unwrap().0, 403);
+    // ... nor changes their own roles.
+    let r = app.put(
+        &format!("{U}/users/{}/roles", manager.id),
+        &json!({"role_ids": [roles::USER]}),
+        m,
+    );
+    assert_eq!(error_code(r).unwrap().0, 403);
+
+    // Administering a user needs every permission that user holds.
+    let helpdesk = role("helpdesk", json!(["user:read", "user:update", "user:lock"]));
+    expect_json(
+        app.post(
+            &format!("{U}/data-scopes"),
+            &json!({"role_id": helpdesk, "resource": "user", "scope": "tenant"}),
+            a,
+        ),
+        201,
+    );
+    let desk = app.create_user(&t.a.token, json!({"role_ids": [roles::USER, helpdesk]}));
+    for (method, path, body) in [
+        (
+            "PUT",
+            format!("{U}/users/{}/password", t.a.id),
+            json!({"password": "taken over!"}),
+        ),
+        ("POST", format!("{U}/users/{}/lock", t.a.id), json!({})),
+        (
+            "PATCH",
+            format!("{U}/users/{}", t.a.id),
+            json!({"display_name": "Mallory"}),
+        ),
+    ] {
+        let (status, _) = error_code(app.call(method, &path, Some(&body), desk.t())).unwrap();
+        assert_eq!(status, 403, "{method} {path}");
+    }
+    // ... and helpdesk may still administer a plain user.
+    let plain = app.create_user(&t.a.token, json!({}));
+    expect_json(
+        app.post(
+            &format!("{U}/users/{}/lock", plain.id),
+            &json!({}),
+            desk.t(),
+        ),
+        200,
+    );
+    let r = app.put(
+        &format!("{U}/users/{}/password", desk.id),
+        &json!({"password": "via admin route"}),
+        desk.t(),
+    );
+    assert_eq!(
+        error_code(r).unwrap().0,
+        409,
+        "one's own password goes through auth"
+    );
+
+    // An API key grants nothing beyond its scopes, even where the user could.
+    let key = expect_json(
+        app.post(
+            "/api/v1/auth/api-keys",
+            &json!({"name": "k", "scopes": ["role:create", "role:read"]}),
+            a,
+        ),
+        201,
+    );
+    let k = key["key"].as_str();
+    let r = app.post(
+        &format!("{U}/roles"),
+        &json!({"code": "via-key", "name": "K", "permissions": ["user:read"]}),
+        k,
+    );
+    assert_eq!(error_code(r).unwrap().0, 403);
+    expect_json(
+        app.post(
+            &format!("{U}/roles"),
+            &json!({"code": "empty", "name": "E", "permissions": ["role:read"]}),
+            k,
+        ),
+        201,
+    );
+    // Account changes need a signed-in session.
+    for (method, path, body) in [
+        ("PATCH", format!("{U}/me"), json!({"display_name": "K"})),
+        (
+            "POST",
+            "/api/v1/auth/password".to_string(),
+            json!({"current_password": e2e::PASSWORD, "new_password": "long enough"}),
+        ),
+        ("POST", "/api/v1/auth/logout-all".to_string(), json!({})),
+    ] {
+        let (status, _) = error_code(app.call(method, &path, Some(&body), k)).unwrap();
+        assert_eq!(status, 403, "{method} {path}");
+    }
+
+    // Registering the email of a user an administrator made is a conflict,
+    // never a takeover (even a tenantless one with only the user role).
+    let made = app.create_user(&t.platform.token, json!({}));
+    let r = app.register(&made.email, "attacker password", "Mallory");
+    assert_eq!(error_code(r).unwrap().0, 409);
+    assert_eq!(app.login(&made.email, "attacker password").status(), 401);
+
+    // Dead letters hold every tenant's events: platform staff only.
+    let tenant_staff = app.mint_token_in(
+        uuid::Uuid::new_v4(),
+        Some(uuid::Uuid::new_v4()),
+        &["event:manage"],
+    );
+    for c in ["auth", "user", "notification"] {
+        let (status, _) = error_code(app.get(
+            &format!("/api/v1/{c}/admin/dead-letters"),
+            Some(&tenant_staff),
+        ))
+        .unwrap();
+        assert_eq!(status, 403, "{c}");
+    }
 }

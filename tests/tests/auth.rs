@@ -568,3 +568,37 @@ fn an_administrator_sets_a_password_and_the_user_is_told() {
         "{actions:?}"
     );
 }
+
+#[test]
+fn a_tenant_whose_contract_ended_is_suspended_by_its_job() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let r = app.post(
+        "/api/v1/user/tenants",
+        &json!({"code": "ended", "name": "Ended", "expires_at": "2020-01-01T00:00:00Z"}),
+        admin.t(),
+    );
+    let tenant = expect_json(r, 201)["id"].as_str().unwrap().to_string();
+    let member = app.create_user(&admin.token, json!({"tenant_id": tenant}));
+    let done = expect_json(
+        app.post_internal("/api/v1/user/internal/tenants/expire"),
+        200,
+    );
+    assert_eq!(done["suspended"], json!([tenant]));
+    assert_eq!(
+        expect_json(
+            app.post_internal("/api/v1/user/internal/tenants/expire"),
+            200
+        )["suspended"],
+        json!([])
+    );
+    app.eventually(std::time::Duration::from_secs(30), || {
+        (app.login(&member.email, e2e::PASSWORD).status() == 403).then_some(())
+    })
+    .expect("members cannot sign in");
+    let t = expect_json(
+        app.get(&format!("/api/v1/user/tenants/{tenant}"), admin.t()),
+        200,
+    );
+    assert_eq!(t["status"], "suspended");
+}

@@ -16,6 +16,14 @@ fn user_event(kind: &str, user: uuid::Uuid, version: i64, email: &str) -> String
     .to_string()
 }
 
+/// Publishes a `user` event signed as the producer signs it.
+fn send(app: &TestApp, event: &str) {
+    app.publish_event(
+        "cloudphone.events.user",
+        &serde_json::from_str(event).unwrap(),
+    );
+}
+
 fn change_profile(app: &TestApp, token: &str, n: usize, threads: usize) -> usize {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -138,8 +146,8 @@ fn versions_delivered_as_3_1_2_leave_version_3() {
     let user = uuid::Uuid::new_v4();
     let mut auth = app.db("auth");
     for (n, v) in [3, 1, 2].into_iter().enumerate() {
-        app.publish(
-            "cloudphone.events.user",
+        send(
+            &app,
             &user_event("user.updated", user, v, &format!("v{v}@example.com")),
         );
         app.eventually(Duration::from_secs(10), || {
@@ -179,7 +187,7 @@ fn a_poison_event_is_parked_visible_and_replayable_and_does_not_block_the_next()
         .as_str()
         .unwrap()
         .to_string();
-    app.publish("cloudphone.events.user", &poison);
+    send(&app, &poison);
     let mut auth = app.db("auth");
     app.eventually(Duration::from_secs(30), || {
         let parked: bool = auth
@@ -193,8 +201,8 @@ fn a_poison_event_is_parked_visible_and_replayable_and_does_not_block_the_next()
         .unwrap();
 
     // The next event is applied: the parked one blocks nothing.
-    app.publish(
-        "cloudphone.events.user",
+    send(
+        &app,
         &user_event("user.created", good_user, 1, "g@example.com"),
     );
     app.eventually(Duration::from_secs(10), || {

@@ -238,14 +238,16 @@ fn a_redis_message_reaches_the_redis_trigger_component_and_a_repeat_changes_noth
         "aggregate_id": user.to_string(), "aggregate_version": 1, "occurred_at": "2026-11-23T00:00:00.000000Z",
         "payload": {"id": user, "email": "r@example.com", "display_name": "R", "tenant_id": null, "status": "active", "roles": ["user"]}
     });
-    let client = redis::Client::open(app.redis_url()).unwrap();
-    let mut conn = client.get_connection().unwrap();
+    // Unsigned, the same event is dropped: only the app's producers publish.
+    app.publish("cloudphone.events.user", &event.to_string());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        app.count("notification", "SELECT count(*) FROM processed_events"),
+        0
+    );
+    assert!(app.log_text().contains("signature"), "the drop is logged");
     for _ in 0..3 {
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg("cloudphone.events.user")
-            .arg(event.to_string())
-            .query(&mut conn)
-            .unwrap();
+        app.publish_event("cloudphone.events.user", &event);
     }
     let mut db = app.db("notification");
     app.eventually(Duration::from_secs(10), || {

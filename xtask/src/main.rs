@@ -10,7 +10,8 @@
 //! - `lint`: `cargo fmt --check` and clippy with warnings denied, native and wasm;
 //! - `test`: all of the above, then every test in the workspace;
 //! - `bench`: the platform and event benchmarks (see README);
-//! - `check-consistency`: compares redundant copies with their sources.
+//! - `check-consistency`: compares redundant copies with their sources;
+//! - `admin`: makes a registered user the platform administrator.
 
 mod bench;
 mod build;
@@ -70,6 +71,18 @@ enum Cmd {
     },
     /// Run the platform and event benchmarks and print their figures.
     Bench,
+    /// Make a registered user platform administrator (`super_admin`).
+    Admin {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        /// Where the app serves (its `user` component).
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// The app's internal token (default: the local one in `.local/secrets.env`).
+        #[arg(long, env = "CLOUDPHONE_INTERNAL_TOKEN")]
+        internal_token: Option<String>,
+    },
     /// Compare every redundant copy with its source (local databases, or the given URLs).
     CheckConsistency {
         /// URL of cloudphone_user (default: the local one).
@@ -155,6 +168,26 @@ fn main() -> Result<()> {
                 report.differences.is_empty(),
                 "copies differ from their source"
             );
+            Ok(())
+        }
+        Cmd::Admin {
+            email,
+            url,
+            internal_token,
+        } => {
+            let token = match internal_token {
+                Some(t) => t,
+                None => local::secrets()?["INTERNAL_TOKEN"].clone(),
+            };
+            let resp = reqwest::blocking::Client::new()
+                .post(format!("{url}/api/v1/user/internal/bootstrap-admin"))
+                .header("x-internal-token", token)
+                .json(&serde_json::json!({ "email": email }))
+                .send()?;
+            let status = resp.status();
+            let body = resp.text()?;
+            anyhow::ensure!(status.is_success(), "{status}: {body}");
+            println!("{email} is now platform administrator (super_admin); sign in again for a new token");
             Ok(())
         }
         Cmd::Bench => {

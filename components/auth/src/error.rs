@@ -38,10 +38,7 @@ impl From<Problem> for Error {
 
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
-        match e {
-            DbError::Unique(_) => Error::EmailTaken,
-            other => Error::Problem(other.into()),
-        }
+        Error::Problem(e.into())
     }
 }
 

@@ -1,15 +1,14 @@
 //! Reacts to events with notifications: a new user gets a welcome, a hit
-//! quota a warning, a password reset request its link (for delivery by
-//! email), a password change a security notice. Each event is applied at
+//! quota a warning, a password change a security notice. (Password-reset
+//! links do not travel as events: `auth` hands them over by chaining, see
+//! `handlers::deliveries`.) Each event is applied at
 //! most once (platform::consumer), and each creates at most one
 //! notification (`source_event_id` is unique).
 
 use crate::repo::{self, New};
 use platform::consumer::{HandlerError, Source};
 use platform::db::Db;
-use platform::events::{
-    CREDENTIAL_PASSWORD_CHANGED, CREDENTIAL_RESET_REQUESTED, QUOTA_EXCEEDED, USER_CREATED,
-};
+use platform::events::{CREDENTIAL_PASSWORD_CHANGED, QUOTA_EXCEEDED, USER_CREATED};
 use platform::outbox::Envelope;
 use platform::Problem;
 use serde_json::Value;
@@ -70,19 +69,6 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
             ),
             data: env.payload.clone(),
         }
-    } else if t == CREDENTIAL_RESET_REQUESTED.name {
-        New {
-            user: user_of(env, "user_id")?,
-            kind: "password_reset",
-            title: "Reset your password",
-            body: "Use the token in this message to set a new password. It works once, for 30 minutes. \
-                   If you did not ask for it, ignore this message."
-                .into(),
-            data: serde_json::json!({
-                "channel": "email", "to": field(env, "email")?,
-                "token": field(env, "token")?, "expires_at": field(env, "expires_at")?,
-            }),
-        }
     } else if t == CREDENTIAL_PASSWORD_CHANGED.name {
         New {
             user: user_of(env, "user_id")?,
@@ -94,7 +80,7 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
     } else {
         return Ok(());
     };
-    repo::insert(db, &new, env.id)?;
+    repo::insert(db, &new, Some(env.id))?;
     Ok(())
 }
 

@@ -90,9 +90,10 @@ pub struct New<'a> {
     pub data: serde_json::Value,
 }
 
-/// Inserts the notification caused by an event; a redelivered event creates
-/// nothing (one notification per source event).
-pub fn insert(db: &Db, n: &New, event_id: Uuid) -> Result<(), DbError> {
+/// Inserts the notification caused by an event (or, with no event, a direct
+/// delivery); a redelivered event creates nothing (one notification per
+/// source event).
+pub fn insert(db: &Db, n: &New, event_id: Option<Uuid>) -> Result<(), DbError> {
     let data = spin_sdk::pg4::jsonb(&n.data).map_err(|e| DbError::Other(e.to_string()))?;
     db.execute(
         "INSERT INTO notifications (id, user_id, kind, title, body, data, source_event_id) \
@@ -104,7 +105,7 @@ pub fn insert(db: &Db, n: &New, event_id: Uuid) -> Result<(), DbError> {
             P::Str(n.title.into()),
             P::Str(n.body.clone()),
             data,
-            P::Uuid(event_id.to_string()),
+            event_id.map_or(P::DbNull, |e| P::Uuid(e.to_string())),
         ],
     )?;
     Ok(())

@@ -20,6 +20,7 @@ pub enum Op {
     Live,
     List,
     MarkRead,
+    PasswordReset,
     CatchUp,
     Prune,
     DeadLetters,
@@ -33,6 +34,7 @@ pub const ROUTES: &[Route<Op>] = &[
     route("GET", "health/live", Public, Op::Live),
     route("GET", "notifications", Permission("notification:read"), Op::List),
     route("POST", "notifications/:id/read", Permission("notification:read"), Op::MarkRead),
+    route("POST", "internal/password-resets", Internal, Op::PasswordReset),
     route("POST", "internal/events/catch-up", Internal, Op::CatchUp),
     route("POST", "internal/events/prune", Internal, Op::Prune),
     route("GET", "admin/dead-letters", Permission("event:manage"), Op::DeadLetters),
@@ -47,10 +49,15 @@ pub async fn dispatch(ctx: &Ctx, req: &Request) -> Result<Response, Error> {
         Op::Live => Ok(platform::http::live("notification")?),
         Op::List => notifications::list(&call),
         Op::MarkRead => notifications::mark_read(&call),
+        Op::PasswordReset => crate::handlers::deliveries::password_reset(&call),
         Op::CatchUp => Ok(endpoints::catch_up(SOURCES).await?),
         Op::Prune => Ok(endpoints::prune()?),
-        Op::DeadLetters => Ok(endpoints::dead_letters(call.req)?),
-        Op::Replay => Ok(endpoints::replay(call.params.get("id"), SOURCES)?),
+        Op::DeadLetters => Ok(endpoints::dead_letters(call.caller()?, call.req)?),
+        Op::Replay => Ok(endpoints::replay(
+            call.caller()?,
+            call.params.get("id"),
+            SOURCES,
+        )?),
     }
 }
 

@@ -55,6 +55,11 @@ pub const JOBS: &[Job] = &[
         url: "http://notification.spin.internal/api/v1/notification/internal/events/catch-up",
     },
     Job {
+        name: "user.tenants.expire",
+        every_secs: 300,
+        url: "http://user.spin.internal/api/v1/user/internal/tenants/expire",
+    },
+    Job {
         name: "user.events.prune",
         every_secs: 3600,
         url: "http://user.spin.internal/api/v1/user/internal/events/prune",

@@ -5,7 +5,9 @@
 use crate::repo::{self, audit::Entry};
 use platform::consumer::{HandlerError, Source};
 use platform::db::Db;
-use platform::events::{API_KEY_CREATED, API_KEY_REVOKED, CREDENTIAL_PASSWORD_CHANGED};
+use platform::events::{
+    API_KEY_CREATED, API_KEY_REVOKED, CREDENTIAL_PASSWORD_CHANGED, CREDENTIAL_RESET_REQUESTED,
+};
 use platform::outbox::Envelope;
 use platform::Problem;
 use serde_json::Value;
@@ -47,6 +49,9 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
         } else if t == CREDENTIAL_PASSWORD_CHANGED.name {
             let user = uuid_at(env, "user_id")?;
             ("user.password_changed", "user", user, user)
+        } else if t == CREDENTIAL_RESET_REQUESTED.name {
+            let user = uuid_at(env, "user_id")?;
+            ("user.password_reset_requested", "user", user, user)
         } else {
             return Ok(());
         };

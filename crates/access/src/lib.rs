@@ -11,6 +11,7 @@
 //! native tests and tools alike.
 
 pub mod caller;
+pub mod mac;
 
 pub use caller::{Access, Caller, Credential, FieldRule, Level, RowFilter, RowRef, Scope};
 

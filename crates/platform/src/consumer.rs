@@ -129,10 +129,19 @@ fn record_failure(db: &Db, env: &Envelope, error: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// The pub/sub path: one message from the Redis trigger.
+/// The pub/sub path: one message from the Redis trigger. Only events signed
+/// by a producer of this app are applied (`access::mac`); anything else is
+/// dropped with an error in the log, and a real event that was dropped still
+/// arrives through the feed.
 pub fn on_message(message: &[u8], sources: &[Source]) -> Result<(), String> {
-    let env: Envelope =
+    let value: serde_json::Value =
         serde_json::from_slice(message).map_err(|e| format!("not an event envelope: {e}"))?;
+    let key = crate::var("internal_token").map_err(|p| format!("{p:?}"))?;
+    if !access::mac::verify_event(&key, &value) {
+        return Err("event signature missing or invalid: dropped".into());
+    }
+    let env: Envelope =
+        serde_json::from_value(value).map_err(|e| format!("not an event envelope: {e}"))?;
     let Some(source) = sources.iter().find(|s| s.name == env.source) else {
         return Ok(());
     };
@@ -385,9 +394,23 @@ pub mod endpoints {
         ))
     }
 
-    /// `GET /admin/dead-letters?page=&per_page=`: parked events (the route
-    /// guard requires `event:manage`).
-    pub fn dead_letters(req: &Request) -> Result<Response, Problem> {
+    /// Dead letters hold whole events of every tenant: platform staff only
+    /// (scope `all` for `event`), on top of the route's `event:manage`.
+    fn platform_staff(caller: &access::Caller) -> Result<(), Problem> {
+        if matches!(caller.filter("event"), access::RowFilter::All) {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                403,
+                "forbidden",
+                "dead letters are for platform staff",
+            ))
+        }
+    }
+
+    /// `GET /admin/dead-letters?page=&per_page=`: parked events.
+    pub fn dead_letters(caller: &access::Caller, req: &Request) -> Result<Response, Problem> {
+        platform_staff(caller)?;
         let page = crate::http::Page::from_request(req)?;
         let db = Db::open()?;
         let (items, total) = super::dead_letters(&db, page)?;
@@ -403,7 +426,12 @@ pub mod endpoints {
     }
 
     /// `POST /admin/dead-letters/{event_id}/replay`: tries a parked event again now.
-    pub fn replay(id: &str, sources: &[Source]) -> Result<Response, Problem> {
+    pub fn replay(
+        caller: &access::Caller,
+        id: &str,
+        sources: &[Source],
+    ) -> Result<Response, Problem> {
+        platform_staff(caller)?;
         let id = Uuid::parse_str(id).map_err(|_| Problem::not_found("dead letter"))?;
         let db = Db::open()?;
         match super::replay(&db, id, sources)? {

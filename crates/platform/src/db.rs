@@ -50,8 +50,15 @@ impl From<DbError> for Problem {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Unavailable(m) => Problem::unavailable(format!("database unavailable: {m}")),
-            DbError::Unique(c) => Problem::conflict(format!("already exists ({c})")),
-            DbError::Constraint(c) => Problem::conflict(format!("constraint violated ({c})")),
+            // Constraint names are schema detail: they go to the log only.
+            DbError::Unique(c) => Problem {
+                internal: Some(format!("unique violation: {c}")),
+                ..Problem::conflict("already exists")
+            },
+            DbError::Constraint(c) => Problem {
+                internal: Some(format!("constraint violation: {c}")),
+                ..Problem::conflict("the change conflicts with existing data")
+            },
             DbError::Other(m) => Problem::internal(format!("database error: {m}")),
         }
     }

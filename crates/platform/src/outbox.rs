@@ -176,9 +176,12 @@ pub fn publish_pending(db: &Db, redis_url: &str, limit: i64) -> Result<usize, cr
         }
         let redis = spin_sdk::redis::Connection::open(redis_url)
             .map_err(|e| crate::Problem::unavailable(format!("redis: {e}")))?;
+        let key = crate::var("internal_token")?;
         for row in &rows.rows {
             let env = envelope(row)?;
-            let bytes = serde_json::to_vec(&env).expect("envelope serializes");
+            let mut signed = serde_json::to_value(&env).expect("envelope serializes");
+            signed[access::mac::SIG] = access::mac::sign_event(&key, &signed).into();
+            let bytes = serde_json::to_vec(&signed).expect("envelope serializes");
             redis
                 .publish(&channel(&env.source), &bytes)
                 .map_err(|e| crate::Problem::unavailable(format!("redis publish: {e}")))?;

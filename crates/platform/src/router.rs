@@ -20,6 +20,9 @@ pub enum Guard {
     Internal,
     /// Any authenticated caller (access token or API key).
     Authenticated,
+    /// A caller who signed in (an access token, not an API key): account
+    /// changes such as one's password or profile.
+    Session,
     /// An authenticated caller holding this permission.
     Permission(&'static str),
 }
@@ -31,6 +34,7 @@ impl Guard {
             Guard::Public => "public",
             Guard::Internal => "internal",
             Guard::Authenticated => "authenticated",
+            Guard::Session => "session",
             Guard::Permission(p) => p,
         }
     }
@@ -214,6 +218,17 @@ pub async fn resolve<'a, Op: Copy>(
             Who::Internal
         }
         Guard::Authenticated => Who::Caller(auth::authenticate(req, ctx, keys).await?),
+        Guard::Session => {
+            let caller = auth::authenticate(req, ctx, keys).await?;
+            if caller.credential != access::Credential::Token {
+                return Err(Problem::new(
+                    403,
+                    "forbidden",
+                    "this needs a signed-in session, not an api key",
+                ));
+            }
+            Who::Caller(caller)
+        }
         Guard::Permission(p) => {
             let caller = auth::authenticate(req, ctx, keys).await?;
             if !caller.can(p) {

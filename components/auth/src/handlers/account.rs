@@ -52,7 +52,8 @@ pub fn change_password(call: &Call) -> Result<Response, Error> {
     Ok(platform::http::no_content())
 }
 
-/// Stores a new password hash, ends every session and records
+/// Stores a new password hash, ends every session (and, unless the owner
+/// changed it, every API key) and records
 /// `credential.password_changed`; call inside a transaction.
 pub fn password_changed(
     db: &platform::db::Db,
@@ -62,6 +63,11 @@ pub fn password_changed(
 ) -> Result<(), Error> {
     let version = repo::set_password(db, user, hash)?;
     repo::revoke_user_tokens(db, user)?;
+    // A reset or an administrator's new password means the account may have
+    // been in other hands: its API keys end too.
+    if how != "change" {
+        repo::keys::revoke_all(db, user)?;
+    }
     platform::outbox::enqueue(
         db,
         &CREDENTIAL_PASSWORD_CHANGED,

@@ -39,7 +39,12 @@ pub async fn post(call: &Call<'_>) -> Result<Response, Error> {
         .map_err(|e| Error::Problem(platform::Problem::internal(e)))?;
     let created = create_profile(call, Uuid::new_v4(), &email, &name).await?;
     db.transaction(|tx| {
-        repo::insert_credentials(tx, created.id, &email, &hash)?;
+        // Of two concurrent registrations of one email, the unique index
+        // lets one win.
+        repo::insert_credentials(tx, created.id, &email, &hash).map_err(|e| match e {
+            platform::db::DbError::Unique(_) => Error::EmailTaken,
+            e => e.into(),
+        })?;
         repo::upsert_identity(tx, &created.identity, created.version)?;
         Ok::<_, Error>(())
     })?;

@@ -1,8 +1,10 @@
-//! Password reset by emailed token. The request answers 202 whether or not
-//! the email exists (and does the same work either way), so it reveals
-//! nothing; the token travels in a `credential.reset_requested` event to
-//! `notification`, which delivers it. Confirming with a valid token sets the
-//! password, ends every session and lifts a login lockout.
+//! Password reset by emailed token. The request answers 202 for any
+//! well-formed email, registered or not, so its answer reveals nothing. The
+//! token goes to `notification` by service chaining, never through the
+//! outbox, Redis or the event feed (where anyone reading them could use it);
+//! the `credential.reset_requested` event records only that a reset was
+//! asked for. Confirming with a valid token sets the password, ends every
+//! session and API key, and lifts a login lockout.
 
 use super::{account::password_changed, db, publish_after_commit, Call};
 use crate::domain::input::NewPassword;
@@ -26,7 +28,7 @@ struct Request {
 }
 
 /// `POST /password-reset/request`: 202 for any well-formed email.
-pub fn request(call: &Call) -> Result<Response, Error> {
+pub async fn request(call: &Call<'_>) -> Result<Response, Error> {
     let body: Request = call.body()?;
     let email = Email::parse(&body.email)?;
     let token = new_refresh_token().map_err(platform::Problem::internal)?;
@@ -34,23 +36,51 @@ pub fn request(call: &Call) -> Result<Response, Error> {
     let db = db()?;
     let found = repo::find_credentials(&db, &email)?.map(|c| (c, email));
     if let Some((cred, email)) = found {
-        db.transaction(|tx| {
+        let expires_at = db.transaction(|tx| {
             let expires_at = repo::resets::insert(tx, cred.user_id, &token_hash, TOKEN_TTL_SECS)?;
             platform::outbox::enqueue(
                 tx,
                 &CREDENTIAL_RESET_REQUESTED,
                 &cred.user_id.to_string(),
-                platform::now_unix(),
-                &serde_json::json!({"user_id": cred.user_id, "email": email.as_str(), "token": token, "expires_at": expires_at}),
+                cred.version,
+                &serde_json::json!({"user_id": cred.user_id, "expires_at": expires_at}),
             )?;
-            Ok::<_, Error>(())
+            Ok::<_, Error>(expires_at)
         })?;
         publish_after_commit(call, &db);
+        deliver(call, cred.user_id, email.as_str(), &token, &expires_at).await?;
     }
     Ok(platform::http::json(
         202,
         &serde_json::json!({"status": "if the email is registered, a reset link is on its way"}),
     ))
+}
+
+/// Hands the token to `notification` for delivery. If this fails the
+/// request fails too: the user asks again (a new token replaces this one).
+async fn deliver(
+    call: &Call<'_>,
+    user: uuid::Uuid,
+    email: &str,
+    token: &str,
+    expires_at: &str,
+) -> Result<(), Error> {
+    let body = serde_json::json!({"user_id": user, "email": email, "token": token, "expires_at": expires_at});
+    let req = spin_sdk::http::Request::post(
+        "http://notification.spin.internal/api/v1/notification/internal/password-resets",
+        body.to_string(),
+    )
+    .header("content-type", "application/json")
+    .header("x-internal-token", platform::var("internal_token")?)
+    .header("x-request-id", call.ctx.request_id.clone())
+    .build();
+    let resp: Response = spin_sdk::http::send(req)
+        .await
+        .map_err(|e| Error::Upstream(format!("notification: {e}")))?;
+    match *resp.status() {
+        201 => Ok(()),
+        s => Err(Error::Upstream(format!("notification answered {s}"))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -72,10 +102,10 @@ pub fn confirm(call: &Call) -> Result<Response, Error> {
     db.transaction(|tx| {
         let user =
             repo::resets::consume(tx, &hash(&body.token))?.ok_or(Error::InvalidResetToken)?;
+        // The user may have been deleted since (credentials dropped).
+        let (email, _) = repo::credentials_of(tx, user)?.ok_or(Error::InvalidResetToken)?;
         password_changed(tx, user, &new_hash, "reset")?;
-        if let Some((email, _)) = repo::credentials_of(tx, user)? {
-            repo::clear_failed_logins(tx, &email_key(&email))?;
-        }
+        repo::clear_failed_logins(tx, &email_key(&email))?;
         Ok::<_, Error>(())
     })?;
     publish_after_commit(call, &db);

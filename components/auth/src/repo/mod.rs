@@ -15,6 +15,8 @@ pub struct Credentials {
     pub user_id: Uuid,
     /// Argon2id PHC string.
     pub password_hash: String,
+    /// Version, carried by `credential.*` events.
+    pub version: i64,
 }
 
 /// Whether credentials exist for an email (case-insensitive).
@@ -29,7 +31,7 @@ pub fn email_registered(db: &Db, email: &Email) -> Result<bool, DbError> {
 /// Looks up credentials by email.
 pub fn find_credentials(db: &Db, email: &Email) -> Result<Option<Credentials>, DbError> {
     let rows = db.query(
-        "SELECT user_id, password_hash FROM credentials WHERE lower(email) = lower($1)",
+        "SELECT user_id, password_hash, version FROM credentials WHERE lower(email) = lower($1)",
         &[P::Str(email.as_str().into())],
     )?;
     rows.rows
@@ -38,6 +40,7 @@ pub fn find_credentials(db: &Db, email: &Email) -> Result<Option<Credentials>, D
             Ok(Credentials {
                 user_id: col(r, 0, "credentials.user_id")?,
                 password_hash: col(r, 1, "credentials.password_hash")?,
+                version: col(r, 2, "credentials.version")?,
             })
         })
         .transpose()

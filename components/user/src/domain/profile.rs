@@ -101,6 +101,8 @@ pub struct NewUser {
     pub department_id: Option<Uuid>,
     /// Roles to hold.
     pub role_ids: Vec<Uuid>,
+    /// The administrator who created the user (`None`: self-registration).
+    pub created_by: Option<Uuid>,
 }
 
 impl Registration {
@@ -114,6 +116,7 @@ impl Registration {
             tenant_id: None,
             department_id: None,
             role_ids: vec![USER_ROLE],
+            created_by: None,
         })
     }
 }
@@ -161,7 +164,11 @@ pub fn check_password(p: &str) -> Result<(), Error> {
 impl CreateUser {
     /// Validates everything but references (tenant, department, roles), which
     /// the handler checks against the database.
-    pub fn parse(self, tenant_id: Option<Uuid>) -> Result<(NewUser, String), Error> {
+    pub fn parse(
+        self,
+        tenant_id: Option<Uuid>,
+        created_by: Uuid,
+    ) -> Result<(NewUser, String), Error> {
         check_password(&self.password)?;
         let role_ids = self.role_ids.unwrap_or_else(|| vec![USER_ROLE]);
         if role_ids.len() > 20 {
@@ -176,6 +183,7 @@ impl CreateUser {
                 tenant_id,
                 department_id: self.department_id,
                 role_ids,
+                created_by: Some(created_by),
             },
             self.password,
         ))
@@ -331,12 +339,12 @@ mod tests {
             department_id: None,
             role_ids: None,
         };
-        let (u, _) = c.clone().parse(None).unwrap();
+        let (u, _) = c.clone().parse(None, Uuid::nil()).unwrap();
         assert_eq!(u.role_ids, vec![USER_ROLE]);
         let short = CreateUser {
             password: "short".into(),
             ..c
         };
-        assert!(short.parse(None).is_err());
+        assert!(short.parse(None, Uuid::nil()).is_err());
     }
 }

@@ -17,6 +17,20 @@ fn short(call: &Call, name: &str) -> Result<Option<String>> {
     }
 }
 
+/// An entry with the caller's field rules applied to the states it records
+/// (an audit log must not show what the caller's field rules hide).
+fn masked(caller: &access::Caller, e: &repo::audit::Logged) -> serde_json::Value {
+    let owner = uuid::Uuid::parse_str(&e.resource_id).ok();
+    let rule = caller.field_rule(&e.resource_type, owner);
+    let mut v = serde_json::to_value(e).expect("entry serializes");
+    for state in ["before", "after"] {
+        if let Some(s) = v.get_mut(state) {
+            rule.apply(s);
+        }
+    }
+    v
+}
+
 /// `GET /audit-logs?actor_id=&action=&resource_type=&resource_id=&tenant_id=&from=&to=&page=&per_page=`.
 pub fn list(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
@@ -32,6 +46,7 @@ pub fn list(call: &Call) -> Result<Response> {
         to: time("to")?,
     };
     let (items, total) = repo::audit::search(&db()?, &caller.filter("audit_log"), &search, page)?;
+    let items: Vec<_> = items.iter().map(|e| masked(caller, e)).collect();
     Ok(paged(items, page, total))
 }
 
@@ -48,5 +63,5 @@ pub fn get(call: &Call) -> Result<Response> {
     if !caller.sees("audit_log", row) {
         return Err(Error::NotFound("audit entry"));
     }
-    Ok(platform::http::json(200, &e))
+    Ok(platform::http::json(200, &masked(caller, &e)))
 }

@@ -160,6 +160,7 @@ pub fn create(call: &Call) -> Result<Response> {
     let tenant = acting_tenant(caller, "department", asked)?;
     let db = db()?;
     let d = db.transaction(|tx| {
+        repo::org::lock_tree(tx, tenant)?;
         check_manager(tx, tenant, new.manager_id)?;
         if let Some(t) = tenant {
             repo::org::find_tenant(tx, t)?
@@ -233,6 +234,9 @@ pub fn move_to(call: &Call) -> Result<Response> {
     let parent = call.body::<MoveDepartment>()?.parent()?;
     let db = db()?;
     let d = db.transaction(|tx| {
+        let (first, _) = visible(tx, caller, id)?;
+        repo::org::lock_tree(tx, first.tenant_id)?;
+        // Read again under the lock: a concurrent move may have changed paths.
         let (before, path) = visible(tx, caller, id)?;
         let (new_path, new_depth) = match parent {
             None => (format!("/{id}/"), 0),
@@ -283,6 +287,7 @@ pub fn delete(call: &Call) -> Result<Response> {
     let db = db()?;
     db.transaction(|tx| {
         let (before, _) = visible(tx, caller, id)?;
+        repo::org::lock_tree(tx, before.tenant_id)?;
         let (children, members) = repo::org::department_usage(tx, id)?;
         if children > 0 || members > 0 {
             return Err(Error::Conflict(format!(

@@ -13,8 +13,9 @@ use spin_sdk::http::Response;
 /// `POST /internal/users` (from `auth`'s registration): creates a profile
 /// and its `user.created` event in one transaction, and answers the identity
 /// snapshot so `auth` can issue tokens at once. A registration retried after
-/// a failure between the two components' steps finds the tenantless profile
-/// it created before and answers 200 with it.
+/// a failure between the two components' steps finds the profile it created
+/// before (self-registered, tenantless, only the `user` role) and answers 200
+/// with it; any other profile with the email is a 409.
 pub fn create_user(call: &Call) -> Result<Response> {
     let new = call.body::<Registration>()?.parse()?;
     let db = db()?;
@@ -23,11 +24,9 @@ pub fn create_user(call: &Call) -> Result<Response> {
             repo::snapshot::emit(tx, new.id, &USER_CREATED)?;
             return Ok((new.id, true));
         }
-        let id = repo::users::id_by_email(tx, new.email.as_str())?
-            .ok_or_else(|| Error::Conflict("user id already in use".into()))?;
-        match repo::users::find(tx, id)? {
-            Some(p) if p.tenant_id.is_none() => Ok((id, false)),
-            _ => Err(Error::Conflict("email is already registered".into())),
+        match repo::users::unfinished_registration(tx, new.email.as_str())? {
+            Some(id) => Ok((id, false)),
+            None => Err(Error::Conflict("email is already registered".into())),
         }
     })?;
     if created {

@@ -87,6 +87,66 @@ pub fn acting_tenant(caller: &Caller, resource: &str, asked: Option<Uuid>) -> Re
     }
 }
 
+/// Whether the caller may hand out a permission pattern: they hold it, and
+/// (acting through an API key) it is within the key's scopes.
+pub fn grantable(caller: &Caller, pattern: &str) -> bool {
+    use crate::domain::access::covers;
+    covers(&caller.access.permissions, pattern)
+        && caller
+            .access
+            .limit
+            .as_ref()
+            .is_none_or(|l| covers(l, pattern))
+}
+
+/// How far a data scope reaches, for comparing what a caller has with what
+/// they hand out (all > tenant > departments > own).
+fn reach(level: access::Level) -> u8 {
+    match level {
+        access::Level::Own => 0,
+        access::Level::Departments => 1,
+        access::Level::Tenant => 2,
+        access::Level::All => 3,
+    }
+}
+
+/// Whether a scope kind set on a role for `resource` reaches no further than
+/// the caller's own scope for it (nobody hands out a wider view than theirs).
+pub fn scope_grantable(
+    caller: &Caller,
+    resource: &str,
+    kind: crate::domain::access::ScopeKind,
+) -> bool {
+    use crate::domain::access::ScopeKind::*;
+    let wanted = match kind {
+        All if caller.tenant_id.is_some() => access::Level::Tenant,
+        All => access::Level::All,
+        Tenant => access::Level::Tenant,
+        Department | DepartmentTree | Custom => access::Level::Departments,
+        SelfOnly => access::Level::Own,
+    };
+    let held = match caller.filter(resource) {
+        access::RowFilter::All => access::Level::All,
+        access::RowFilter::Tenant(_) => access::Level::Tenant,
+        access::RowFilter::Departments { .. } => access::Level::Departments,
+        access::RowFilter::Own { .. } => access::Level::Own,
+    };
+    reach(wanted) <= reach(held)
+}
+
+/// Whether the caller may administer a user: every permission the user holds
+/// is one the caller could grant (a tenant administrator cannot lock out,
+/// delete or take over someone with more rights).
+pub fn outranks(db: &Db, caller: &Caller, user: Uuid) -> Result<()> {
+    let theirs = crate::repo::users::access_of(db, user)?;
+    match theirs.permissions.iter().find(|p| !grantable(caller, p)) {
+        Some(p) => Err(Error::Forbidden(format!(
+            "the user holds {p}, which you do not"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A JSON value with the caller's field rules for `resource` applied.
 pub fn present<T: Serialize>(
     caller: &Caller,

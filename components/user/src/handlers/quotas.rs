@@ -93,6 +93,9 @@ pub fn reserve(call: &Call) -> Result<Response> {
     match outcome {
         Reserved::Granted(r) => Ok(platform::http::json(201, &r)),
         Reserved::Existing(r) => Ok(platform::http::json(200, &r)),
+        Reserved::Inactive => Err(Error::Conflict(
+            "the user cannot hold resources: locked, deleted or in a suspended tenant".into(),
+        )),
         Reserved::Refused(why) => {
             publish_after_commit(call, &db);
             Err(Error::QuotaExceeded(why))

@@ -4,9 +4,9 @@
 //! they do not hold themselves, so roles cannot be used to escalate.
 
 use super::{
-    acting_tenant, audit, db, paged, platform_wide, publish_after_commit, search_query, Call,
+    acting_tenant, audit, db, grantable, paged, platform_wide, publish_after_commit, search_query,
+    Call,
 };
-use crate::domain::access::covers;
 use crate::domain::role::{
     parse_permissions, CreatePermission, CreateRole, PermissionSet, Role, RolePatch,
 };
@@ -28,7 +28,10 @@ pub fn readable(db: &Db, caller: &Caller, id: Uuid) -> Result<Role> {
 }
 
 /// A role the caller may change: their tenant's, or any for platform staff.
+/// It is locked until the transaction ends, so its holders cannot change
+/// while its grants do.
 pub fn changeable(db: &Db, caller: &Caller, id: Uuid) -> Result<Role> {
+    repo::roles::lock(db, id)?;
     let r = readable(db, caller, id)?;
     if r.tenant_id.is_none() && !platform_wide(caller, "role") {
         return Err(Error::Forbidden(
@@ -38,11 +41,26 @@ pub fn changeable(db: &Db, caller: &Caller, id: Uuid) -> Result<Role> {
     Ok(r)
 }
 
+/// A role whose data scopes and field rules the caller may change: one they
+/// could grant entirely and do not hold themselves (nobody widens their own
+/// view or lifts their own field masks).
+pub fn rules_changeable(db: &Db, caller: &Caller, id: Uuid) -> Result<Role> {
+    let r = changeable(db, caller, id)?;
+    if let Some(p) = r.permissions.iter().find(|p| !grantable(caller, p)) {
+        return Err(Error::Forbidden(format!(
+            "the role grants {p}, which you do not hold"
+        )));
+    }
+    if !caller.is_platform_admin() && repo::users::holds(db, caller.user_id, id)? {
+        return Err(Error::Forbidden(
+            "you cannot change the rules of a role you hold".into(),
+        ));
+    }
+    Ok(r)
+}
+
 fn check_grantable(caller: &Caller, perms: &BTreeSet<String>) -> Result<()> {
-    match perms
-        .iter()
-        .find(|p| !covers(&caller.access.permissions, p))
-    {
+    match perms.iter().find(|p| !grantable(caller, p)) {
         Some(p) => Err(Error::Forbidden(format!(
             "you cannot grant {p}, which you do not hold"
         ))),
@@ -89,6 +107,11 @@ pub fn create(call: &Call) -> Result<Response> {
     let body: CreateRole = call.body()?;
     let (new, asked) = body.parse()?;
     let tenant = acting_tenant(caller, "role", asked)?;
+    if tenant.is_none() && !platform_wide(caller, "role") {
+        return Err(Error::Forbidden(
+            "system roles are created by platform staff".into(),
+        ));
+    }
     check_grantable(caller, &new.permissions)?;
     let db = db()?;
     let role = db.transaction(|tx| {

@@ -1,8 +1,8 @@
 //! Data scopes and field permissions of roles. Changing either recomputes
 //! the access of every holder of the role in the same transaction.
 
-use super::roles::{changeable, readable, refresh_holders};
-use super::{audit, db, publish_after_commit, uuid_query, Call};
+use super::roles::{readable, refresh_holders, rules_changeable};
+use super::{audit, db, publish_after_commit, scope_grantable, uuid_query, Call};
 use crate::domain::access::ScopeKind;
 use crate::domain::role::{DataScopeInput, FieldPermissionInput};
 use crate::error::{Error, Result};
@@ -28,6 +28,14 @@ pub fn types() -> Result<Response> {
 
 fn role_param(call: &Call) -> Result<Uuid> {
     uuid_query(call, "role_id")?.ok_or_else(|| Error::Invalid("role_id is required".into()))
+}
+
+/// A rule of a role the caller cannot see is "not found" as the rule itself.
+fn not_found_as(e: Error, what: &'static str) -> Error {
+    match e {
+        Error::NotFound(_) => Error::NotFound(what),
+        e => e,
+    }
 }
 
 fn unique(e: DbError) -> Error {
@@ -105,7 +113,19 @@ pub fn put_scope(call: &Call, replace: bool) -> Result<Response> {
                 None,
             ),
         };
-        let role = changeable(tx, caller, role_id)?;
+        let role = rules_changeable(tx, caller, role_id).map_err(|e| {
+            if existing.is_some() {
+                not_found_as(e, "data scope")
+            } else {
+                e
+            }
+        })?;
+        if !scope_grantable(caller, &input.resource, kind) {
+            return Err(Error::Forbidden(format!(
+                "scope {} on {} is wider than yours",
+                input.scope, input.resource
+            )));
+        }
         if kind == ScopeKind::Custom {
             check_departments(tx, role.tenant_id, &input.department_ids)?;
         }
@@ -152,7 +172,8 @@ pub fn delete_scope(call: &Call) -> Result<Response> {
     let db = db()?;
     db.transaction(|tx| {
         let s = repo::roles::find_data_scope(tx, id)?.ok_or(Error::NotFound("data scope"))?;
-        let role = changeable(tx, caller, s.role_id)?;
+        let role =
+            rules_changeable(tx, caller, s.role_id).map_err(|e| not_found_as(e, "data scope"))?;
         repo::roles::delete_data_scope(tx, id)?;
         refresh_holders(tx, s.role_id)?;
         repo::audit::record(
@@ -217,7 +238,13 @@ pub fn put_fields(call: &Call, replace: bool) -> Result<Response> {
                 None,
             ),
         };
-        let role = changeable(tx, caller, role_id)?;
+        let role = rules_changeable(tx, caller, role_id).map_err(|e| {
+            if existing.is_some() {
+                not_found_as(e, "field permission")
+            } else {
+                e
+            }
+        })?;
         let id = repo::roles::upsert_field_permission(
             tx,
             existing,
@@ -263,7 +290,8 @@ pub fn delete_fields(call: &Call) -> Result<Response> {
     db.transaction(|tx| {
         let f = repo::roles::find_field_permission(tx, id)?
             .ok_or(Error::NotFound("field permission"))?;
-        let role = changeable(tx, caller, f.role_id)?;
+        let role = rules_changeable(tx, caller, f.role_id)
+            .map_err(|e| not_found_as(e, "field permission"))?;
         repo::roles::delete_field_permission(tx, id)?;
         refresh_holders(tx, f.role_id)?;
         repo::audit::record(

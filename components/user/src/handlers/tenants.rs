@@ -139,3 +139,23 @@ pub fn delete(call: &Call) -> Result<Response> {
     })?;
     Ok(platform::http::no_content())
 }
+
+/// `POST /internal/tenants/expire` (scheduler): suspends tenants whose
+/// contract ended, ending their members' sessions like a manual suspension.
+pub fn expire(call: &Call) -> Result<Response> {
+    let db = db()?;
+    let suspended = db.transaction(|tx| {
+        let ids = repo::org::suspend_expired(tx)?;
+        for id in &ids {
+            let members = repo::users::ids_in_tenant(tx, *id)?;
+            repo::snapshot::emit_all(tx, &members, &USER_UPDATED)?;
+            repo::audit::record(tx, &audit(call, "tenant.expire", "tenant", id, Some(*id)))?;
+        }
+        Ok::<_, Error>(ids)
+    })?;
+    publish_after_commit(call, &db);
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"suspended": suspended}),
+    ))
+}

@@ -30,6 +30,12 @@ fn visible(db: &Db, caller: &Caller, id: Uuid, lock: bool) -> Result<Ticket> {
     }
 }
 
+/// A ticket with the caller's field rules for `ticket` applied (none on
+/// their own tickets).
+fn view(caller: &Caller, t: &Ticket) -> serde_json::Value {
+    super::present(caller, "ticket", Some(t.user_id), t)
+}
+
 fn is_staff(caller: &Caller) -> bool {
     caller.can("ticket:manage")
 }
@@ -68,6 +74,7 @@ pub fn list(call: &Call) -> Result<Response> {
         q: search_query(call)?,
     };
     let (items, total) = repo::tickets::list(&db()?, &caller.filter("ticket"), &f, page)?;
+    let items: Vec<_> = items.iter().map(|t| view(caller, t)).collect();
     Ok(paged(items, page, total))
 }
 
@@ -93,7 +100,7 @@ pub fn create(call: &Call) -> Result<Response> {
 pub fn get(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let t = visible(&db()?, caller, call.id("id", "ticket")?, false)?;
-    Ok(platform::http::json(200, &t))
+    Ok(platform::http::json(200, &view(caller, &t)))
 }
 
 /// `PATCH /tickets/:id`: the opener while it is open; staff until it closes.
@@ -116,7 +123,7 @@ pub fn patch(call: &Call) -> Result<Response> {
         }
         Ok(repo::tickets::update(tx, id, &change)?)
     })?;
-    Ok(platform::http::json(200, &t))
+    Ok(platform::http::json(200, &view(caller, &t)))
 }
 
 /// `GET /tickets/:id/replies`: internal notes only for staff.
@@ -188,7 +195,7 @@ pub fn status_change(call: &Call) -> Result<Response> {
         )?;
         Ok::<_, Error>(after)
     })?;
-    Ok(platform::http::json(200, &t))
+    Ok(platform::http::json(200, &view(caller, &t)))
 }
 
 /// `POST /tickets/:id/assign`: to an active user of the ticket's tenant.
@@ -204,9 +211,7 @@ pub fn assign(call: &Call) -> Result<Response> {
         }
         if let Some(a) = assignee {
             match repo::users::find(tx, a)? {
-                Some(u)
-                    if u.status == "active"
-                        && (u.tenant_id == t.tenant_id || u.tenant_id.is_none()) => {}
+                Some(u) if u.status == "active" && u.tenant_id == t.tenant_id => {}
                 _ => {
                     return Err(Error::Invalid(
                         "assignee_id names no active user of the ticket's tenant".into(),
@@ -223,7 +228,7 @@ pub fn assign(call: &Call) -> Result<Response> {
         )?;
         Ok::<_, Error>(after)
     })?;
-    Ok(platform::http::json(200, &t))
+    Ok(platform::http::json(200, &view(caller, &t)))
 }
 
 /// `POST /tickets/:id/rating`: the opener rates a resolved or closed ticket.
@@ -249,5 +254,5 @@ pub fn rate(call: &Call) -> Result<Response> {
             feedback.as_ref().map(|f| f.as_str()),
         )?)
     })?;
-    Ok(platform::http::json(200, &t))
+    Ok(platform::http::json(200, &view(caller, &t)))
 }

@@ -5,9 +5,10 @@
 //! every change is audited and emits its `user.*` event in its transaction.
 
 use super::{
-    acting_tenant, audit, db, paged, present, publish_after_commit, search_query, uuid_query, Call,
+    acting_tenant, audit, db, grantable, outranks, paged, present, publish_after_commit,
+    scope_grantable, search_query, uuid_query, Call,
 };
-use crate::domain::access::covers;
+use crate::domain::access::ScopeKind;
 use crate::domain::profile::{
     check_password, CreateUser, Identity, PasswordSet, Profile, ProfilePatch, RoleAssignment,
     UserFilter,
@@ -62,8 +63,33 @@ pub fn list(call: &Call) -> Result<Response> {
         ],
     )?
     .unwrap_or_default();
+    // Searching or sorting by a field one may not see would reveal it.
+    let rule = caller.access.fields("user");
+    let restricted = |f: &str| rule.hidden.contains(f) || rule.masked.contains(f);
+    let sort_field = sort.trim_start_matches('-');
+    if !sort_field.is_empty() && restricted(sort_field) {
+        return Err(Error::Forbidden(format!(
+            "you may not sort by {sort_field}"
+        )));
+    }
+    let searchable: Vec<&'static str> = [
+        ("email", "u.email"),
+        ("display_name", "u.display_name"),
+        ("phone", "coalesce(u.phone, '')"),
+    ]
+    .into_iter()
+    .filter(|(f, _)| !restricted(f))
+    .map(|(_, c)| c)
+    .collect();
     let db = db()?;
-    let (items, total) = repo::users::list(&db, &caller.filter("user"), &filter, &sort, page)?;
+    let (items, total) = repo::users::list(
+        &db,
+        &caller.filter("user"),
+        &filter,
+        &searchable,
+        &sort,
+        page,
+    )?;
     let items: Vec<_> = items.iter().map(|p| view(caller, p)).collect();
     Ok(paged(items, page, total))
 }
@@ -77,31 +103,37 @@ pub fn get(call: &Call) -> Result<Response> {
 }
 
 /// Checks that the caller may hand out (or take away) these roles: each must
-/// exist, belong to the target's tenant or be a system role, and grant
-/// nothing the caller lacks.
+/// exist, belong to the target's tenant or be a system role, grant no
+/// permission the caller lacks and no data scope wider than the caller's.
+/// The roles are locked (shared) so that a concurrent change of their grants
+/// waits and then sees the new holder.
 fn check_roles(db: &Db, caller: &Caller, tenant: Option<Uuid>, ids: &BTreeSet<Uuid>) -> Result<()> {
     let ids: Vec<Uuid> = ids.iter().copied().collect();
+    repo::roles::lock_shared(db, &ids)?;
     let roles = repo::roles::find_many(db, &ids)?;
-    if roles.len() != ids.len() {
+    let usable = roles
+        .iter()
+        .filter(|r| r.tenant_id.is_none() || r.tenant_id == tenant)
+        .count();
+    if roles.len() != ids.len() || usable != ids.len() {
         return Err(Error::Invalid(
             "role_ids name a role that does not exist".into(),
         ));
     }
     for r in &roles {
-        if r.tenant_id.is_some() && r.tenant_id != tenant {
-            return Err(Error::Invalid(format!(
-                "role {} belongs to another tenant",
-                r.code
-            )));
-        }
-        if let Some(p) = r
-            .permissions
-            .iter()
-            .find(|p| !covers(&caller.access.permissions, p))
-        {
+        if let Some(p) = r.permissions.iter().find(|p| !grantable(caller, p)) {
             return Err(Error::Forbidden(format!(
                 "role {} grants {p}, which you do not hold",
                 r.code
+            )));
+        }
+    }
+    for s in repo::roles::data_scopes(db, &ids)? {
+        let kind = ScopeKind::parse(&s.scope).unwrap_or(ScopeKind::All);
+        if !scope_grantable(caller, &s.resource, kind) {
+            return Err(Error::Forbidden(format!(
+                "a role gives scope {} on {}, wider than yours",
+                s.scope, s.resource
             )));
         }
     }
@@ -161,7 +193,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response> {
     let caller = call.caller()?;
     let body: CreateUser = call.body()?;
     let tenant = acting_tenant(caller, "user", body.tenant_id)?;
-    let (new, password) = body.parse(tenant)?;
+    let (new, password) = body.parse(tenant, caller.user_id)?;
     let roles: BTreeSet<Uuid> = new.role_ids.iter().copied().collect();
     let db = db()?;
     let (profile, identity) = db.transaction(|tx| {
@@ -192,14 +224,38 @@ pub async fn create(call: &Call<'_>) -> Result<Response> {
     publish_after_commit(call, &db);
     // The profile is committed; the password lives in `auth`. If this step
     // fails, the administrator sets it with PUT /users/:id/password.
-    set_credentials(
+    if let Err(e) = set_credentials(
         call,
         profile.id,
         &profile.email,
         &password,
         Some((&identity, profile.version)),
     )
-    .await?;
+    .await
+    {
+        if matches!(e, Error::Conflict(_)) {
+            // `auth` holds the email for another account (one still being
+            // registered or deleted): undo the profile rather than leave one
+            // nobody can sign in to.
+            db.transaction(|tx| {
+                repo::users::set_status(tx, profile.id, "deleted")?;
+                repo::snapshot::emit(tx, profile.id, &USER_DELETED)?;
+                repo::audit::record(
+                    tx,
+                    &audit(
+                        call,
+                        "user.create_undone",
+                        "user",
+                        profile.id,
+                        profile.tenant_id,
+                    ),
+                )?;
+                Ok::<_, Error>(())
+            })?;
+            publish_after_commit(call, &db);
+        }
+        return Err(e);
+    }
     Ok(platform::http::json(201, &view(caller, &profile)))
 }
 
@@ -211,6 +267,14 @@ pub fn patch(call: &Call) -> Result<Response> {
     let db = db()?;
     let profile = db.transaction(|tx| {
         let before = visible(tx, caller, id, true)?;
+        if id == caller.user_id && change.department_id.is_some() {
+            return Err(Error::Forbidden(
+                "you cannot move yourself to another department".into(),
+            ));
+        }
+        if id != caller.user_id {
+            outranks(tx, caller, id)?;
+        }
         if let Some(d) = change.department_id {
             check_department(tx, before.tenant_id, d)?;
         }
@@ -240,6 +304,7 @@ pub fn delete(call: &Call) -> Result<Response> {
     let db = db()?;
     db.transaction(|tx| {
         let before = visible(tx, caller, id, true)?;
+        outranks(tx, caller, id)?;
         repo::users::set_status(tx, id, "deleted")?;
         repo::snapshot::emit(tx, id, &USER_DELETED)?;
         repo::audit::record(
@@ -263,6 +328,7 @@ pub fn set_locked(call: &Call, locked: bool) -> Result<Response> {
     let db = db()?;
     let profile = db.transaction(|tx| {
         let before = visible(tx, caller, id, true)?;
+        outranks(tx, caller, id)?;
         let status = if locked { "locked" } else { "active" };
         if before.status != status {
             repo::users::set_status(tx, id, status)?;
@@ -285,10 +351,14 @@ pub fn set_roles(call: &Call) -> Result<Response> {
     if body.role_ids.len() > 20 {
         return Err(Error::Invalid("role_ids must have at most 20 roles".into()));
     }
+    if id == caller.user_id {
+        return Err(Error::Forbidden("you cannot change your own roles".into()));
+    }
     let wanted: BTreeSet<Uuid> = body.role_ids.into_iter().collect();
     let db = db()?;
     let profile = db.transaction(|tx| {
         let before = visible(tx, caller, id, true)?;
+        outranks(tx, caller, id)?;
         let held: BTreeSet<Uuid> = before.roles.iter().map(|r| r.id).collect();
         let changed: BTreeSet<Uuid> = held.symmetric_difference(&wanted).copied().collect();
         if changed.is_empty() {
@@ -317,8 +387,14 @@ pub async fn set_password(call: &Call<'_>) -> Result<Response> {
     let id = call.id("id", "user")?;
     let body: PasswordSet = call.body()?;
     check_password(&body.password)?;
+    if id == caller.user_id {
+        return Err(Error::Conflict(
+            "change your own password with POST /api/v1/auth/password".into(),
+        ));
+    }
     let db = db()?;
     let p = visible(&db, caller, id, false)?;
+    outranks(&db, caller, id)?;
     set_credentials(call, id, &p.email, &body.password, None).await?;
     repo::audit::record(&db, &audit(call, "user.password", "user", id, p.tenant_id))?;
     Ok(platform::http::no_content())

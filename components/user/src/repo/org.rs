@@ -138,6 +138,16 @@ pub fn update_tenant(db: &Db, id: Uuid, c: &TenantChange) -> Result<(), DbError>
     Ok(())
 }
 
+/// Suspends active tenants whose contract has ended; returns their ids.
+pub fn suspend_expired(db: &Db) -> Result<Vec<Uuid>, DbError> {
+    let rows = db.query(
+        "UPDATE tenants SET status = 'suspended', version = version + 1, updated_at = now() AT TIME ZONE 'UTC' \
+         WHERE status = 'active' AND expires_at <= (now() AT TIME ZONE 'UTC') RETURNING id",
+        &[],
+    )?;
+    rows.rows.iter().map(|r| col(r, 0, "tenants.id")).collect()
+}
+
 /// Users of a tenant, deleted ones included (they keep their tenant).
 pub fn tenant_user_rows(db: &Db, id: Uuid) -> Result<i64, DbError> {
     let rows = db.query(
@@ -157,6 +167,20 @@ pub fn delete_tenant(db: &Db, id: Uuid) -> Result<(), DbError> {
     )?;
     db.execute("DELETE FROM departments WHERE tenant_id = $1", &p)?;
     db.execute("DELETE FROM tenants WHERE id = $1", &p)?;
+    Ok(())
+}
+
+/// Serializes changes of one tenant's department tree (creations, moves,
+/// deletions) until the transaction ends, so two moves cannot make a cycle.
+pub fn lock_tree(db: &Db, tenant: Option<Uuid>) -> Result<(), DbError> {
+    let key = tenant.map_or_else(
+        || "departments:-".to_string(),
+        |t| format!("departments:{t}"),
+    );
+    db.query(
+        "SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext($1))) l",
+        &[P::Str(key)],
+    )?;
     Ok(())
 }
 

@@ -175,6 +175,8 @@ pub enum Reserved {
     Existing(Reservation),
     /// Refused: which limit.
     Refused(String),
+    /// The user is locked, deleted or in a suspended tenant.
+    Inactive,
 }
 
 /// Reserves resources against a user's quota, atomically: the quota row is
@@ -195,6 +197,19 @@ pub fn reserve(
     )?;
     if locked.rows.is_empty() {
         return Ok(None);
+    }
+    let state = db.query(
+        "SELECT status = 'active' AND tenant_active FROM users WHERE id = $1",
+        &[P::Uuid(user.to_string())],
+    )?;
+    if !state
+        .rows
+        .first()
+        .map(|r| col::<bool>(r, 0, "active"))
+        .transpose()?
+        .unwrap_or(false)
+    {
+        return Ok(Some(Reserved::Inactive));
     }
     let existing = db.query(
         &format!("SELECT {RES_COLUMNS} FROM quota_reservations WHERE user_id = $1 AND idempotency_key = $2"),

@@ -37,6 +37,25 @@ pub fn find(db: &Db, id: Uuid) -> Result<Option<Role>, DbError> {
     rows.rows.first().map(|r| role(r)).transpose()
 }
 
+/// Locks roles against changes of their grants until the transaction ends
+/// (assignments take this shared lock; changes of grants the exclusive one).
+pub fn lock_shared(db: &Db, ids: &[Uuid]) -> Result<(), DbError> {
+    db.query(
+        "SELECT 1 FROM roles WHERE id = ANY($1::text[]::uuid[]) ORDER BY id FOR SHARE",
+        &[uuid_array(ids)],
+    )?;
+    Ok(())
+}
+
+/// Locks one role for a change of its grants or its deletion.
+pub fn lock(db: &Db, id: Uuid) -> Result<(), DbError> {
+    db.query(
+        "SELECT 1 FROM roles WHERE id = $1 FOR UPDATE",
+        &[P::Uuid(id.to_string())],
+    )?;
+    Ok(())
+}
+
 /// Roles by ids (those that exist).
 pub fn find_many(db: &Db, ids: &[Uuid]) -> Result<Vec<Role>, DbError> {
     let rows = db.query(

@@ -129,6 +129,12 @@ fn compute_identity(db: &Db, id: Uuid) -> Result<Identity, DbError> {
 /// `user.created`, whose version is 1) and writes `event` to the outbox.
 /// Call inside the transaction of the change.
 pub fn emit(db: &Db, id: Uuid, event: &EventType) -> Result<Identity, DbError> {
+    // Lock the user first: two transactions computing one user's snapshot
+    // must not publish the older computation under the newer version.
+    db.query(
+        "SELECT 1 FROM users WHERE id = $1 FOR UPDATE",
+        &[P::Uuid(id.to_string())],
+    )?;
     let identity = compute_identity(db, id)?;
     let access =
         spin_sdk::pg4::jsonb(&identity.access).map_err(|e| DbError::Other(e.to_string()))?;

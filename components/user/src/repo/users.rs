@@ -69,6 +69,7 @@ pub fn list(
     db: &Db,
     scope: &RowFilter,
     f: &UserFilter,
+    searchable: &[&str],
     sort: &str,
     page: Page,
 ) -> Result<(Vec<Profile>, i64), DbError> {
@@ -79,7 +80,11 @@ pub fn list(
         None => w.and("u.status <> 'deleted'"),
     }
     if let Some(q) = &f.q {
-        w.search(&["u.email", "u.display_name", "coalesce(u.phone, '')"], q);
+        if searchable.is_empty() {
+            w.and("false");
+        } else {
+            w.search(searchable, q);
+        }
     }
     if let Some(t) = f.tenant_id {
         w.eq("u.tenant_id", P::Uuid(t.to_string()));
@@ -121,8 +126,8 @@ pub fn list(
 /// email is taken by another (not deleted) user.
 pub fn insert(db: &Db, u: &NewUser) -> Result<Option<Uuid>, DbError> {
     let rows = db.query(
-        "INSERT INTO users (id, email, display_name, phone, tenant_id, department_id) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+        "INSERT INTO users (id, email, display_name, phone, tenant_id, department_id, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
         &[
             P::Uuid(u.id.to_string()),
             P::Str(u.email.as_str().into()),
@@ -132,6 +137,7 @@ pub fn insert(db: &Db, u: &NewUser) -> Result<Option<Uuid>, DbError> {
                 .map_or(P::DbNull, |p| P::Str(p.as_str().into())),
             opt_uuid(u.tenant_id),
             opt_uuid(u.department_id),
+            opt_uuid(u.created_by),
         ],
     )?;
     if rows.rows.is_empty() {
@@ -147,6 +153,19 @@ pub fn id_by_email(db: &Db, email: &str) -> Result<Option<Uuid>, DbError> {
     let rows = db.query(
         "SELECT id FROM users WHERE lower(email) = lower($1) AND status <> 'deleted'",
         &[P::Str(email.into())],
+    )?;
+    rows.rows.first().map(|r| col(r, 0, "users.id")).transpose()
+}
+
+/// The profile a registration that failed half-way left behind for this
+/// email: self-registered, tenantless, holding only the `user` role. An
+/// administrator's user is never handed to whoever registers its email.
+pub fn unfinished_registration(db: &Db, email: &str) -> Result<Option<Uuid>, DbError> {
+    let rows = db.query(
+        "SELECT u.id FROM users u WHERE lower(u.email) = lower($1) AND u.status = 'active' \
+           AND u.tenant_id IS NULL AND u.created_by IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM user_roles ur WHERE ur.user_id = u.id AND ur.role_id <> $2)",
+        &[P::Str(email.into()), P::Uuid(crate::domain::profile::USER_ROLE.to_string())],
     )?;
     rows.rows.first().map(|r| col(r, 0, "users.id")).transpose()
 }
@@ -179,6 +198,30 @@ pub fn update(db: &Db, id: Uuid, c: &ProfileChange) -> Result<(), Error> {
         )?;
     }
     Ok(())
+}
+
+/// A user's stored effective access.
+pub fn access_of(db: &Db, id: Uuid) -> Result<access::Access, DbError> {
+    let rows = db.query(
+        "SELECT access FROM users WHERE id = $1",
+        &[P::Uuid(id.to_string())],
+    )?;
+    match rows.rows.first() {
+        Some(r) => {
+            let v: serde_json::Value = col(r, 0, "users.access")?;
+            serde_json::from_value(v).map_err(|e| platform::db::decode_error("users.access", e))
+        }
+        None => Ok(access::Access::default()),
+    }
+}
+
+/// Whether a user holds a role.
+pub fn holds(db: &Db, user: Uuid, role: Uuid) -> Result<bool, DbError> {
+    let rows = db.query(
+        "SELECT 1 FROM user_roles WHERE user_id = $1 AND role_id = $2",
+        &[P::Uuid(user.to_string()), P::Uuid(role.to_string())],
+    )?;
+    Ok(!rows.rows.is_empty())
 }
 
 /// Replaces the roles a user holds.
