@@ -74,19 +74,13 @@ pub fn verify_token(token: &str) -> Result<Caller, Problem> {
 }
 
 async fn verify_key_by_chaining(key: &str, ctx: &Ctx) -> Result<Caller, Problem> {
-    let token = crate::var("internal_token")?;
-    let body = serde_json::json!({ "key": key }).to_string();
-    let req = spin_sdk::http::Request::post(
+    let resp = crate::http::chain(
+        spin_sdk::http::Method::Post,
         "http://auth.spin.internal/api/v1/auth/internal/api-keys/verify",
-        body,
+        Some(&serde_json::json!({ "key": key })),
+        &ctx.request_id,
     )
-    .header("content-type", "application/json")
-    .header("x-internal-token", token)
-    .header("x-request-id", ctx.request_id.clone())
-    .build();
-    let resp: spin_sdk::http::Response = spin_sdk::http::send(req)
-        .await
-        .map_err(|e| Problem::unavailable(format!("auth api-key verify: {e}")))?;
+    .await?;
     match *resp.status() {
         200 => serde_json::from_slice(resp.body())
             .map_err(|e| Problem::internal(format!("auth api-key verify: bad caller: {e}"))),

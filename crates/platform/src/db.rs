@@ -93,6 +93,28 @@ impl Db {
         Ok(self.conn.query(sql, params)?)
     }
 
+    /// The first row of a query, decoded (`None` if there is none).
+    pub fn one<T>(
+        &self,
+        sql: &str,
+        params: &[ParameterValue],
+        decode: impl Fn(&[DbValue]) -> Result<T, DbError>,
+    ) -> Result<Option<T>, DbError> {
+        let rows = self.query(sql, params)?;
+        rows.rows.first().map(|r| decode(r)).transpose()
+    }
+
+    /// Every row of a query, decoded.
+    pub fn all<T>(
+        &self,
+        sql: &str,
+        params: &[ParameterValue],
+        decode: impl Fn(&[DbValue]) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        let rows = self.query(sql, params)?;
+        rows.rows.iter().map(|r| decode(r)).collect()
+    }
+
     /// Runs a statement and returns the affected row count.
     pub fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, DbError> {
         Ok(self.conn.execute(sql, params)?)

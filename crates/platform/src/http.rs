@@ -138,6 +138,32 @@ pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
     serde_json::from_value(value).map_err(clean)
 }
 
+/// Calls another component of the app by service chaining
+/// (`http://<component>.spin.internal/...`) with the internal token and the
+/// request id, and a JSON body if given. Transport failures are 503s.
+pub async fn chain(
+    method: Method,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    request_id: &str,
+) -> Result<Response, Problem> {
+    let mut b = Request::builder();
+    b.method(method)
+        .uri(url)
+        .header("x-internal-token", crate::var("internal_token")?)
+        .header("x-request-id", request_id);
+    let req = match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(v).expect("json serializes"))
+            .build(),
+        None => b.build(),
+    };
+    spin_sdk::http::send(req)
+        .await
+        .map_err(|e| Problem::unavailable(format!("{url}: {e}")))
+}
+
 /// The value of a query-string parameter.
 pub fn query_param(req: &Request, name: &str) -> Option<String> {
     req.query()

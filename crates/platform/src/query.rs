@@ -141,6 +141,32 @@ impl Where {
     }
 }
 
+/// A page of rows and the total: `SELECT count(*) FROM <count_from>` and
+/// `<select> <where> ORDER BY <order> LIMIT .. OFFSET ..` under the same
+/// filter (`select` may join what the count does not need).
+pub fn paged<T>(
+    db: &crate::db::Db,
+    select: &str,
+    count_from: &str,
+    mut w: Where,
+    order: &str,
+    page: crate::http::Page,
+    decode: impl Fn(&[spin_sdk::pg4::DbValue]) -> Result<T, crate::db::DbError>,
+) -> Result<(Vec<T>, i64), crate::db::DbError> {
+    let counted = db.query(
+        &format!("SELECT count(*) FROM {count_from}{}", w.sql()),
+        w.params(),
+    )?;
+    let total: i64 = crate::db::col(&counted.rows[0], 0, "count")?;
+    let limit = w.page(page);
+    let items = db.all(
+        &format!("{select}{} ORDER BY {order}{limit}", w.sql()),
+        w.params(),
+        decode,
+    )?;
+    Ok((items, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,20 +68,15 @@ async fn create_profile(
     email: &Email,
     name: &Name,
 ) -> Result<Created, Error> {
-    let token = platform::var("internal_token")?;
     let body =
         serde_json::json!({"id": id, "email": email.as_str(), "display_name": name.as_str()});
-    let req = spin_sdk::http::Request::post(
+    let resp = platform::http::chain(
+        spin_sdk::http::Method::Post,
         "http://user.spin.internal/api/v1/user/internal/users",
-        body.to_string(),
+        Some(&body),
+        &call.ctx.request_id,
     )
-    .header("content-type", "application/json")
-    .header("x-internal-token", token)
-    .header("x-request-id", call.ctx.request_id.clone())
-    .build();
-    let resp: Response = spin_sdk::http::send(req)
-        .await
-        .map_err(|e| Error::Upstream(format!("user: {e}")))?;
+    .await?;
     match *resp.status() {
         200 | 201 => serde_json::from_slice(resp.body())
             .map_err(|e| Error::Upstream(format!("user: bad response: {e}"))),

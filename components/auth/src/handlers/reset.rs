@@ -66,17 +66,13 @@ async fn deliver(
     expires_at: &str,
 ) -> Result<(), Error> {
     let body = serde_json::json!({"user_id": user, "email": email, "token": token, "expires_at": expires_at});
-    let req = spin_sdk::http::Request::post(
+    let resp = platform::http::chain(
+        spin_sdk::http::Method::Post,
         "http://notification.spin.internal/api/v1/notification/internal/password-resets",
-        body.to_string(),
+        Some(&body),
+        &call.ctx.request_id,
     )
-    .header("content-type", "application/json")
-    .header("x-internal-token", platform::var("internal_token")?)
-    .header("x-request-id", call.ctx.request_id.clone())
-    .build();
-    let resp: Response = spin_sdk::http::send(req)
-        .await
-        .map_err(|e| Error::Upstream(format!("notification: {e}")))?;
+    .await?;
     match *resp.status() {
         201 => Ok(()),
         s => Err(Error::Upstream(format!("notification answered {s}"))),

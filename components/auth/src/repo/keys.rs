@@ -101,11 +101,11 @@ pub fn list(db: &Db, user: Uuid, page: Page) -> Result<(Vec<ApiKey>, i64), DbErr
 
 /// One key by id.
 pub fn find(db: &Db, id: Uuid) -> Result<Option<ApiKey>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| key(r)).transpose()
+        key,
+    )
 }
 
 /// Revokes a key (idempotent). Returns whether it was active.

@@ -163,23 +163,18 @@ async fn set_credentials(
     password: &str,
     identity: Option<(&Identity, i64)>,
 ) -> Result<()> {
-    let token = platform::var("internal_token")?;
     let mut body = serde_json::json!({"user_id": id, "email": email, "password": password});
     if let Some((identity, version)) = identity {
         body["identity"] = serde_json::to_value(identity).expect("identity serializes");
         body["version"] = version.into();
     }
-    let req = spin_sdk::http::Request::put(
+    let resp = platform::http::chain(
+        spin_sdk::http::Method::Put,
         "http://auth.spin.internal/api/v1/auth/internal/credentials",
-        body.to_string(),
+        Some(&body),
+        &call.ctx.request_id,
     )
-    .header("content-type", "application/json")
-    .header("x-internal-token", token)
-    .header("x-request-id", call.ctx.request_id.clone())
-    .build();
-    let resp: Response = spin_sdk::http::send(req)
-        .await
-        .map_err(|e| Error::Upstream(format!("auth credentials: {e}")))?;
+    .await?;
     match *resp.status() {
         200 | 201 | 204 => Ok(()),
         409 => Err(Error::Conflict("email is already registered".into())),

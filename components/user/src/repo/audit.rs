@@ -5,7 +5,7 @@
 use access::{Caller, Credential, RowFilter};
 use platform::db::{col, opt_uuid, timestamp, Db, DbError};
 use platform::http::Page;
-use platform::query::{ScopeColumns, Where};
+use platform::query::{paged, ScopeColumns, Where};
 use serde::Serialize;
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use uuid::Uuid;
@@ -228,28 +228,22 @@ pub fn search(
         let p = w.bind(platform::db::datetime_param(t));
         w.and(format!("occurred_at < {p}"));
     }
-    let total = super::count(db, "audit_logs", &w)?;
-    let limit = w.page(page);
-    let rows = db.query(
-        &format!(
-            "SELECT {COLUMNS} FROM audit_logs{} ORDER BY seq DESC{limit}",
-            w.sql()
-        ),
-        w.params(),
-    )?;
-    let items = rows
-        .rows
-        .iter()
-        .map(|r| logged(r))
-        .collect::<Result<_, _>>()?;
-    Ok((items, total))
+    paged(
+        db,
+        &format!("SELECT {COLUMNS} FROM audit_logs"),
+        "audit_logs",
+        w,
+        "seq DESC",
+        page,
+        logged,
+    )
 }
 
 /// One entry by id.
 pub fn find(db: &Db, id: Uuid) -> Result<Option<Logged>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("SELECT {COLUMNS} FROM audit_logs WHERE id = $1"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| logged(r)).transpose()
+        logged,
+    )
 }

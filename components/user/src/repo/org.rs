@@ -5,7 +5,7 @@ use crate::domain::org::{
 };
 use platform::db::{col, datetime_param, opt_timestamp, opt_uuid, timestamp, Db, DbError};
 use platform::http::Page;
-use platform::query::Where;
+use platform::query::{paged, Where};
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use uuid::Uuid;
 
@@ -32,11 +32,11 @@ fn tenant(r: &[DbValue]) -> Result<Tenant, DbError> {
 
 /// A tenant by id.
 pub fn find_tenant(db: &Db, id: Uuid) -> Result<Option<Tenant>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = $1"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| tenant(r)).transpose()
+        tenant,
+    )
 }
 
 /// A tenant by id, locked (user creation checks its limit under this lock).
@@ -68,22 +68,15 @@ pub fn list_tenants(
     if let Some(s) = status {
         w.eq("t.status", P::Str(s.into()));
     }
-    let total = super::count(db, "tenants t", &w)?;
-    let limit = w.page(page);
-    let rows = db.query(
-        &format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants t{} ORDER BY t.created_at DESC, t.id{limit}",
-            w.sql()
-        ),
-        w.params(),
-    )?;
-    Ok((
-        rows.rows
-            .iter()
-            .map(|r| tenant(r))
-            .collect::<Result<_, _>>()?,
-        total,
-    ))
+    paged(
+        db,
+        &format!("SELECT {TENANT_COLUMNS} FROM tenants t"),
+        "tenants t",
+        w,
+        "t.created_at DESC, t.id",
+        page,
+        tenant,
+    )
 }
 
 /// Inserts a tenant; a taken code is [`DbError::Unique`].
@@ -208,11 +201,11 @@ fn department(r: &[DbValue]) -> Result<(Department, String), DbError> {
 
 /// A department and its materialized path.
 pub fn find_department(db: &Db, id: Uuid) -> Result<Option<(Department, String)>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("SELECT {DEPT_COLUMNS} FROM departments WHERE id = $1"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| department(r)).transpose()
+        department,
+    )
 }
 
 /// Departments of a tenant, filtered; `under` limits to a subtree (path prefix).
@@ -240,21 +233,15 @@ pub fn list_departments(
     if let Some(q) = q {
         w.search(&["name", "coalesce(code, '')"], q);
     }
-    let total = super::count(db, "departments", &w)?;
-    let limit = w.page(page);
-    let rows = db.query(
-        &format!(
-            "SELECT {DEPT_COLUMNS} FROM departments{} ORDER BY path{limit}",
-            w.sql()
-        ),
-        w.params(),
-    )?;
-    let items = rows
-        .rows
-        .iter()
-        .map(|r| department(r).map(|(d, _)| d))
-        .collect::<Result<_, _>>()?;
-    Ok((items, total))
+    paged(
+        db,
+        &format!("SELECT {DEPT_COLUMNS} FROM departments"),
+        "departments",
+        w,
+        "path",
+        page,
+        |r| department(r).map(|(d, _)| d),
+    )
 }
 
 /// Inserts a department under `parent` (its path and depth); a sibling with
@@ -388,20 +375,20 @@ fn menu(r: &[DbValue]) -> Result<Menu, DbError> {
 
 /// Every menu entry.
 pub fn menus(db: &Db) -> Result<Vec<Menu>, DbError> {
-    let rows = db.query(
+    db.all(
         &format!("SELECT {MENU_COLUMNS} FROM menus ORDER BY sort, code"),
         &[],
-    )?;
-    rows.rows.iter().map(|r| menu(r)).collect()
+        menu,
+    )
 }
 
 /// One menu entry.
 pub fn find_menu(db: &Db, id: Uuid) -> Result<Option<Menu>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("SELECT {MENU_COLUMNS} FROM menus WHERE id = $1"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| menu(r)).transpose()
+        menu,
+    )
 }
 
 /// Inserts or replaces a menu entry; a taken code is [`DbError::Unique`].

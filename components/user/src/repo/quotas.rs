@@ -7,7 +7,7 @@ use access::RowFilter;
 use platform::db::{col, timestamp, Db, DbError};
 use platform::events::QUOTA_EXCEEDED;
 use platform::http::Page;
-use platform::query::{ScopeColumns, Where};
+use platform::query::{paged, ScopeColumns, Where};
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use uuid::Uuid;
 
@@ -84,11 +84,11 @@ fn quota(r: &[DbValue]) -> Result<Quota, DbError> {
 /// A user's quota (created with defaults on first read).
 pub fn get(db: &Db, user: Uuid) -> Result<Option<Quota>, DbError> {
     ensure(db, user)?;
-    let rows = db.query(
+    db.one(
         &format!("SELECT {COLUMNS} FROM {FROM} WHERE q.user_id = $1"),
         &[P::Uuid(user.to_string())],
-    )?;
-    rows.rows.first().map(|r| quota(r)).transpose()
+        quota,
+    )
 }
 
 /// Quotas in the caller's scope, paged.
@@ -103,22 +103,15 @@ pub fn list(
     if let Some(u) = user {
         w.eq("q.user_id", P::Uuid(u.to_string()));
     }
-    let total = super::count(db, "quotas q", &w)?;
-    let limit = w.page(page);
-    let rows = db.query(
-        &format!(
-            "SELECT {COLUMNS} FROM {FROM}{} ORDER BY q.user_id{limit}",
-            w.sql()
-        ),
-        w.params(),
-    )?;
-    Ok((
-        rows.rows
-            .iter()
-            .map(|r| quota(r))
-            .collect::<Result<_, _>>()?,
-        total,
-    ))
+    paged(
+        db,
+        &format!("SELECT {COLUMNS} FROM {FROM}"),
+        "quotas q",
+        w,
+        "q.user_id",
+        page,
+        quota,
+    )
 }
 
 /// Changes limits.
@@ -293,11 +286,11 @@ pub fn lock_reservation(db: &Db, id: Uuid) -> Result<Option<Reservation>, DbErro
         &[P::Uuid(user.to_string())],
     )?;
     expire_for(db, user)?;
-    let rows = db.query(
+    db.one(
         &format!("SELECT {RES_COLUMNS} FROM quota_reservations WHERE id = $1 FOR UPDATE"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| reservation(r)).transpose()
+        reservation,
+    )
 }
 
 /// Moves a reservation to `status` and adjusts the held amounts by `sign`

@@ -4,7 +4,7 @@ use crate::domain::access::ScopeKind;
 use crate::domain::role::{DataScope, FieldPermission, NewRole, Permission, Role};
 use platform::db::{col, opt_uuid, strings, timestamp, uuid_array, uuids, Db, DbError};
 use platform::http::Page;
-use platform::query::Where;
+use platform::query::{paged, Where};
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -30,11 +30,11 @@ fn role(r: &[DbValue]) -> Result<Role, DbError> {
 
 /// A role by id.
 pub fn find(db: &Db, id: Uuid) -> Result<Option<Role>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("SELECT {COLUMNS} FROM roles r WHERE r.id = $1"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| role(r)).transpose()
+        role,
+    )
 }
 
 /// Locks roles against changes of their grants until the transaction ends
@@ -58,11 +58,11 @@ pub fn lock(db: &Db, id: Uuid) -> Result<(), DbError> {
 
 /// Roles by ids (those that exist).
 pub fn find_many(db: &Db, ids: &[Uuid]) -> Result<Vec<Role>, DbError> {
-    let rows = db.query(
+    db.all(
         &format!("SELECT {COLUMNS} FROM roles r WHERE r.id = ANY($1::text[]::uuid[])"),
         &[uuid_array(ids)],
-    )?;
-    rows.rows.iter().map(|r| role(r)).collect()
+        role,
+    )
 }
 
 /// Roles visible in a tenant (system roles and the tenant's own), or every
@@ -86,22 +86,15 @@ pub fn list(
     if let Some(q) = q {
         w.search(&["r.code", "r.name"], q);
     }
-    let total = super::count(db, "roles r", &w)?;
-    let limit = w.page(page);
-    let rows = db.query(
-        &format!(
-            "SELECT {COLUMNS} FROM roles r{} ORDER BY r.tenant_id NULLS FIRST, r.code{limit}",
-            w.sql()
-        ),
-        w.params(),
-    )?;
-    Ok((
-        rows.rows
-            .iter()
-            .map(|r| role(r))
-            .collect::<Result<_, _>>()?,
-        total,
-    ))
+    paged(
+        db,
+        &format!("SELECT {COLUMNS} FROM roles r"),
+        "roles r",
+        w,
+        "r.tenant_id NULLS FIRST, r.code",
+        page,
+        role,
+    )
 }
 
 /// Inserts a role with its permissions; a taken code is [`DbError::Unique`].
@@ -203,28 +196,24 @@ pub fn permissions(
     if let Some(r) = resource {
         w.eq("resource", P::Str(r.into()));
     }
-    let total = super::count(db, "permissions", &w)?;
-    let limit = w.page(page);
-    let rows = db.query(
-        &format!("SELECT code, resource, action, description, is_system FROM permissions{} ORDER BY code{limit}", w.sql()),
-        w.params(),
-    )?;
-    Ok((
-        rows.rows
-            .iter()
-            .map(|r| permission(r))
-            .collect::<Result<_, _>>()?,
-        total,
-    ))
+    paged(
+        db,
+        "SELECT code, resource, action, description, is_system FROM permissions",
+        "permissions",
+        w,
+        "code",
+        page,
+        permission,
+    )
 }
 
 /// One catalogue entry.
 pub fn find_permission(db: &Db, code: &str) -> Result<Option<Permission>, DbError> {
-    let rows = db.query(
+    db.one(
         "SELECT code, resource, action, description, is_system FROM permissions WHERE code = $1",
         &[P::Str(code.into())],
-    )?;
-    rows.rows.first().map(|r| permission(r)).transpose()
+        permission,
+    )
 }
 
 /// Adds a custom permission; a taken code is [`DbError::Unique`].
@@ -280,20 +269,20 @@ const SCOPE_COLUMNS: &str = "id, role_id, resource, scope, department_ids::text[
 
 /// Data scopes of the given roles.
 pub fn data_scopes(db: &Db, roles: &[Uuid]) -> Result<Vec<DataScope>, DbError> {
-    let rows = db.query(
+    db.all(
         &format!("SELECT {SCOPE_COLUMNS} FROM data_scopes WHERE role_id = ANY($1::text[]::uuid[]) ORDER BY role_id, resource"),
         &[uuid_array(roles)],
-    )?;
-    rows.rows.iter().map(|r| data_scope(r)).collect()
+        data_scope,
+    )
 }
 
 /// One data scope.
 pub fn find_data_scope(db: &Db, id: Uuid) -> Result<Option<DataScope>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("SELECT {SCOPE_COLUMNS} FROM data_scopes WHERE id = $1"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| data_scope(r)).transpose()
+        data_scope,
+    )
 }
 
 /// Inserts or replaces the scope of (role, resource); a second scope for the
@@ -361,20 +350,20 @@ const FIELD_COLUMNS: &str = "id, role_id, resource, hidden, masked, updated_at";
 
 /// Field permissions of the given roles.
 pub fn field_permissions(db: &Db, roles: &[Uuid]) -> Result<Vec<FieldPermission>, DbError> {
-    let rows = db.query(
+    db.all(
         &format!("SELECT {FIELD_COLUMNS} FROM field_permissions WHERE role_id = ANY($1::text[]::uuid[]) ORDER BY role_id, resource"),
         &[uuid_array(roles)],
-    )?;
-    rows.rows.iter().map(|r| field_permission(r)).collect()
+        field_permission,
+    )
 }
 
 /// One field permission.
 pub fn find_field_permission(db: &Db, id: Uuid) -> Result<Option<FieldPermission>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("SELECT {FIELD_COLUMNS} FROM field_permissions WHERE id = $1"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| field_permission(r)).transpose()
+        field_permission,
+    )
 }
 
 /// Inserts or replaces a field permission.

@@ -191,20 +191,20 @@ fn stored_row(r: &[DbValue]) -> Result<(Identity, i64), DbError> {
 
 /// The stored snapshot of a user and its version.
 pub fn stored(db: &Db, id: Uuid) -> Result<Option<(Identity, i64)>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("{STORED} WHERE u.id = $1"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| stored_row(r)).transpose()
+        stored_row,
+    )
 }
 
 /// A page of stored snapshots ordered by id.
 pub fn stored_page(db: &Db, after: Uuid, limit: i64) -> Result<Vec<(Identity, i64)>, DbError> {
-    let rows = db.query(
+    db.all(
         &format!("{STORED} WHERE u.id > $1 ORDER BY u.id LIMIT $2"),
         &[P::Uuid(after.to_string()), P::Int64(limit)],
-    )?;
-    rows.rows.iter().map(|r| stored_row(r)).collect()
+        stored_row,
+    )
 }
 
 /// Users holding a role (not deleted).

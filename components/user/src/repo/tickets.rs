@@ -4,7 +4,7 @@ use crate::domain::ticket::{NewTicket, Reply, Ticket, TicketChange};
 use access::RowFilter;
 use platform::db::{col, opt_timestamp, opt_uuid, timestamp, Db, DbError};
 use platform::http::Page;
-use platform::query::{ScopeColumns, Where};
+use platform::query::{paged, ScopeColumns, Where};
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use uuid::Uuid;
 
@@ -45,14 +45,14 @@ fn ticket(r: &[DbValue]) -> Result<Ticket, DbError> {
 
 /// A ticket by id; `lock` takes a row lock for a change.
 pub fn find(db: &Db, id: Uuid, lock: bool) -> Result<Option<Ticket>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!(
             "SELECT {COLUMNS} FROM tickets WHERE id = $1{}",
             if lock { " FOR UPDATE" } else { "" }
         ),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| ticket(r)).transpose()
+        ticket,
+    )
 }
 
 /// Filters of `GET /tickets`.
@@ -99,22 +99,15 @@ pub fn list(
     if let Some(q) = &f.q {
         w.search(&["subject"], q);
     }
-    let total = super::count(db, "tickets", &w)?;
-    let limit = w.page(page);
-    let rows = db.query(
-        &format!(
-            "SELECT {COLUMNS} FROM tickets{} ORDER BY created_at DESC, id{limit}",
-            w.sql()
-        ),
-        w.params(),
-    )?;
-    Ok((
-        rows.rows
-            .iter()
-            .map(|r| ticket(r))
-            .collect::<Result<_, _>>()?,
-        total,
-    ))
+    paged(
+        db,
+        &format!("SELECT {COLUMNS} FROM tickets"),
+        "tickets",
+        w,
+        "created_at DESC, id",
+        page,
+        ticket,
+    )
 }
 
 /// Opens a ticket for `user` in their tenant and department.
@@ -259,20 +252,13 @@ pub fn replies(
     if !internal {
         w.and("NOT internal");
     }
-    let total = super::count(db, "ticket_replies", &w)?;
-    let limit = w.page(page);
-    let rows = db.query(
-        &format!(
-            "SELECT {REPLY_COLUMNS} FROM ticket_replies{} ORDER BY created_at, id{limit}",
-            w.sql()
-        ),
-        w.params(),
-    )?;
-    Ok((
-        rows.rows
-            .iter()
-            .map(|r| reply(r))
-            .collect::<Result<_, _>>()?,
-        total,
-    ))
+    paged(
+        db,
+        &format!("SELECT {REPLY_COLUMNS} FROM ticket_replies"),
+        "ticket_replies",
+        w,
+        "created_at, id",
+        page,
+        reply,
+    )
 }

@@ -5,7 +5,7 @@ use crate::error::Error;
 use access::RowFilter;
 use platform::db::{col, opt_uuid, strings, timestamp, uuid_array, uuids, Db, DbError};
 use platform::http::Page;
-use platform::query::{ScopeColumns, Where};
+use platform::query::{paged, ScopeColumns, Where};
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use uuid::Uuid;
 
@@ -46,22 +46,22 @@ fn profile(row: &[DbValue]) -> Result<Profile, DbError> {
 
 /// A profile by id (deleted users are not found).
 pub fn find(db: &Db, id: Uuid) -> Result<Option<Profile>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!("SELECT {COLUMNS} FROM users u WHERE u.id = $1 AND u.status <> 'deleted'"),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| profile(r)).transpose()
+        profile,
+    )
 }
 
 /// A profile by id, locked for update (deleted users are not found).
 pub fn lock(db: &Db, id: Uuid) -> Result<Option<Profile>, DbError> {
-    let rows = db.query(
+    db.one(
         &format!(
             "SELECT {COLUMNS} FROM users u WHERE u.id = $1 AND u.status <> 'deleted' FOR UPDATE OF u"
         ),
         &[P::Uuid(id.to_string())],
-    )?;
-    rows.rows.first().map(|r| profile(r)).transpose()
+        profile,
+    )
 }
 
 /// A page of users in the caller's scope, with the total.
@@ -98,7 +98,6 @@ pub fn list(
             "EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id AND r.code = {p})"
         ));
     }
-    let total = super::count(db, "users u", &w)?;
     let order = match sort {
         "email" => "lower(u.email), u.id",
         "-email" => "lower(u.email) DESC, u.id",
@@ -106,20 +105,15 @@ pub fn list(
         "created_at" => "u.created_at, u.id",
         _ => "u.created_at DESC, u.id",
     };
-    let limit = w.page(page);
-    let rows = db.query(
-        &format!(
-            "SELECT {COLUMNS} FROM users u{} ORDER BY {order}{limit}",
-            w.sql()
-        ),
-        w.params(),
-    )?;
-    let items = rows
-        .rows
-        .iter()
-        .map(|r| profile(r))
-        .collect::<Result<_, _>>()?;
-    Ok((items, total))
+    paged(
+        db,
+        &format!("SELECT {COLUMNS} FROM users u"),
+        "users u",
+        w,
+        order,
+        page,
+        profile,
+    )
 }
 
 /// Inserts a user with their roles and a default quota. `Ok(None)` when the
