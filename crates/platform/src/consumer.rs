@@ -345,20 +345,8 @@ pub mod endpoints {
     /// `GET /internal/events?after=&limit=` of a producer: its outbox feed,
     /// or 410 `resync_required` when the cursor is older than retention.
     pub fn feed(req: &Request) -> Result<Response, Problem> {
-        let int = |name: &str, default: i64, max: i64| -> Result<i64, Problem> {
-            match crate::http::query_param(req, name) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (0..=max).contains(n))
-                    .ok_or_else(|| {
-                        Problem::invalid(format!("{name} must be an integer from 0 to {max}"))
-                    }),
-            }
-        };
-        let after = int("after", 0, i64::MAX)?;
-        let limit = int("limit", 200, 1000)?.max(1);
+        let after = crate::http::int_query(req, "after", 0, i64::MAX)?;
+        let limit = crate::http::int_query(req, "limit", 200, 1000)?.max(1);
         let db = Db::open()?;
         match crate::outbox::feed(&db, after, limit)? {
             Ok(page) => Ok(crate::http::json(200, &page)),

@@ -204,6 +204,18 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// An integer query parameter from 0 to `max` (`default` when absent).
+pub fn int_query(req: &Request, name: &str, default: i64, max: i64) -> Result<i64, Problem> {
+    match query_param(req, name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=max).contains(n))
+            .ok_or_else(|| Problem::invalid(format!("{name} must be an integer from 0 to {max}"))),
+    }
+}
+
 /// 405 for a known path with the wrong method.
 pub fn method_not_allowed(method: &Method) -> Problem {
     Problem::new(

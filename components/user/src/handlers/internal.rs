@@ -75,17 +75,6 @@ pub fn bootstrap_admin(call: &Call) -> Result<Response> {
     ))
 }
 
-fn int_param(call: &Call, name: &str, default: i64, max: i64) -> Result<i64> {
-    match call.query(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (0..=max).contains(n))
-            .ok_or_else(|| Error::Invalid(format!("{name} must be an integer from 0 to {max}"))),
-    }
-}
-
 /// `GET /internal/identities?after=<uuid>&limit=`: stored identity snapshots
 /// with their versions, for consumers resyncing their copies.
 pub fn identities(call: &Call) -> Result<Response> {
@@ -95,7 +84,7 @@ pub fn identities(call: &Call) -> Result<Response> {
             uuid::Uuid::parse_str(&v).map_err(|_| Error::Invalid("after must be a uuid".into()))?
         }
     };
-    let limit = int_param(call, "limit", 200, 1000)?.max(1);
+    let limit = platform::http::int_query(call.req, "limit", 200, 1000)?.max(1);
     let items = repo::users::identities(&db()?, after, limit)?;
     Ok(platform::http::json(
         200,

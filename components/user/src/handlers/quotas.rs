@@ -7,28 +7,19 @@ use super::{audit, db, paged, publish_after_commit, uuid_query, Call};
 use crate::domain::quota::{LimitsPatch, Quota, ReserveRequest, UsageReport};
 use crate::error::{Error, Result};
 use crate::repo::{self, quotas::Reserved};
-use access::{Caller, RowRef};
+use access::Caller;
 use platform::db::Db;
 use spin_sdk::http::Response;
 use uuid::Uuid;
 
-fn row(q: &Quota, db: &Db) -> Result<RowRef> {
-    // The department of a quota is its user's current one.
-    let p = repo::users::find(db, q.user_id)?;
-    Ok(RowRef {
-        tenant: q.tenant_id,
-        department: p.and_then(|p| p.department_id),
-        owner: Some(q.user_id),
-    })
-}
-
+/// A user's quota, if the caller may see the user (the quota follows its
+/// user's tenant and department).
 fn visible(db: &Db, caller: &Caller, user: Uuid) -> Result<Quota> {
-    repo::users::find(db, user)?.ok_or(Error::NotFound("quota"))?;
-    let q = repo::quotas::get(db, user)?.ok_or(Error::NotFound("quota"))?;
-    if caller.sees("quota", row(&q, db)?) {
-        Ok(q)
-    } else {
-        Err(Error::NotFound("quota"))
+    match repo::users::find(db, user)? {
+        Some(p) if caller.sees("quota", repo::users::row_ref(&p)) => {
+            repo::quotas::get(db, user)?.ok_or(Error::NotFound("quota"))
+        }
+        _ => Err(Error::NotFound("quota")),
     }
 }
 

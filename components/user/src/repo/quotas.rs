@@ -84,6 +84,11 @@ fn quota(r: &[DbValue]) -> Result<Quota, DbError> {
 /// A user's quota (created with defaults on first read).
 pub fn get(db: &Db, user: Uuid) -> Result<Option<Quota>, DbError> {
     ensure(db, user)?;
+    find(db, user)
+}
+
+/// A user's quota as it is stored.
+fn find(db: &Db, user: Uuid) -> Result<Option<Quota>, DbError> {
     db.one(
         &format!("SELECT {COLUMNS} FROM {FROM} WHERE q.user_id = $1"),
         &[P::Uuid(user.to_string())],
@@ -212,7 +217,8 @@ pub fn reserve(
         return Ok(Some(Reserved::Existing(reservation(r)?)));
     }
     expire_for(db, user)?;
-    let q = get(db, user)?.ok_or_else(|| DbError::Other("quota vanished under its lock".into()))?;
+    let q =
+        find(db, user)?.ok_or_else(|| DbError::Other("quota vanished under its lock".into()))?;
     if let Err(why) = fits(&q.limits, &q.used, &q.reserved, &q.minutes, want) {
         mark_exceeded(db, &q, &why)?;
         return Ok(Some(Reserved::Refused(why)));
@@ -357,7 +363,8 @@ pub fn add_minutes(db: &Db, user: Uuid, minutes: i32, key: &str) -> Result<Optio
            version = version + 1, updated_at = now() AT TIME ZONE 'UTC' WHERE user_id = $1",
         &[P::Uuid(user.to_string()), P::Int32(minutes)],
     )?;
-    let q = get(db, user)?.ok_or_else(|| DbError::Other("quota vanished under its lock".into()))?;
+    let q =
+        find(db, user)?.ok_or_else(|| DbError::Other("quota vanished under its lock".into()))?;
     if q.minutes.today >= q.limits.max_minutes_per_day {
         mark_exceeded(db, &q, "daily usage limit reached")?;
     } else if q.minutes.month >= q.limits.max_minutes_per_month {
