@@ -1,16 +1,22 @@
 //! Test harness for the end-to-end tests: [`TestApp::spawn`] provisions fresh
-//! databases and roles for one test, starts the local host with the compiled
-//! components on a random port, and removes everything again in `Drop`.
+//! databases and roles and a private Redis for one test, starts the app with
+//! the compiled components on a random port, and removes everything again in
+//! `Drop`. The app runs on real Spin when a `spin` binary is found
+//! (`SPIN_BIN`, or `spin` on `PATH`; `.ci/run` puts `../shared/tools` there)
+//! and on the project's local host otherwise; [`host`] says which.
 //! Typed helpers (`register`, `login`, ...) keep the tests readable.
 
 use anyhow::{bail, Context, Result};
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
 
+use access::service::ComponentKey;
 pub use consistency;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -27,8 +33,44 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
 }
 
+/// What runs the app in these tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// A real Spin CLI (`spin up`), at this path.
+    Spin(PathBuf),
+    /// The project's local host (`crates/local-host`), at this path.
+    Local(PathBuf),
+}
+
+/// The host the end-to-end tests use: real Spin when a `spin` binary is
+/// found (`SPIN_BIN`, else `spin` on `PATH`), the local host otherwise
+/// (`LOCAL_HOST_BIN`, else `target/debug/local-host`). Printed once.
+pub fn host() -> &'static Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let host = match spin_binary() {
+            Some(spin) => Host::Spin(spin),
+            None => Host::Local(local_host_binary()),
+        };
+        eprintln!("e2e: the app runs on {host:?}");
+        host
+    })
+}
+
+/// A `spin` binary, if one is available.
+pub fn spin_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SPIN_BIN").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("spin"))
+            .find(|p| p.is_file())
+    })
+}
+
 /// The local host binary; `cargo xtask test` builds it first.
-pub fn host_binary() -> PathBuf {
+pub fn local_host_binary() -> PathBuf {
     let bin = std::env::var_os("LOCAL_HOST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir().join("debug/local-host"));
@@ -54,6 +96,29 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The components that hold a key of their own (`<name>_key` in spin.toml).
+pub const KEYED: &[&str] = &[
+    "auth",
+    "user",
+    "device",
+    "app",
+    "billing",
+    "notification",
+    "scheduler",
+];
+
+/// Fresh random keys for every keyed component.
+pub fn fresh_keys() -> Vec<(&'static str, ComponentKey)> {
+    KEYED
+        .iter()
+        .map(|name| {
+            let mut b = [0u8; 32];
+            getrandom::fill(&mut b).expect("randomness");
+            (*name, ComponentKey::from_bytes(b))
+        })
+        .collect()
+}
+
 /// How to start the app for a test.
 #[derive(Clone)]
 pub struct Options {
@@ -67,6 +132,9 @@ pub struct Options {
     pub disable_triggers: Vec<&'static str>,
     /// Extra variables set to a provisioned database's URL: (variable, component).
     pub db_url_variables: Vec<(&'static str, &'static str)>,
+    /// The host to run on, instead of [`host`]'s choice (the local host's
+    /// own probe tests, and the conformance test that runs both).
+    pub host: Option<Host>,
 }
 
 impl Default for Options {
@@ -77,6 +145,7 @@ impl Default for Options {
             env: Vec::new(),
             disable_triggers: Vec::new(),
             db_url_variables: Vec::new(),
+            host: None,
         }
     }
 }
@@ -89,14 +158,19 @@ pub struct TestApp {
     pub db_urls: Vec<(&'static str, String)>,
     /// Database and role names, for cleanup.
     names: Vec<String>,
-    /// The shared internal token.
-    pub internal_token: String,
+    /// The test's own inspection role (a member of every component role)
+    /// and its password: [`TestApp::db`] connects as it.
+    inspector: (String, String),
+    /// Every keyed component's own key (`<name>_key`).
+    pub keys: Vec<(&'static str, ComponentKey)>,
     /// The token signer (auth's key), for forging or checking tokens.
     pub signing_key: String,
     child: Option<Child>,
     redis: Child,
     /// Port of this test's private Redis server.
     pub redis_port: u16,
+    /// This test's scratch directory: host log, component logs, manifests.
+    dir: PathBuf,
     log: PathBuf,
     client: Client,
     options: Options,
@@ -111,6 +185,12 @@ impl TestApp {
 
     /// Starts the app with options.
     pub fn spawn_with(options: Options) -> Self {
+        Self::try_spawn_with(options)
+            .unwrap_or_else(|log| panic!("the app did not start; log:\n{log}"))
+    }
+
+    /// Starts the app with options; the log if it does not start.
+    pub fn try_spawn_with(options: Options) -> std::result::Result<Self, String> {
         let run = format!("cpt_{}", random_suffix());
         let password = random_suffix();
         let mut names = Vec::new();
@@ -123,6 +203,9 @@ impl TestApp {
             names.push(name);
             db_urls.push((*db, url));
         }
+        let inspector = (format!("{run}_inspect"), random_suffix());
+        migrator::admin::provision_member(&inspector.0, &inspector.1, &names)
+            .expect("provision the inspection role");
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("randomness");
         let signing_key = access::signing_key_setting("test-1", seed);
@@ -148,16 +231,20 @@ impl TestApp {
             assert!(Instant::now() < ready, "private redis did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        let dir = target_dir().join("e2e").join(&run);
+        std::fs::create_dir_all(&dir).expect("test directory");
         let mut app = Self {
             base: String::new(),
             db_urls,
             names,
-            internal_token: random_suffix(),
+            inspector,
+            keys: fresh_keys(),
             signing_key,
             child: None,
             redis,
             redis_port,
-            log: std::env::temp_dir().join(format!("{run}.log")),
+            log: dir.join("host.log"),
+            dir,
             client: Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -165,8 +252,28 @@ impl TestApp {
             options,
             port: free_port(),
         };
-        app.start();
-        app
+        app.try_start()?;
+        Ok(app)
+    }
+
+    /// The host this app runs on.
+    pub fn host(&self) -> Host {
+        self.options.host.clone().unwrap_or_else(|| host().clone())
+    }
+
+    /// A keyed component's own key.
+    pub fn key(&self, component: &str) -> &ComponentKey {
+        &self
+            .keys
+            .iter()
+            .find(|(c, _)| *c == component)
+            .expect("keyed component")
+            .1
+    }
+
+    /// The service token of a component (or `scheduler`).
+    pub fn service_token(&self, component: &str) -> String {
+        self.key(component).service_token(component)
     }
 
     fn env(&self) -> Vec<(String, String)> {
@@ -199,9 +306,18 @@ impl TestApp {
             "SPIN_VARIABLE_JWT_PUBLIC_KEYS".into(),
             signer.public_setting(),
         ));
+        for (name, key) in &self.keys {
+            env.push((
+                format!("SPIN_VARIABLE_{}_KEY", name.to_uppercase()),
+                key.setting(),
+            ));
+        }
+        let (hashes, public) = events::signing::public_settings(&self.keys);
+        env.push(("SPIN_VARIABLE_SERVICE_TOKEN_HASHES".into(), hashes));
+        env.push(("SPIN_VARIABLE_EVENT_PUBLIC_KEYS".into(), public));
         env.push((
-            "SPIN_VARIABLE_INTERNAL_TOKEN".into(),
-            self.internal_token.clone(),
+            "SPIN_VARIABLE_APP_URL".into(),
+            format!("http://127.0.0.1:{}", self.port),
         ));
         env.push((
             "SPIN_VARIABLE_REDIS_PORT".into(),
@@ -217,10 +333,39 @@ impl TestApp {
         env
     }
 
-    /// Starts (or restarts) the host process and waits for its banner.
+    /// The manifest to run: the option's manifest, or a copy without the
+    /// disabled trigger types (component sources made absolute), since Spin
+    /// has no switch to leave a trigger out.
+    fn manifest(&self) -> PathBuf {
+        let original = root().join(&self.options.manifest);
+        if self.options.disable_triggers.is_empty() {
+            return original;
+        }
+        let text = std::fs::read_to_string(&original).expect("manifest");
+        let copy = without_triggers(
+            &text,
+            &self.options.disable_triggers,
+            original.parent().expect("dir"),
+        )
+        .expect("manifest without triggers");
+        let path = self.dir.join("spin.toml");
+        std::fs::write(&path, copy).expect("write manifest");
+        path
+    }
+
+    /// Starts (or restarts) the app and waits until it serves (and, on Spin,
+    /// until every Redis channel is subscribed).
     pub fn start(&mut self) {
+        if let Err(log) = self.try_start() {
+            panic!("the app did not start; log:\n{log}");
+        }
+    }
+
+    /// [`TestApp::start`], with the log as the error if the app does not
+    /// start (it exits, or does not serve within 120 s).
+    pub fn try_start(&mut self) -> std::result::Result<(), String> {
         if let Some(mut old) = self.child.take() {
-            let _ = old.kill();
+            kill_group(&old, "KILL");
             let _ = old.wait();
         }
         let log = std::fs::OpenOptions::new()
@@ -228,69 +373,117 @@ impl TestApp {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut cmd = Command::new(host_binary());
+        let manifest = self.manifest();
+        let channels = redis_channels(&manifest);
+        let listen = format!("127.0.0.1:{}", self.port);
+        let host = self.host();
+        let mut cmd = match &host {
+            Host::Spin(spin) => {
+                let mut c = Command::new(spin);
+                c.args(["up", "--from"])
+                    .arg(&manifest)
+                    .args(["--listen", &listen, "--log-dir"])
+                    .arg(self.dir.join("logs"))
+                    .arg("--runtime-config-file")
+                    .arg(root().join("runtime-config.toml"));
+                c
+            }
+            Host::Local(bin) => {
+                let mut c = Command::new(bin);
+                c.arg("--from")
+                    .arg(&manifest)
+                    .args(["--listen", &listen, "--cache-dir"])
+                    .arg(target_dir().join("host-cache"))
+                    .arg("--runtime-config-file")
+                    .arg(root().join("runtime-config.toml"));
+                c
+            }
+        };
         cmd.current_dir(root())
             .envs(self.env())
-            .args([
-                "--from",
-                &self.options.manifest,
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-            ])
-            .args([
-                "--cache-dir",
-                &target_dir().join("host-cache").to_string_lossy(),
-            ])
             .stdout(Stdio::piped())
-            .stderr(log);
-        for t in &self.options.disable_triggers {
-            cmd.args(["--disable-trigger", t]);
-        }
-        let mut child = cmd.spawn().expect("start local host");
+            .stderr(log)
+            // Its own process group: `spin up` runs each trigger as a child
+            // process, and stopping the app must stop all of them.
+            .process_group(0);
+        let mut child = cmd.spawn().expect("start the app");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let spin = matches!(host, Host::Spin(_));
+        let log = self.log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut serving = false;
+            let mut pending: Vec<String> = if spin { channels } else { Vec::new() };
+            let mut sent = false;
+            let mut out = std::fs::OpenOptions::new().append(true).open(&log).ok();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(f) = out.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if line.starts_with("Serving http://") {
+                    serving = true;
+                }
+                // Spin's Redis trigger lists `\t<server>/<channel>: [...]` once subscribed.
+                pending.retain(|c| !line.contains(&format!("/{c}: [")));
+                if serving && pending.is_empty() && !sent {
                     let _ = tx.send(());
+                    sent = true;
                 }
             }
         });
-        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            let _ = child.kill();
-            panic!("local host did not start; log:\n{}", self.log_text());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(()) => break,
+                Err(_) if Instant::now() > deadline => {
+                    kill_group(&child, "KILL");
+                    let _ = child.wait();
+                    let _ = reader.join();
+                    return Err(self.log_text());
+                }
+                Err(_) => {}
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                kill_group(&child, "KILL");
+                // The reader ends when the output closes: then the log is whole.
+                let _ = reader.join();
+                return Err(self.log_text());
+            }
         }
         self.base = format!("http://127.0.0.1:{}", self.port);
         self.child = Some(child);
+        Ok(())
     }
 
-    /// Stops the host with SIGTERM (graceful) and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+    /// Stops the app with SIGTERM (graceful) and waits for it; its exit
+    /// status, or `None` if it had to be killed after 15 s.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        kill_group(&child, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                // Spin's trigger processes exit with it; make sure.
+                kill_group(&child, "KILL");
+                return Some(status);
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(50));
         }
+        kill_group(&child, "KILL");
+        let _ = child.wait();
+        None
     }
 
-    /// Kills the host with SIGKILL: no graceful anything.
+    /// Kills the app with SIGKILL: no graceful anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            kill_group(&child, "KILL");
             let _ = child.wait();
         }
     }
 
-    /// `PATCH` that returns `None` instead of panicking when the host is gone.
+    /// `PATCH` that returns `None` instead of panicking when the app is gone.
     pub fn client_patch_quiet(&self, path: &str, body: &Value, token: &str) -> Option<u16> {
         self.client
             .patch(format!("{}{path}", self.base))
@@ -304,10 +497,14 @@ impl TestApp {
     /// SIGKILL through a shared reference (for use while other threads send requests).
     pub fn kill_quiet(&self) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-KILL", &child.id().to_string()])
-                .status();
+            kill_group(child, "KILL");
         }
+    }
+
+    /// The process id of the app (`spin up` or the local host); its process
+    /// group holds every process of the app.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The options, to change before the next [`TestApp::start`].
@@ -367,11 +564,31 @@ impl TestApp {
         r.send().expect("request")
     }
 
-    /// `POST` to an internal endpoint with the internal token.
-    pub fn post_internal(&self, path: &str) -> Response {
+    /// `POST` to an internal endpoint as `service` (a component or
+    /// `scheduler`), with its service token and no body.
+    pub fn post_as(&self, service: &str, path: &str) -> Response {
         self.client
             .post(format!("{}{path}", self.base))
-            .header("x-internal-token", &self.internal_token)
+            .header(access::service::HEADER, self.service_token(service))
+            .send()
+            .expect("request")
+    }
+
+    /// `POST` to an internal endpoint as `service` with a JSON body.
+    pub fn post_json_as(&self, service: &str, path: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header(access::service::HEADER, self.service_token(service))
+            .json(body)
+            .send()
+            .expect("request")
+    }
+
+    /// `GET` an internal endpoint as `service`.
+    pub fn get_as(&self, service: &str, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .header(access::service::HEADER, self.service_token(service))
             .send()
             .expect("request")
     }
@@ -387,17 +604,56 @@ impl TestApp {
             .expect("publish");
     }
 
-    /// Publishes an event as a producer of this app does: signed with the
-    /// app's internal token (unsigned messages are dropped by consumers).
-    pub fn publish_event(&self, channel: &str, event: &Value) {
-        let mut signed = event.clone();
-        signed[access::mac::SIG] = access::mac::sign_event(&self.internal_token, &signed).into();
-        self.publish(channel, &signed.to_string());
+    /// Publishes an event as its producer does: signed with the producer's
+    /// event key (unsigned or forged messages are dropped by consumers).
+    pub fn publish_event(&self, event: &events::Envelope) {
+        let signer = events::EventSigner::from_seed(
+            &event.source,
+            self.key(&event.source).event_signing_seed(),
+        );
+        let message = signer.sign(event);
+        let client = redis::Client::open(self.redis_url()).expect("redis url");
+        let mut conn = client.get_connection().expect("redis connection");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(events::channel(&event.source))
+            .arg(message)
+            .query(&mut conn)
+            .expect("publish");
     }
 
-    /// Everything the host logged so far.
+    /// The reset token in the newest password-reset email queued for `email`
+    /// (read where the mail goes: the notification database's sealed spool,
+    /// opened with notification's mail key).
+    pub fn reset_token_from_mail(&self, email: &str) -> Option<String> {
+        let row = self
+            .db("notification")
+            .query_opt(
+                "SELECT sealed_body FROM outgoing_mail WHERE to_address = $1 AND kind = 'password_reset' \
+                 ORDER BY created_at DESC LIMIT 1",
+                &[&email],
+            )
+            .expect("mail query")?;
+        let sealed: Vec<u8> = row.get(0);
+        let key = self.key("notification").seal_key("outgoing-mail");
+        let text = access::seal::open(&key, "outgoing-mail", &sealed).expect("mail opens");
+        let text = String::from_utf8(text).expect("utf-8 mail");
+        text.lines()
+            .find_map(|l| l.strip_prefix("Your reset token: "))
+            .map(|t| t.trim().to_string())
+    }
+
+    /// Everything the app and its components logged so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let mut text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if let Ok(dir) = std::fs::read_dir(self.dir.join("logs")) {
+            let mut files: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            files.sort();
+            for f in files {
+                text.push_str(&format!("\n== {} ==\n", f.display()));
+                text.push_str(&std::fs::read_to_string(&f).unwrap_or_default());
+            }
+        }
+        text
     }
 
     /// The URL of this test's Redis.
@@ -415,9 +671,18 @@ impl TestApp {
             .1
     }
 
-    /// A direct connection to a component's database, as its own role.
+    /// A direct connection to a component's database, with the component
+    /// role's privileges (as the test's inspection role, a member of it, so
+    /// that the component's own pools, which may hold every connection its
+    /// role's CONNECTION LIMIT allows, never lock the test out).
     pub fn db(&self, component: &str) -> postgres::Client {
-        postgres::Client::connect(self.db_url(component), postgres::NoTls).expect("connect")
+        let url = format!(
+            "postgres://{}:{}@127.0.0.1:5432/{}?sslmode=disable",
+            self.inspector.0,
+            self.inspector.1,
+            self.db_name(component)
+        );
+        postgres::Client::connect(&url, postgres::NoTls).expect("connect")
     }
 
     /// `SELECT count(*) ...` (or any single bigint) in a component's database.
@@ -567,16 +832,6 @@ impl TestApp {
         r.send().expect("request")
     }
 
-    /// `POST` to an internal endpoint with a JSON body and the internal token.
-    pub fn post_internal_json(&self, path: &str, body: &Value) -> Response {
-        self.client
-            .post(format!("{}{path}", self.base))
-            .header("x-internal-token", &self.internal_token)
-            .json(body)
-            .send()
-            .expect("request")
-    }
-
     /// Waits until `auth`'s identity copy of a user satisfies `f` (given the
     /// roles and the access JSON), e.g. after a role change.
     pub fn wait_for_identity(&self, user: &str, mut f: impl FnMut(&[String], &Value) -> bool) {
@@ -615,14 +870,34 @@ impl TestApp {
             .as_str()
             .expect("id")
             .to_string();
-        let r = self.post_internal_json(
-            "/api/v1/user/internal/bootstrap-admin",
-            &json!({"email": email}),
-        );
-        assert_eq!(r.status(), 200, "bootstrap admin");
+        self.grant_admin(&email);
         self.wait_for_identity(&id, |roles, _| roles.iter().any(|r| r == "super_admin"));
         let token = self.token(&email, PASSWORD);
         Session { id, email, token }
+    }
+
+    /// Makes a registered user platform administrator the only way there
+    /// is: a grant written into `user`'s database (as `cargo xtask admin`
+    /// does), applied by the scheduler's job, run here at once.
+    pub fn grant_admin(&self, email: &str) {
+        self.db("user")
+            .execute("INSERT INTO admin_grants (email) VALUES ($1)", &[&email])
+            .expect("insert admin grant");
+        let r = self.post_as("scheduler", "/api/v1/user/internal/admin-grants/apply");
+        assert_eq!(r.status(), 200, "apply admin grants");
+        let outcome: Option<String> = self
+            .db("user")
+            .query_one(
+                "SELECT outcome FROM admin_grants WHERE email = $1 ORDER BY requested_at DESC LIMIT 1",
+                &[&email],
+            )
+            .expect("grant")
+            .get(0);
+        assert_eq!(
+            outcome.as_deref(),
+            Some("granted"),
+            "admin grant of {email}"
+        );
     }
 
     /// Creates a tenant as `admin`; returns its id.
@@ -692,12 +967,139 @@ impl Drop for TestApp {
                 eprintln!("cleanup of {name} failed: {e}");
             }
         }
+        if let Err(e) = migrator::admin::drop_role(&self.inspector.0) {
+            eprintln!("cleanup of {} failed: {e}", self.inspector.0);
+        }
         if std::env::var_os("E2E_KEEP_LOGS").is_some() {
-            eprintln!("host log kept at {}", self.log.display());
+            eprintln!("logs kept in {}", self.dir.display());
         } else {
-            let _ = std::fs::remove_file(&self.log);
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A `user.*` event carrying the snapshot of a plain, active, tenantless user.
+pub fn identity_event(
+    kind: &events::EventType,
+    user: uuid::Uuid,
+    version: i64,
+    email: &str,
+) -> events::Envelope {
+    let identity = events::payload::Identity {
+        id: user,
+        email: email.into(),
+        display_name: "X".into(),
+        tenant_id: None,
+        department_id: None,
+        status: "active".into(),
+        tenant_active: true,
+        roles: vec!["user".into()],
+        access: Default::default(),
+    };
+    events::Envelope::new(
+        kind,
+        user.to_string(),
+        version,
+        "2026-11-23T00:00:00.000000Z",
+        &identity,
+    )
+}
+
+/// Sends `signal` (`TERM`, `KILL`) to the process group of `child`.
+fn kill_group(child: &Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The Redis channels a manifest subscribes to.
+fn redis_channels(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap_or_default();
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut channels: Vec<String> = doc
+        .get("trigger")
+        .and_then(|t| t.get("redis"))
+        .and_then(|r| r.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    t.get("channel")
+                        .and_then(|c| c.as_str())
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    channels.sort();
+    channels.dedup();
+    channels
+}
+
+/// A manifest without the given trigger types, its component sources made
+/// absolute (relative to `dir`) so the copy can live anywhere.
+pub fn without_triggers(text: &str, kinds: &[&str], dir: &Path) -> Result<String> {
+    let mut doc: toml::Table = text.parse().context("manifest")?;
+    if let Some(triggers) = doc.get_mut("trigger").and_then(|t| t.as_table_mut()) {
+        for k in kinds {
+            triggers.remove(*k);
+        }
+    }
+    if kinds.contains(&"redis") {
+        if let Some(app_triggers) = doc
+            .get_mut("application")
+            .and_then(|a| a.get_mut("trigger"))
+            .and_then(|t| t.as_table_mut())
+        {
+            app_triggers.remove("redis");
+        }
+    }
+    // Components no trigger uses any more are left out, as an app would.
+    let used: Vec<String> = doc
+        .get("trigger")
+        .and_then(|t| t.as_table())
+        .map(|t| {
+            t.values()
+                .filter_map(|v| v.as_array())
+                .flatten()
+                .filter_map(|e| {
+                    e.get("component")
+                        .and_then(|c| c.as_str())
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(components) = doc.get_mut("component").and_then(|c| c.as_table_mut()) {
+        components.retain(|id, _| used.iter().any(|u| u == id));
+        for (_, c) in components.iter_mut() {
+            if let Some(src) = c.get_mut("source") {
+                if let Some(rel) = src.as_str() {
+                    *src = toml::Value::String(dir.join(rel).to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    Ok(toml::to_string(&doc)?)
+}
+
+/// Every route `docs/api.md` lists: (method, path pattern, access).
+pub fn documented_routes() -> Vec<(String, String, String)> {
+    let doc = std::fs::read_to_string(root().join("docs/api.md")).expect("docs/api.md");
+    doc.lines()
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split('|').map(str::trim).collect();
+            (c.len() > 4 && c[2].starts_with("`/api/v1/")).then(|| {
+                (
+                    c[1].to_string(),
+                    c[2].trim_matches('`').to_string(),
+                    c[3].trim_matches('`').to_string(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// The password every helper-made user has.

@@ -754,37 +754,47 @@ fn a_profile_change_reaches_auth_and_an_older_event_does_not_overwrite_it() {
         .unwrap();
     let mut payload: Value = row.get(0);
     payload["email"] = json!("stale@example.com");
-    let late = json!({
-        "id": uuid::Uuid::new_v4(), "type": "user.updated", "schema_version": 2, "source": "user",
-        "aggregate_id": id, "aggregate_version": 2, "occurred_at": "2026-01-01T00:00:00.000000Z", "payload": payload,
-    });
-    app.publish_event("cloudphone.events.user", &late);
-    // A forged (unsigned) event with a far higher version is dropped unread.
+    let late = events::Envelope::new(
+        &events::catalogue::USER_UPDATED,
+        id.clone(),
+        2,
+        "2026-01-01T00:00:00.000000Z",
+        &payload,
+    );
+    // A forged event (signed with another component's key) with a far
+    // higher version, published first, is dropped unread.
     let mut forged = late.clone();
-    forged["id"] = json!(uuid::Uuid::new_v4());
-    forged["aggregate_version"] = json!(1_000_000);
-    forged["payload"]["access"] = json!({"permissions": ["*"], "scopes": {"*": {"level": "all"}}});
-    app.publish("cloudphone.events.user", &forged.to_string());
+    forged.id = uuid::Uuid::new_v4();
+    forged.aggregate_version = 1_000_000;
+    forged.payload["access"] = json!({"permissions": ["*"], "scopes": {"*": {"level": "all"}}});
+    let wrong_key =
+        events::EventSigner::from_seed("user", app.key("notification").event_signing_seed());
+    app.publish(
+        "cloudphone.events.user",
+        &String::from_utf8(wrong_key.sign(&forged)).unwrap(),
+    );
+    app.publish_event(&late);
+    // Messages of one subscription are handled in order: once the late
+    // event is processed, the forged one (published before it) was too.
     let applied = app.eventually(std::time::Duration::from_secs(10), || {
         let n = app.count(
             "auth",
             &format!(
                 "SELECT count(*) FROM processed_events WHERE event_id = '{}'",
-                late["id"].as_str().unwrap()
+                late.id
             ),
         );
         (n == 1).then_some(())
     });
     assert!(applied.is_ok(), "the late event was processed");
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let forged_seen = app.count(
         "auth",
         &format!(
             "SELECT count(*) FROM processed_events WHERE event_id = '{}'",
-            forged["id"].as_str().unwrap()
+            forged.id
         ),
     );
-    assert_eq!(forged_seen, 0, "the unsigned event was dropped");
+    assert_eq!(forged_seen, 0, "the forged event was dropped");
     assert_eq!(version(&mut auth), 3);
     let email: String = auth
         .query_one("SELECT email FROM identities WHERE user_id = $1", &[&uid])

@@ -17,7 +17,8 @@ use std::collections::BTreeSet;
 #[derive(Clone, Copy, Debug)]
 enum Who {
     Nobody,
-    Internal,
+    /// Another component (or the scheduler), with its service token.
+    Service(&'static str),
     Platform,
     TenantAdmin,
     Member,
@@ -120,7 +121,8 @@ fn fixture(app: &TestApp) -> Fixture {
     // A pending reservation and an API key, so that their tables are not
     // empty while the test checks that nothing changes.
     id(expect_json(
-        app.post_internal_json(
+        app.post_json_as(
+            "device",
             "/api/v1/user/internal/quotas/reservations",
             &json!({"user_id": member.id, "idempotency_key": "fixture", "resources": {"devices": 1}}),
         ),
@@ -230,7 +232,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
         case(
             "POST",
             format!("{a}/internal/api-keys/verify"),
-            Internal,
+            Who::Service("user"),
             json!({"key": "cpk_x"}),
             &["key"],
         ),
@@ -238,7 +240,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
             case(
                 "PUT",
                 format!("{a}/internal/credentials"),
-                Internal,
+                Who::Service("user"),
                 json!({"user_id": m, "email": "other@example.com", "password": "long enough"}),
                 &["user_id", "email", "password"],
             ),
@@ -486,7 +488,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
             case(
                 "POST",
                 format!("{u}/internal/users"),
-                Internal,
+                Who::Service("auth"),
                 json!({"id": uuid::Uuid::new_v4(), "email": f.member.email, "display_name": "N"}),
                 &["id", "email", "display_name"],
             ),
@@ -496,19 +498,8 @@ fn cases(f: &Fixture) -> Vec<Case> {
         with(
             case(
                 "POST",
-                format!("{u}/internal/bootstrap-admin"),
-                Internal,
-                json!({"email": "nobody@example.com"}),
-                &["email"],
-            ),
-            &[],
-            &["email"],
-        ),
-        with(
-            case(
-                "POST",
                 format!("{u}/internal/quotas/reservations"),
-                Internal,
+                Who::Service("device"),
                 json!({"user_id": m, "idempotency_key": "fixture-2", "resources": {"devices": 1}, "ttl_secs": 60}),
                 &["user_id", "idempotency_key", "resources"],
             ),
@@ -518,21 +509,21 @@ fn cases(f: &Fixture) -> Vec<Case> {
         case(
             "POST",
             format!("{u}/internal/quotas/reservations"),
-            Internal,
+            Who::Service("device"),
             json!({"user_id": m, "idempotency_key": "fixture-3", "resources": {"devices": -1}}),
             &[],
         ),
         case(
             "POST",
             format!("{u}/internal/quotas/reservations"),
-            Internal,
+            Who::Service("device"),
             json!({"user_id": m, "idempotency_key": "fixture-4", "resources": {}}),
             &[],
         ),
         case(
             "POST",
             format!("{u}/internal/quotas/reservations"),
-            Internal,
+            Who::Service("device"),
             json!({"user_id": m, "idempotency_key": "fixture-5", "resources": {"gpus": 1}}),
             &[],
         ),
@@ -540,7 +531,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
             case(
                 "POST",
                 format!("{u}/internal/quotas/usage"),
-                Internal,
+                Who::Service("device"),
                 json!({"user_id": m, "minutes": 5, "idempotency_key": "u1"}),
                 &["user_id", "minutes", "idempotency_key"],
             ),
@@ -551,7 +542,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
             case(
                 "POST",
                 "/api/v1/notification/internal/password-resets".to_string(),
-                Internal,
+                Who::Service("auth"),
                 json!({"user_id": m, "email": "a@example.com", "token": "t", "expires_at": "2030-01-01T00:00:00Z"}),
                 &["user_id", "email", "token", "expires_at"],
             ),
@@ -589,28 +580,12 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/user/internal/quotas/expire",
     "POST /api/v1/user/internal/tenants/expire",
     "POST /api/v1/user/internal/quotas/roll",
+    "POST /api/v1/user/internal/admin-grants/apply",
     "POST /api/v1/notification/notifications/:id/read",
     "POST /api/v1/notification/internal/events/catch-up",
     "POST /api/v1/notification/internal/events/prune",
     "POST /api/v1/notification/admin/dead-letters/:id/replay",
 ];
-
-/// Every route in docs/api.md: (method, path, access).
-fn documented() -> Vec<(String, String, String)> {
-    let doc = std::fs::read_to_string(e2e::root().join("docs/api.md")).unwrap();
-    doc.lines()
-        .filter_map(|l| {
-            let c: Vec<&str> = l.split('|').map(str::trim).collect();
-            (c.len() > 4 && c[2].starts_with("`/api/v1/")).then(|| {
-                (
-                    c[1].to_string(),
-                    c[2].trim_matches('`').to_string(),
-                    c[3].trim_matches('`').to_string(),
-                )
-            })
-        })
-        .collect()
-}
 
 fn shape(path: &str) -> String {
     path.split('/')
@@ -808,7 +783,7 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
         .iter()
         .map(|c| format!("{} {}", c.method, shape(&c.path)))
         .collect();
-    for (method, path, _) in documented() {
+    for (method, path, _) in e2e::documented_routes() {
         if method == "GET" {
             continue;
         }
@@ -835,7 +810,7 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
 
     settle(&app);
     let token = |who: Who| match who {
-        Who::Nobody | Who::Internal => None,
+        Who::Nobody | Who::Service(_) => None,
         Who::Platform => Some(f.platform.token.clone()),
         Who::TenantAdmin => Some(f.admin.token.clone()),
         Who::Member => Some(f.member.token.clone()),
@@ -854,8 +829,8 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
             if let Some(t) = token(c.who) {
                 req = req.bearer_auth(t);
             }
-            if matches!(c.who, Who::Internal) {
-                req = req.header("x-internal-token", &app.internal_token);
+            if let Who::Service(svc) = c.who {
+                req = req.header("x-service-token", app.service_token(svc));
             }
             let resp = req.send().unwrap();
             let (status, code) = error_code(resp)
@@ -888,7 +863,7 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
     // Unknown and malformed ids in paths: 404, nothing changes.
     let privileged = |access: &str| match access {
         "public" => None,
-        "internal" => None,
+        a if a.starts_with("service: ") => None,
         a if ["tenant:", "permission:", "menu:", "event:"]
             .iter()
             .any(|p| a.starts_with(p)) =>
@@ -897,7 +872,7 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
         }
         _ => Some(f.admin.token.clone()),
     };
-    for (method, path, access) in documented()
+    for (method, path, access) in e2e::documented_routes()
         .into_iter()
         .filter(|(_, p, _)| p.contains("/:"))
     {
@@ -907,12 +882,14 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
                 .map(|s| if s.starts_with(':') { id.as_str() } else { s })
                 .collect::<Vec<_>>()
                 .join("/");
-            let mut req = reqwest::blocking::Client::new()
-                .request(
-                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-                    format!("{}{concrete}", app.base),
-                )
-                .header("x-internal-token", &app.internal_token);
+            let mut req = reqwest::blocking::Client::new().request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{concrete}", app.base),
+            );
+            if let Some(callers) = access.strip_prefix("service: ") {
+                let caller = callers.split(", ").next().unwrap();
+                req = req.header("x-service-token", app.service_token(caller));
+            }
             if let Some(t) = privileged(&access) {
                 req = req.bearer_auth(t);
             }

@@ -3,25 +3,18 @@
 //! order, poison events parked without blocking the rest, pruned feeds resynced.
 
 use e2e::{Options, TestApp};
+use events::catalogue::{USER_CREATED, USER_UPDATED};
+use events::{Envelope, EventType};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn user_event(kind: &str, user: uuid::Uuid, version: i64, email: &str) -> String {
-    json!({
-        "id": uuid::Uuid::new_v4(), "type": kind, "schema_version": 1, "source": "user",
-        "aggregate_id": user.to_string(), "aggregate_version": version,
-        "occurred_at": "2026-11-23T00:00:00.000000Z",
-        "payload": {"id": user, "email": email, "display_name": "X", "tenant_id": null, "status": "active", "roles": ["user"]}
-    })
-    .to_string()
+fn user_event(kind: &EventType, user: uuid::Uuid, version: i64, email: &str) -> Envelope {
+    e2e::identity_event(kind, user, version, email)
 }
 
 /// Publishes a `user` event signed as the producer signs it.
-fn send(app: &TestApp, event: &str) {
-    app.publish_event(
-        "cloudphone.events.user",
-        &serde_json::from_str(event).unwrap(),
-    );
+fn send(app: &TestApp, event: &Envelope) {
+    app.publish_event(event);
 }
 
 fn change_profile(app: &TestApp, token: &str, n: usize, threads: usize) -> usize {
@@ -148,7 +141,7 @@ fn versions_delivered_as_3_1_2_leave_version_3() {
     for (n, v) in [3, 1, 2].into_iter().enumerate() {
         send(
             &app,
-            &user_event("user.updated", user, v, &format!("v{v}@example.com")),
+            &user_event(&USER_UPDATED, user, v, &format!("v{v}@example.com")),
         );
         app.eventually(Duration::from_secs(10), || {
             let seen: i64 = auth
@@ -182,11 +175,8 @@ fn a_poison_event_is_parked_visible_and_replayable_and_does_not_block_the_next()
     app.db("auth")
         .batch_execute("ALTER TABLE identities RENAME TO identities_gone")
         .unwrap();
-    let poison = user_event("user.created", poison_user, 1, "p@example.com");
-    let poison_id = serde_json::from_str::<Value>(&poison).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let poison = user_event(&USER_CREATED, poison_user, 1, "p@example.com");
+    let poison_id = poison.id.to_string();
     send(&app, &poison);
     let mut auth = app.db("auth");
     app.eventually(Duration::from_secs(30), || {
@@ -203,7 +193,7 @@ fn a_poison_event_is_parked_visible_and_replayable_and_does_not_block_the_next()
     // The next event is applied: the parked one blocks nothing.
     send(
         &app,
-        &user_event("user.created", good_user, 1, "g@example.com"),
+        &user_event(&USER_CREATED, good_user, 1, "g@example.com"),
     );
     app.eventually(Duration::from_secs(10), || {
         let n: i64 = auth
@@ -271,7 +261,7 @@ fn a_consumer_whose_cursor_is_older_than_retention_resyncs_from_the_source() {
     .expect("copies converge");
     // Simulate a consumer that lost everything while the feed was pruned.
     let r: Value = app
-        .post_internal("/api/v1/user/internal/events/prune")
+        .post_as("scheduler", "/api/v1/user/internal/events/prune")
         .json()
         .unwrap();
     assert!(r["deleted"].as_u64().unwrap() >= 3, "{r}");
@@ -281,7 +271,7 @@ fn a_consumer_whose_cursor_is_older_than_retention_resyncs_from_the_source() {
         )
         .unwrap();
     let summary: Value = app
-        .post_internal("/api/v1/auth/internal/events/catch-up")
+        .post_as("scheduler", "/api/v1/auth/internal/events/catch-up")
         .json()
         .unwrap();
     assert_eq!(summary["resynced"], 1, "{summary}");

@@ -1,17 +1,26 @@
 //! The local host against Spin's semantics, through the `probe` fixture
 //! component (tests/fixtures/probe): Postgres type mapping, outbound rules,
-//! route precedence and `spin-*` headers, and the pool that does not roll back.
+//! route precedence and `spin-*` headers, chained requests as Spin delivers
+//! them, Spin's host requirements, one Redis message at a time, and the pool
+//! that does not roll back. These always run on the local host; where a
+//! `spin` binary exists, `conformance.rs` runs the same probes on both.
 
-use e2e::{Options, TestApp};
+use e2e::{Host, Options, TestApp};
 use serde_json::{json, Value};
+use std::time::Duration;
 
-fn spawn_probe() -> TestApp {
-    TestApp::spawn_with(Options {
-        manifest: "tests/fixtures/probe/spin.toml".into(),
+fn probe_options(manifest: &str) -> Options {
+    Options {
+        manifest: manifest.into(),
         databases: vec!["app"],
         db_url_variables: vec![("probe_db_url", "app")],
+        host: Some(Host::Local(e2e::local_host_binary())),
         ..Options::default()
-    })
+    }
+}
+
+fn spawn_probe() -> TestApp {
+    TestApp::spawn_with(probe_options("tests/fixtures/probe/spin.toml"))
 }
 
 #[test]
@@ -101,4 +110,72 @@ fn a_transaction_left_open_stays_open_on_the_pooled_connection_as_in_spin() {
         v["in_transaction"], true,
         "the next request reuses the connection inside the open transaction"
     );
+}
+
+#[test]
+fn a_chained_request_is_a_synthetic_wildcard_match_whose_path_info_is_the_whole_path() {
+    let app = spawn_probe();
+    let h: Value = app
+        .get("/probe/chain?path=%2Fprobe%2Fheaders%2Fdeeper", None)
+        .json()
+        .unwrap();
+    assert_eq!(h["spin-path-info"], "/probe/headers/deeper", "{h}");
+    assert_eq!(h["spin-matched-route"], "/...");
+    assert_eq!(h["spin-raw-component-route"], "/...");
+    assert_eq!(h["spin-component-route"], "");
+    assert_eq!(h["spin-client-addr"], "0.0.0.0:0");
+    assert_eq!(h["spin-full-url"], "http://localhost/probe/headers/deeper");
+    assert!(h.get("spin-path-match-id").is_none());
+}
+
+#[test]
+fn an_app_whose_redis_component_needs_service_chaining_is_refused_with_spins_message() {
+    let log = TestApp::try_spawn_with(probe_options("tests/fixtures/probe/chaining-consumer.toml"))
+        .err()
+        .expect("the app must not start");
+    assert!(
+        log.contains("This application requires the following features that are not available in this version of the 'redis' trigger: local_service_chaining"),
+        "{log}"
+    );
+}
+
+/// Publishes `n` messages on the probe's channel and returns the
+/// (started, finished) times the handler recorded, in start order.
+pub fn handle_in_order(app: &TestApp, n: usize) -> Vec<(f64, f64)> {
+    for i in 0..n {
+        app.publish("probe", &format!("m{i}"));
+    }
+    let mut db = app.db("app");
+    app.eventually(Duration::from_secs(30), || {
+        let done: i64 = db
+            .query_one(
+                "SELECT count(*) FROM probe_messages WHERE finished_at IS NOT NULL",
+                &[],
+            )
+            .ok()?
+            .get(0);
+        (done == n as i64).then_some(())
+    })
+    .expect("every message handled");
+    db.query(
+        "SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM finished_at)::float8 \
+         FROM probe_messages ORDER BY started_at",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[test]
+fn messages_of_one_subscription_are_handled_one_at_a_time() {
+    let app = spawn_probe();
+    let times = handle_in_order(&app, 5);
+    for pair in times.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "a message started before the previous one finished: {times:?}"
+        );
+    }
 }

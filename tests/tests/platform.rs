@@ -2,6 +2,7 @@
 //! host against real Postgres and Redis, each test with fresh databases.
 
 use e2e::{error_code, Options, TestApp};
+use events::catalogue::USER_CREATED;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -233,32 +234,48 @@ fn a_new_user_gets_a_welcome_notification_through_the_outbox_and_the_redis_trigg
 fn a_redis_message_reaches_the_redis_trigger_component_and_a_repeat_changes_nothing() {
     let app = TestApp::spawn();
     let user = uuid::Uuid::new_v4();
-    let event = json!({
-        "id": uuid::Uuid::new_v4(), "type": "user.created", "schema_version": 1, "source": "user",
-        "aggregate_id": user.to_string(), "aggregate_version": 1, "occurred_at": "2026-11-23T00:00:00.000000Z",
-        "payload": {"id": user, "email": "r@example.com", "display_name": "R", "tenant_id": null, "status": "active", "roles": ["user"]}
-    });
+    let event = e2e::identity_event(&USER_CREATED, user, 1, "r@example.com");
     // Unsigned, the same event is dropped: only the app's producers publish.
-    app.publish("cloudphone.events.user", &event.to_string());
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        app.count("notification", "SELECT count(*) FROM processed_events"),
-        0
+    app.publish(
+        "cloudphone.events.user",
+        &serde_json::to_string(&event).unwrap(),
     );
-    assert!(app.log_text().contains("signature"), "the drop is logged");
+    // Signed by another component's key, it is dropped too.
+    let forged = events::EventSigner::from_seed("user", app.key("auth").event_signing_seed());
+    app.publish(
+        "cloudphone.events.user",
+        &String::from_utf8(forged.sign(&event)).unwrap(),
+    );
     for _ in 0..3 {
-        app.publish_event("cloudphone.events.user", &event);
+        app.publish_event(&event);
     }
+    // Messages of one subscription are handled in order, one at a time: once
+    // a marker published after them is applied, all of them were handled.
+    let marker = e2e::identity_event(&USER_CREATED, uuid::Uuid::new_v4(), 1, "m@example.com");
+    app.publish_event(&marker);
     let mut db = app.db("notification");
     app.eventually(Duration::from_secs(10), || {
         let n: i64 = db
-            .query_one("SELECT count(*) FROM processed_events", &[])
+            .query_one(
+                "SELECT count(*) FROM processed_events WHERE event_id = $1",
+                &[&marker.id],
+            )
             .ok()?
             .get(0);
         (n == 1).then_some(())
     })
-    .expect("the event is applied");
-    std::thread::sleep(Duration::from_millis(500));
+    .expect("the marker is applied");
+    assert_eq!(
+        app.count("notification", "SELECT count(*) FROM processed_events"),
+        2,
+        "the event once and the marker; the unsigned and forged copies were dropped"
+    );
+    let log = app.log_text();
+    assert!(
+        log.contains("event dropped: not a signed event message")
+            && log.contains("event dropped: invalid signature"),
+        "both drops are logged"
+    );
     let n: i64 = db
         .query_one(
             "SELECT count(*) FROM notifications WHERE user_id = $1",
@@ -310,9 +327,11 @@ fn the_cron_trigger_runs_the_outbox_relay_that_publishes_what_a_crash_left_pendi
     })
     .expect("and the consumer applies it");
     app.eventually(Duration::from_secs(10), || {
-        app.log_text().contains("cron job ran").then_some(())
+        app.log_text()
+            .contains(r#""job":"user.outbox.publish","level":"info","result":"{\"published\":1}""#)
+            .then_some(())
     })
-    .expect("the cron job reports success");
+    .expect("the scheduler's job reports what it published");
 }
 
 #[test]
@@ -328,7 +347,8 @@ fn a_component_cannot_reach_a_database_outside_its_allowed_outbound_hosts() {
     let (status, code) = error_code(app.get("/api/v1/auth/health", None)).unwrap();
     assert_eq!((status, code.as_str()), (503, "unavailable"));
     assert!(
-        app.log_text().contains("not in allowed_outbound_hosts"),
+        app.log_text()
+            .contains("address postgres://127.0.0.2:5432 is not permitted"),
         "{}",
         app.log_text()
     );
@@ -424,8 +444,8 @@ fn a_failure_inside_a_transaction_rolls_back_the_whole_change() {
 fn the_host_stops_gracefully_on_sigterm_and_serves_again_after_a_restart() {
     let mut app = TestApp::spawn();
     assert_eq!(app.get("/api/v1/device/health", None).status(), 200);
-    app.stop();
-    assert!(app.log_text().contains("shutting down"));
+    let status = app.stop().expect("the app exits on SIGTERM within 15 s");
+    assert!(status.success(), "graceful exit: {status}");
     app.start();
     assert_eq!(app.get("/api/v1/device/health", None).status(), 200);
 }
@@ -463,4 +483,40 @@ fn every_component_answers_503_with_the_error_shape_when_its_own_database_is_gon
             "{c} recovers"
         );
     }
+}
+
+#[test]
+fn a_transaction_abandoned_with_a_lock_is_ended_by_the_database_and_the_next_request_proceeds() {
+    let app = TestApp::spawn();
+    let (id, token) = app.signed_up_user();
+    let uid = uuid::Uuid::parse_str(&id).unwrap();
+    // As a host bug or a killed instance would leave it: a connection of the
+    // component's role inside a transaction that holds the user's row lock,
+    // never used again.
+    let mut abandoned = postgres::Client::connect(app.db_url("user"), postgres::NoTls).unwrap();
+    let mut tx = abandoned.transaction().unwrap();
+    tx.query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&uid])
+        .unwrap();
+    // The update needs that lock: it waits until the server ends the idle
+    // transaction (the role's idle_in_transaction_session_timeout), then runs.
+    let r = app.patch(
+        "/api/v1/user/me",
+        &json!({"display_name": "After"}),
+        Some(&token),
+    );
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    let name: String = app
+        .db("user")
+        .query_one("SELECT display_name FROM users WHERE id = $1", &[&uid])
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "After");
+    // The abandoned session was terminated by the server, not by us.
+    let err = tx
+        .commit()
+        .expect_err("the server ended the abandoned transaction");
+    assert!(
+        err.to_string().contains("idle-in-transaction") || err.is_closed(),
+        "{err}"
+    );
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 const Q: &str = "/api/v1/user/internal/quotas";
 
 fn reserve(app: &TestApp, user: &str, key: &str, resources: Value) -> reqwest::blocking::Response {
-    app.post_internal_json(
+    app.post_json_as(
+        "device",
         &format!("{Q}/reservations"),
         &json!({"user_id": user, "idempotency_key": key, "resources": resources}),
     )
@@ -94,25 +95,25 @@ fn fifty_concurrent_reservations_against_a_limit_of_ten_grant_exactly_ten() {
     let id = |i: usize| granted[i]["id"].as_str().unwrap().to_string();
     for i in 0..6 {
         let r = expect_json(
-            app.post_internal(&format!("{Q}/reservations/{}/commit", id(i))),
+            app.post_as("device", &format!("{Q}/reservations/{}/commit", id(i))),
             200,
         );
         assert_eq!(r["status"], "committed");
     }
     // Committing twice changes nothing.
     expect_json(
-        app.post_internal(&format!("{Q}/reservations/{}/commit", id(0))),
+        app.post_as("device", &format!("{Q}/reservations/{}/commit", id(0))),
         200,
     );
     for i in [6, 7, 0] {
         expect_json(
-            app.post_internal(&format!("{Q}/reservations/{}/release", id(i))),
+            app.post_as("device", &format!("{Q}/reservations/{}/release", id(i))),
             200,
         );
     }
     // A released reservation cannot be committed.
     let (status, _) =
-        error_code(app.post_internal(&format!("{Q}/reservations/{}/commit", id(6)))).unwrap();
+        error_code(app.post_as("device", &format!("{Q}/reservations/{}/commit", id(6)))).unwrap();
     assert_eq!(status, 409);
     let q = quota(&app, &token);
     assert_eq!(q["used"]["devices"], 5);
@@ -158,7 +159,8 @@ fn unconfirmed_reservations_expire_and_stop_counting() {
     let (user, token) = app.signed_up_user();
     // Default limit: 2 devices.
     let r = expect_json(
-        app.post_internal_json(
+        app.post_json_as(
+        "device",
             &format!("{Q}/reservations"),
             &json!({"user_id": user, "idempotency_key": "short", "resources": {"devices": 2}, "ttl_secs": 1}),
         ),
@@ -173,7 +175,7 @@ fn unconfirmed_reservations_expire_and_stop_counting() {
     std::thread::sleep(Duration::from_millis(1500));
     // Expired reservations stop counting at once, before the job marks them.
     expect_json(reserve(&app, &user, "now-fits", json!({"devices": 1})), 201);
-    let expired = expect_json(app.post_internal(&format!("{Q}/expire")), 200);
+    let expired = expect_json(app.post_as("scheduler", &format!("{Q}/expire")), 200);
     assert!(expired["expired"].as_i64().unwrap() <= 1);
     let status: String = app
         .db("user")
@@ -185,10 +187,10 @@ fn unconfirmed_reservations_expire_and_stop_counting() {
         .get(0);
     assert_eq!(status, "expired");
     // An expired reservation cannot be committed.
-    let (code, _) = error_code(app.post_internal(&format!(
-        "{Q}/reservations/{}/commit",
-        r["id"].as_str().unwrap()
-    )))
+    let (code, _) = error_code(app.post_as(
+        "device",
+        &format!("{Q}/reservations/{}/commit", r["id"].as_str().unwrap()),
+    ))
     .unwrap();
     assert_eq!(code, 409);
     assert_eq!(quota(&app, &token)["reserved"]["devices"], 1);
@@ -208,7 +210,8 @@ fn minutes_of_use_count_once_per_report_and_reset_daily() {
         200,
     );
     let report = |key: &str, minutes: i32| {
-        app.post_internal_json(
+        app.post_json_as(
+            "device",
             &format!("{Q}/usage"),
             &json!({"user_id": user, "minutes": minutes, "idempotency_key": key}),
         )
@@ -239,10 +242,10 @@ fn minutes_of_use_count_once_per_report_and_reset_daily() {
             &[&user],
         )
         .unwrap();
-    let rolled = expect_json(app.post_internal(&format!("{Q}/roll")), 200);
+    let rolled = expect_json(app.post_as("scheduler", &format!("{Q}/roll")), 200);
     assert_eq!(rolled["daily_reset"], 1);
     assert_eq!(
-        expect_json(app.post_internal(&format!("{Q}/roll")), 200)["daily_reset"],
+        expect_json(app.post_as("scheduler", &format!("{Q}/roll")), 200)["daily_reset"],
         0
     );
     let q = quota(&app, &token);

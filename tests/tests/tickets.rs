@@ -201,7 +201,8 @@ fn a_ticket_goes_through_its_status_flow_with_replies_notes_and_a_rating() {
             "ticket.status",
             "ticket.status",
             "ticket.assign",
-            "ticket.status"
+            "ticket.status",
+            "ticket.create"
         ]
     );
     assert!(log["items"][0]["request_id"].is_string());

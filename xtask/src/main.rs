@@ -11,7 +11,9 @@
 //! - `test`: all of the above, then every test in the workspace;
 //! - `bench`: the platform and event benchmarks (see README);
 //! - `check-consistency`: compares redundant copies with their sources;
-//! - `admin`: makes a registered user the platform administrator.
+//! - `admin`: makes a registered user the platform administrator (through
+//!   the database: no network endpoint can);
+//! - `keys`: prints the public settings derived from the component keys.
 
 mod bench;
 mod build;
@@ -71,18 +73,20 @@ enum Cmd {
     },
     /// Run the platform and event benchmarks and print their figures.
     Bench,
-    /// Make a registered user platform administrator (`super_admin`).
+    /// Make a registered user platform administrator (`super_admin`): a
+    /// grant written into the `user` database, applied by the running app.
     Admin {
         /// The user's email.
         #[arg(long)]
         email: String,
-        /// Where the app serves (its `user` component).
-        #[arg(long, default_value = "http://127.0.0.1:3000")]
-        url: String,
-        /// The app's internal token (default: the local one in `.local/secrets.env`).
-        #[arg(long, env = "CLOUDPHONE_INTERNAL_TOKEN")]
-        internal_token: Option<String>,
+        /// URL of `cloudphone_user` with its role's credentials (default: the local one).
+        #[arg(long)]
+        database_url: Option<String>,
     },
+    /// Print the public settings (`service_token_hashes`, `event_public_keys`)
+    /// for the component keys in the environment (`SPIN_VARIABLE_<NAME>_KEY`)
+    /// or, without them, in `.local/secrets.env`.
+    Keys,
     /// Compare every redundant copy with its source (local databases, or the given URLs).
     CheckConsistency {
         /// URL of cloudphone_user (default: the local one).
@@ -172,22 +176,20 @@ fn main() -> Result<()> {
         }
         Cmd::Admin {
             email,
-            url,
-            internal_token,
-        } => {
-            let token = match internal_token {
-                Some(t) => t,
-                None => local::secrets()?["INTERNAL_TOKEN"].clone(),
-            };
-            let resp = reqwest::blocking::Client::new()
-                .post(format!("{url}/api/v1/user/internal/bootstrap-admin"))
-                .header("x-internal-token", token)
-                .json(&serde_json::json!({ "email": email }))
-                .send()?;
-            let status = resp.status();
-            let body = resp.text()?;
-            anyhow::ensure!(status.is_success(), "{status}: {body}");
-            println!("{email} is now platform administrator (super_admin); sign in again for a new token");
+            database_url,
+        } => local::admin(&email, database_url),
+        Cmd::Keys => {
+            let mut secrets = local::secrets()?;
+            for name in local::KEYED {
+                let k = format!("{}_KEY", name.to_uppercase());
+                if let Ok(v) = std::env::var(format!("SPIN_VARIABLE_{k}")) {
+                    secrets.insert(k, v);
+                }
+            }
+            let (hashes, public) =
+                events::signing::public_settings(&local::component_keys(&secrets)?);
+            println!("service_token_hashes={hashes}");
+            println!("event_public_keys={public}");
             Ok(())
         }
         Cmd::Bench => {

@@ -68,12 +68,7 @@ impl From<Error> for Problem {
                 "the reset token is invalid, used or expired",
             ),
             Error::EmailTaken => Problem::conflict("email is already registered"),
-            Error::Upstream(cause) => Problem {
-                status: 502,
-                code: "upstream",
-                message: "a dependency failed, try again".into(),
-                internal: Some(cause),
-            },
+            Error::Upstream(cause) => Problem::upstream(cause),
             Error::Problem(p) => p,
         }
     }

@@ -19,16 +19,19 @@ mod routes;
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod entry {
+    use platform::consumer::Sources;
     use spin_sdk::http::{Request, Response};
 
     #[spin_sdk::http_component]
-    async fn handle(req: Request) -> Response {
-        platform::http::serve(req, crate::routes::dispatch).await
+    fn handle(req: Request) -> Response {
+        platform::router::serve(&crate::routes::COMPONENT, req)
     }
 
-    /// Spin's Redis trigger calls this for every `user.*` event.
+    /// Spin's Redis trigger calls this for every `user.*` event (the
+    /// `auth-events` component of `spin.toml`, the same code without
+    /// service chaining).
     #[spin_sdk::redis_component]
     fn on_message(message: Vec<u8>) -> Result<(), String> {
-        platform::consumer::on_message(&message, crate::consumer::SOURCES)
+        platform::consumer::on_message(&message, crate::consumer::Consumer::SOURCES)
     }
 }

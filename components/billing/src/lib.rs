@@ -10,7 +10,7 @@ mod entry {
     use spin_sdk::http::{Request, Response};
 
     #[spin_sdk::http_component]
-    async fn handle(req: Request) -> Response {
-        platform::http::serve_health_only(req, "billing").await
+    fn handle(req: Request) -> Response {
+        platform::router::serve_health_only("billing", req)
     }
 }

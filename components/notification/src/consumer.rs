@@ -6,29 +6,33 @@
 //! notification (`source_event_id` is unique).
 
 use crate::repo::{self, New};
-use platform::consumer::{HandlerError, Source};
+use platform::consumer::{HandlerError, Source, Sources};
 use platform::db::Db;
-use platform::events::{CREDENTIAL_PASSWORD_CHANGED, QUOTA_EXCEEDED, USER_CREATED};
+use platform::events::catalogue::{CREDENTIAL_PASSWORD_CHANGED, QUOTA_EXCEEDED, USER_CREATED};
 use platform::outbox::Envelope;
 use platform::Problem;
 use serde_json::Value;
 use uuid::Uuid;
 
-/// The sources `notification` consumes.
-pub const SOURCES: &[Source] = &[
-    Source {
-        name: "user",
-        feed_url: "http://user.spin.internal/api/v1/user/internal/events",
-        handler: apply,
-        resync,
-    },
-    Source {
-        name: "auth",
-        feed_url: "http://auth.spin.internal/api/v1/auth/internal/events",
-        handler: apply,
-        resync,
-    },
-];
+/// What `notification` consumes: `user`'s and `auth`'s events.
+pub struct Consumer;
+
+impl Sources for Consumer {
+    const SOURCES: &'static [Source] = &[
+        Source {
+            name: "user",
+            feed_url: "http://user.spin.internal/api/v1/user/internal/events",
+            handler: apply,
+            resync,
+        },
+        Source {
+            name: "auth",
+            feed_url: "http://auth.spin.internal/api/v1/auth/internal/events",
+            handler: apply,
+            resync,
+        },
+    ];
+}
 
 fn field<'a>(env: &'a Envelope, name: &str) -> Result<&'a str, HandlerError> {
     env.payload
@@ -86,8 +90,6 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
 
 /// Notifications are not worth resending after a long outage: a pruned feed
 /// only moves the cursor on.
-fn resync(
-    _db: &Db,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Problem>> + '_>> {
-    Box::pin(async { Ok(()) })
+fn resync(_ctx: &platform::http::Ctx) -> Result<(), Problem> {
+    Ok(())
 }

@@ -110,3 +110,42 @@ pub fn insert(db: &Db, n: &New, event_id: Option<Uuid>) -> Result<(), DbError> {
     )?;
     Ok(())
 }
+
+/// An email to send.
+pub struct NewMail<'a> {
+    /// The recipient user.
+    pub user: Uuid,
+    /// Their address.
+    pub to: &'a str,
+    /// What it is, e.g. `password_reset`.
+    pub kind: &'a str,
+    /// Subject line.
+    pub subject: &'a str,
+    /// Plain-text body (sealed before it is stored).
+    pub text: &'a str,
+}
+
+/// The purpose bound into sealed mail bodies.
+pub const MAIL_SEAL_PURPOSE: &str = "outgoing-mail";
+
+/// Queues an email; its body is stored sealed under the component's mail key.
+pub fn queue_mail(db: &Db, m: &NewMail) -> Result<(), crate::error::Error> {
+    let key = access::service::ComponentKey::parse(&platform::var("component_key")?)
+        .map_err(|e| platform::Problem::internal(e.to_string()))?
+        .seal_key(MAIL_SEAL_PURPOSE);
+    let sealed = access::seal::seal(&key, MAIL_SEAL_PURPOSE, m.text.as_bytes())
+        .map_err(|e| platform::Problem::internal(e.to_string()))?;
+    db.execute(
+        "INSERT INTO outgoing_mail (id, user_id, to_address, kind, subject, sealed_body) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            P::Uuid(Uuid::new_v4().to_string()),
+            P::Uuid(m.user.to_string()),
+            P::Str(m.to.into()),
+            P::Str(m.kind.into()),
+            P::Str(m.subject.into()),
+            P::Binary(sealed),
+        ],
+    )?;
+    Ok(())
+}

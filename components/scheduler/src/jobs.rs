@@ -1,6 +1,12 @@
 //! The job table: which internal endpoint runs on which tick. The cron
 //! trigger fires every 5 seconds; each job runs when its period divides the
 //! tick's timestamp.
+//!
+//! Spin's cron trigger cannot chain to other components (it refuses an app
+//! whose cron component lists a `*.spin.internal` host), so jobs are plain
+//! outbound HTTP requests to the app's own address (`app_url`), each with
+//! the scheduler's service token; the job endpoints accept that token and
+//! no other.
 
 /// A periodic job.
 pub struct Job {
@@ -8,8 +14,8 @@ pub struct Job {
     pub name: &'static str,
     /// Period in seconds (a multiple of the trigger's 5 s).
     pub every_secs: u64,
-    /// Internal endpoint that does the work.
-    pub url: &'static str,
+    /// Internal endpoint that does the work, below `app_url`.
+    pub path: &'static str,
 }
 
 /// Every job. The outbox relays republish events that a crash between commit
@@ -22,57 +28,62 @@ pub const JOBS: &[Job] = &[
     Job {
         name: "user.outbox.publish",
         every_secs: 5,
-        url: "http://user.spin.internal/api/v1/user/internal/outbox/publish",
+        path: "/api/v1/user/internal/outbox/publish",
     },
     Job {
         name: "auth.outbox.publish",
         every_secs: 5,
-        url: "http://auth.spin.internal/api/v1/auth/internal/outbox/publish",
+        path: "/api/v1/auth/internal/outbox/publish",
     },
     Job {
         name: "user.events.catch-up",
         every_secs: 5,
-        url: "http://user.spin.internal/api/v1/user/internal/events/catch-up",
+        path: "/api/v1/user/internal/events/catch-up",
     },
     Job {
         name: "user.quotas.expire",
         every_secs: 30,
-        url: "http://user.spin.internal/api/v1/user/internal/quotas/expire",
+        path: "/api/v1/user/internal/quotas/expire",
     },
     Job {
         name: "user.quotas.roll",
         every_secs: 60,
-        url: "http://user.spin.internal/api/v1/user/internal/quotas/roll",
+        path: "/api/v1/user/internal/quotas/roll",
     },
     Job {
         name: "auth.events.catch-up",
         every_secs: 5,
-        url: "http://auth.spin.internal/api/v1/auth/internal/events/catch-up",
+        path: "/api/v1/auth/internal/events/catch-up",
     },
     Job {
         name: "notification.events.catch-up",
         every_secs: 5,
-        url: "http://notification.spin.internal/api/v1/notification/internal/events/catch-up",
+        path: "/api/v1/notification/internal/events/catch-up",
+    },
+    Job {
+        name: "user.admin-grants.apply",
+        every_secs: 5,
+        path: "/api/v1/user/internal/admin-grants/apply",
     },
     Job {
         name: "user.tenants.expire",
         every_secs: 300,
-        url: "http://user.spin.internal/api/v1/user/internal/tenants/expire",
+        path: "/api/v1/user/internal/tenants/expire",
     },
     Job {
         name: "user.events.prune",
         every_secs: 3600,
-        url: "http://user.spin.internal/api/v1/user/internal/events/prune",
+        path: "/api/v1/user/internal/events/prune",
     },
     Job {
         name: "auth.events.prune",
         every_secs: 3600,
-        url: "http://auth.spin.internal/api/v1/auth/internal/events/prune",
+        path: "/api/v1/auth/internal/events/prune",
     },
     Job {
         name: "notification.events.prune",
         every_secs: 3600,
-        url: "http://notification.spin.internal/api/v1/notification/internal/events/prune",
+        path: "/api/v1/notification/internal/events/prune",
     },
 ];
 
@@ -82,15 +93,21 @@ pub fn due(timestamp: u64) -> impl Iterator<Item = &'static Job> {
 }
 
 /// Runs the due jobs; one job's failure is logged and does not stop the others.
-pub async fn run_due(timestamp: u64) -> Result<(), String> {
-    let token =
-        spin_sdk::variables::get("internal_token").map_err(|e| format!("internal_token: {e}"))?;
+pub fn run_due(timestamp: u64) -> Result<(), String> {
+    let var = |name: &str| spin_sdk::variables::get(name).map_err(|e| format!("{name}: {e}"));
+    let base = var("app_url")?;
+    let key =
+        access::service::ComponentKey::parse(&var("component_key")?).map_err(|e| e.to_string())?;
+    let token = key.service_token("scheduler");
     let mut failed = Vec::new();
     for job in due(timestamp) {
-        let req = spin_sdk::http::Request::post(job.url, Vec::<u8>::new())
-            .header("x-internal-token", token.clone())
+        let url = format!("{}{}", base.trim_end_matches('/'), job.path);
+        let req = spin_sdk::http::Request::post(url, Vec::<u8>::new())
+            .header(access::service::HEADER, token.clone())
+            .header("x-request-id", format!("job:{}:{timestamp}", job.name))
             .build();
-        let outcome: Result<spin_sdk::http::Response, _> = spin_sdk::http::send(req).await;
+        let outcome: Result<spin_sdk::http::Response, _> =
+            spin_sdk::http::run(spin_sdk::http::send(req));
         match outcome {
             Ok(resp) if (200..300).contains(resp.status()) => {
                 println!(

@@ -3,9 +3,11 @@
 //!
 //! It owns no database. A job is work on some domain's data, so the job's
 //! code and state live in that domain's component and database; the scheduler
-//! only calls the component's internal job endpoint by service chaining,
-//! authenticated with the internal token. This keeps least privilege: the
-//! scheduler can reach the listed `*.spin.internal` hosts and nothing else.
+//! only calls the component's internal job endpoint over plain HTTP at the
+//! app's address (`app_url`; Spin's cron trigger cannot chain), with its own
+//! service token, which only job endpoints accept. Least privilege: the
+//! scheduler can reach `app_url` and nothing else, and its token can run
+//! jobs and nothing else.
 
 // Natively only the unit tests use the code; the entry point is wasm-only.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -30,7 +32,7 @@ struct Scheduler;
 
 impl Guest for Scheduler {
     fn handle_cron_event(metadata: Metadata) -> Result<(), Error> {
-        spin_sdk::http::run(jobs::run_due(metadata.timestamp)).map_err(Error::Other)
+        jobs::run_due(metadata.timestamp).map_err(Error::Other)
     }
 }
 

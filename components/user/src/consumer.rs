@@ -3,9 +3,9 @@
 //! once (platform::consumer).
 
 use crate::repo::{self, audit::Entry};
-use platform::consumer::{HandlerError, Source};
+use platform::consumer::{HandlerError, Source, Sources};
 use platform::db::Db;
-use platform::events::{
+use platform::events::catalogue::{
     API_KEY_CREATED, API_KEY_REVOKED, CREDENTIAL_PASSWORD_CHANGED, CREDENTIAL_RESET_REQUESTED,
 };
 use platform::outbox::Envelope;
@@ -13,13 +13,17 @@ use platform::Problem;
 use serde_json::Value;
 use uuid::Uuid;
 
-/// The sources `user` consumes.
-pub const SOURCES: &[Source] = &[Source {
-    name: "auth",
-    feed_url: "http://auth.spin.internal/api/v1/auth/internal/events",
-    handler: apply,
-    resync,
-}];
+/// What `user` consumes: `auth`'s events.
+pub struct Consumer;
+
+impl Sources for Consumer {
+    const SOURCES: &'static [Source] = &[Source {
+        name: "auth",
+        feed_url: "http://auth.spin.internal/api/v1/auth/internal/events",
+        handler: apply,
+        resync,
+    }];
+}
 
 fn uuid_at(env: &Envelope, name: &str) -> Result<Uuid, HandlerError> {
     env.payload
@@ -61,17 +65,12 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
         Entry::new(None, action, resource_type, resource_id, tenant).after(&env.payload);
     entry.actor = Some((actor, "user"));
     entry.request_id = Some(format!("event:{}", env.id));
-    if let Some(p) = entry.after.as_mut().and_then(Value::as_object_mut) {
-        p.remove("token");
-    }
     repo::audit::record(db, &entry)?;
     Ok(())
 }
 
 /// Audit entries of a pruned feed cannot be recovered from `auth`'s API;
 /// the cursor moves on (and the gap is visible as the prune in the log).
-fn resync(
-    _db: &Db,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Problem>> + '_>> {
-    Box::pin(async { Ok(()) })
+fn resync(_ctx: &platform::http::Ctx) -> Result<(), Problem> {
+    Ok(())
 }

@@ -42,12 +42,7 @@ impl From<Error> for Problem {
             Error::Conflict(m) => Problem::conflict(m),
             Error::Forbidden(m) => Problem::new(403, "forbidden", m),
             Error::QuotaExceeded(m) => Problem::new(409, "quota_exceeded", m),
-            Error::Upstream(cause) => Problem {
-                status: 502,
-                code: "upstream",
-                message: "a dependency failed, try again".into(),
-                internal: Some(cause),
-            },
+            Error::Upstream(cause) => Problem::upstream(cause),
             Error::Problem(p) => p,
         }
     }

@@ -6,12 +6,15 @@
 //!
 //! The [`caller`] module is the shared access library: the caller's
 //! permissions, data scopes (turned into row filters) and field rules.
+//! [`service`] holds the service credentials components call each other's
+//! internal endpoints with, and [`seal`] the encryption of secrets at rest.
 //!
 //! Pure Rust with no Spin dependency: used by the components (wasm32) and by
 //! native tests and tools alike.
 
 pub mod caller;
-pub mod mac;
+pub mod seal;
+pub mod service;
 
 pub use caller::{Access, Caller, Credential, FieldRule, Level, RowFilter, RowRef, Scope};
 

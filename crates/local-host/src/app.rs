@@ -11,7 +11,7 @@ use crate::state::State;
 use crate::variables::Variables;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -38,8 +38,6 @@ pub struct LoadedComponent {
     proxy: Option<ProxyPre<State>>,
     redis_trigger: Option<RedisTriggerPre<State>>,
     cron_trigger: Option<CronTriggerPre<State>>,
-    /// The public route serving this component, if any.
-    route: Option<Route>,
 }
 
 /// A matched route: the route, its `:param` values and the path below it.
@@ -51,8 +49,6 @@ pub struct App {
     components: HashMap<String, Arc<LoadedComponent>>,
     router: Router,
     route_components: Vec<String>,
-    /// Where the HTTP trigger listens, for `spin-full-url`.
-    pub listen: std::net::SocketAddr,
     /// The manifest the app came from.
     pub manifest: Manifest,
     /// Resolved application variables.
@@ -67,8 +63,8 @@ pub struct LoadOptions {
     pub cli_variables: Vec<(String, String)>,
     /// Where compiled components are cached between starts.
     pub cache_dir: Option<PathBuf>,
-    /// HTTP listen address.
-    pub listen: std::net::SocketAddr,
+    /// The runtime configuration (`--runtime-config-file`).
+    pub runtime: crate::runtime_config::RuntimeConfig,
 }
 
 /// Most instances alive at once; beyond this, requests wait for a slot.
@@ -162,14 +158,9 @@ impl App {
         ImportsHost::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
 
         let mut public: Vec<(Route, String)> = Vec::new();
-        let mut routes_by_component: BTreeMap<String, Route> = BTreeMap::new();
         for t in &manifest.http {
             if let RouteDecl::Path(p) = &t.route {
-                let r = Route::parse(p)?;
-                routes_by_component
-                    .entry(t.component.clone())
-                    .or_insert_with(|| r.clone());
-                public.push((r, t.component.clone()));
+                public.push((Route::parse(p)?, t.component.clone()));
             }
         }
         let http_components: std::collections::HashSet<&str> =
@@ -184,6 +175,8 @@ impl App {
 
         let started = std::time::Instant::now();
         let mut components = HashMap::new();
+        // One set of pools for the app, as Spin's outbound Postgres keeps.
+        let pg = Arc::new(PgPool::new(opts.runtime.pg_max_connections));
         for (id, decl) in &manifest.components {
             let t0 = std::time::Instant::now();
             let path = manifest.dir.join(&decl.source);
@@ -252,12 +245,11 @@ impl App {
                     policy,
                     variables: vars,
                     environment: decl.environment.clone().into_iter().collect(),
-                    pg: Arc::new(PgPool::default()),
+                    pg: pg.clone(),
                     redis: RedisPool::default(),
                     proxy,
                     redis_trigger,
                     cron_trigger,
-                    route: routes_by_component.get(id).cloned(),
                 }),
             );
         }
@@ -272,7 +264,6 @@ impl App {
             components,
             router: Router::new(routes),
             route_components,
-            listen: opts.listen,
             manifest,
             variables,
         }))
@@ -322,7 +313,12 @@ impl App {
         .map(Some)
     }
 
-    /// Serves a chained request (`http://<id>.spin.internal/...`) in-process.
+    /// Serves a chained request (`http://<id>.spin.internal/...`) in-process,
+    /// as Spin does: a synthetic match of the wildcard route `/...`, so the
+    /// component sees `spin-path-info` = the whole path (not the path below
+    /// its own route), `spin-matched-route` = `/...`, an empty
+    /// `spin-component-route`, no `spin-path-match-*`, and the client
+    /// address `0.0.0.0:0`.
     pub async fn chain<B>(
         self: &Arc<Self>,
         target: &str,
@@ -333,12 +329,8 @@ impl App {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let component = self.component(target)?.clone();
-        let client: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
-        let routed = component
-            .route
-            .as_ref()
-            .and_then(|r| r.matches(req.uri().path()).map(|(p, info)| (r, p, info)));
-        self.run_http(&component, routed, req, client).await
+        let client: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
+        self.run_http(&component, None, req, client).await
     }
 
     async fn run_http<B>(
@@ -362,18 +354,23 @@ impl App {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| self.listen.to_string());
+        // Spin takes the host of `spin-full-url` from the Host header, and
+        // strips a chained request's Host (`*.spin.internal`): "localhost".
+        let chained = routed.is_none();
+        if chained {
+            parts.headers.remove(http::header::HOST);
+        }
+        let authority = if chained {
+            "localhost".to_string()
+        } else {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+                .unwrap_or_else(|| "localhost".to_string())
+        };
         let full_url = format!("http://{authority}{path_and_query}");
         parts.uri = full_url.parse()?;
         let h = &mut parts.headers;

@@ -15,6 +15,7 @@ mod pg;
 mod redis_host;
 mod redis_trigger;
 mod routes;
+mod runtime_config;
 mod state;
 mod variables;
 
@@ -76,7 +77,8 @@ struct Cli {
     /// Sets an application variable (name=value); beats SPIN_VARIABLE_*.
     #[arg(long = "variable", value_parser = parse_kv)]
     variables: Vec<(String, String)>,
-    /// Accepted for compatibility with `spin up`; this host needs nothing from it.
+    /// Spin's runtime configuration; this host reads `[outbound_pg]
+    /// max_connections` from it, with Spin's meaning.
     #[arg(long = "runtime-config-file")]
     runtime_config_file: Option<PathBuf>,
     /// Directory for compiled components, reused across starts.
@@ -113,12 +115,6 @@ fn main() -> Result<()> {
             .with_writer(std::io::stderr)
             .init();
     }
-    if let Some(rc) = &cli.runtime_config_file {
-        std::fs::read_to_string(rc)
-            .with_context(|| format!("cannot read runtime config {}", rc.display()))?
-            .parse::<toml::Table>()
-            .context("invalid runtime config")?;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -130,18 +126,23 @@ async fn run(cli: Cli) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     let listen = listener.local_addr()?;
+    let runtime = match &cli.runtime_config_file {
+        Some(path) => runtime_config::RuntimeConfig::load(path)?,
+        None => runtime_config::RuntimeConfig::default(),
+    };
     let load = app::LoadOptions {
+        runtime,
         manifest: cli.from.clone(),
         cli_variables: cli.variables.clone(),
         cache_dir: cli.cache_dir.clone(),
-        listen,
     };
     let app = tokio::task::spawn_blocking(move || app::App::load(load)).await??;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let enabled = |t: &str| !cli.disabled_triggers.iter().any(|d| d == t);
     let mut tasks = Vec::new();
+    let mut redis_tasks = Vec::new();
     if enabled("redis") {
-        tasks.extend(redis_trigger::start(&app, rx.clone()).await?);
+        redis_tasks = redis_trigger::start(&app, rx.clone()).await?;
     }
     if enabled("cron") {
         tasks.extend(cron_trigger::start(&app, rx.clone())?);
@@ -162,7 +163,25 @@ async fn run(cli: Cli) -> Result<()> {
     } else {
         None
     };
-    shutdown_signal().await;
+    // Like `spin up`, the app stops when a trigger ends (a Redis trigger
+    // whose server went away) as well as on a signal.
+    let trigger_ended = async {
+        if redis_tasks.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        let (res, _, _) = futures::future::select_all(redis_tasks.iter_mut()).await;
+        let why = match res {
+            Ok(Ok(())) => "ended".to_string(),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(error = %why, "A trigger exited unexpectedly. Terminating.");
+    };
+    let mut failed = false;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = trigger_ended => failed = true,
+    }
     tracing::info!("shutting down");
     let _ = tx.send(true);
     if let Some(http) = http {
@@ -170,6 +189,9 @@ async fn run(cli: Cli) -> Result<()> {
     }
     for t in tasks {
         let _ = t.await;
+    }
+    if failed {
+        anyhow::bail!("a trigger exited unexpectedly");
     }
     Ok(())
 }

@@ -237,6 +237,40 @@ impl Manifest {
         for t in &raw.trigger.cron {
             known(&t.component)?;
         }
+        // Spin's host requirements: a component that lists a `*.spin.internal`
+        // host requires local service chaining, which only the HTTP trigger
+        // supports; the Redis and cron triggers refuse to start such an app.
+        let needs_chaining = |id: &str| {
+            raw.component.get(id).is_some_and(|c| {
+                c.allowed_outbound_hosts
+                    .iter()
+                    .any(|h| is_service_chaining_host(h))
+            })
+        };
+        for (kind, components) in [
+            (
+                "redis",
+                raw.trigger
+                    .redis
+                    .iter()
+                    .map(|t| t.component.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "cron",
+                raw.trigger
+                    .cron
+                    .iter()
+                    .map(|t| t.component.as_str())
+                    .collect(),
+            ),
+        ] {
+            if components.into_iter().any(needs_chaining) {
+                bail!(
+                    "This application requires the following features that are not available in this version of the '{kind}' trigger: local_service_chaining"
+                );
+            }
+        }
         Ok(Self {
             dir,
             name: raw.application.name,
@@ -248,6 +282,14 @@ impl Manifest {
             components: raw.component,
         })
     }
+}
+
+/// Whether an `allowed_outbound_hosts` entry names a service-chaining host
+/// (`http://<component>.spin.internal`, or the wildcard `*.spin.internal`).
+pub fn is_service_chaining_host(entry: &str) -> bool {
+    let rest = entry.split_once("://").map_or(entry, |(_, r)| r);
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    host.ends_with(".spin.internal")
 }
 
 /// Spin's rule for variable names: lower-case ASCII letters, digits and
@@ -320,6 +362,33 @@ source = "b.wasm"
         assert_eq!(m.cron[0].cron_expression, "*/2 * * * * *");
         assert!(m.variables["token"].secret);
         assert_eq!(m.components["a"].variables["token"], "{{ token }}");
+    }
+
+    #[test]
+    fn redis_and_cron_components_that_need_service_chaining_are_refused_as_spin_refuses_them() {
+        let chained_redis = MINIMAL.replace(
+            "allowed_outbound_hosts = [\"redis://{{ redis_host }}\"]",
+            "allowed_outbound_hosts = [\"redis://{{ redis_host }}\", \"http://b.spin.internal\"]",
+        );
+        let e = Manifest::parse(&chained_redis, PathBuf::from(".")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "This application requires the following features that are not available in this version of the 'redis' trigger: local_service_chaining"
+        );
+        let chained_cron = MINIMAL.replace(
+            "source = \"b.wasm\"",
+            "source = \"b.wasm\"\nallowed_outbound_hosts = [\"http://*.spin.internal\"]",
+        );
+        let e = Manifest::parse(&chained_cron, PathBuf::from(".")).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("'cron' trigger: local_service_chaining"));
+        assert!(is_service_chaining_host("http://user.spin.internal"));
+        assert!(is_service_chaining_host("https://x.spin.internal:443/"));
+        assert!(!is_service_chaining_host("postgres://{{ db_host }}:5432"));
+        assert!(!is_service_chaining_host(
+            "http://spin.internal.example.com"
+        ));
     }
 
     #[test]

@@ -149,9 +149,9 @@ impl OutboundPolicy {
         if self.allows(&scheme, &host, port) {
             Ok(())
         } else {
-            Err(format!(
-                "destination {scheme}://{host}:{port} is not in allowed_outbound_hosts"
-            ))
+            // Spin's words, so logs read the same on both hosts.
+            tracing::warn!(destination = %format!("{scheme}://{host}:{port}"), "Outbound network destination not allowed");
+            Err(format!("address {scheme}://{host}:{port} is not permitted"))
         }
     }
 }

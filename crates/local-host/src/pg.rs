@@ -25,13 +25,26 @@ use wasmtime::component::Resource;
 /// Idle connections kept per address; beyond this a returned connection closes.
 const MAX_IDLE_PER_ADDRESS: usize = 16;
 
-/// One component's connection pool.
+/// The app's connection pools, one per address (shared by components with
+/// the same address, as in Spin), and Spin's `[outbound_pg]
+/// max_connections`: at most that many connections are open in guests at
+/// once across the app; a guest opening one more waits until one is
+/// dropped (Spin's runtime config sets no wait time-out).
 #[derive(Default)]
 pub struct PgPool {
     idle: Mutex<HashMap<String, Vec<Client>>>,
+    permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl PgPool {
+    /// A pool with an optional bound on connections open at once.
+    pub fn new(max_connections: Option<usize>) -> Self {
+        Self {
+            idle: Mutex::default(),
+            permits: max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+        }
+    }
+
     async fn get(&self, address: &str) -> Result<Client, Error> {
         loop {
             let candidate = self
@@ -89,6 +102,8 @@ pub struct PgConnection {
     address: String,
     client: Option<Client>,
     pool: Arc<PgPool>,
+    /// Held while the guest holds the connection (released on drop).
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for PgConnection {
@@ -117,6 +132,15 @@ impl pg::HostConnection for State {
             return Ok(Err(Error::ConnectionFailed(e)));
         }
         let pool = self.component.pg.clone();
+        let permit = match &pool.permits {
+            Some(sem) => Some(
+                sem.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| wasmtime::Error::msg("connection semaphore closed"))?,
+            ),
+            None => None,
+        };
         let client = match pool.get(&address).await {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
@@ -125,6 +149,7 @@ impl pg::HostConnection for State {
             address,
             client: Some(client),
             pool,
+            _permit: permit,
         };
         Ok(Ok(self.table.push(conn)?))
     }

@@ -62,6 +62,13 @@ fn ident_ok(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// Server connections a component's role may hold at once, across every
+/// replica (`CONNECTION LIMIT`): the local installation's and the tests'
+/// value. A deployment sizes it: roles × limit within the server's
+/// `max_connections`, and at least the runtime config's `[outbound_pg]
+/// max_connections` per replica (docs/architecture.md, "Bounded resources").
+pub const ROLE_CONNECTION_LIMIT: u32 = 20;
+
 /// Creates (or updates the password of) role `name` and database `name`
 /// owned by it, with CONNECT revoked from everyone else.
 pub fn provision(name: &str, password: &str) -> Result<(), AdminError> {
@@ -73,9 +80,9 @@ pub fn provision(name: &str, password: &str) -> Result<(), AdminError> {
     psql(&format!(
         "DO $$ BEGIN
            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN
-             CREATE ROLE {name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}';
+             CREATE ROLE {name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {ROLE_CONNECTION_LIMIT} PASSWORD '{password}';
            ELSE
-             ALTER ROLE {name} INHERIT PASSWORD '{password}';
+             ALTER ROLE {name} INHERIT CONNECTION LIMIT {ROLE_CONNECTION_LIMIT} PASSWORD '{password}';
            END IF;
          END $$;"
     ))?;
@@ -86,6 +93,36 @@ pub fn provision(name: &str, password: &str) -> Result<(), AdminError> {
         psql(&format!("CREATE DATABASE {name} OWNER {name}"))?;
     }
     psql(&format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {name} TO {name}"))?;
+    Ok(())
+}
+
+/// Creates (or updates) login role `name`, a member of each of `of`: it has
+/// their privileges (an operator's or a test's inspection role) and a
+/// connection limit of its own, so it can connect even when the components'
+/// pools hold every connection their roles may have.
+pub fn provision_member(name: &str, password: &str, of: &[String]) -> Result<(), AdminError> {
+    if !ident_ok(name) || password.contains('\'') || !of.iter().all(|r| ident_ok(r)) {
+        return Err(AdminError(format!("invalid role name {name:?}")));
+    }
+    psql(&format!(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN
+             CREATE ROLE {name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT PASSWORD '{password}';
+           END IF;
+         END $$;"
+    ))?;
+    for role in of {
+        psql(&format!("GRANT {role} TO {name}"))?;
+    }
+    Ok(())
+}
+
+/// Drops a role (no database of that name).
+pub fn drop_role(name: &str) -> Result<(), AdminError> {
+    if !ident_ok(name) {
+        return Err(AdminError(format!("invalid role name {name:?}")));
+    }
+    psql(&format!("DROP ROLE IF EXISTS {name}"))?;
     Ok(())
 }
 

@@ -3,9 +3,11 @@
 //! verified locally with the public keys in `jwt_public_keys`; an API key
 //! (`Authorization: Bearer cpk_...` or `X-API-Key: cpk_...`) is verified by
 //! `auth`, which holds the keys' hashes, by service chaining. Internal
-//! endpoints (reached by chaining from other components and the scheduler)
-//! use [`require_internal`] instead. Routes pick one of these through their
-//! guard in the route table (`crate::router`).
+//! endpoints (called by other components and the scheduler) use
+//! [`require_service`] instead: the caller's own service token
+//! (`access::service`), checked against the callers the route accepts.
+//! Routes pick one of these through their guard in the route table
+//! (`crate::router`).
 
 use crate::http::Ctx;
 use crate::Problem;
@@ -49,14 +51,14 @@ fn presented(req: &Request) -> Option<Presented<'_>> {
 }
 
 /// Verifies the request's access token or API key.
-pub async fn authenticate(req: &Request, ctx: &Ctx, keys: KeyVerifier) -> Result<Caller, Problem> {
+pub fn authenticate(req: &Request, ctx: &Ctx, keys: KeyVerifier) -> Result<Caller, Problem> {
     match presented(req)
         .ok_or_else(|| Problem::unauthenticated("missing bearer token or api key"))?
     {
         Presented::Token(token) => verify_token(token),
         Presented::ApiKey(key) => match keys {
             KeyVerifier::Local(verify) => verify(key),
-            KeyVerifier::Chained => verify_key_by_chaining(key, ctx).await,
+            KeyVerifier::Chained => verify_key_by_chaining(key, ctx),
         },
     }
 }
@@ -73,14 +75,13 @@ pub fn verify_token(token: &str) -> Result<Caller, Problem> {
     }
 }
 
-async fn verify_key_by_chaining(key: &str, ctx: &Ctx) -> Result<Caller, Problem> {
+fn verify_key_by_chaining(key: &str, ctx: &Ctx) -> Result<Caller, Problem> {
     let resp = crate::http::chain(
+        ctx,
         spin_sdk::http::Method::Post,
         "http://auth.spin.internal/api/v1/auth/internal/api-keys/verify",
         Some(&serde_json::json!({ "key": key })),
-        &ctx.request_id,
-    )
-    .await?;
+    )?;
     match *resp.status() {
         200 => serde_json::from_slice(resp.body())
             .map_err(|e| Problem::internal(format!("auth api-key verify: bad caller: {e}"))),
@@ -91,18 +92,24 @@ async fn verify_key_by_chaining(key: &str, ctx: &Ctx) -> Result<Caller, Problem>
     }
 }
 
-/// Checks the shared internal token of a chained or scheduler request.
-pub fn require_internal(req: &Request) -> Result<(), Problem> {
-    let expected = crate::var("internal_token")?;
+/// Checks the service token of a call to an internal endpoint: it must
+/// belong to one of `callers` (by the sha256 hashes in
+/// `service_token_hashes`). Returns the caller's name.
+pub fn require_service(req: &Request, callers: &[&'static str]) -> Result<&'static str, Problem> {
+    let hashes = access::service::ServiceTokenHashes::parse(&crate::var("service_token_hashes")?)
+        .map_err(|e| Problem::internal(e.to_string()))?;
     let given = req
-        .header("x-internal-token")
+        .header(access::service::HEADER)
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    if !expected.is_empty() && constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(Problem::unauthenticated("internal endpoint"))
+    if given.is_empty() {
+        return Err(Problem::unauthenticated(
+            "internal endpoint: service token required",
+        ));
     }
+    hashes
+        .verify(given, callers)
+        .ok_or_else(|| Problem::new(403, "forbidden", "this service may not call this endpoint"))
 }
 
 /// Compares without leaking the position of the first difference.

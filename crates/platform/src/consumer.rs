@@ -46,12 +46,9 @@ impl std::fmt::Display for HandlerError {
 pub type Handler = fn(&Db, &Envelope) -> Result<(), HandlerError>;
 
 /// Rebuilds a consumer's copies from the source's API after the feed was
-/// pruned past its cursor.
-pub type Resync = for<'a> fn(
-    &'a Db,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), Problem>> + 'a>,
->;
+/// pruned past its cursor (opening its own database between the calls: no
+/// connection may be held across a chained call).
+pub type Resync = fn(&crate::http::Ctx) -> Result<(), Problem>;
 
 /// A source this consumer follows.
 pub struct Source {
@@ -130,18 +127,21 @@ fn record_failure(db: &Db, env: &Envelope, error: &str) -> Result<(), DbError> {
 }
 
 /// The pub/sub path: one message from the Redis trigger. Only events signed
-/// by a producer of this app are applied (`access::mac`); anything else is
-/// dropped with an error in the log, and a real event that was dropped still
-/// arrives through the feed.
+/// by the producer their envelope names are applied (`events::signing`, the
+/// public keys in `event_public_keys`); anything else is dropped with an
+/// error in the log, and a real event that was dropped still arrives
+/// through the feed.
 pub fn on_message(message: &[u8], sources: &[Source]) -> Result<(), String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(message).map_err(|e| format!("not an event envelope: {e}"))?;
-    let key = crate::var("internal_token").map_err(|p| format!("{p:?}"))?;
-    if !access::mac::verify_event(&key, &value) {
-        return Err("event signature missing or invalid: dropped".into());
-    }
-    let env: Envelope =
-        serde_json::from_value(value).map_err(|e| format!("not an event envelope: {e}"))?;
+    let verifier = events::EventVerifier::parse(
+        &crate::var("event_public_keys").map_err(|p| format!("{p:?}"))?,
+    )
+    .map_err(|e| e.to_string())?;
+    let env = verifier.verify(message).map_err(|e| {
+        // Logged here too: Spin logs a handler's error only at debug level.
+        let why = format!("event dropped: {e}");
+        eprintln!("{}", serde_json::json!({"level": "warn", "msg": why}));
+        why
+    })?;
     let Some(source) = sources.iter().find(|s| s.name == env.source) else {
         return Ok(());
     };
@@ -170,19 +170,14 @@ const PAGE: i64 = 200;
 
 /// Pulls every source's feed from the stored cursor and applies what is new,
 /// then retries failed events that are due.
-pub async fn catch_up(db: &Db, sources: &[Source]) -> Result<CatchUp, Problem> {
-    let token = crate::var("internal_token")?;
+pub fn catch_up(sources: &[Source], ctx: &crate::http::Ctx) -> Result<CatchUp, Problem> {
     let mut summary = CatchUp::default();
     for source in sources {
         loop {
-            let cursor = cursor(db, source.name)?;
+            // No connection is held while the producer is asked.
+            let cursor = cursor(&Db::open()?, source.name)?;
             let url = format!("{}?after={cursor}&limit={PAGE}", source.feed_url);
-            let req = spin_sdk::http::Request::get(url)
-                .header("x-internal-token", token.clone())
-                .build();
-            let resp: spin_sdk::http::Response = spin_sdk::http::send(req)
-                .await
-                .map_err(|e| Problem::unavailable(format!("feed of {}: {e}", source.name)))?;
+            let resp = crate::http::chain(ctx, spin_sdk::http::Method::Get, &url, None)?;
             if *resp.status() == 410 {
                 // Pruned past our cursor: rebuild from the source's API, then
                 // continue from where the feed resumes.
@@ -193,8 +188,8 @@ pub async fn catch_up(db: &Db, sources: &[Source]) -> Result<CatchUp, Problem> {
                 let gone: Gone = serde_json::from_slice(resp.body()).map_err(|e| {
                     Problem::internal(format!("feed of {}: bad 410 body: {e}", source.name))
                 })?;
-                (source.resync)(db).await?;
-                set_cursor(db, source.name, gone.resume_after)?;
+                (source.resync)(ctx)?;
+                set_cursor(&Db::open()?, source.name, gone.resume_after)?;
                 summary.resynced += 1;
                 continue;
             }
@@ -209,20 +204,21 @@ pub async fn catch_up(db: &Db, sources: &[Source]) -> Result<CatchUp, Problem> {
                 Problem::internal(format!("feed of {}: bad page: {e}", source.name))
             })?;
             let n = page.events.len();
+            let db = Db::open()?;
             for ev in &page.events {
-                match deliver(db, &ev.envelope, source.handler)? {
+                match deliver(&db, &ev.envelope, source.handler)? {
                     Outcome::Applied => summary.applied += 1,
                     Outcome::Duplicate => summary.duplicates += 1,
                     Outcome::Failed => summary.failed += 1,
                 }
             }
-            set_cursor(db, source.name, page.next_after)?;
+            set_cursor(&db, source.name, page.next_after)?;
             if (n as i64) < PAGE {
                 break;
             }
         }
     }
-    summary.retried = retry_due(db, sources)?;
+    summary.retried = retry_due(&Db::open()?, sources)?;
     Ok(summary)
 }
 
@@ -330,25 +326,33 @@ pub fn replay(db: &Db, event_id: Uuid, sources: &[Source]) -> Result<Option<Outc
     deliver(db, &env, source.handler).map(Some)
 }
 
-/// HTTP endpoints every consumer component routes to.
+/// A component's list of sources, as a type so that the shared endpoints
+/// below can be named in a route table (`endpoints::catch_up::<Error, Consumer>`).
+pub trait Sources {
+    /// The sources the component consumes.
+    const SOURCES: &'static [Source];
+}
+
+/// HTTP endpoints every producer or consumer component routes to; each is a
+/// route handler (`fn(&Call) -> Result<Response, E>`).
 pub mod endpoints {
     use super::*;
-    use spin_sdk::http::{Request, Response};
+    use crate::router::Call;
+    use spin_sdk::http::Response;
 
     /// `POST /internal/events/catch-up` (scheduler): pull feeds, retry failures.
-    pub async fn catch_up(sources: &[Source]) -> Result<Response, Problem> {
-        let db = Db::open()?;
-        let summary = super::catch_up(&db, sources).await?;
+    pub fn catch_up<E: From<Problem>, S: Sources>(call: &Call) -> Result<Response, E> {
+        let summary = super::catch_up(S::SOURCES, call.ctx)?;
         Ok(crate::http::json(200, &summary))
     }
 
     /// `GET /internal/events?after=&limit=` of a producer: its outbox feed,
     /// or 410 `resync_required` when the cursor is older than retention.
-    pub fn feed(req: &Request) -> Result<Response, Problem> {
-        let after = crate::http::int_query(req, "after", 0, i64::MAX)?;
-        let limit = crate::http::int_query(req, "limit", 200, 1000)?.max(1);
+    pub fn feed<E: From<Problem>>(call: &Call) -> Result<Response, E> {
+        let after = crate::http::int_query(call.req, "after", 0, i64::MAX)?;
+        let limit = crate::http::int_query(call.req, "limit", 200, 1000)?.max(1);
         let db = Db::open()?;
-        match crate::outbox::feed(&db, after, limit)? {
+        match crate::outbox::feed(&db, after, limit).map_err(Problem::from)? {
             Ok(page) => Ok(crate::http::json(200, &page)),
             Err(pruned_through) => Ok(crate::http::json(
                 410,
@@ -360,22 +364,22 @@ pub mod endpoints {
         }
     }
 
-    /// `POST /internal/outbox/publish` of a producer (scheduler): publishes
-    /// what a crash between commit and publish left pending.
-    pub fn publish() -> Result<Response, Problem> {
+    /// `POST /internal/outbox/publish` of a producer (scheduler): numbers and
+    /// publishes what a crash between commit and publish left pending.
+    pub fn publish<E: From<Problem>>(_call: &Call) -> Result<Response, E> {
         let db = Db::open()?;
         let n = crate::outbox::publish_pending(&db, &crate::var("redis_url")?, 500)?;
         Ok(crate::http::json(200, &serde_json::json!({"published": n})))
     }
 
     /// `POST /internal/events/prune` (scheduler): retention of this database's
-    /// published outbox rows and applied-event records.
-    pub fn prune() -> Result<Response, Problem> {
+    /// outbox rows and applied-event records.
+    pub fn prune<E: From<Problem>>(_call: &Call) -> Result<Response, E> {
         let days: i32 = crate::var("event_retention_days")?
             .parse()
             .map_err(|_| Problem::internal("event_retention_days is not a number"))?;
         let db = Db::open()?;
-        let deleted = crate::outbox::prune(&db, days)?;
+        let deleted = crate::outbox::prune(&db, days).map_err(Problem::from)?;
         Ok(crate::http::json(
             200,
             &serde_json::json!({"deleted": deleted}),
@@ -397,11 +401,11 @@ pub mod endpoints {
     }
 
     /// `GET /admin/dead-letters?page=&per_page=`: parked events.
-    pub fn dead_letters(caller: &access::Caller, req: &Request) -> Result<Response, Problem> {
-        platform_staff(caller)?;
-        let page = crate::http::Page::from_request(req)?;
+    pub fn dead_letters<E: From<Problem>>(call: &Call) -> Result<Response, E> {
+        platform_staff(call.caller()?)?;
+        let page = call.page()?;
         let db = Db::open()?;
-        let (items, total) = super::dead_letters(&db, page)?;
+        let (items, total) = super::dead_letters(&db, page).map_err(Problem::from)?;
         Ok(crate::http::json(
             200,
             &crate::http::Paged {
@@ -414,16 +418,12 @@ pub mod endpoints {
     }
 
     /// `POST /admin/dead-letters/{event_id}/replay`: tries a parked event again now.
-    pub fn replay(
-        caller: &access::Caller,
-        id: &str,
-        sources: &[Source],
-    ) -> Result<Response, Problem> {
-        platform_staff(caller)?;
-        let id = Uuid::parse_str(id).map_err(|_| Problem::not_found("dead letter"))?;
+    pub fn replay<E: From<Problem>, S: Sources>(call: &Call) -> Result<Response, E> {
+        platform_staff(call.caller()?)?;
+        let id = call.id("id", "dead letter")?;
         let db = Db::open()?;
-        match super::replay(&db, id, sources)? {
-            None => Err(Problem::not_found("dead letter")),
+        match super::replay(&db, id, S::SOURCES)? {
+            None => Err(Problem::not_found("dead letter").into()),
             Some(outcome) => Ok(crate::http::json(
                 200,
                 &serde_json::json!({"event_id": id, "applied": outcome != Outcome::Failed}),

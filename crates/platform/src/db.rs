@@ -16,6 +16,9 @@ pub enum DbError {
     Unique(String),
     /// A foreign-key or check constraint was violated (409 or 400 by caller).
     Constraint(String),
+    /// The statement gave up waiting (a lock timeout, or the role's
+    /// `statement_timeout`): back-pressure, 503 with `Retry-After`.
+    Busy(String),
     /// Anything else (500).
     Other(String),
 }
@@ -34,6 +37,7 @@ impl From<pg4::PgError> for DbError {
                 match d.code.as_str() {
                     "23505" => DbError::Unique(constraint),
                     "23503" | "23514" | "23502" => DbError::Constraint(constraint),
+                    "55P03" | "57014" => DbError::Busy(d.message),
                     // Connection-class and shutdown errors: the database is going away.
                     c if c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03" => {
                         DbError::Unavailable(d.as_text)
@@ -59,6 +63,7 @@ impl From<DbError> for Problem {
                 internal: Some(format!("constraint violation: {c}")),
                 ..Problem::conflict("the change conflicts with existing data")
             },
+            DbError::Busy(m) => Problem::unavailable(format!("database busy: {m}")).retry_after(1),
             DbError::Other(m) => Problem::internal(format!("database error: {m}")),
         }
     }
@@ -69,23 +74,78 @@ pub fn decode_error(what: &str, e: impl std::fmt::Display) -> DbError {
     DbError::Other(format!("cannot decode {what}: {e}"))
 }
 
+/// How long [`Db::open`] waits for a free connection slot before answering 503.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a connection failure means the server had no slot for us.
+fn out_of_slots(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("too many connections")
+        || m.contains("too many clients")
+        || m.contains("remaining connection slots")
+}
+
 /// A connection to the component's own database.
+///
+/// A component never holds one across a chained call ([`crate::http::chain`]
+/// refuses): with a bounded number of database connections (Spin's
+/// `[outbound_pg] max_connections`), requests that hold connections while
+/// waiting for chained requests that need connections could wait on each
+/// other forever.
 pub struct Db {
     conn: Connection,
 }
 
+thread_local! {
+    /// Connections this instance holds open (an instance serves one request).
+    static OPEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// How many database connections this instance holds open now.
+pub fn open_connections() -> u32 {
+    OPEN.with(|o| o.get())
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        OPEN.with(|o| o.set(o.get().saturating_sub(1)));
+    }
+}
+
 impl Db {
     /// Opens the database named by the component variable `db_url`.
+    ///
+    /// When the server refuses for lack of connection slots (the role's
+    /// `CONNECTION LIMIT`, or the server's), it retries with backoff for up
+    /// to [`BUSY_WAIT`], then answers 503 with `Retry-After`: back-pressure,
+    /// not a failure.
     pub fn open() -> Result<Self, Problem> {
         let url = crate::var("db_url")?;
-        Self::open_url(&url).map_err(Problem::from)
+        let mut waited = std::time::Duration::ZERO;
+        let mut pause = std::time::Duration::from_millis(20);
+        loop {
+            match Self::open_url(&url) {
+                Err(DbError::Unavailable(m)) if out_of_slots(&m) => {
+                    if waited >= BUSY_WAIT {
+                        return Err(Problem::unavailable(format!(
+                            "database busy after {waited:?}: {m}"
+                        ))
+                        .retry_after(1));
+                    }
+                    std::thread::sleep(pause);
+                    waited += pause;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(320));
+                }
+                other => return other.map_err(Problem::from),
+            }
+        }
     }
 
     /// Opens a database by URL.
     pub fn open_url(url: &str) -> Result<Self, DbError> {
-        Ok(Self {
-            conn: Connection::open(url)?,
-        })
+        let conn = Connection::open(url)?;
+        OPEN.with(|o| o.set(o.get() + 1));
+        Ok(Self { conn })
     }
 
     /// Runs a query.

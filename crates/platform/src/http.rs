@@ -12,54 +12,68 @@ pub const MAX_BODY: usize = 256 * 1024;
 
 /// Per-request context handed to every handler.
 pub struct Ctx {
+    /// The component serving the request.
+    pub component: &'static str,
     /// The request id: the client's `x-request-id` if sane, else a new one.
     pub request_id: String,
-    /// Path segments below the component's route, e.g. `["users", "42"]`.
-    pub segments: Vec<String>,
+    /// Path segments below the component's base route, e.g. `["users", "42"]`,
+    /// or `None` when the path is not below it.
+    segments: Option<Vec<String>>,
 }
 
 impl Ctx {
-    fn new(req: &Request) -> Self {
+    /// The context of a request to `component`, whose base route is
+    /// `/api/v1/<component>`. The segments come from the request's own path,
+    /// which is the whole path both for a request on the component's public
+    /// route and for a chained one; `spin-path-info` differs between the two
+    /// on Spin (a chained request is a synthetic wildcard match), so it is
+    /// not used.
+    pub fn new(component: &'static str, req: &Request) -> Self {
         let request_id = req
             .header("x-request-id")
             .and_then(|v| v.as_str())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        // Spin puts the path below the component's route in `spin-path-info`.
-        let info = req
-            .header("spin-path-info")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| req.path().to_string());
-        let segments = info
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let base = format!("/api/v1/{component}");
+        let path = req.path();
+        let below = path
+            .strip_prefix(base.as_str())
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'));
+        let segments = below.map(|rest| {
+            rest.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        });
         Self {
+            component,
             request_id,
             segments,
         }
     }
 
-    /// The segments as `&str`s, for matching in a route table.
+    /// The segments as `&str`s, for matching in a route table (a path
+    /// outside the component's base matches no route).
     pub fn path(&self) -> Vec<&str> {
-        self.segments.iter().map(String::as_str).collect()
+        match &self.segments {
+            Some(s) => s.iter().map(String::as_str).collect(),
+            None => vec!["\u{0}outside"],
+        }
     }
 }
 
-/// Runs a component's router and turns its result into a response. Errors get
-/// the common JSON shape; the cause of a 5xx is logged with the request id.
-pub async fn serve<E, F>(req: Request, router: F) -> Response
+/// Runs a component's request handling and turns its result into a
+/// response. Errors get the common JSON shape; the cause of a 5xx is logged
+/// with the request id.
+pub fn respond<F>(component: &'static str, req: Request, handle: F) -> Response
 where
-    E: Into<Problem>,
-    F: AsyncFnOnce(&Ctx, &Request) -> Result<Response, E>,
+    F: FnOnce(&Ctx, &Request) -> Result<Response, Problem>,
 {
-    let ctx = Ctx::new(&req);
-    let mut resp = match router(&ctx, &req).await {
+    let ctx = Ctx::new(component, &req);
+    let mut resp = match handle(&ctx, &req) {
         Ok(r) => r,
-        Err(e) => problem_response(&ctx, e.into()),
+        Err(p) => problem_response(&ctx, p),
     };
     resp.set_header("x-request-id", ctx.request_id.clone());
     resp
@@ -73,11 +87,13 @@ pub fn problem_response(ctx: &Ctx, p: Problem) -> Response {
             serde_json::json!({"level": "error", "request_id": ctx.request_id, "status": p.status, "cause": cause})
         );
     }
-    Response::builder()
-        .status(p.status)
-        .header("content-type", "application/json")
-        .body(p.body(&ctx.request_id))
-        .build()
+    let mut b = Response::builder();
+    b.status(p.status)
+        .header("content-type", "application/json");
+    if let Some(secs) = p.retry_after {
+        b.header("retry-after", secs.to_string());
+    }
+    b.body(p.body(&ctx.request_id)).build()
 }
 
 /// A JSON response.
@@ -138,20 +154,29 @@ pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
     serde_json::from_value(value).map_err(clean)
 }
 
-/// Calls another component of the app by service chaining
-/// (`http://<component>.spin.internal/...`) with the internal token and the
-/// request id, and a JSON body if given. Transport failures are 503s.
-pub async fn chain(
+/// Calls an internal endpoint of another component by service chaining
+/// (`http://<component>.spin.internal/...`), with this component's service
+/// token and the request id, and a JSON body if given. Transport failures
+/// are 503s. Runs the request to completion (components handle one request
+/// at a time, so nothing else waits meanwhile).
+pub fn chain(
+    ctx: &Ctx,
     method: Method,
     url: &str,
     body: Option<&serde_json::Value>,
-    request_id: &str,
 ) -> Result<Response, Problem> {
+    if crate::db::open_connections() > 0 {
+        return Err(Problem::internal(format!(
+            "{url}: a database connection is held across a chained call (it could wait forever under a connection limit)"
+        )));
+    }
+    let key = access::service::ComponentKey::parse(&crate::var("component_key")?)
+        .map_err(|e| Problem::internal(e.to_string()))?;
     let mut b = Request::builder();
     b.method(method)
         .uri(url)
-        .header("x-internal-token", crate::var("internal_token")?)
-        .header("x-request-id", request_id);
+        .header(access::service::HEADER, key.service_token(ctx.component))
+        .header("x-request-id", ctx.request_id.as_str());
     let req = match body {
         Some(v) => b
             .header("content-type", "application/json")
@@ -159,9 +184,8 @@ pub async fn chain(
             .build(),
         None => b.build(),
     };
-    spin_sdk::http::send(req)
-        .await
-        .map_err(|e| Problem::unavailable(format!("{url}: {e}")))
+    spin_sdk::http::run(spin_sdk::http::send(req))
+        .map_err(|e: spin_sdk::http::SendError| Problem::unavailable(format!("{url}: {e}")))
 }
 
 /// The value of a query-string parameter.
@@ -274,34 +298,21 @@ pub struct Paged<T: Serialize> {
 }
 
 /// `GET /health` of a component: 200 when its own database answers, 503 otherwise.
-pub fn health(component: &str) -> Result<Response, Problem> {
+pub fn health<E: From<Problem>>(call: &crate::router::Call) -> Result<Response, E> {
     crate::db::ping()?;
     Ok(json(
         200,
-        &serde_json::json!({"status": "ok", "component": component, "database": "ok"}),
+        &serde_json::json!({"status": "ok", "component": call.ctx.component, "database": "ok"}),
     ))
 }
 
 /// `GET /health/live`: the component runs (no dependency is checked), for
 /// liveness probes.
-pub fn live(component: &str) -> Result<Response, Problem> {
+pub fn live<E: From<Problem>>(call: &crate::router::Call) -> Result<Response, E> {
     Ok(json(
         200,
-        &serde_json::json!({"status": "ok", "component": component}),
+        &serde_json::json!({"status": "ok", "component": call.ctx.component}),
     ))
-}
-
-/// The router of a component whose domain has only its health routes so far.
-pub async fn serve_health_only(req: Request, component: &'static str) -> Response {
-    serve(req, async |ctx: &Ctx, req: &Request| {
-        match (req.method(), ctx.path().as_slice()) {
-            (Method::Get, ["health"]) => health(component),
-            (Method::Get, ["health", "live"]) => live(component),
-            (m, ["health"] | ["health", "live"]) => Err(method_not_allowed(m)),
-            _ => Err(Problem::not_found("route")),
-        }
-    })
-    .await
 }
 
 #[cfg(test)]

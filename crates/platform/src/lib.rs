@@ -7,7 +7,6 @@
 pub mod auth;
 pub mod consumer;
 pub mod db;
-pub mod events;
 pub mod http;
 pub mod input;
 pub mod outbox;
@@ -16,6 +15,9 @@ pub mod query;
 pub mod router;
 
 pub use problem::Problem;
+
+/// The event catalogue, envelope, payloads and signatures (`crates/events`).
+pub use events;
 
 /// Reads a component variable; a missing one is a configuration error (500).
 pub fn var(name: &str) -> Result<String, Problem> {

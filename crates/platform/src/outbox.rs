@@ -1,51 +1,34 @@
 //! The transactional outbox: a domain change and the events it implies are
 //! written in one transaction ([`enqueue`]); right after commit the component
-//! publishes what is pending to Redis ([`publish_pending`]), and a scheduler
-//! job calls the same function for anything a crash left behind. Consumers
-//! record each applied event id in the same transaction as the effect
-//! ([`apply_once`]), so a redelivered event changes nothing.
+//! gives what is pending its feed position and publishes it to Redis
+//! ([`publish_pending`]), and a scheduler job calls the same function for
+//! anything a crash left behind. Consumers record each applied event id in
+//! the same transaction as the effect ([`apply_once`]), so a redelivered
+//! event changes nothing.
+//!
+//! Feed positions are assigned after commit, by [`sequence`], one
+//! sequencing transaction at a time (they queue on the `feed_counter` row):
+//! every position it hands out is higher than any visible before, and all of
+//! them become visible at once. So a consumer's cursor can never pass an
+//! event that commits later, however the producing transactions interleave
+//! (the outbox's own `seq` is taken at insert, before commit, and cannot
+//! promise that).
 
 use crate::db::{col, Db, DbError};
-use crate::events::EventType;
+use events::EventType;
+pub use events::{channel, Envelope};
 use serde::{Deserialize, Serialize};
 use spin_sdk::pg4::ParameterValue;
 use uuid::Uuid;
 
-/// Redis channel of a source's events: `cloudphone.events.<source>`.
-pub fn channel(source: &str) -> String {
-    format!("cloudphone.events.{source}")
-}
-
-/// An event as it travels: the envelope documented in `docs/events.md`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
-    /// Unique event id.
-    pub id: Uuid,
-    /// Event type, e.g. `user.created`.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// Payload schema version.
-    pub schema_version: i32,
-    /// Producing component.
-    pub source: String,
-    /// Id of the changed aggregate.
-    pub aggregate_id: String,
-    /// Version of the aggregate after the change.
-    pub aggregate_version: i64,
-    /// When the change committed (RFC 3339, UTC).
-    pub occurred_at: String,
-    /// Type-specific payload.
-    pub payload: serde_json::Value,
-}
-
 /// Writes an event of a catalogue type into the outbox; call inside the
 /// transaction of the change.
-pub fn enqueue(
+pub fn enqueue<P: Serialize>(
     db: &Db,
     event: &EventType,
     aggregate_id: &str,
     aggregate_version: i64,
-    payload: &serde_json::Value,
+    payload: &P,
 ) -> Result<Uuid, DbError> {
     let id = Uuid::new_v4();
     let payload = spin_sdk::pg4::jsonb(payload).map_err(|e| DbError::Other(e.to_string()))?;
@@ -67,7 +50,7 @@ pub fn enqueue(
 
 const ENVELOPE_COLUMNS: &str =
     "id, source, event_type, schema_version, aggregate_id, aggregate_version, \
-     to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), payload, seq";
+     to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), payload, feed_seq";
 
 fn envelope(row: &[spin_sdk::pg4::DbValue]) -> Result<Envelope, DbError> {
     Ok(Envelope {
@@ -85,27 +68,26 @@ fn envelope(row: &[spin_sdk::pg4::DbValue]) -> Result<Envelope, DbError> {
 /// One page of a source's event feed.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FeedPage {
-    /// Events after the cursor, in commit order, with their feed position.
+    /// Events after the cursor, in feed order, with their feed position.
     pub events: Vec<FeedEvent>,
-    /// The cursor to ask with next (the last event's `seq`, or the request's `after`).
+    /// The cursor to ask with next (the last event's position, or the request's `after`).
     pub next_after: i64,
 }
 
 /// An event with its position in the source's feed.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FeedEvent {
-    /// Position in the feed (the outbox sequence).
+    /// Position in the feed.
     pub seq: i64,
     /// The event.
     #[serde(flatten)]
     pub envelope: Envelope,
 }
 
-/// The feed of this database's outbox after position `after`. Only events of
-/// transactions older than every running one are served: a transaction that
-/// took a lower `seq` but commits later would otherwise be skipped by a
-/// cursor that had already moved past it. Returns `Err(pruned_through)` when
-/// events after `after` were pruned by retention: the consumer must resync.
+/// The feed of this database's outbox after position `after`: events that
+/// have a feed position ([`sequence`]), in position order. Returns
+/// `Err(pruned_through)` when events after `after` were pruned by
+/// retention: the consumer must resync.
 pub fn feed(db: &Db, after: i64, limit: i64) -> Result<Result<FeedPage, i64>, DbError> {
     let pruned = db.query(
         "SELECT pruned_through_seq FROM outbox_retention WHERE id = 1",
@@ -120,15 +102,14 @@ pub fn feed(db: &Db, after: i64, limit: i64) -> Result<Result<FeedPage, i64>, Db
     }
     let rows = db.query(
         &format!(
-            "SELECT {ENVELOPE_COLUMNS} FROM outbox \
-             WHERE seq > $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY seq LIMIT $2"
+            "SELECT {ENVELOPE_COLUMNS} FROM outbox WHERE feed_seq > $1 ORDER BY feed_seq LIMIT $2"
         ),
         &[ParameterValue::Int64(after), ParameterValue::Int64(limit)],
     )?;
     let mut events = Vec::with_capacity(rows.rows.len());
     for row in &rows.rows {
         events.push(FeedEvent {
-            seq: col(row, 8, "outbox.seq")?,
+            seq: col(row, 8, "outbox.feed_seq")?,
             envelope: envelope(row)?,
         });
     }
@@ -136,14 +117,46 @@ pub fn feed(db: &Db, after: i64, limit: i64) -> Result<Result<FeedPage, i64>, Db
     Ok(Ok(FeedPage { events, next_after }))
 }
 
-/// Deletes published events and applied-event records older than `days`,
+/// Gives up to `limit` committed events without a feed position the next
+/// positions, in insertion order. Sequencing transactions queue on the
+/// `feed_counter` row, and the numbering statement runs after that lock is
+/// held, so its snapshot sees every earlier sequencing transaction's work.
+/// Returns how many were numbered.
+pub fn sequence(db: &Db, limit: i64) -> Result<u64, DbError> {
+    db.transaction(|tx| {
+        tx.query(
+            "SELECT last_feed_seq FROM feed_counter WHERE id = 1 FOR UPDATE",
+            &[],
+        )?;
+        let numbered = tx.query(
+            "WITH todo AS (SELECT id, row_number() OVER (ORDER BY seq) AS rn FROM outbox \
+                 WHERE feed_seq IS NULL ORDER BY seq LIMIT $1), \
+             base AS (SELECT last_feed_seq FROM feed_counter WHERE id = 1), \
+             done AS (UPDATE outbox o SET feed_seq = base.last_feed_seq + todo.rn FROM todo, base \
+                 WHERE o.id = todo.id RETURNING o.feed_seq) \
+             SELECT count(*), coalesce(max(feed_seq), 0) FROM done",
+            &[ParameterValue::Int64(limit)],
+        )?;
+        let n: i64 = col(&numbered.rows[0], 0, "count")?;
+        let max: i64 = col(&numbered.rows[0], 1, "max")?;
+        if n > 0 {
+            tx.execute(
+                "UPDATE feed_counter SET last_feed_seq = $1 WHERE id = 1",
+                &[ParameterValue::Int64(max)],
+            )?;
+        }
+        Ok(n as u64)
+    })
+}
+
+/// Deletes events that have a feed position, and applied-event records, older than `days`,
 /// remembering how far the feed was pruned. Returns rows deleted.
 pub fn prune(db: &Db, days: i32) -> Result<u64, DbError> {
     db.transaction(|tx| {
         let gone = tx.query(
-            "WITH gone AS (DELETE FROM outbox WHERE published_at IS NOT NULL \
-                 AND created_at < (now() AT TIME ZONE 'UTC') - make_interval(days => $1) RETURNING seq) \
-             SELECT count(*), coalesce(max(seq), 0) FROM gone",
+            "WITH gone AS (DELETE FROM outbox WHERE feed_seq IS NOT NULL \
+                 AND created_at < (now() AT TIME ZONE 'UTC') - make_interval(days => $1) RETURNING feed_seq) \
+             SELECT count(*), coalesce(max(feed_seq), 0) FROM gone",
             &[ParameterValue::Int32(days)],
         )?;
         let n: i64 = col(&gone.rows[0], 0, "count")?;
@@ -161,14 +174,28 @@ pub fn prune(db: &Db, days: i32) -> Result<u64, DbError> {
     })
 }
 
-/// Publishes up to `limit` unpublished events in commit order and marks them
-/// published. Rows are claimed with `FOR UPDATE SKIP LOCKED`, so concurrent
-/// publishers never send the same event twice in one pass. Returns how many
-/// were published.
+/// The signer of this component's events (its component key's event key).
+fn signer(source: &str) -> Result<events::EventSigner, crate::Problem> {
+    let key = access::service::ComponentKey::parse(&crate::var("component_key")?)
+        .map_err(|e| crate::Problem::internal(e.to_string()))?;
+    Ok(events::EventSigner::from_seed(
+        source,
+        key.event_signing_seed(),
+    ))
+}
+
+/// Numbers what is pending ([`sequence`]), then publishes up to `limit`
+/// numbered, unpublished events in feed order, signed, and marks them
+/// published. Publishing rows are claimed with `FOR UPDATE SKIP LOCKED`, so
+/// concurrent publishers never send the same event twice in one pass; if
+/// Redis is down the events keep their positions and the feed serves them.
+/// Returns how many were published.
 pub fn publish_pending(db: &Db, redis_url: &str, limit: i64) -> Result<usize, crate::Problem> {
+    sequence(db, limit)?;
     db.transaction(|tx| {
         let rows = tx.query(
-            &format!("SELECT {ENVELOPE_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"),
+            &format!("SELECT {ENVELOPE_COLUMNS} FROM outbox WHERE feed_seq IS NOT NULL AND published_at IS NULL \
+                      ORDER BY feed_seq LIMIT $1 FOR UPDATE SKIP LOCKED"),
             &[ParameterValue::Int64(limit)],
         )?;
         if rows.rows.is_empty() {
@@ -176,14 +203,15 @@ pub fn publish_pending(db: &Db, redis_url: &str, limit: i64) -> Result<usize, cr
         }
         let redis = spin_sdk::redis::Connection::open(redis_url)
             .map_err(|e| crate::Problem::unavailable(format!("redis: {e}")))?;
-        let key = crate::var("internal_token")?;
+        let mut signer: Option<events::EventSigner> = None;
         for row in &rows.rows {
             let env = envelope(row)?;
-            let mut signed = serde_json::to_value(&env).expect("envelope serializes");
-            signed[access::mac::SIG] = access::mac::sign_event(&key, &signed).into();
-            let bytes = serde_json::to_vec(&signed).expect("envelope serializes");
+            if signer.is_none() {
+                signer = Some(self::signer(&env.source)?);
+            }
+            let message = signer.as_ref().expect("set above").sign(&env);
             redis
-                .publish(&channel(&env.source), &bytes)
+                .publish(&channel(&env.source), &message)
                 .map_err(|e| crate::Problem::unavailable(format!("redis publish: {e}")))?;
             tx.execute(
                 "UPDATE outbox SET published_at = (now() AT TIME ZONE 'UTC') WHERE id = $1",

@@ -15,6 +15,9 @@ pub struct Problem {
     pub message: String,
     /// Cause for the log only.
     pub internal: Option<String>,
+    /// Seconds after which a retry may succeed (`Retry-After`), for
+    /// back-pressure answers (503, 429).
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -25,6 +28,7 @@ impl Problem {
             code,
             message: message.into(),
             internal: None,
+            retry_after: None,
         }
     }
 
@@ -60,6 +64,7 @@ impl Problem {
             code: "internal",
             message: "internal error".into(),
             internal: Some(cause.into()),
+            retry_after: None,
         }
     }
 
@@ -70,7 +75,25 @@ impl Problem {
             code: "unavailable",
             message: "service temporarily unavailable, try again".into(),
             internal: Some(cause.into()),
+            retry_after: Some(1),
         }
+    }
+
+    /// 502: another component refused or failed; the cause is logged.
+    pub fn upstream(cause: impl Into<String>) -> Self {
+        Self {
+            status: 502,
+            code: "upstream",
+            message: "a dependency failed, try again".into(),
+            internal: Some(cause.into()),
+            retry_after: None,
+        }
+    }
+
+    /// The same problem with a `Retry-After` of `secs`.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The JSON body for a request id.

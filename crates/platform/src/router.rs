@@ -1,14 +1,22 @@
-//! A component's route table as data: every route names its method, its path
-//! pattern and its [`Guard`], and [`resolve`] authenticates the request as the
-//! guard demands before any handler runs. So no handler can forget to check
-//! who is asking, unauthenticated routes are visible in the table, and a unit
-//! test in each component compares the table with `docs/api.md`.
+//! A component's route table as data: one row per route, carrying its
+//! method, path pattern, [`Guard`] and handler, so adding a route is one line
+//! (plus its row in `docs/api.md`, which a unit test in each component
+//! compares with the table). [`serve`] authenticates a request as the
+//! route's guard demands before its handler runs, so no handler can forget
+//! to check who is asking, and unauthenticated routes are visible in the
+//! table.
+//!
+//! Paths are matched on the request's own path below the component's base
+//! (`/api/v1/<component>`), never on `spin-path-info`: Spin delivers a
+//! chained request (`http://<component>.spin.internal/...`) as a synthetic
+//! match of the wildcard route whose `spin-path-info` is the whole path, so
+//! the same route must be found either way.
 
 use crate::auth::{self, KeyVerifier};
 use crate::http::Ctx;
 use crate::Problem;
 use access::Caller;
-use spin_sdk::http::{Method, Request};
+use spin_sdk::http::{Method, Request, Response};
 use uuid::Uuid;
 
 /// Who may call a route.
@@ -16,8 +24,9 @@ use uuid::Uuid;
 pub enum Guard {
     /// Anyone (health, register, login, ...).
     Public,
-    /// Other components and the scheduler, with the shared internal token.
-    Internal,
+    /// Only the listed components (or `scheduler`), each with its own
+    /// service token (`access::service`).
+    Service(&'static [&'static str]),
     /// Any authenticated caller (access token or API key).
     Authenticated,
     /// A caller who signed in (an access token, not an API key): account
@@ -29,44 +38,58 @@ pub enum Guard {
 
 impl Guard {
     /// How `docs/api.md` names the guard.
-    pub fn label(&self) -> &'static str {
+    pub fn label(&self) -> String {
         match self {
-            Guard::Public => "public",
-            Guard::Internal => "internal",
-            Guard::Authenticated => "authenticated",
-            Guard::Session => "session",
-            Guard::Permission(p) => p,
+            Guard::Public => "public".into(),
+            Guard::Service(callers) => format!("service: {}", callers.join(", ")),
+            Guard::Authenticated => "authenticated".into(),
+            Guard::Session => "session".into(),
+            Guard::Permission(p) => (*p).into(),
         }
     }
 }
 
+/// What a route runs: the authenticated call in, a response or the
+/// component's error out.
+pub type Handler<E> = fn(&Call) -> Result<Response, E>;
+
 /// One route: `path` is relative to the component's base route, with
 /// `:name` segments captured as parameters (`users/:id/roles`).
-#[derive(Debug, Clone, Copy)]
-pub struct Route<Op> {
+pub struct Route<E: 'static> {
     /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
     pub method: &'static str,
     /// Path pattern.
     pub path: &'static str,
     /// Who may call it.
     pub guard: Guard,
-    /// What the component does for it.
-    pub op: Op,
+    /// What it does.
+    pub handler: Handler<E>,
 }
 
-/// Shorthand for a table row.
-pub const fn route<Op>(
+/// A table row.
+pub const fn route<E>(
     method: &'static str,
     path: &'static str,
     guard: Guard,
-    op: Op,
-) -> Route<Op> {
+    handler: Handler<E>,
+) -> Route<E> {
     Route {
         method,
         path,
         guard,
-        op,
+        handler,
     }
+}
+
+/// A component: its name (which is also its base route `/api/v1/<name>`),
+/// its route table and how it verifies API keys.
+pub struct Component<E: 'static> {
+    /// `auth`, `user`, ...
+    pub name: &'static str,
+    /// The route table.
+    pub routes: &'static [Route<E>],
+    /// How API keys are verified.
+    pub keys: KeyVerifier,
 }
 
 /// The name of a request method.
@@ -110,16 +133,14 @@ impl Params {
 pub enum Who {
     /// Nobody in particular (public route).
     Anonymous,
-    /// Another component or the scheduler.
-    Internal,
+    /// Another component or the scheduler, by name.
+    Service(&'static str),
     /// An authenticated user.
     Caller(Caller),
 }
 
 /// A request matched to a route and authenticated.
-pub struct Call<'a, Op> {
-    /// The operation of the route.
-    pub op: Op,
+pub struct Call<'a> {
     /// Request id and path.
     pub ctx: &'a Ctx,
     /// The request.
@@ -130,12 +151,20 @@ pub struct Call<'a, Op> {
     pub who: Who,
 }
 
-impl<Op> Call<'_, Op> {
+impl Call<'_> {
     /// The authenticated caller (routes guarded by `Authenticated` or a permission).
     pub fn caller(&self) -> Result<&Caller, Problem> {
         match &self.who {
             Who::Caller(c) => Ok(c),
             _ => Err(Problem::unauthenticated("authentication required")),
+        }
+    }
+
+    /// The calling component of a `Service` route.
+    pub fn service(&self) -> Option<&'static str> {
+        match self.who {
+            Who::Service(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -183,17 +212,15 @@ fn matches(pattern: &'static str, segments: &[&str]) -> Option<(Params, usize)> 
 }
 
 /// Finds the route for a request (404 if no path matches, 405 if only the
-/// method is wrong; a literal segment beats a parameter), then authenticates
-/// it as the route's guard demands (401, or 403 for a missing permission).
-pub async fn resolve<'a, Op: Copy>(
-    routes: &[Route<Op>],
-    ctx: &'a Ctx,
-    req: &'a Request,
-    keys: KeyVerifier,
-) -> Result<Call<'a, Op>, Problem> {
+/// method is wrong; a literal segment beats a parameter).
+fn find<'r, E>(
+    routes: &'r [Route<E>],
+    ctx: &Ctx,
+    req: &Request,
+) -> Result<(&'r Route<E>, Params), Problem> {
     let path = ctx.path();
     let method = method_name(req.method());
-    let mut best: Option<(&Route<Op>, Params, usize)> = None;
+    let mut best: Option<(&Route<E>, Params, usize)> = None;
     let mut path_matched = false;
     for r in routes {
         let Some((params, literals)) = matches(r.path, &path) else {
@@ -204,22 +231,22 @@ pub async fn resolve<'a, Op: Copy>(
             best = Some((r, params, literals));
         }
     }
-    let Some((route, params, _)) = best else {
-        return Err(if path_matched {
-            crate::http::method_not_allowed(req.method())
-        } else {
-            Problem::not_found("route")
-        });
-    };
-    let who = match route.guard {
+    match best {
+        Some((route, params, _)) => Ok((route, params)),
+        None if path_matched => Err(crate::http::method_not_allowed(req.method())),
+        None => Err(Problem::not_found("route")),
+    }
+}
+
+/// Authenticates a request as a guard demands (401, or 403 for a missing
+/// permission or a service that may not call the route).
+fn authenticate(guard: Guard, ctx: &Ctx, req: &Request, keys: KeyVerifier) -> Result<Who, Problem> {
+    Ok(match guard {
         Guard::Public => Who::Anonymous,
-        Guard::Internal => {
-            auth::require_internal(req)?;
-            Who::Internal
-        }
-        Guard::Authenticated => Who::Caller(auth::authenticate(req, ctx, keys).await?),
+        Guard::Service(callers) => Who::Service(auth::require_service(req, callers)?),
+        Guard::Authenticated => Who::Caller(auth::authenticate(req, ctx, keys)?),
         Guard::Session => {
-            let caller = auth::authenticate(req, ctx, keys).await?;
+            let caller = auth::authenticate(req, ctx, keys)?;
             if caller.credential != access::Credential::Token {
                 return Err(Problem::new(
                     403,
@@ -230,7 +257,7 @@ pub async fn resolve<'a, Op: Copy>(
             Who::Caller(caller)
         }
         Guard::Permission(p) => {
-            let caller = auth::authenticate(req, ctx, keys).await?;
+            let caller = auth::authenticate(req, ctx, keys)?;
             if !caller.can(p) {
                 return Err(Problem::new(
                     403,
@@ -240,26 +267,53 @@ pub async fn resolve<'a, Op: Copy>(
             }
             Who::Caller(caller)
         }
-    };
-    Ok(Call {
-        op: route.op,
-        ctx,
-        req,
-        params,
-        who,
     })
+}
+
+/// Serves one request of a component: request id, route lookup,
+/// authentication, the handler, and the common error body for any failure.
+pub fn serve<E: Into<Problem>>(component: &Component<E>, req: Request) -> Response {
+    crate::http::respond(component.name, req, |ctx, req| {
+        let (route, params) = find(component.routes, ctx, req)?;
+        let who = authenticate(route.guard, ctx, req, component.keys)?;
+        let call = Call {
+            ctx,
+            req,
+            params,
+            who,
+        };
+        (route.handler)(&call).map_err(Into::into)
+    })
+}
+
+/// The routes of a component whose domain has only its health routes so far.
+pub const HEALTH_ONLY: &[Route<Problem>] = &[
+    route("GET", "health", Guard::Public, crate::http::health),
+    route("GET", "health/live", Guard::Public, crate::http::live),
+];
+
+/// Serves a component that has only [`HEALTH_ONLY`].
+pub fn serve_health_only(name: &'static str, req: Request) -> Response {
+    serve(
+        &Component {
+            name,
+            routes: HEALTH_ONLY,
+            keys: KeyVerifier::Chained,
+        },
+        req,
+    )
 }
 
 /// The rows of the route table as `docs/api.md` lists them:
 /// `(METHOD, /api/v1/<component>/<path>, guard)`.
-pub fn documented_rows<Op>(component: &str, routes: &[Route<Op>]) -> Vec<(String, String, String)> {
+pub fn documented_rows<E>(component: &str, routes: &[Route<E>]) -> Vec<(String, String, String)> {
     routes
         .iter()
         .map(|r| {
             (
                 r.method.to_string(),
                 format!("/api/v1/{component}/{}", r.path),
-                r.guard.label().to_string(),
+                r.guard.label(),
             )
         })
         .collect()
@@ -292,6 +346,15 @@ pub fn rows_in_api_doc(doc: &str, component: &str) -> Vec<(String, String, Strin
     rows
 }
 
+/// The unit test every component runs: `docs/api.md` lists exactly its table.
+pub fn assert_documented<E>(doc: &str, component: &str, routes: &[Route<E>]) {
+    assert_eq!(
+        rows_in_api_doc(doc, component),
+        documented_rows(component, routes),
+        "docs/api.md and the route table of {component} differ"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +379,14 @@ mod tests {
                 "/api/v1/user/users".to_string(),
                 "user:read".to_string()
             )]
+        );
+    }
+
+    #[test]
+    fn service_guards_are_labelled_with_their_callers() {
+        assert_eq!(
+            Guard::Service(&["scheduler", "auth"]).label(),
+            "service: scheduler, auth"
         );
     }
 }

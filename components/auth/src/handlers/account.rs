@@ -1,11 +1,11 @@
 //! `GET /me` and `POST /password`: the caller's own account.
 
+use super::hashing;
 use super::{db, publish_after_commit, Call};
 use crate::domain::input::NewPassword;
-use crate::domain::password;
 use crate::error::Error;
 use crate::repo;
-use platform::events::CREDENTIAL_PASSWORD_CHANGED;
+use platform::events::catalogue::CREDENTIAL_PASSWORD_CHANGED;
 use serde::Deserialize;
 use spin_sdk::http::Response;
 
@@ -42,11 +42,11 @@ pub fn change_password(call: &Call) -> Result<Response, Error> {
     let db = db()?;
     let (_, hash) = repo::credentials_of(&db, caller.user_id)?.ok_or(Error::NotFound)?;
     if body.current_password.chars().count() > 128
-        || !password::verify(&body.current_password, &hash)
+        || !hashing::verify(&db, &body.current_password, &hash)?
     {
         return Err(Error::BadCredentials);
     }
-    let new_hash = password::hash(new.as_str()).map_err(platform::Problem::internal)?;
+    let new_hash = hashing::hash(&db, new.as_str())?;
     db.transaction(|tx| password_changed(tx, caller.user_id, &new_hash, "change"))?;
     publish_after_commit(call, &db);
     Ok(platform::http::no_content())

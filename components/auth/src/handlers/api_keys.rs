@@ -8,7 +8,7 @@ use crate::domain::keys::{hash, looks_like_key, new_key, CreateKey};
 use crate::error::Error;
 use crate::repo::{self, keys::ApiKey};
 use access::{Caller, Credential};
-use platform::events::{API_KEY_CREATED, API_KEY_REVOKED};
+use platform::events::catalogue::{API_KEY_CREATED, API_KEY_REVOKED};
 use platform::Problem;
 use spin_sdk::http::Response;
 use uuid::Uuid;

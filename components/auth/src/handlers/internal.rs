@@ -1,9 +1,10 @@
-//! Internal endpoints (the shared internal token): API-key verification for
-//! every other component, credentials set by `user`, and `auth`'s event feed.
+//! Internal endpoints, each open only to the components its route names:
+//! API-key verification for every other component, and credentials set by
+//! `user`.
 
+use super::hashing;
 use super::{account::password_changed, db, Call};
 use crate::domain::input::NewPassword;
-use crate::domain::password;
 use crate::error::Error;
 use crate::repo;
 use platform::input::Email;
@@ -36,7 +37,7 @@ struct Credentials {
     password: String,
     /// A new user's identity snapshot and its version.
     #[serde(default)]
-    identity: Option<crate::consumer::Identity>,
+    identity: Option<platform::events::payload::Identity>,
     #[serde(default)]
     version: Option<i64>,
 }
@@ -47,8 +48,8 @@ pub fn put_credentials(call: &Call) -> Result<Response, Error> {
     let body: Credentials = call.body()?;
     let email = Email::parse(&body.email)?;
     let password = NewPassword::parse(&body.password)?;
-    let hash = password::hash(password.as_str()).map_err(platform::Problem::internal)?;
     let db = db()?;
+    let hash = hashing::hash(&db, password.as_str())?;
     db.transaction(|tx| {
         // Credentials belong to a user `user` told us of: in this request
         // (a new user) or earlier by event.

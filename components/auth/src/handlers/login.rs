@@ -3,6 +3,7 @@
 //! wrong, and after `login_max_failures` failures the email (registered or
 //! not) is locked for `login_lockout_secs`.
 
+use super::hashing;
 use crate::domain::password;
 use crate::domain::session::email_key;
 use crate::error::Error;
@@ -32,12 +33,12 @@ pub fn post(call: &super::Call) -> Result<Response, Error> {
     // An email that cannot be parsed belongs to no account: the same work is
     // done and the same answer given, but there is nothing to count or lock.
     let Ok(email) = Email::parse(&body.email) else {
-        password::verify(&body.password, password::DUMMY_HASH);
+        hashing::verify(&db, &body.password, password::DUMMY_HASH)?;
         return Err(Error::BadCredentials);
     };
     let key = email_key(&body.email);
     if let Some(secs) = repo::locked_for(&db, &key)? {
-        password::verify(&body.password, password::DUMMY_HASH);
+        hashing::verify(&db, &body.password, password::DUMMY_HASH)?;
         return Err(Error::Locked(secs.max(1)));
     }
     let found = if body.password.chars().count() <= 128 {
@@ -46,9 +47,9 @@ pub fn post(call: &super::Call) -> Result<Response, Error> {
         None
     };
     let ok = match &found {
-        Some(c) => password::verify(&body.password, &c.password_hash),
+        Some(c) => hashing::verify(&db, &body.password, &c.password_hash)?,
         None => {
-            password::verify(&body.password, password::DUMMY_HASH);
+            hashing::verify(&db, &body.password, password::DUMMY_HASH)?;
             false
         }
     };

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod api_keys;
+pub mod hashing;
 pub mod internal;
 pub mod login;
 pub mod refresh;
@@ -10,7 +11,7 @@ pub mod reset;
 pub mod session;
 
 /// A matched, authenticated request of this component.
-pub type Call<'a> = platform::router::Call<'a, crate::routes::Op>;
+pub type Call<'a> = platform::router::Call<'a>;
 
 /// Opens the component's database.
 pub fn db() -> Result<platform::db::Db, crate::error::Error> {

@@ -6,12 +6,12 @@
 //! answers the identity snapshot too, so the new user can log in at once,
 //! before the `user.created` event arrives.
 
+use super::hashing;
 use super::Call;
-use crate::consumer::Identity;
 use crate::domain::input::NewPassword;
-use crate::domain::password;
 use crate::error::Error;
 use crate::repo;
+use platform::events::payload::Identity;
 use platform::input::{Email, Name};
 use serde::Deserialize;
 use spin_sdk::http::Response;
@@ -26,18 +26,20 @@ struct Body {
 }
 
 /// Registers a user.
-pub async fn post(call: &Call<'_>) -> Result<Response, Error> {
+pub fn post(call: &Call) -> Result<Response, Error> {
     let body: Body = call.body()?;
     let email = Email::parse(&body.email)?;
     let password = NewPassword::parse(&body.password)?;
     let name = Name::display_name(&body.display_name)?;
+    let hash = {
+        let db = super::db()?;
+        if repo::email_registered(&db, &email)? {
+            return Err(Error::EmailTaken);
+        }
+        hashing::hash(&db, password.as_str())?
+    };
+    let created = create_profile(call, Uuid::new_v4(), &email, &name)?;
     let db = super::db()?;
-    if repo::email_registered(&db, &email)? {
-        return Err(Error::EmailTaken);
-    }
-    let hash = password::hash(password.as_str())
-        .map_err(|e| Error::Problem(platform::Problem::internal(e)))?;
-    let created = create_profile(call, Uuid::new_v4(), &email, &name).await?;
     db.transaction(|tx| {
         // Of two concurrent registrations of one email, the unique index
         // lets one win.
@@ -62,21 +64,15 @@ struct Created {
 }
 
 /// Asks `user` to create the profile; returns the profile it holds for this email.
-async fn create_profile(
-    call: &Call<'_>,
-    id: Uuid,
-    email: &Email,
-    name: &Name,
-) -> Result<Created, Error> {
+fn create_profile(call: &Call, id: Uuid, email: &Email, name: &Name) -> Result<Created, Error> {
     let body =
         serde_json::json!({"id": id, "email": email.as_str(), "display_name": name.as_str()});
     let resp = platform::http::chain(
+        call.ctx,
         spin_sdk::http::Method::Post,
         "http://user.spin.internal/api/v1/user/internal/users",
         Some(&body),
-        &call.ctx.request_id,
-    )
-    .await?;
+    )?;
     match *resp.status() {
         200 | 201 => serde_json::from_slice(resp.body())
             .map_err(|e| Error::Upstream(format!("user: bad response: {e}"))),

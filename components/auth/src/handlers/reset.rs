@@ -1,19 +1,20 @@
 //! Password reset by emailed token. The request answers 202 for any
 //! well-formed email, registered or not, so its answer reveals nothing. The
-//! token goes to `notification` by service chaining, never through the
-//! outbox, Redis or the event feed (where anyone reading them could use it);
+//! token is stored here only as its sha256; it goes to `notification` by
+//! service chaining, never through the outbox, Redis or the event feed,
+//! and `notification` queues it sealed for email only (no API shows it);
 //! the `credential.reset_requested` event records only that a reset was
 //! asked for. Confirming with a valid token sets the password, ends every
 //! session and API key, and lifts a login lockout.
 
+use super::hashing;
 use super::{account::password_changed, db, publish_after_commit, Call};
 use crate::domain::input::NewPassword;
 use crate::domain::keys::hash;
-use crate::domain::password;
 use crate::domain::session::{email_key, new_refresh_token};
 use crate::error::Error;
 use crate::repo;
-use platform::events::CREDENTIAL_RESET_REQUESTED;
+use platform::events::catalogue::CREDENTIAL_RESET_REQUESTED;
 use platform::input::Email;
 use serde::Deserialize;
 use spin_sdk::http::Response;
@@ -28,7 +29,7 @@ struct Request {
 }
 
 /// `POST /password-reset/request`: 202 for any well-formed email.
-pub async fn request(call: &Call<'_>) -> Result<Response, Error> {
+pub fn request(call: &Call) -> Result<Response, Error> {
     let body: Request = call.body()?;
     let email = Email::parse(&body.email)?;
     let token = new_refresh_token().map_err(platform::Problem::internal)?;
@@ -43,12 +44,16 @@ pub async fn request(call: &Call<'_>) -> Result<Response, Error> {
                 &CREDENTIAL_RESET_REQUESTED,
                 &cred.user_id.to_string(),
                 cred.version,
-                &serde_json::json!({"user_id": cred.user_id, "expires_at": expires_at}),
+                &platform::events::payload::ResetRequested {
+                    user_id: cred.user_id,
+                    expires_at: expires_at.clone(),
+                },
             )?;
             Ok::<_, Error>(expires_at)
         })?;
         publish_after_commit(call, &db);
-        deliver(call, cred.user_id, email.as_str(), &token, &expires_at).await?;
+        drop(db);
+        deliver(call, cred.user_id, email.as_str(), &token, &expires_at)?;
     }
     Ok(platform::http::json(
         202,
@@ -58,8 +63,8 @@ pub async fn request(call: &Call<'_>) -> Result<Response, Error> {
 
 /// Hands the token to `notification` for delivery. If this fails the
 /// request fails too: the user asks again (a new token replaces this one).
-async fn deliver(
-    call: &Call<'_>,
+fn deliver(
+    call: &Call,
     user: uuid::Uuid,
     email: &str,
     token: &str,
@@ -67,12 +72,11 @@ async fn deliver(
 ) -> Result<(), Error> {
     let body = serde_json::json!({"user_id": user, "email": email, "token": token, "expires_at": expires_at});
     let resp = platform::http::chain(
+        call.ctx,
         spin_sdk::http::Method::Post,
         "http://notification.spin.internal/api/v1/notification/internal/password-resets",
         Some(&body),
-        &call.ctx.request_id,
-    )
-    .await?;
+    )?;
     match *resp.status() {
         201 => Ok(()),
         s => Err(Error::Upstream(format!("notification answered {s}"))),
@@ -93,8 +97,8 @@ pub fn confirm(call: &Call) -> Result<Response, Error> {
     if body.token.is_empty() || body.token.len() > 128 {
         return Err(Error::InvalidResetToken);
     }
-    let new_hash = password::hash(new.as_str()).map_err(platform::Problem::internal)?;
     let db = db()?;
+    let new_hash = hashing::hash(&db, new.as_str())?;
     db.transaction(|tx| {
         let user =
             repo::resets::consume(tx, &hash(&body.token))?.ok_or(Error::InvalidResetToken)?;

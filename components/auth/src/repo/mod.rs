@@ -69,7 +69,7 @@ pub fn insert_credentials(
 /// changed the copy.
 pub fn upsert_identity(
     db: &Db,
-    i: &crate::consumer::Identity,
+    i: &platform::events::payload::Identity,
     version: i64,
 ) -> Result<bool, DbError> {
     let access = spin_sdk::pg4::jsonb(&i.access).map_err(|e| DbError::Other(e.to_string()))?;

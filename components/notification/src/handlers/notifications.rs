@@ -1,13 +1,12 @@
 //! The caller's notifications.
 
 use crate::error::Error;
-use crate::routes::Op;
 use platform::http::Paged;
 use platform::router::Call;
 use spin_sdk::http::Response;
 
 /// `GET /notifications?page=&per_page=&unread=true`: newest first.
-pub fn list(call: &Call<Op>) -> Result<Response, Error> {
+pub fn list(call: &Call) -> Result<Response, Error> {
     let caller = call.caller()?;
     let page = call.page()?;
     let unread_only = match call.query("unread").as_deref() {
@@ -29,7 +28,7 @@ pub fn list(call: &Call<Op>) -> Result<Response, Error> {
 }
 
 /// `POST /notifications/{id}/read`: marks one of the caller's notifications read.
-pub fn mark_read(call: &Call<Op>) -> Result<Response, Error> {
+pub fn mark_read(call: &Call) -> Result<Response, Error> {
     let caller = call.caller()?;
     let id = call.id("id", "notification")?;
     let db = platform::db::Db::open()?;

@@ -44,29 +44,9 @@ pub struct Profile {
     pub updated_at: String,
 }
 
-/// The identity snapshot every `user.*` event carries (schema version 2):
-/// everything `auth` needs to issue a token without calling `user`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Identity {
-    /// User id.
-    pub id: Uuid,
-    /// Email.
-    pub email: String,
-    /// Display name.
-    pub display_name: String,
-    /// Tenant.
-    pub tenant_id: Option<Uuid>,
-    /// Department.
-    pub department_id: Option<Uuid>,
-    /// `active`, `locked` or `deleted`.
-    pub status: String,
-    /// Whether the tenant (if any) is active.
-    pub tenant_active: bool,
-    /// Role codes.
-    pub roles: Vec<String>,
-    /// Effective access.
-    pub access: access::Access,
-}
+/// The identity snapshot every `user.*` event carries (its one definition
+/// is in `crates/events`).
+pub use platform::events::payload::Identity;
 
 /// Largest metadata object, serialized.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;

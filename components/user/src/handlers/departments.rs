@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::repo;
 use access::Caller;
 use platform::db::{Db, DbError};
-use platform::events::USER_UPDATED;
+use platform::events::catalogue::USER_UPDATED;
 use spin_sdk::http::Response;
 use uuid::Uuid;
 

@@ -4,7 +4,7 @@ use super::{db, publish_after_commit, Call};
 use crate::domain::profile::ProfilePatch;
 use crate::error::{Error, Result};
 use crate::repo;
-use platform::events::USER_UPDATED;
+use platform::events::catalogue::USER_UPDATED;
 use spin_sdk::http::Response;
 
 /// The caller's profile.

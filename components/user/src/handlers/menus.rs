@@ -27,8 +27,17 @@ pub fn list(_call: &Call) -> Result<Response> {
     ))
 }
 
-/// `POST /menus` (`replace` false) and `PUT /menus/:id`.
-pub fn put(call: &Call, replace: bool) -> Result<Response> {
+/// `POST /menus`: creates a menu item.
+pub fn create(call: &Call) -> Result<Response> {
+    put(call, false)
+}
+
+/// `PUT /menus/:id`: replaces a menu item.
+pub fn replace(call: &Call) -> Result<Response> {
+    put(call, true)
+}
+
+fn put(call: &Call, replace: bool) -> Result<Response> {
     let caller = call.caller()?;
     if !platform_wide(caller, "menu") {
         return Err(Error::Forbidden(

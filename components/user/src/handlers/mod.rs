@@ -14,7 +14,6 @@ pub mod users;
 
 use crate::error::{Error, Result};
 use crate::repo::audit::Entry;
-use crate::routes::Op;
 use access::Caller;
 use platform::db::Db;
 use platform::http::{Page, Paged};
@@ -23,7 +22,7 @@ use spin_sdk::http::Response;
 use uuid::Uuid;
 
 /// A matched, authenticated request of this component.
-pub type Call<'a> = platform::router::Call<'a, Op>;
+pub type Call<'a> = platform::router::Call<'a>;
 
 /// Opens the component's database.
 pub fn db() -> Result<Db> {

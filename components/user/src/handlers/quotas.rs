@@ -130,7 +130,7 @@ pub fn release(call: &Call) -> Result<Response> {
 }
 
 /// `POST /internal/quotas/expire` (scheduler): expires unconfirmed reservations.
-pub fn expire() -> Result<Response> {
+pub fn expire(_call: &Call) -> Result<Response> {
     let n = repo::quotas::expire_due(&db()?)?;
     Ok(platform::http::json(
         200,
@@ -153,7 +153,7 @@ pub fn report_usage(call: &Call) -> Result<Response> {
 }
 
 /// `POST /internal/quotas/roll` (scheduler): the daily and monthly resets.
-pub fn roll() -> Result<Response> {
+pub fn roll(_call: &Call) -> Result<Response> {
     let db = db()?;
     let (days, months) =
         db.transaction(|tx| Ok::<_, Error>(repo::quotas::roll_periods(tx, None)?))?;

@@ -12,7 +12,7 @@ use spin_sdk::http::Response;
 use uuid::Uuid;
 
 /// `GET /data-scopes/types`: the scope kinds and what they mean.
-pub fn types() -> Result<Response> {
+pub fn types(_call: &Call) -> Result<Response> {
     Ok(platform::http::json(
         200,
         &serde_json::json!({"items": [
@@ -83,8 +83,17 @@ fn check_departments(db: &Db, tenant: Option<Uuid>, ids: &[Uuid]) -> Result<()> 
     Ok(())
 }
 
-/// `POST /data-scopes` (`replace` false) and `PUT /data-scopes/:id`.
-pub fn put_scope(call: &Call, replace: bool) -> Result<Response> {
+/// `POST /data-scopes`: creates a data scope.
+pub fn create_scope(call: &Call) -> Result<Response> {
+    put_scope(call, false)
+}
+
+/// `PUT /data-scopes/:id`: replaces a data scope.
+pub fn replace_scope(call: &Call) -> Result<Response> {
+    put_scope(call, true)
+}
+
+fn put_scope(call: &Call, replace: bool) -> Result<Response> {
     let caller = call.caller()?;
     let input: DataScopeInput = call.body()?;
     let kind = input.parse()?;
@@ -208,8 +217,17 @@ pub fn get_fields(call: &Call) -> Result<Response> {
     Ok(platform::http::json(200, &f))
 }
 
-/// `POST /field-permissions` (`replace` false) and `PUT /field-permissions/:id`.
-pub fn put_fields(call: &Call, replace: bool) -> Result<Response> {
+/// `POST /field-permissions`: creates a field permission.
+pub fn create_fields(call: &Call) -> Result<Response> {
+    put_fields(call, false)
+}
+
+/// `PUT /field-permissions/:id`: replaces a field permission.
+pub fn replace_fields(call: &Call) -> Result<Response> {
+    put_fields(call, true)
+}
+
+fn put_fields(call: &Call, replace: bool) -> Result<Response> {
     let caller = call.caller()?;
     let input: FieldPermissionInput = call.body()?;
     input.parse()?;

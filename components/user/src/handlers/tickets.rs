@@ -85,13 +85,13 @@ pub fn create(call: &Call) -> Result<Response> {
     let db = db()?;
     let t = db.transaction(|tx| {
         let me = repo::users::find(tx, caller.user_id)?.ok_or(Error::NotFound("user"))?;
-        Ok::<_, Error>(repo::tickets::insert(
+        let t = repo::tickets::insert(tx, me.id, me.tenant_id, me.department_id, &new)?;
+        // Every change is audited (docs/api.md), a new ticket too.
+        repo::audit::record(
             tx,
-            me.id,
-            me.tenant_id,
-            me.department_id,
-            &new,
-        )?)
+            &audit(call, "ticket.create", "ticket", t.id, t.tenant_id).after(&t),
+        )?;
+        Ok::<_, Error>(t)
     })?;
     Ok(platform::http::json(201, &t))
 }

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::repo::{self, users::row_ref};
 use access::Caller;
 use platform::db::Db;
-use platform::events::{USER_CREATED, USER_DELETED, USER_LOCKED, USER_ROLES_CHANGED, USER_UPDATED};
+use platform::events::catalogue::{
+    USER_CREATED, USER_DELETED, USER_LOCKED, USER_ROLES_CHANGED, USER_UPDATED,
+};
 use spin_sdk::http::Response;
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -156,8 +158,8 @@ fn check_department(db: &Db, tenant: Option<Uuid>, dept: Option<Uuid>) -> Result
 
 /// Sets a password in `auth` (service chaining). A new user's identity
 /// snapshot goes along, so they can log in before `user.created` arrives.
-async fn set_credentials(
-    call: &Call<'_>,
+fn set_credentials(
+    call: &Call,
     id: Uuid,
     email: &str,
     password: &str,
@@ -169,12 +171,11 @@ async fn set_credentials(
         body["version"] = version.into();
     }
     let resp = platform::http::chain(
+        call.ctx,
         spin_sdk::http::Method::Put,
         "http://auth.spin.internal/api/v1/auth/internal/credentials",
         Some(&body),
-        &call.ctx.request_id,
-    )
-    .await?;
+    )?;
     match *resp.status() {
         200 | 201 | 204 => Ok(()),
         409 => Err(Error::Conflict("email is already registered".into())),
@@ -184,7 +185,7 @@ async fn set_credentials(
 
 /// `POST /users`: creates a user in the caller's tenant (platform staff may
 /// name one), with roles the caller may hand out and an initial password.
-pub async fn create(call: &Call<'_>) -> Result<Response> {
+pub fn create(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let body: CreateUser = call.body()?;
     let tenant = acting_tenant(caller, "user", body.tenant_id)?;
@@ -217,6 +218,7 @@ pub async fn create(call: &Call<'_>) -> Result<Response> {
         Ok((p, identity))
     })?;
     publish_after_commit(call, &db);
+    drop(db);
     // The profile is committed; the password lives in `auth`. If this step
     // fails, the administrator sets it with PUT /users/:id/password.
     if let Err(e) = set_credentials(
@@ -225,13 +227,12 @@ pub async fn create(call: &Call<'_>) -> Result<Response> {
         &profile.email,
         &password,
         Some((&identity, profile.version)),
-    )
-    .await
-    {
+    ) {
         if matches!(e, Error::Conflict(_)) {
             // `auth` holds the email for another account (one still being
             // registered or deleted): undo the profile rather than leave one
             // nobody can sign in to.
+            let db = super::db()?;
             db.transaction(|tx| {
                 repo::users::set_status(tx, profile.id, "deleted")?;
                 repo::snapshot::emit(tx, profile.id, &USER_DELETED)?;
@@ -312,9 +313,18 @@ pub fn delete(call: &Call) -> Result<Response> {
     Ok(platform::http::no_content())
 }
 
-/// `POST /users/:id/lock` and `/unlock`: a locked user cannot log in, and
-/// their sessions end (`auth` revokes them on `user.locked`).
-pub fn set_locked(call: &Call, locked: bool) -> Result<Response> {
+/// `POST /users/:id/lock`: a locked user cannot log in, and their sessions
+/// end (`auth` revokes them on `user.locked`).
+pub fn lock(call: &Call) -> Result<Response> {
+    set_locked(call, true)
+}
+
+/// `POST /users/:id/unlock`.
+pub fn unlock(call: &Call) -> Result<Response> {
+    set_locked(call, false)
+}
+
+fn set_locked(call: &Call, locked: bool) -> Result<Response> {
     let caller = call.caller()?;
     let id = call.id("id", "user")?;
     if id == caller.user_id {
@@ -377,7 +387,7 @@ pub fn set_roles(call: &Call) -> Result<Response> {
 }
 
 /// `PUT /users/:id/password`: an administrator sets a user's password.
-pub async fn set_password(call: &Call<'_>) -> Result<Response> {
+pub fn set_password(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let id = call.id("id", "user")?;
     let body: PasswordSet = call.body()?;
@@ -390,7 +400,11 @@ pub async fn set_password(call: &Call<'_>) -> Result<Response> {
     let db = db()?;
     let p = visible(&db, caller, id, false)?;
     outranks(&db, caller, id)?;
-    set_credentials(call, id, &p.email, &body.password, None).await?;
-    repo::audit::record(&db, &audit(call, "user.password", "user", id, p.tenant_id))?;
+    drop(db);
+    set_credentials(call, id, &p.email, &body.password, None)?;
+    repo::audit::record(
+        &super::db()?,
+        &audit(call, "user.password", "user", id, p.tenant_id),
+    )?;
     Ok(platform::http::no_content())
 }

@@ -2,6 +2,7 @@
 //! transactions they open with `Db::transaction`; nothing here builds a
 //! response.
 
+pub mod admin_grants;
 pub mod audit;
 pub mod org;
 pub mod quotas;

@@ -5,7 +5,7 @@
 use crate::domain::quota::{fits, Amounts, Limits, LimitsPatch, Minutes, Quota, Reservation};
 use access::RowFilter;
 use platform::db::{col, timestamp, Db, DbError};
-use platform::events::QUOTA_EXCEEDED;
+use platform::events::catalogue::QUOTA_EXCEEDED;
 use platform::http::Page;
 use platform::query::{paged, ScopeColumns, Where};
 use spin_sdk::pg4::{DbValue, ParameterValue as P};

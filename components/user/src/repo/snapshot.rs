@@ -10,7 +10,7 @@ use crate::domain::access::{compute, Org, RoleGrant, ScopeKind, ScopeRule};
 use crate::domain::profile::Identity;
 use access::FieldRule;
 use platform::db::{col, strings, uuid_array, uuids, Db, DbError};
-use platform::events::{EventType, USER_CREATED};
+use platform::events::catalogue::{EventType, USER_CREATED};
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use std::collections::BTreeMap;
 use uuid::Uuid;

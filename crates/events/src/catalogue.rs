@@ -52,8 +52,7 @@ pub const QUOTA_EXCEEDED: EventType = EventType {
     schema_version: 1,
 };
 
-/// Someone asked to reset a password: the payload carries the single-use
-/// token for the notification that delivers it.
+/// Someone asked to reset a password (the token itself never travels in an event).
 pub const CREDENTIAL_RESET_REQUESTED: EventType = EventType {
     name: "credential.reset_requested",
     source: "auth",

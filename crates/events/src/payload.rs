@@ -1,0 +1,90 @@
+//! Typed payloads of the catalogue's events (`docs/events.md` shows each as
+//! JSON). Producers serialize these and consumers parse them, so a field
+//! cannot be spelled two ways.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The identity snapshot every `user.*` event carries (schema version 2):
+/// everything `auth` needs to issue a token without calling `user`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Identity {
+    /// User id.
+    pub id: Uuid,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Department.
+    pub department_id: Option<Uuid>,
+    /// `active`, `locked` or `deleted`.
+    pub status: String,
+    /// Whether the tenant (if any) is active.
+    pub tenant_active: bool,
+    /// Role codes.
+    pub roles: Vec<String>,
+    /// Effective access.
+    pub access: access::Access,
+}
+
+/// `quota.exceeded` (schema version 1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QuotaExceeded {
+    /// Whose quota.
+    pub user_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// What was refused, for people.
+    pub reason: String,
+    /// Limits by name.
+    pub limits: serde_json::Value,
+    /// Usage by name.
+    pub used: serde_json::Value,
+    /// Reserved amounts by name.
+    pub reserved: serde_json::Value,
+    /// Minutes used today and this month.
+    pub minutes: serde_json::Value,
+}
+
+/// `credential.reset_requested` (schema version 1). The token never
+/// travels in an event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequested {
+    /// Whose password.
+    pub user_id: Uuid,
+    /// When the token stops working, RFC 3339.
+    pub expires_at: String,
+}
+
+/// `credential.password_changed` (schema version 1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PasswordChanged {
+    /// Whose password.
+    pub user_id: Uuid,
+    /// `change` (by its owner), `reset` (by token) or `admin`.
+    pub how: String,
+}
+
+/// `api_key.created` and `api_key.revoked` (schema version 1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiKey {
+    /// Key id.
+    pub id: Uuid,
+    /// Whose key.
+    pub user_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Who created or revoked it.
+    pub actor_id: Uuid,
+    /// The key's name.
+    pub name: String,
+    /// Its visible prefix.
+    pub prefix: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// When it expires, RFC 3339.
+    pub expires_at: Option<String>,
+}
