@@ -348,6 +348,10 @@ pub async fn start(cfg: Config, engine: Arc<dyn Engine>) -> std::io::Result<Agen
         shared.clone(),
         shutdown_rx.clone(),
     )));
+    tasks.push(tokio::spawn(ledger_sweep_loop(
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(register_loop(shared.clone(), shutdown_rx)));
     tracing::info!(node = %shared.cfg.node_id, "agent started");
     Ok(AgentHandle {
@@ -378,6 +382,37 @@ async fn reconcile_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
     }
 }
 
+/// Sweeps the operation ledger while the agent runs: results are kept for a
+/// day and their payloads for the replay window only, and an agent that runs
+/// for weeks must not keep them until its next restart.
+async fn ledger_sweep_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if sleep_or_shutdown(crate::ops::LEDGER_SWEEP_INTERVAL, &mut shutdown).await {
+            return;
+        }
+        match shared.ledger.sweep().await {
+            Ok(report) => {
+                shared
+                    .metrics
+                    .ledger_results_removed
+                    .fetch_add(report.removed as u64, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .metrics
+                    .ledger_payloads_expired
+                    .fetch_add(report.expired as u64, std::sync::atomic::Ordering::Relaxed);
+                if report != crate::ops::SweepReport::default() {
+                    tracing::info!(
+                        removed = report.removed,
+                        expired = report.expired,
+                        "swept the operation ledger"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot sweep the operation ledger"),
+        }
+    }
+}
+
 async fn desired_state_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let client = http_client();
     let mut failures = 0u32;
@@ -391,6 +426,7 @@ async fn desired_state_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
                     .lock()
                     .expect("desired lock")
                     .merge_pulled(state.devices, requested_at);
+                Metrics::inc(&shared.metrics.desired_state_pulls);
                 shared.reconcile_now.notify_one();
             }
             Err(e) => {
@@ -660,6 +696,7 @@ async fn subscriber(
         match sub {
             Ok(mut ps) => {
                 delay = Duration::from_millis(200);
+                Metrics::inc(&shared.metrics.command_subscriptions);
                 tracing::info!(channel, "subscribed to commands");
                 // Anything sent while we were away is lost on pub/sub: pull the full state.
                 shared.pull_now.notify_one();
@@ -672,6 +709,7 @@ async fn subscriber(
                     let Some(msg) = msg else { break };
                     handle_message(&shared, msg.get_payload_bytes());
                 }
+                Metrics::inc(&shared.metrics.command_subscriptions_lost);
                 tracing::warn!("command subscription lost; reconnecting");
             }
             Err(e) => tracing::warn!(error = %e, "cannot subscribe to commands; retrying"),
@@ -725,6 +763,7 @@ pub fn handle_message(shared: &Arc<Shared>, raw: &[u8]) {
                     output: serde_json::Value::Null,
                     error_code: Some("invalid_argument".into()),
                     error: Some(format!("malformed command: {e}")),
+                    payload_expired: false,
                 }));
             }
             return;

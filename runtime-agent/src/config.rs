@@ -79,6 +79,122 @@ impl PortRange {
     }
 }
 
+/// Why a URL may not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefused {
+    /// Not a URL at all.
+    #[error("url is not valid: {0}")]
+    Invalid(String),
+    /// Another scheme than http or https.
+    #[error("url must be http or https")]
+    Scheme,
+    /// A user name or password in the URL, which would be sent to the server.
+    #[error("url must not carry a user name or password")]
+    Userinfo,
+    /// Not under any allowed prefix.
+    #[error("url {0} is not under an allowed apk download prefix (apk_url_prefixes)")]
+    NotAllowed(String),
+    /// A redirect that leads outside the allowed prefixes.
+    #[error(
+        "redirect to {0} refused: not under an allowed apk download prefix (apk_url_prefixes)"
+    )]
+    Redirect(String),
+}
+
+/// One allowed place: scheme, host and port must be equal, and the path must
+/// start with the prefix's path, which always ends in `/`. Comparing parsed
+/// URLs, not strings, is what keeps `https://cp.example.evil.com/` out of
+/// the prefix `https://cp.example`, and `/files/../admin` out of `/files/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UrlPrefix {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+    path: String,
+}
+
+impl UrlPrefix {
+    fn matches(&self, url: &reqwest::Url) -> bool {
+        url.scheme() == self.scheme
+            && url.host_str() == Some(self.host.as_str())
+            && url.port_or_known_default() == self.port
+            && url.path().starts_with(&self.path)
+    }
+}
+
+/// Where `install_apk` may download from. Everything else is refused before
+/// a connection is made, so a command cannot make the agent fetch from the
+/// host's network (metadata services, internal admin ports) on its behalf.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApkUrlPolicy {
+    prefixes: Vec<UrlPrefix>,
+}
+
+impl ApkUrlPolicy {
+    /// Parses the allowed prefixes: absolute http or https URLs without a
+    /// user name, password, query or fragment.
+    pub fn parse<S: AsRef<str>>(prefixes: &[S]) -> Result<Self, ConfigError> {
+        let invalid = |p: &str, why: &str| ConfigError::Invalid {
+            name: "apk_url_prefixes",
+            message: format!("{p:?} {why}"),
+        };
+        let mut out = Vec::new();
+        for p in prefixes {
+            let p = p.as_ref();
+            let url =
+                reqwest::Url::parse(p).map_err(|e| invalid(p, &format!("is not a url: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(p, "is not http or https"));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(invalid(p, "carries a user name or password"));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid(p, "has a query or fragment"));
+            }
+            let host = url.host_str().ok_or_else(|| invalid(p, "has no host"))?;
+            let mut path = url.path().to_owned();
+            if !path.ends_with('/') {
+                path.push('/');
+            }
+            out.push(UrlPrefix {
+                scheme: url.scheme().to_owned(),
+                host: host.to_owned(),
+                port: url.port_or_known_default(),
+                path,
+            });
+        }
+        Ok(Self { prefixes: out })
+    }
+
+    /// The default: the control plane's base URL, or nothing if that does not parse.
+    pub fn for_control_plane(control_plane_url: &str) -> Self {
+        Self::parse(&[control_plane_url]).unwrap_or_default()
+    }
+
+    /// Parses `url` and checks it against the prefixes.
+    pub fn check(&self, url: &str) -> Result<reqwest::Url, UrlRefused> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| UrlRefused::Invalid(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(UrlRefused::Scheme);
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(UrlRefused::Userinfo);
+        }
+        if !self.allows(&parsed) {
+            return Err(UrlRefused::NotAllowed(parsed.to_string()));
+        }
+        Ok(parsed)
+    }
+
+    /// Whether an already parsed URL (a redirect target) is allowed.
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        url.username().is_empty()
+            && url.password().is_none()
+            && self.prefixes.iter().any(|p| p.matches(url))
+    }
+}
+
 /// The settings file, every field optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +241,8 @@ pub struct FileConfig {
     pub gpus: Option<Vec<String>>,
     /// Node labels.
     pub labels: Option<BTreeMap<String, String>>,
+    /// URL prefixes `install_apk` may download from; default: `control_plane_url`.
+    pub apk_url_prefixes: Option<Vec<String>>,
 }
 
 /// Flags and environment variables; each overrides the file.
@@ -220,6 +338,8 @@ pub struct Config {
     pub max_message_skew: Duration,
     /// Prefix of container names; only two agents sharing one engine (tests) need another.
     pub container_name_prefix: String,
+    /// Where `install_apk` may download from.
+    pub apk_url_policy: ApkUrlPolicy,
 }
 
 impl Config {
@@ -257,6 +377,7 @@ impl Config {
             labels: BTreeMap::new(),
             max_message_skew: Duration::from_secs(300),
             container_name_prefix: crate::spec::DEFAULT_NAME_PREFIX.to_owned(),
+            apk_url_policy: ApkUrlPolicy::for_control_plane(control_plane_url),
         }
     }
 
@@ -367,6 +488,9 @@ impl Config {
         if let Some(v) = file.labels {
             c.labels = v;
         }
+        if let Some(v) = file.apk_url_prefixes {
+            c.apk_url_policy = ApkUrlPolicy::parse(&v)?;
+        }
         Ok(c)
     }
 }
@@ -399,6 +523,118 @@ mod tests {
         assert_eq!(c.reconcile_interval, Duration::from_millis(200));
         assert!(PortRange::parse("5-4").is_err());
         assert!(PortRange::parse("abc").is_err());
+    }
+
+    fn policy(prefixes: &[&str]) -> ApkUrlPolicy {
+        ApkUrlPolicy::parse(prefixes).unwrap()
+    }
+
+    #[test]
+    fn apk_urls_are_allowed_only_under_a_configured_prefix() {
+        let p = policy(&["https://cp.example/files", "http://10.0.0.3:3000/"]);
+        assert!(p.check("https://cp.example/files/app.apk").is_ok());
+        assert!(p.check("https://cp.example:443/files/a/b.apk?x=1").is_ok());
+        assert!(p.check("http://10.0.0.3:3000/anything.apk").is_ok());
+        let refused = |url: &str| p.check(url).unwrap_err();
+        // Another host that merely starts with the same text.
+        assert!(matches!(
+            refused("https://cp.example.evil.com/files/a.apk"),
+            UrlRefused::NotAllowed(_)
+        ));
+        // A path outside the prefix, also through dot segments or a name that only shares the text.
+        assert!(matches!(
+            refused("https://cp.example/admin"),
+            UrlRefused::NotAllowed(_)
+        ));
+        assert!(matches!(
+            refused("https://cp.example/files/../admin"),
+            UrlRefused::NotAllowed(_)
+        ));
+        assert!(matches!(
+            refused("https://cp.example/files/%2e%2e/admin"),
+            UrlRefused::NotAllowed(_)
+        ));
+        assert!(matches!(
+            refused("https://cp.example/filesystem.apk"),
+            UrlRefused::NotAllowed(_)
+        ));
+        // Another scheme or port on the same host.
+        assert!(matches!(
+            refused("http://cp.example/files/a.apk"),
+            UrlRefused::NotAllowed(_)
+        ));
+        assert!(matches!(
+            refused("https://cp.example:8443/files/a.apk"),
+            UrlRefused::NotAllowed(_)
+        ));
+        assert!(matches!(
+            refused("http://10.0.0.3:3001/a.apk"),
+            UrlRefused::NotAllowed(_)
+        ));
+        // The host network's usual targets.
+        assert!(matches!(
+            refused("http://169.254.169.254/latest/meta-data/"),
+            UrlRefused::NotAllowed(_)
+        ));
+        assert!(matches!(
+            refused("http://127.0.0.1:2375/containers/json"),
+            UrlRefused::NotAllowed(_)
+        ));
+        // Credentials in the URL, even under an allowed prefix.
+        assert_eq!(
+            refused("https://user:pw@cp.example/files/a.apk"),
+            UrlRefused::Userinfo
+        );
+        assert_eq!(
+            refused("https://user@cp.example/files/a.apk"),
+            UrlRefused::Userinfo
+        );
+        assert_eq!(refused("file:///etc/passwd"), UrlRefused::Scheme);
+        assert!(matches!(refused("not a url"), UrlRefused::Invalid(_)));
+        assert_eq!(
+            refused("https://cp.example/admin").to_string(),
+            "url https://cp.example/admin is not under an allowed apk download prefix (apk_url_prefixes)"
+        );
+    }
+
+    #[test]
+    fn apk_downloads_default_to_the_control_plane_and_bad_prefixes_are_refused() {
+        let file: FileConfig = toml::from_str(
+            "node_id = \"n\"\nsecret = \"0123456789abcdef0123\"\nredis_url = \"redis://x\"\ncontrol_plane_url = \"http://cp:3000/\"",
+        )
+        .unwrap();
+        let c = Config::merge(file, Args::default()).unwrap();
+        assert!(c.apk_url_policy.check("http://cp:3000/files/a.apk").is_ok());
+        assert!(c
+            .apk_url_policy
+            .check("http://cp:3001/files/a.apk")
+            .is_err());
+
+        let with = |prefixes: &str| {
+            let file: FileConfig = toml::from_str(&format!(
+                "node_id = \"n\"\nsecret = \"0123456789abcdef0123\"\nredis_url = \"redis://x\"\ncontrol_plane_url = \"http://cp:3000\"\napk_url_prefixes = {prefixes}",
+            ))
+            .unwrap();
+            Config::merge(file, Args::default())
+        };
+        let c = with(r#"["https://apks.example/"]"#).unwrap();
+        assert!(c.apk_url_policy.check("https://apks.example/a.apk").is_ok());
+        assert!(c.apk_url_policy.check("http://cp:3000/a.apk").is_err());
+        // An empty list turns APK downloads off.
+        let c = with("[]").unwrap();
+        assert!(c.apk_url_policy.check("http://cp:3000/a.apk").is_err());
+        for bad in [
+            r#"["ftp://x/"]"#,
+            r#"["https://u:p@x/"]"#,
+            r#"["https://x/?q=1"]"#,
+            r#"["x"]"#,
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("invalid setting apk_url_prefixes: "),
+                "{err}"
+            );
+        }
     }
 
     #[test]

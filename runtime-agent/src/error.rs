@@ -1,5 +1,6 @@
 //! The agent's error type and the stable codes it reports in command results.
 
+use crate::config::UrlRefused;
 use crate::engine::EngineError;
 use crate::spec::SpecError;
 
@@ -45,6 +46,9 @@ pub enum AgentError {
         /// Actual hex digest.
         actual: String,
     },
+    /// The URL is not one the agent may fetch; nothing was fetched.
+    #[error(transparent)]
+    UrlRefused(#[from] UrlRefused),
     /// Fetching a file failed.
     #[error("download failed: {0}")]
     Download(String),
@@ -82,6 +86,8 @@ impl AgentError {
             Self::NoLongerDesired(_) => "cancelled",
             Self::BootTimeout(..) => "boot_timeout",
             Self::ChecksumMismatch { .. } => "checksum_mismatch",
+            Self::UrlRefused(UrlRefused::Invalid(_) | UrlRefused::Scheme) => "invalid_argument",
+            Self::UrlRefused(_) => "url_not_allowed",
             Self::Download(_) => "download_failed",
             Self::DeviceCommand { .. } => "device_command_failed",
             Self::Io(_) => "io_error",

@@ -34,8 +34,18 @@ pub struct Metrics {
     pub messages_rejected: AtomicU64,
     /// Heartbeats published.
     pub heartbeats: AtomicU64,
+    /// Desired states pulled, authenticated and merged.
+    pub desired_state_pulls: AtomicU64,
     /// Failed desired-state pulls.
     pub desired_state_failures: AtomicU64,
+    /// Subscriptions to the command channel established (the first and every resubscription).
+    pub command_subscriptions: AtomicU64,
+    /// Subscriptions to the command channel that broke.
+    pub command_subscriptions_lost: AtomicU64,
+    /// Operation results removed from the ledger after the retention.
+    pub ledger_results_removed: AtomicU64,
+    /// Operation results whose payload was dropped after the replay window.
+    pub ledger_payloads_expired: AtomicU64,
     /// Containers adopted after a restart.
     pub containers_adopted: AtomicU64,
     /// Devices per status, as of the last pass.
@@ -91,9 +101,34 @@ impl Metrics {
             &self.heartbeats,
         );
         counter(
+            "cloudphone_agent_desired_state_pulls_total",
+            "Desired states pulled, authenticated and merged.",
+            &self.desired_state_pulls,
+        );
+        counter(
             "cloudphone_agent_desired_state_failures_total",
             "Failed desired-state pulls.",
             &self.desired_state_failures,
+        );
+        counter(
+            "cloudphone_agent_command_subscriptions_total",
+            "Subscriptions to the command channel established.",
+            &self.command_subscriptions,
+        );
+        counter(
+            "cloudphone_agent_command_subscriptions_lost_total",
+            "Subscriptions to the command channel that broke.",
+            &self.command_subscriptions_lost,
+        );
+        counter(
+            "cloudphone_agent_ledger_results_removed_total",
+            "Operation results removed after the retention.",
+            &self.ledger_results_removed,
+        );
+        counter(
+            "cloudphone_agent_ledger_payloads_expired_total",
+            "Operation results whose payload was dropped after the replay window.",
+            &self.ledger_payloads_expired,
         );
         counter(
             "cloudphone_agent_containers_adopted_total",

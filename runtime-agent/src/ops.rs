@@ -5,14 +5,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use crate::agent::Shared;
+use crate::config::{ApkUrlPolicy, UrlRefused};
 use crate::engine::{ContainerInfo, EngineError};
 use crate::error::AgentError;
 use crate::metrics::Metrics;
@@ -23,30 +25,64 @@ use crate::spec::{self, DeviceId, DevicePath, SnapshotId, LABEL_ADB_PORT, LABEL_
 const MAX_APK_BYTES: usize = 1 << 30;
 const MAX_FILE_BYTES: usize = 64 << 20;
 const MAX_SCREENSHOT_BYTES: usize = 32 << 20;
+const MAX_APK_REDIRECTS: usize = 5;
+
+/// How long a finished operation is remembered: a redelivery within this
+/// time gets the recorded result, a later one runs as a new operation.
+pub const RESULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long a stored result keeps its payload (file contents, screenshots,
+/// logs, shell output). Redeliveries come within seconds or minutes; after
+/// this, a replay gets status, error and metadata only, marked
+/// `payload_expired`, so device data does not sit on the host for a day.
+pub const PAYLOAD_REPLAY_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// How often the running agent sweeps the ledger (see [`Ledger::sweep`]).
+pub const LEDGER_SWEEP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Output fields that carry device data rather than metadata about it.
+const PAYLOAD_FIELDS: &[&str] = &["content_base64", "png_base64", "text", "stdout", "stderr"];
+
+/// The result of an operation in flight, once its runner has it. The runner
+/// holds the sender; a closed channel without a value means the runner was
+/// cancelled (its task aborted) before it finished.
+type InFlight = watch::Receiver<Option<CommandResult>>;
+
+/// What a delivery of an operation does, decided under the in-flight lock.
+enum Claim {
+    /// This delivery inserted the in-flight entry and runs the work.
+    Run(watch::Sender<Option<CommandResult>>),
+    /// Another delivery is running it; wait for its result.
+    Wait(InFlight),
+    /// It finished before; here is the recorded result.
+    Done(CommandResult),
+}
+
+/// What one sweep of the ledger did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Results (and leftover temporary files) removed.
+    pub removed: usize,
+    /// Results whose payload was dropped.
+    pub expired: usize,
+}
 
 /// Results of finished operations, kept on disk so they survive a restart.
 #[derive(Debug)]
 pub struct Ledger {
     dir: PathBuf,
-    inflight: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<CommandResult>>>>,
+    inflight: tokio::sync::Mutex<HashMap<String, InFlight>>,
 }
 
 impl Ledger {
-    /// Opens the ledger under `data_root/.agent/ops`, dropping entries older than a week.
+    /// Opens the ledger under `data_root/.agent/ops` and sweeps it once.
     pub fn open(data_root: &Path) -> std::io::Result<Self> {
         let dir = data_root.join(".agent").join("ops");
         std::fs::create_dir_all(&dir)?;
-        let week = Duration::from_secs(7 * 24 * 3600);
-        for entry in std::fs::read_dir(&dir)?.flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > week);
-            if old {
-                let _ = std::fs::remove_file(entry.path());
-            }
+        let report = sweep_dir(&dir, SystemTime::now())?;
+        if report != SweepReport::default() {
+            tracing::info!(
+                removed = report.removed,
+                expired = report.expired,
+                "swept the operation ledger"
+            );
         }
         Ok(Self {
             dir,
@@ -65,44 +101,182 @@ impl Ledger {
     where
         F: std::future::Future<Output = CommandResult>,
     {
-        if let Some(r) = self.load(op).await {
-            return (r, true);
+        let mut work = Some(f);
+        loop {
+            match self.claim(op).await {
+                Claim::Done(r) => return (r, true),
+                Claim::Wait(rx) => {
+                    if let Some(r) = wait_for_result(rx).await {
+                        return (r, true);
+                    }
+                    // The runner was cancelled without a result: claim again,
+                    // so that exactly one of the waiting deliveries runs it.
+                }
+                Claim::Run(tx) => {
+                    let f = work.take().expect("only one claim of a call runs the work");
+                    let r = f.await;
+                    self.persist(op, &r).await;
+                    // Waiters get the result first; the entry goes only after
+                    // the file is written, so a delivery that finds no entry
+                    // finds the file.
+                    tx.send_replace(Some(r.clone()));
+                    self.inflight.lock().await.remove(op);
+                    return (r, false);
+                }
+            }
         }
-        let cell = self
-            .inflight
-            .lock()
-            .await
-            .entry(op.to_owned())
-            .or_default()
-            .clone();
-        let mut ran = false;
-        let result = cell
-            .get_or_init(|| async {
-                ran = true;
-                let r = f.await;
-                let tmp = self.dir.join(format!(".{op}.tmp"));
-                let data = serde_json::to_vec(&r).expect("result serializes");
-                // Write then rename, so a crash never leaves half a result.
-                if let Err(e) = async {
-                    tokio::fs::write(&tmp, data).await?;
-                    tokio::fs::rename(&tmp, self.path(op)).await
-                }
-                .await
-                {
-                    tracing::error!(error = %e, op, "cannot persist operation result");
-                }
-                r
-            })
-            .await
-            .clone();
-        self.inflight.lock().await.remove(op);
-        (result, !ran)
     }
 
-    async fn load(&self, op: &str) -> Option<CommandResult> {
-        let data = tokio::fs::read(self.path(op)).await.ok()?;
-        serde_json::from_slice(&data).ok()
+    /// Decides, under the in-flight lock, whether this delivery runs the
+    /// operation: the in-flight map first, then the result file, and only if
+    /// both are empty does it insert the entry that makes it the runner. A
+    /// look at the file outside the lock could miss a result written just
+    /// after it and find the entry already gone, and run the work twice.
+    async fn claim(&self, op: &str) -> Claim {
+        let mut inflight = self.inflight.lock().await;
+        if let Some(rx) = inflight.get(op) {
+            if rx.has_changed().is_ok() || rx.borrow().is_some() {
+                return Claim::Wait(rx.clone());
+            }
+            // A closed entry without a result belongs to a cancelled runner;
+            // it is replaced below unless that runner still wrote the file.
+        }
+        if let Some(r) = self.load(op).await {
+            inflight.remove(op);
+            return Claim::Done(r);
+        }
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(op.to_owned(), rx);
+        Claim::Run(tx)
     }
+
+    async fn persist(&self, op: &str, r: &CommandResult) {
+        let tmp = self.dir.join(format!(".{op}.tmp"));
+        let data = serde_json::to_vec(r).expect("result serializes");
+        // Write then rename, so a crash never leaves half a result.
+        if let Err(e) = async {
+            tokio::fs::write(&tmp, data).await?;
+            tokio::fs::rename(&tmp, self.path(op)).await
+        }
+        .await
+        {
+            tracing::error!(error = %e, op, "cannot persist operation result");
+        }
+    }
+
+    /// The recorded result; past the replay window without its payload, even
+    /// if no sweep has removed it from the file yet.
+    async fn load(&self, op: &str) -> Option<CommandResult> {
+        let path = self.path(op);
+        let data = tokio::fs::read(&path).await.ok()?;
+        let mut r: CommandResult = serde_json::from_slice(&data).ok()?;
+        let age = tokio::fs::metadata(&path)
+            .await
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age > PAYLOAD_REPLAY_WINDOW {
+            expire_payload(&mut r);
+        }
+        Some(r)
+    }
+
+    /// Removes results older than [`RESULT_RETENTION`] and drops the payload
+    /// of results older than [`PAYLOAD_REPLAY_WINDOW`]; the agent runs this
+    /// every [`LEDGER_SWEEP_INTERVAL`].
+    pub async fn sweep(&self) -> std::io::Result<SweepReport> {
+        self.sweep_at(SystemTime::now()).await
+    }
+
+    /// [`Ledger::sweep`] as if the time were `now`.
+    pub async fn sweep_at(&self, now: SystemTime) -> std::io::Result<SweepReport> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || sweep_dir(&dir, now))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+/// Waits for the runner's result; `None` if the runner was cancelled first.
+async fn wait_for_result(mut rx: InFlight) -> Option<CommandResult> {
+    loop {
+        if let Some(r) = rx.borrow_and_update().clone() {
+            return Some(r);
+        }
+        if rx.changed().await.is_err() {
+            // Closed: a value sent just before the runner went still counts.
+            return rx.borrow().clone();
+        }
+    }
+}
+
+/// Drops the payload fields of a result and marks it, keeping status, error
+/// and the remaining (metadata) fields of the output.
+fn expire_payload(r: &mut CommandResult) {
+    if let Some(output) = r.output.as_object_mut() {
+        for field in PAYLOAD_FIELDS {
+            output.remove(*field);
+        }
+    }
+    r.payload_expired = true;
+}
+
+fn sweep_dir(dir: &Path, now: SystemTime) -> std::io::Result<SweepReport> {
+    let mut report = SweepReport::default();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        let Some(modified) = entry.metadata().and_then(|m| m.modified()).ok() else {
+            continue;
+        };
+        let age = now.duration_since(modified).unwrap_or_default();
+        // Only temporary files start with a dot (operation ids start with a
+        // letter or digit). They are renamed within moments; an old one is
+        // left over from a crash and may hold a payload.
+        let temporary = entry.file_name().to_string_lossy().starts_with('.');
+        if age > RESULT_RETENTION || (temporary && age > PAYLOAD_REPLAY_WINDOW) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => report.removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot remove an old operation result")
+                }
+            }
+        } else if !temporary && age > PAYLOAD_REPLAY_WINDOW {
+            match expire_file(&path, modified) {
+                Ok(true) => report.expired += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot drop the payload of an operation result")
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Rewrites one result without its payload; `false` if it had none left.
+/// The file keeps its modification time, which is the result's age.
+fn expire_file(path: &Path, modified: SystemTime) -> std::io::Result<bool> {
+    let data = std::fs::read(path)?;
+    let Ok(mut r) = serde_json::from_slice::<CommandResult>(&data) else {
+        return Ok(false);
+    };
+    if r.payload_expired {
+        return Ok(false);
+    }
+    expire_payload(&mut r);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.expire.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(
+        &mut file,
+        &serde_json::to_vec(&r).expect("result serializes"),
+    )?;
+    file.set_modified(modified)?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    Ok(true)
 }
 
 /// Runs one authenticated command through the ledger.
@@ -116,13 +290,14 @@ pub async fn run_command(shared: &Arc<Shared>, cmd: Command) -> CommandResult {
             let r = execute(shared, cmd.op).await;
             tracing::info!(op = %op_id, ok = r.is_ok(), ms = started.elapsed().as_millis() as u64, "operation finished");
             match r {
-                Ok(output) => CommandResult { operation_id: op_id.clone(), ok: true, output, error_code: None, error: None },
+                Ok(output) => CommandResult { operation_id: op_id.clone(), ok: true, output, error_code: None, error: None, payload_expired: false },
                 Err(e) => CommandResult {
                     operation_id: op_id.clone(),
                     ok: false,
                     output: serde_json::Value::Null,
                     error_code: Some(e.code().to_owned()),
                     error: Some(e.to_string()),
+                    payload_expired: false,
                 },
             }
         })
@@ -568,21 +743,40 @@ async fn restore(
     Ok(json!({"device_id": id, "snapshot_id": snap, "image": image}))
 }
 
-async fn download(url: &str, max: usize) -> Result<Vec<u8>, AgentError> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(AgentError::InvalidArgument(
-            "url must be http or https".into(),
-        ));
-    }
+/// Fetches `url`, which the policy has allowed, following only redirects
+/// the policy allows as well.
+async fn download(
+    url: reqwest::Url,
+    policy: &ApkUrlPolicy,
+    max: usize,
+) -> Result<Vec<u8>, AgentError> {
+    let redirects = policy.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_APK_REDIRECTS {
+                attempt.error(format!("more than {MAX_APK_REDIRECTS} redirects"))
+            } else if redirects.allows(attempt.url()) {
+                attempt.follow()
+            } else {
+                let refused = UrlRefused::Redirect(attempt.url().to_string());
+                attempt.error(refused)
+            }
+        }))
         .build()
         .map_err(|e| AgentError::Download(e.to_string()))?;
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| AgentError::Download(e.to_string()))?;
+    let failed = |e: reqwest::Error| {
+        // A refused redirect is reported as the policy's refusal, not as a network failure.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if let Some(refused) = err.downcast_ref::<UrlRefused>() {
+                return AgentError::UrlRefused(refused.clone());
+            }
+            source = err.source();
+        }
+        AgentError::Download(error_chain(&e))
+    };
+    let mut resp = client.get(url).send().await.map_err(failed)?;
     if !resp.status().is_success() {
         return Err(AgentError::Download(format!(
             "server answered {}",
@@ -590,11 +784,7 @@ async fn download(url: &str, max: usize) -> Result<Vec<u8>, AgentError> {
         )));
     }
     let mut data = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| AgentError::Download(e.to_string()))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(failed)? {
         if data.len() + chunk.len() > max {
             return Err(AgentError::Download(format!("larger than {max} bytes")));
         }
@@ -603,12 +793,26 @@ async fn download(url: &str, max: usize) -> Result<Vec<u8>, AgentError> {
     Ok(data)
 }
 
+/// An error and its causes, as reqwest's own message leaves the cause out.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
 async fn install_apk(
     shared: &Arc<Shared>,
     id: &DeviceId,
     url: &str,
     sha256: &str,
 ) -> Result<serde_json::Value, AgentError> {
+    // The policy decides before anything else, so a refused URL is never connected to.
+    let url = shared.cfg.apk_url_policy.check(url)?;
     let expected = sha256.to_ascii_lowercase();
     if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(AgentError::InvalidArgument(
@@ -616,7 +820,7 @@ async fn install_apk(
         ));
     }
     running(shared, id).await?;
-    let data = download(url, MAX_APK_BYTES).await?;
+    let data = download(url, &shared.cfg.apk_url_policy, MAX_APK_BYTES).await?;
     let actual = hex::encode(Sha256::digest(&data));
     if actual != expected {
         // Refused before anything reaches the device.
@@ -709,19 +913,280 @@ fn first_file_in_tar(tar: &[u8]) -> Result<Vec<u8>, AgentError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Poll;
 
-    #[tokio::test]
-    async fn the_ledger_runs_an_operation_once_and_repeats_its_result() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path()).unwrap();
-        let result = |n: u32| CommandResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::spec::OperationId;
+
+    fn result(n: u32) -> CommandResult {
+        CommandResult {
             operation_id: "op".into(),
             ok: true,
             output: json!({"n": n}),
             error_code: None,
             error: None,
+            payload_expired: false,
+        }
+    }
+
+    /// Polls a future exactly once, so a test decides how far each party gets.
+    async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *f).poll(cx) {
+                Poll::Ready(v) => Some(v),
+                Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    /// A runtime with a single blocking thread: file operations (which tokio
+    /// runs on blocking threads) then run one at a time in the order they
+    /// were started, so a test can wait for those started before a point.
+    fn with_one_blocking_thread<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn an_operation_delivered_twice_while_the_first_finishes_runs_once() {
+        with_one_blocking_thread(delivered_twice_while_the_first_finishes());
+    }
+
+    async fn delivered_twice_while_the_first_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let runs = AtomicUsize::new(0);
+        let work = |n: u32| {
+            let runs = &runs;
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                result(n)
+            }
         };
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut first = std::pin::pin!(ledger.run("op", async {
+            started_tx.send(()).unwrap();
+            finish_rx.await.unwrap();
+            work(1).await
+        }));
+        // The first delivery claims the operation and is inside its work.
+        tokio::select! {
+            _ = &mut first => panic!("the first delivery finished before it was let go"),
+            r = started_rx => r.unwrap(),
+        }
+        // The one blocking thread is kept busy, so that a file operation the
+        // second delivery starts cannot finish within the step it gets.
+        let (busy_tx, busy_rx) = tokio::sync::oneshot::channel();
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::task::spawn_blocking(move || {
+            busy_tx.send(()).unwrap();
+            free_rx.recv().unwrap();
+        });
+        busy_rx.await.unwrap();
+        // The second delivery gets exactly one step while the first is
+        // running: this is where a check-then-run ledger started its look at
+        // the result file, outside the in-flight lock.
+        let mut second = std::pin::pin!(ledger.run("op", work(2)));
+        assert!(poll_once(&mut second).await.is_none());
+        // Every file operation started so far has finished once this no-op
+        // has run after them on the one blocking thread: a look at the result
+        // file made in that step found no file.
+        free_tx.send(()).unwrap();
+        busy.await.unwrap();
+        tokio::task::spawn_blocking(|| ()).await.unwrap();
+        // The first finishes completely, the second not polled meanwhile:
+        // result written, in-flight entry gone.
+        finish_tx.send(()).unwrap();
+        let (a, dup_a) = first.await;
+        // Only now does the second continue; it must answer from the first run.
+        let (b, dup_b) = second.await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the operation ran twice");
+        assert_eq!(a.output, json!({"n": 1}));
+        assert_eq!(b, a);
+        assert!(!dup_a && dup_b);
+        // A third delivery, after everything, reads the file.
+        let (c, dup_c) = ledger.run("op", work(3)).await;
+        assert_eq!((c, dup_c), (a, true));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_waiting_on_a_cancelled_run_runs_the_operation_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let mut first = Box::pin(ledger.run("op", async {
+            started_tx.send(()).unwrap();
+            std::future::pending::<CommandResult>().await
+        }));
+        tokio::select! {
+            _ = &mut first => unreachable!("the first delivery never finishes"),
+            r = started_rx => r.unwrap(),
+        }
+        let mut second = std::pin::pin!(ledger.run("op", async { result(2) }));
+        assert!(poll_once(&mut second).await.is_none());
+        // The first delivery's task is aborted, as on shutdown or a crash.
+        drop(first);
+        let (b, dup_b) = second.await;
+        assert_eq!(b.output, json!({"n": 2}));
+        assert!(!dup_b, "the waiting delivery ran the operation");
+        let (c, dup_c) = ledger.run("op", async { result(3) }).await;
+        assert_eq!((c.output, dup_c), (json!({"n": 2}), true));
+    }
+
+    fn age_file(path: &Path, by: Duration) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    fn pull_result() -> CommandResult {
+        CommandResult {
+            operation_id: "op-pull".into(),
+            ok: true,
+            output: json!({"path": "/data/secret.txt", "bytes": 6, "content_base64": "c2VjcmV0"}),
+            error_code: None,
+            error: None,
+            payload_expired: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_replayed_after_the_replay_window_keeps_status_and_metadata_but_not_the_payload(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let (fresh, _) = ledger.run("op-pull", async { pull_result() }).await;
+        let wire = serde_json::to_value(&fresh).unwrap();
+        assert!(
+            wire.get("payload_expired").is_none(),
+            "results inside the window look as before: {wire}"
+        );
+        let (again, dup) = ledger.run("op-pull", async { result(0) }).await;
+        assert!(dup);
+        assert_eq!(again, fresh, "inside the window a replay is exact");
+
+        age_file(
+            &ledger.path("op-pull"),
+            PAYLOAD_REPLAY_WINDOW + Duration::from_secs(60),
+        );
+        let (late, dup) = ledger.run("op-pull", async { result(0) }).await;
+        assert!(dup, "a late replay still does not run the operation");
+        assert!(late.ok && late.payload_expired);
+        assert_eq!(late.output, json!({"path": "/data/secret.txt", "bytes": 6}));
+        let wire = serde_json::to_value(&late).unwrap();
+        assert_eq!(wire["payload_expired"], true);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_drops_payloads_after_the_window_and_results_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.run("op-pull", async { pull_result() }).await;
+        let failed = CommandResult {
+            operation_id: "op-failed".into(),
+            ok: false,
+            output: serde_json::Value::Null,
+            error_code: Some("not_running".into()),
+            error: Some("device d1 is not running".into()),
+            payload_expired: false,
+        };
+        ledger.run("op-failed", async { failed.clone() }).await;
+        // A temporary file left by a crash mid-write.
+        std::fs::write(
+            ledger.dir.join(".op-crashed.tmp"),
+            b"{\"stdout\":\"secret\"}",
+        )
+        .unwrap();
+        let recorded = std::fs::metadata(ledger.path("op-pull"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let now = SystemTime::now();
+
+        let report = ledger
+            .sweep_at(now + Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            SweepReport::default(),
+            "nothing happens inside the window"
+        );
+
+        let report = ledger
+            .sweep_at(now + PAYLOAD_REPLAY_WINDOW + Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            SweepReport {
+                removed: 1,
+                expired: 2
+            }
+        );
+        let raw = std::fs::read_to_string(ledger.path("op-pull")).unwrap();
+        assert!(
+            !raw.contains("c2VjcmV0"),
+            "the payload is gone from the disk: {raw}"
+        );
+        let on_disk: CommandResult = serde_json::from_str(&raw).unwrap();
+        assert!(on_disk.payload_expired && on_disk.ok);
+        assert_eq!(
+            on_disk.output,
+            json!({"path": "/data/secret.txt", "bytes": 6})
+        );
+        let on_disk: CommandResult =
+            serde_json::from_slice(&std::fs::read(ledger.path("op-failed")).unwrap()).unwrap();
+        assert_eq!(on_disk.error, failed.error);
+        assert_eq!(on_disk.error_code, failed.error_code);
+        assert!(!ledger.dir.join(".op-crashed.tmp").exists());
+        // Rewriting keeps the age, so the retention still counts from the operation.
+        let modified = std::fs::metadata(ledger.path("op-pull"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(modified, recorded);
+        let report = ledger
+            .sweep_at(now + PAYLOAD_REPLAY_WINDOW + Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            SweepReport::default(),
+            "an expired result is not rewritten again"
+        );
+
+        let report = ledger
+            .sweep_at(now + RESULT_RETENTION + Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            SweepReport {
+                removed: 2,
+                expired: 0
+            }
+        );
+        // After the retention the id is forgotten and runs as a new operation.
+        let (r, dup) = ledger.run("op-pull", async { result(7) }).await;
+        assert_eq!((r.output, dup), (json!({"n": 7}), false));
+    }
+
+    #[tokio::test]
+    async fn the_ledger_runs_an_operation_once_and_repeats_its_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
         let (a, dup_a) = ledger.run("op", async { result(1) }).await;
         let (b, dup_b) = ledger.run("op", async { result(2) }).await;
         assert_eq!(a.output, json!({"n": 1}));
@@ -732,6 +1197,126 @@ mod tests {
         let (c, dup_c) = again.run("op", async { result(3) }).await;
         assert_eq!(c.output, json!({"n": 1}));
         assert!(dup_c);
+    }
+
+    fn install(url: &str) -> Command {
+        Command {
+            operation_id: OperationId::parse("op-apk").unwrap(),
+            op: Operation::InstallApk {
+                device_id: DeviceId::parse("d1").unwrap(),
+                url: url.into(),
+                sha256: "0".repeat(64),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn an_apk_url_outside_the_allow_list_is_refused_before_any_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        // The fake agent's control plane, and so its only allowed prefix, is http://127.0.0.1:1.
+        let (shared, _fake) = crate::testkit::shared_on_fake(dir.path());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/app.apk",
+            listener.local_addr().unwrap().port()
+        );
+        let r = run_command(&shared, install(&url)).await;
+        assert_eq!(r.error_code.as_deref(), Some("url_not_allowed"), "{r:?}");
+        assert_eq!(
+            r.error.as_deref(),
+            Some(
+                format!("url {url} is not under an allowed apk download prefix (apk_url_prefixes)")
+                    .as_str()
+            )
+        );
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the refused url was connected to"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, _fake) = crate::testkit::shared_on_fake(dir.path());
+        let r = run_command(&shared, install("http://user:pw@127.0.0.1:1/app.apk")).await;
+        assert_eq!(r.error_code.as_deref(), Some("url_not_allowed"), "{r:?}");
+        assert_eq!(
+            r.error.as_deref(),
+            Some("url must not carry a user name or password")
+        );
+    }
+
+    /// A minimal HTTP server: answers every request with `reply(path)` and
+    /// counts the connections it accepted.
+    async fn http_server(reply: fn(u16, &str) -> String) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let _ = stream.write_all(reply(port, &path).as_bytes()).await;
+                });
+            }
+        });
+        (port, connections)
+    }
+
+    fn redirect(to: &str) -> String {
+        format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn apk_downloads_follow_redirects_inside_the_allow_list_only() {
+        let (outside, outside_connections) = http_server(|_, _| {
+            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nevil".into()
+        })
+        .await;
+        let outside_url = format!("http://127.0.0.1:{outside}/evil.apk");
+        // The outside port is passed through the path, as a `fn` cannot capture it.
+        let (inside, _) = http_server(|port, path| match path {
+            "/ok" => "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\napk".into(),
+            "/hop" => redirect(&format!("http://127.0.0.1:{port}/ok")),
+            "/userinfo" => redirect(&format!("http://user:pw@127.0.0.1:{port}/ok")),
+            away => redirect(&format!(
+                "http://127.0.0.1:{}/evil.apk",
+                away.trim_start_matches("/away/")
+            )),
+        })
+        .await;
+        let policy = ApkUrlPolicy::parse(&[format!("http://127.0.0.1:{inside}/")]).unwrap();
+        let get = |path: String| {
+            let policy = policy.clone();
+            async move {
+                let url = policy
+                    .check(&format!("http://127.0.0.1:{inside}{path}"))
+                    .unwrap();
+                download(url, &policy, 1024).await
+            }
+        };
+
+        assert_eq!(get("/hop".into()).await.unwrap(), b"apk");
+        let err = get(format!("/away/{outside}")).await.unwrap_err();
+        assert_eq!(err.code(), "url_not_allowed", "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("redirect to {outside_url} refused: not under an allowed apk download prefix (apk_url_prefixes)")
+        );
+        let err = get("/userinfo".into()).await.unwrap_err();
+        assert_eq!(err.code(), "url_not_allowed", "{err}");
+        assert_eq!(outside_connections.load(Ordering::SeqCst), 0);
     }
 
     #[test]

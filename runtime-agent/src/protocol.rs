@@ -158,7 +158,7 @@ impl Envelope {
         body: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Self {
-        let mut env = Self {
+        Self {
             id: uuid::Uuid::new_v4().to_string(),
             node_id: node.to_string(),
             protocol_version: PROTOCOL_VERSION,
@@ -166,19 +166,26 @@ impl Envelope {
             kind: kind.to_owned(),
             body,
             signature: String::new(),
-        };
-        env.signature = secret.sign(env.signing_input().as_bytes());
-        env
+        }
+        .sign(secret)
     }
 
-    /// The exact string that is signed: the fields joined by newlines, the
-    /// body in canonical JSON.
+    /// Sets the signature over the current fields.
+    pub fn sign(mut self, secret: &NodeSecret) -> Self {
+        self.signature = secret.sign(self.signing_input().as_bytes());
+        self
+    }
+
+    /// The exact string that is signed, as `docs/agent-protocol.md` defines
+    /// it: the fields joined by LF, the protocol version both as the prefix
+    /// and as a line of its own, the body in canonical JSON.
     pub fn signing_input(&self) -> String {
         format!(
-            "cloudphone-agent-v{}\n{}\n{}\n{}\n{}\n{}",
+            "cloudphone-agent-v{}\n{}\n{}\n{}\n{}\n{}\n{}",
             self.protocol_version,
             self.id,
             self.node_id,
+            self.protocol_version,
             self.sent_at,
             self.kind,
             canonical_json(&self.body)
@@ -509,6 +516,12 @@ pub struct CommandResult {
     pub error_code: Option<String>,
     /// Human-readable error on failure.
     pub error: Option<String>,
+    /// Set on a replay answered after the replay window, when the stored
+    /// result no longer holds its payload fields (file contents, screenshots,
+    /// logs, shell output); status, error and the other fields are kept.
+    /// Absent on the wire when false, so results look as they always did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_expired: bool,
 }
 
 #[cfg(test)]
@@ -580,6 +593,90 @@ mod tests {
         assert!(matches!(cmd.op, Operation::Shell { .. }));
         let bad = r#"{"operation_id":"op-1","op":"pull_file","device_id":"d1","path":"/a/../b"}"#;
         assert!(serde_json::from_str::<Command>(bad).is_err());
+    }
+
+    /// The test vectors of `docs/agent-protocol.md`. The expected strings and
+    /// signatures were computed with Python's `hmac` and `json` modules, not
+    /// with this crate, so a change to the signing input on this side cannot
+    /// pass by changing the expectation with it.
+    mod vectors {
+        use super::*;
+
+        const SECRET: &[u8] = b"cloudphone-test-vector-secret-01";
+        const ENVELOPE: &str = r#"{"id":"5f0c2e7e-7c55-4f8e-9a53-3c1b8e2f3a10","node_id":"host-17","protocol_version":1,"sent_at":"2026-11-23T05:01:02.345Z","kind":"command","body":{"operation_id":"op-123","op":"restart","device_id":"dev-42"},"signature":"0ec74d1f8c182431c9463636f113ab406b1c5eedccd79d3116aca9f38efb90af"}"#;
+        const ENVELOPE_INPUT: &str = "cloudphone-agent-v1\n5f0c2e7e-7c55-4f8e-9a53-3c1b8e2f3a10\nhost-17\n1\n2026-11-23T05:01:02.345Z\ncommand\n{\"device_id\":\"dev-42\",\"op\":\"restart\",\"operation_id\":\"op-123\"}";
+        const ENVELOPE_SIGNATURE: &str =
+            "0ec74d1f8c182431c9463636f113ab406b1c5eedccd79d3116aca9f38efb90af";
+        const PATH: &str = "/api/v1/device/internal/nodes/host-17/desired-state";
+        const REQUEST_INPUT: &str = "cloudphone-agent-v1\nrequest\nGET\n/api/v1/device/internal/nodes/host-17/desired-state\nhost-17\n2026-11-23T05:01:02.345Z\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        const REQUEST_SIGNATURE: &str =
+            "1b08c16efe24438e5903aed02b6b816488ffb485152a7e1e648dc113d0e3a95b";
+        const RESPONSE_BODY: &[u8] = br#"{"node_id":"host-17","devices":[]}"#;
+        const RESPONSE_INPUT: &str = "cloudphone-agent-v1\nresponse\nGET\n/api/v1/device/internal/nodes/host-17/desired-state\nhost-17\n2026-11-23T05:01:02.500Z\n145699203fde25fc478cc2ae975c073b26d6987783fa0e3ed58260fde6cacb96";
+        const RESPONSE_SIGNATURE: &str =
+            "e36412fd5556225e782df391b31c906905dcedc1d14e7f2d80fde1c6f83b9c8b";
+
+        fn secret() -> NodeSecret {
+            NodeSecret::new(SECRET.to_vec()).unwrap()
+        }
+
+        fn sent_at() -> DateTime<Utc> {
+            DateTime::parse_from_rfc3339("2026-11-23T05:01:02.345Z")
+                .unwrap()
+                .with_timezone(&Utc)
+        }
+
+        #[test]
+        fn canonical_json_matches_the_documented_vector() {
+            let v: serde_json::Value = serde_json::from_str(
+                r#"{"b": [3, {"z": null, "y": true}], "a": {"d": "tab\there \"quoted\" é", "c": -1.5}, "A": 0}"#,
+            )
+            .unwrap();
+            assert_eq!(
+                canonical_json(&v),
+                r#"{"A":0,"a":{"c":-1.5,"d":"tab\there \"quoted\" é"},"b":[3,{"y":true,"z":null}]}"#
+            );
+        }
+
+        #[test]
+        fn the_documented_envelope_is_signed_with_the_documented_input_and_signature() {
+            let mut env: Envelope = serde_json::from_str(ENVELOPE).unwrap();
+            assert_eq!(env.signing_input(), ENVELOPE_INPUT);
+            env.signature.clear();
+            assert_eq!(env.sign(&secret()).signature, ENVELOPE_SIGNATURE);
+        }
+
+        #[test]
+        fn the_documented_envelope_verifies_and_a_changed_one_does_not() {
+            let node = NodeId::parse("host-17").unwrap();
+            let skew = chrono::Duration::seconds(300);
+            let env = Envelope::open(ENVELOPE.as_bytes(), &secret(), &node, sent_at(), skew)
+                .expect("the documented envelope opens");
+            assert_eq!(env.body["op"], "restart");
+            // The same bytes with one field changed must fail under the documented signature.
+            let changed = ENVELOPE.replace("\"restart\"", "\"delete\"");
+            assert!(matches!(
+                Envelope::open(changed.as_bytes(), &secret(), &node, sent_at(), skew),
+                Err(ProtocolError::BadSignature)
+            ));
+            assert!(secret().verify(ENVELOPE_INPUT.as_bytes(), ENVELOPE_SIGNATURE));
+        }
+
+        #[test]
+        fn the_documented_http_request_and_response_have_the_documented_inputs_and_signatures() {
+            let ts = "2026-11-23T05:01:02.345Z";
+            let input = http_signing_input("request", "GET", PATH, "host-17", ts, b"");
+            assert_eq!(input, REQUEST_INPUT);
+            assert_eq!(secret().sign(input.as_bytes()), REQUEST_SIGNATURE);
+            assert!(secret().verify(REQUEST_INPUT.as_bytes(), REQUEST_SIGNATURE));
+
+            let ts = "2026-11-23T05:01:02.500Z";
+            let input = http_signing_input("response", "GET", PATH, "host-17", ts, RESPONSE_BODY);
+            assert_eq!(input, RESPONSE_INPUT);
+            assert_eq!(secret().sign(input.as_bytes()), RESPONSE_SIGNATURE);
+            assert!(secret().verify(RESPONSE_INPUT.as_bytes(), RESPONSE_SIGNATURE));
+            assert!(!secret().verify(REQUEST_INPUT.as_bytes(), RESPONSE_SIGNATURE));
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Agent tests against a real container engine (Podman's or Docker's API at
 //! `DOCKER_HOST`) and real Redis. They fail, never skip, when either is missing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bollard::query_parameters::InspectContainerOptions;
 use runtime_agent::protocol::{Operation, RunState};
 use runtime_agent::spec::{DeviceId, LABEL_ADB_PORT};
 use runtime_agent::testkit::TestEnv;
+use runtime_agent::AgentHandle;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -80,6 +82,38 @@ fn dev(id: &str) -> DeviceId {
     DeviceId::parse(id).unwrap()
 }
 
+fn count(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Waits until `n` more reconcile passes than now have finished. One pass may
+/// already be under way, having observed the state before the caller's
+/// change, so callers that need a pass which saw their change ask for two.
+async fn wait_for_passes(env: &TestEnv, agent: &AgentHandle, n: u64) {
+    let metrics = &agent.shared.metrics;
+    let target = count(&metrics.reconcile_passes) + n;
+    env.wait_until(
+        &format!("{n} more reconcile passes finished"),
+        T,
+        || async { count(&metrics.reconcile_passes) >= target },
+    )
+    .await;
+}
+
+/// Waits until the agent has merged a desired state that it requested after
+/// this call (two more pulls, as one may be in flight) and has then run a
+/// full reconcile pass over it: everything the pulled state could make the
+/// agent do has been done.
+async fn wait_for_pull_and_reconcile(env: &TestEnv, agent: &AgentHandle) {
+    let metrics = &agent.shared.metrics;
+    let target = count(&metrics.desired_state_pulls) + 2;
+    env.wait_until("two more desired-state pulls were merged", T, || async {
+        count(&metrics.desired_state_pulls) >= target
+    })
+    .await;
+    wait_for_passes(env, agent, 2).await;
+}
+
 async fn wait_status(env: &TestEnv, id: &str, status: &str) {
     env.wait_until(&format!("{id} is {status}"), T, || async {
         env.last_status(id).as_deref() == Some(status)
@@ -106,8 +140,10 @@ async fn stop_and_start_commands_win_over_an_older_desired_state() {
         .await;
     assert!(r.ok, "{r:?}");
     assert!(!env.containers().await[0].running);
-    // The control plane still serves generation 1 (running); the newer command wins.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The control plane still serves generation 1 (running); the newer command
+    // wins. Only a pull requested after the command, and a pass over it, could
+    // restart the device, so both must have happened before the check.
+    wait_for_pull_and_reconcile(&env, &agent).await;
     assert!(
         !env.containers().await[0].running,
         "an older pulled state must not restart the device"
@@ -342,8 +378,9 @@ async fn snapshot_then_restore_brings_back_data_directory_files() {
             .unwrap(),
         b"before snapshot"
     );
-    // The restored container is not replaced by the reconcile loop.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The restored container is not replaced by the reconcile loop: two full
+    // passes after the restore leave it in place.
+    wait_for_passes(&env, &agent, 2).await;
     assert_eq!(env.containers().await[0].id, c.id);
     agent.shutdown().await;
 
@@ -478,7 +515,12 @@ async fn forged_or_unsigned_commands_are_rejected() {
             .contains("cloudphone_agent_messages_rejected_total 2")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A message is counted as rejected on the path that drops it, before
+    // anything could be run or recorded, so both are fully handled now.
+    assert_eq!(count(&agent.shared.metrics.commands), 0, "no command ran");
+    assert!(agent.shared.desired_snapshot().0.is_empty());
+    // Two passes after the rejections would have created anything desired.
+    wait_for_passes(&env, &agent, 2).await;
     assert!(
         env.containers().await.is_empty(),
         "a forged command created nothing"
@@ -535,14 +577,10 @@ async fn a_desired_state_signed_with_another_key_is_ignored() {
     );
     let agent = env.start_agent().await;
     env.wait_until("two pulls were refused", T, || async {
-        agent
-            .shared
-            .metrics
-            .desired_state_failures
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 2
+        count(&agent.shared.metrics.desired_state_failures) >= 2
     })
     .await;
+    assert_eq!(count(&agent.shared.metrics.desired_state_pulls), 0);
     assert!(
         env.containers().await.is_empty(),
         "a forged desired state drives nothing"
@@ -634,8 +672,15 @@ async fn the_agent_survives_a_restart_of_redis() {
     env.cp.set_desired(&env.node, vec![]);
     let agent = env.start_agent().await;
 
+    // Redis comes back only after the agent has seen it go, so the test covers
+    // a real resubscription rather than a connection that never noticed.
+    let subscriptions = count(&agent.shared.metrics.command_subscriptions);
+    assert!(subscriptions >= 1);
     redis.kill().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.wait_until("the agent lost its command subscription", T, || async {
+        count(&agent.shared.metrics.command_subscriptions_lost) >= 1
+    })
+    .await;
     let _redis = spawn_redis();
     wait_redis(url.clone()).await;
 
@@ -664,6 +709,9 @@ async fn the_agent_survives_a_restart_of_redis() {
     env.cp
         .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
     env.wait_until("the agent resubscribed", T, || async {
+        if count(&agent.shared.metrics.command_subscriptions) <= subscriptions {
+            return false;
+        }
         let mut c = client.get_multiplexed_async_connection().await.unwrap();
         let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
             .arg("NUMSUB")
@@ -702,18 +750,17 @@ async fn an_agent_restarted_while_the_control_plane_is_down_keeps_every_device()
         .state
         .down
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let agent = env.start_agent().await;
+    // Without a grace period, any pass that took the unknown desired state for
+    // an empty one would remove the device at once.
+    let mut cfg = env.config();
+    cfg.removal_grace = Duration::ZERO;
+    let agent = env.start_agent_with(cfg).await;
     env.wait_until("several pulls failed", T, || async {
-        agent
-            .shared
-            .metrics
-            .desired_state_failures
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 3
+        count(&agent.shared.metrics.desired_state_failures) >= 3
     })
     .await;
-    // Well past the removal grace: nothing is removed while the desired state is unknown.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_for_passes(&env, &agent, 2).await;
+    assert_eq!(count(&agent.shared.metrics.desired_state_pulls), 0);
     let during = env.containers().await;
     assert_eq!(during.len(), 1);
     assert_eq!(during[0].id, before[0].id);
