@@ -1,6 +1,7 @@
 //! Benchmark of the runtime agent, run with `cargo bench -p runtime-agent`.
 //! Prints, from one run: create→ready and delete through the agent (signed
-//! command over Redis, result back) next to the same steps made directly on
+//! command over Redis, result back in a signed HTTP report to the
+//! control-plane double) next to the same steps made directly on
 //! the engine API, and the time of one reconcile pass over 100 devices on the
 //! in-memory fake engine. Needs `DOCKER_HOST` and Redis like the tests.
 
@@ -72,7 +73,8 @@ async fn real_engine() {
         direct_delete.push(t.elapsed());
     }
 
-    // Through the agent: a signed command over Redis, the result back over Redis.
+    // Through the agent: a signed command over Redis, the result back as a
+    // signed report over HTTP (protocol version 2).
     let agent = env.start_agent().await;
     let (mut agent_create, mut agent_delete) = (Vec::new(), Vec::new());
     for i in 0..ROUNDS {

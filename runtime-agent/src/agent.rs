@@ -1,6 +1,8 @@
 //! Wiring: the shared state and the long-running tasks of one agent
-//! (desired-state pull, reconcile loop, command subscriber, heartbeats,
-//! metrics), and a handle that shuts them down without touching containers.
+//! (desired-state pull, reconcile loop, command subscriber, heartbeats, the
+//! reporter, metrics), and a handle that shuts them down without touching
+//! containers. Redis carries only the commands to this node; everything the
+//! agent tells the control plane goes over signed HTTP (see [`crate::report`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -22,6 +24,8 @@ use crate::protocol::{
     Envelope, Heartbeat, ObservedDevice, Registration,
 };
 use crate::reconcile::{self, DeviceRuntime};
+pub use crate::report::Outgoing;
+use crate::report::ReportQueue;
 use crate::spec::{DeviceId, LABEL_MANAGED, LABEL_NODE};
 
 /// The local copy of the desired state.
@@ -106,19 +110,6 @@ impl DesiredCache {
     }
 }
 
-/// Messages waiting to go out on Redis.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// A device status change.
-    Status(DeviceStatusChange),
-    /// A command result.
-    Result(CommandResult),
-    /// A heartbeat.
-    Heartbeat(Box<Heartbeat>),
-    /// A registration.
-    Register(Registration),
-}
-
 /// State shared by every task of one agent.
 pub struct Shared {
     /// Configuration.
@@ -143,8 +134,8 @@ pub struct Shared {
     pub reconcile_now: Notify,
     /// Wakes the desired-state pull early.
     pub pull_now: Notify,
-    /// Outgoing messages.
-    pub outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// Messages waiting to be reported to the control plane.
+    pub reports: Arc<ReportQueue>,
     /// Commands in flight.
     pub commands: Mutex<tokio::task::JoinSet<()>>,
     /// Limits how many commands run at once.
@@ -162,17 +153,20 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Builds the shared state; `outgoing` receives what should be published.
-    pub fn new(
-        cfg: Config,
-        engine: Arc<dyn Engine>,
-        outgoing: mpsc::UnboundedSender<Outgoing>,
-    ) -> std::io::Result<Self> {
+    /// Builds the shared state with an empty report queue.
+    pub fn new(cfg: Config, engine: Arc<dyn Engine>) -> std::io::Result<Self> {
         let ledger = Ledger::open(&cfg.data_root)?;
+        let metrics = Arc::new(Metrics::default());
+        let reports = Arc::new(ReportQueue::new(
+            cfg.node_id.clone(),
+            cfg.secret.clone(),
+            metrics.clone(),
+            crate::report::Limits::default(),
+        ));
         Ok(Self {
             cfg,
             engine,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             desired: Mutex::default(),
             runtime: Mutex::default(),
             reserved_ports: Mutex::default(),
@@ -181,7 +175,7 @@ impl Shared {
             ledger,
             reconcile_now: Notify::new(),
             pull_now: Notify::new(),
-            outgoing,
+            reports,
             commands: Mutex::default(),
             command_slots: Arc::new(tokio::sync::Semaphore::new(32)),
             device_locks: Mutex::default(),
@@ -225,12 +219,11 @@ impl Shared {
             .len())
     }
 
-    /// Queues a status change for publishing.
-    pub fn publish_status(&self, device: ObservedDevice, previous: Option<DeviceStatus>) {
+    /// Queues a status change for reporting.
+    pub fn report_status(&self, device: ObservedDevice, previous: Option<DeviceStatus>) {
         tracing::info!(device = %device.device_id, status = ?device.status, previous = ?previous, "device status changed");
-        let _ = self
-            .outgoing
-            .send(Outgoing::Status(DeviceStatusChange { device, previous }));
+        self.reports
+            .push(Outgoing::Status(DeviceStatusChange { device, previous }));
     }
 
     /// Registration data of this node.
@@ -313,10 +306,8 @@ impl AgentHandle {
 /// Starts an agent with the given engine.
 pub async fn start(cfg: Config, engine: Arc<dyn Engine>) -> std::io::Result<AgentHandle> {
     tokio::fs::create_dir_all(&cfg.data_root).await?;
-    let redis = redis::Client::open(cfg.redis_url.as_str())
-        .map_err(|e| std::io::Error::other(format!("invalid redis url: {e}")))?;
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::new(cfg, engine, out_tx)?);
+    let redis = redis_client(&cfg)?;
+    let shared = Arc::new(Shared::new(cfg, engine)?);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let metrics_addr = match shared.cfg.metrics_addr {
@@ -325,10 +316,10 @@ pub async fn start(cfg: Config, engine: Arc<dyn Engine>) -> std::io::Result<Agen
         }
         None => None,
     };
-    tasks.push(tokio::spawn(publisher(
-        shared.clone(),
-        redis.clone(),
-        out_rx,
+    tasks.push(tokio::spawn(crate::report::reporter(
+        shared.reports.clone(),
+        shared.cfg.clone(),
+        shared.metrics.clone(),
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(subscriber(
@@ -360,6 +351,29 @@ pub async fn start(cfg: Config, engine: Arc<dyn Engine>) -> std::io::Result<Agen
         shutdown,
         tasks,
     })
+}
+
+/// The Redis client of the command subscriber: `redis://` or `rediss://`
+/// (TLS, verified against the system's roots or, when `redis_ca_file` is
+/// set, against that file's certificates only).
+pub fn redis_client(cfg: &Config) -> std::io::Result<redis::Client> {
+    let invalid = |e: redis::RedisError| std::io::Error::other(format!("invalid redis url: {e}"));
+    match &cfg.redis_ca_file {
+        None => redis::Client::open(cfg.redis_url.as_str()).map_err(invalid),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                std::io::Error::other(format!("cannot read redis_ca_file {}: {e}", path.display()))
+            })?;
+            redis::Client::build_with_tls(
+                cfg.redis_url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(invalid)
+        }
+    }
 }
 
 async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
@@ -449,7 +463,7 @@ async fn desired_state_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
     }
 }
 
-fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -491,10 +505,7 @@ pub async fn fetch_desired_state(
     client: &reqwest::Client,
 ) -> Result<DesiredState, String> {
     let cfg = &shared.cfg;
-    let path = format!(
-        "/api/v1/device/internal/nodes/{}/desired-state",
-        cfg.node_id
-    );
+    let path = protocol::desired_state_path(cfg.node_id.as_str());
     let resp = signed_request(client, cfg, reqwest::Method::GET, &path, Vec::new())
         .send()
         .await
@@ -544,12 +555,8 @@ fn check_fresh(ts: &str, max_skew: Duration) -> Result<(), String> {
 
 async fn register_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let reg = shared.registration().await;
-    let _ = shared.outgoing.send(Outgoing::Register(reg.clone()));
     let client = http_client();
-    let path = format!(
-        "/api/v1/device/internal/nodes/{}/register",
-        shared.cfg.node_id
-    );
+    let path = protocol::register_path(shared.cfg.node_id.as_str());
     let body = serde_json::to_vec(&reg).expect("registration serializes");
     let mut delay = Duration::from_millis(500);
     loop {
@@ -585,96 +592,9 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             devices: shared.inventory.lock().expect("inventory lock").clone(),
             uptime_s: shared.uptime().as_secs(),
         };
-        let _ = shared.outgoing.send(Outgoing::Heartbeat(Box::new(hb)));
+        shared.reports.push(Outgoing::Heartbeat(Box::new(hb)));
         if sleep_or_shutdown(shared.cfg.heartbeat_interval, &mut shutdown).await {
             return;
-        }
-    }
-}
-
-async fn publisher(
-    shared: Arc<Shared>,
-    redis: redis::Client,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
-    loop {
-        tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => publish_one(&shared, &redis, &mut conn, m).await,
-                None => return,
-            },
-            _ = shutdown.changed() => {
-                // Flush what is queued (final results and statuses) before stopping.
-                while let Ok(m) = rx.try_recv() {
-                    publish_one(&shared, &redis, &mut conn, m).await;
-                }
-                return;
-            }
-        }
-    }
-}
-
-/// Signs and publishes one message; on failure reconnects once and retries.
-async fn publish_one(
-    shared: &Shared,
-    redis: &redis::Client,
-    conn: &mut Option<redis::aio::MultiplexedConnection>,
-    msg: Outgoing,
-) {
-    let (channel, kind, body) = match msg {
-        Outgoing::Status(s) => (
-            protocol::CHANNEL_STATUS,
-            "device_status",
-            serde_json::to_value(s),
-        ),
-        Outgoing::Result(r) => (
-            protocol::CHANNEL_RESULTS,
-            "command_result",
-            serde_json::to_value(r),
-        ),
-        Outgoing::Heartbeat(h) => {
-            Metrics::inc(&shared.metrics.heartbeats);
-            (
-                protocol::CHANNEL_HEARTBEATS,
-                "heartbeat",
-                serde_json::to_value(h),
-            )
-        }
-        Outgoing::Register(r) => (
-            protocol::CHANNEL_HEARTBEATS,
-            "register",
-            serde_json::to_value(r),
-        ),
-    };
-    let body = body.expect("messages serialize");
-    let env = Envelope::signed(
-        &shared.cfg.secret,
-        &shared.cfg.node_id,
-        kind,
-        body,
-        Utc::now(),
-    );
-    let payload = serde_json::to_string(&env).expect("envelope serializes");
-    // Publishing is best effort: heartbeats repeat the full state, so a
-    // message lost while Redis is down is made good by the next one.
-    for _ in 0..2 {
-        if conn.is_none() {
-            *conn = redis.get_multiplexed_async_connection().await.ok();
-        }
-        let Some(c) = conn.as_mut() else { break };
-        let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(&payload)
-            .query_async(c)
-            .await;
-        match r {
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, channel, "publish failed");
-                *conn = None;
-            }
         }
     }
 }
@@ -688,6 +608,7 @@ async fn subscriber(
     let mut delay = Duration::from_millis(200);
     loop {
         let sub = async {
+            check_subscribe_permission(&redis, &channel).await?;
             let mut ps = redis.get_async_pubsub().await?;
             ps.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(ps)
@@ -712,13 +633,34 @@ async fn subscriber(
                 Metrics::inc(&shared.metrics.command_subscriptions_lost);
                 tracing::warn!("command subscription lost; reconnecting");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to commands; retrying"),
+            Err(e) => {
+                Metrics::inc(&shared.metrics.command_subscription_failures);
+                tracing::warn!(error = %e, channel, "cannot subscribe to commands; retrying");
+            }
         }
         if sleep_or_shutdown(delay, &mut shutdown).await {
             return;
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+}
+
+/// Fails when Redis refuses this node's user the subscription (`NOPERM`).
+/// The redis crate (0.27) takes a refused `SUBSCRIBE` on a pub/sub
+/// connection for a success, so an agent whose ACL user lacks the channel
+/// would wait for commands that can never come, and say it is subscribed. On
+/// an ordinary connection the same refusal is an error; the connection is
+/// dropped right after.
+async fn check_subscribe_permission(
+    redis: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<()> {
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let _: redis::Value = redis::cmd("SUBSCRIBE")
+        .arg(channel)
+        .query_async(&mut conn)
+        .await?;
+    Ok(())
 }
 
 /// Authenticates one raw command message and runs it in the background.
@@ -757,7 +699,7 @@ pub fn handle_message(shared: &Arc<Shared>, raw: &[u8]) {
             Metrics::inc(&shared.metrics.messages_rejected);
             tracing::warn!(error = %e, message = %env.id, "malformed command");
             if let Some(op) = env.body.get("operation_id").and_then(|v| v.as_str()) {
-                let _ = shared.outgoing.send(Outgoing::Result(CommandResult {
+                shared.reports.push(Outgoing::Result(CommandResult {
                     operation_id: op.to_owned(),
                     ok: false,
                     output: serde_json::Value::Null,
@@ -778,7 +720,10 @@ pub fn handle_message(shared: &Arc<Shared>, raw: &[u8]) {
         // Bounded, so a burst of commands cannot exhaust the host.
         let _permit = permits.acquire_owned().await;
         let result = crate::ops::run_command(&task_shared, cmd).await;
-        let _ = task_shared.outgoing.send(Outgoing::Result(result));
+        // Waits while the queue is full of undelivered results, so the
+        // slot stays taken and a long outage of the control plane stops
+        // new commands instead of piling up results in memory.
+        task_shared.reports.push_result(result).await;
     });
 }
 

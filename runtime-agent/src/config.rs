@@ -209,8 +209,10 @@ pub struct FileConfig {
     pub secret_file: Option<PathBuf>,
     /// Engine address, like `DOCKER_HOST`.
     pub engine_host: Option<String>,
-    /// Redis URL.
+    /// Redis URL, `redis://` or `rediss://` (TLS), with the node's ACL user and password.
     pub redis_url: Option<String>,
+    /// PEM file of the CA certificates that a `rediss://` server is checked against, instead of the system's roots.
+    pub redis_ca_file: Option<PathBuf>,
     /// Control-plane base URL.
     pub control_plane_url: Option<String>,
     /// Private address ADB ports are bound to.
@@ -271,9 +273,13 @@ pub struct Args {
     /// Engine address, `unix:///run/docker.sock` or `tcp://host:2375`.
     #[arg(long, env = "DOCKER_HOST")]
     pub engine_host: Option<String>,
-    /// Redis URL.
+    /// Redis URL, `redis://` or `rediss://` (TLS); it carries the node's Redis
+    /// password, so prefer the file or the environment to this flag.
     #[arg(long, env = "CLOUDPHONE_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// PEM file of the CA certificates trusted for a `rediss://` URL.
+    #[arg(long, env = "CLOUDPHONE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Control-plane base URL.
     #[arg(long, env = "CLOUDPHONE_CONTROL_PLANE_URL")]
     pub control_plane_url: Option<String>,
@@ -302,8 +308,11 @@ pub struct Config {
     pub secret: NodeSecret,
     /// Engine address.
     pub engine_host: String,
-    /// Redis URL.
+    /// Redis URL (`redis://` or `rediss://`), used only to subscribe to this node's commands.
     pub redis_url: String,
+    /// CA certificates (PEM) a `rediss://` server is checked against, in
+    /// place of the system's roots.
+    pub redis_ca_file: Option<PathBuf>,
     /// Control-plane base URL, without a trailing `/`.
     pub control_plane_url: String,
     /// Private address ADB ports are bound to.
@@ -357,6 +366,7 @@ impl Config {
             secret,
             engine_host: "unix:///var/run/docker.sock".into(),
             redis_url: redis_url.into(),
+            redis_ca_file: None,
             control_plane_url: control_plane_url.trim_end_matches('/').into(),
             adb_bind_address: "127.0.0.1".into(),
             port_range: PortRange {
@@ -442,6 +452,17 @@ impl Config {
         }
         if let Some(v) = args.engine_host.or(file.engine_host) {
             c.engine_host = v;
+        }
+        if let Some(v) = args.redis_ca_file.or(file.redis_ca_file) {
+            // The redis crate takes a CA only for a TLS connection; refusing
+            // here says so at start-up rather than on the first connection.
+            if !c.redis_url.starts_with("rediss://") {
+                return Err(invalid(
+                    "redis_ca_file",
+                    "is only used with a rediss:// redis_url".into(),
+                ));
+            }
+            c.redis_ca_file = Some(v);
         }
         if let Some(v) = args.adb_bind_address.or(file.adb_bind_address) {
             v.parse::<std::net::IpAddr>()
@@ -635,6 +656,41 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_redis_ca_file_needs_a_tls_redis_url() {
+        let with = |url: &str| {
+            let file: FileConfig = toml::from_str(&format!(
+                "node_id = \"n\"\nsecret = \"0123456789abcdef0123\"\ncontrol_plane_url = \"http://cp\"\nredis_url = \"{url}\"\nredis_ca_file = \"/etc/cloudphone/redis-ca.pem\"",
+            ))
+            .unwrap();
+            Config::merge(file, Args::default())
+        };
+        let c = with("rediss://node-n:pw@redis.internal:6380/").unwrap();
+        assert_eq!(
+            c.redis_ca_file.as_deref(),
+            Some(Path::new("/etc/cloudphone/redis-ca.pem"))
+        );
+        assert_eq!(
+            with("redis://redis.internal/").unwrap_err().to_string(),
+            "invalid setting redis_ca_file: is only used with a rediss:// redis_url"
+        );
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let file: FileConfig =
+            toml::from_str(include_str!("../deploy/agent.example.toml")).unwrap();
+        // The secret file of the example does not exist here; a secret from
+        // the environment takes its place.
+        let args = Args {
+            secret: Some("0123456789abcdef0123".into()),
+            ..Default::default()
+        };
+        let c = Config::merge(file, args).unwrap();
+        assert!(c.redis_url.starts_with("rediss://node-host-17:"));
+        assert!(c.redis_ca_file.is_some());
     }
 
     #[test]

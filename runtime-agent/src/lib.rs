@@ -2,7 +2,8 @@
 //! cloud phones, turns the control plane's desired state into redroid
 //! containers and reports what is really there. `main.rs` is a thin binary
 //! over [`agent::start`]; tests and benchmarks drive the same code in-process.
-//! The wire protocol is described in `docs/agent-protocol.md`.
+//! The wire protocol (version 2: commands over Redis, reports over signed
+//! HTTP) is described in `docs/agent-protocol.md`.
 
 pub mod agent;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod node;
 pub mod ops;
 pub mod protocol;
 pub mod reconcile;
+pub mod report;
 pub mod spec;
 pub mod testkit;
 

@@ -32,8 +32,16 @@ pub struct Metrics {
     pub commands_deduplicated: AtomicU64,
     /// Messages refused (bad signature, stale, wrong node, malformed).
     pub messages_rejected: AtomicU64,
-    /// Heartbeats published.
+    /// Heartbeats delivered to the control plane.
     pub heartbeats: AtomicU64,
+    /// Report requests the control plane accepted.
+    pub reports_sent: AtomicU64,
+    /// Report requests that failed (transport error or a non-2xx answer) and are retried.
+    pub report_failures: AtomicU64,
+    /// Heartbeats and statuses dropped from a full report queue, and messages too large to report.
+    pub report_messages_dropped: AtomicU64,
+    /// Messages waiting in the report queue (a gauge).
+    pub report_queue_messages: AtomicU64,
     /// Desired states pulled, authenticated and merged.
     pub desired_state_pulls: AtomicU64,
     /// Failed desired-state pulls.
@@ -42,6 +50,8 @@ pub struct Metrics {
     pub command_subscriptions: AtomicU64,
     /// Subscriptions to the command channel that broke.
     pub command_subscriptions_lost: AtomicU64,
+    /// Attempts to subscribe to the command channel that failed (Redis unreachable, or refused by its ACL).
+    pub command_subscription_failures: AtomicU64,
     /// Operation results removed from the ledger after the retention.
     pub ledger_results_removed: AtomicU64,
     /// Operation results whose payload was dropped after the replay window.
@@ -97,8 +107,23 @@ impl Metrics {
         );
         counter(
             "cloudphone_agent_heartbeats_total",
-            "Heartbeats published.",
+            "Heartbeats delivered to the control plane.",
             &self.heartbeats,
+        );
+        counter(
+            "cloudphone_agent_reports_sent_total",
+            "Report requests the control plane accepted.",
+            &self.reports_sent,
+        );
+        counter(
+            "cloudphone_agent_report_failures_total",
+            "Report requests that failed and are retried.",
+            &self.report_failures,
+        );
+        counter(
+            "cloudphone_agent_report_messages_dropped_total",
+            "Heartbeats and statuses dropped from a full report queue, and messages too large to report.",
+            &self.report_messages_dropped,
         );
         counter(
             "cloudphone_agent_desired_state_pulls_total",
@@ -121,6 +146,11 @@ impl Metrics {
             &self.command_subscriptions_lost,
         );
         counter(
+            "cloudphone_agent_command_subscription_failures_total",
+            "Attempts to subscribe to the command channel that failed.",
+            &self.command_subscription_failures,
+        );
+        counter(
             "cloudphone_agent_ledger_results_removed_total",
             "Operation results removed after the retention.",
             &self.ledger_results_removed,
@@ -140,6 +170,11 @@ impl Metrics {
             out,
             "# HELP cloudphone_agent_reconcile_seconds_total Time spent in reconcile passes.\n# TYPE cloudphone_agent_reconcile_seconds_total counter\ncloudphone_agent_reconcile_seconds_total {:.6}",
             micros as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cloudphone_agent_report_queue_messages Messages waiting to be reported.\n# TYPE cloudphone_agent_report_queue_messages gauge\ncloudphone_agent_report_queue_messages {}",
+            self.report_queue_messages.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "# HELP cloudphone_agent_devices Devices by status.\n# TYPE cloudphone_agent_devices gauge");
         for (status, n) in self.devices_by_status.lock().expect("metrics lock").iter() {

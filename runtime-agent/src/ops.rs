@@ -24,7 +24,11 @@ use crate::spec::{self, DeviceId, DevicePath, SnapshotId, LABEL_ADB_PORT, LABEL_
 
 const MAX_APK_BYTES: usize = 1 << 30;
 const MAX_FILE_BYTES: usize = 64 << 20;
-const MAX_SCREENSHOT_BYTES: usize = 32 << 20;
+/// Largest file `pull_file` returns and largest screenshot: in base64, with
+/// the envelope around it, the result must fit in one report request
+/// (`MAX_REPORT_BYTES`, 24 MiB), since reports are how results travel.
+const MAX_PULL_BYTES: usize = 16 << 20;
+const MAX_SCREENSHOT_BYTES: usize = MAX_PULL_BYTES;
 const MAX_APK_REDIRECTS: usize = 5;
 
 /// How long a finished operation is remembered: a redelivery within this
@@ -472,9 +476,14 @@ async fn execute(shared: &Arc<Shared>, op: Operation) -> Result<serde_json::Valu
             let c = running(shared, &device_id).await?;
             let tar = shared
                 .engine
-                .download_tar(&c.name, path.as_str(), MAX_FILE_BYTES + 4096)
+                .download_tar(&c.name, path.as_str(), MAX_PULL_BYTES + 4096)
                 .await?;
             let data = first_file_in_tar(&tar)?;
+            if data.len() > MAX_PULL_BYTES {
+                return Err(AgentError::InvalidArgument(format!(
+                    "file larger than {MAX_PULL_BYTES} bytes"
+                )));
+            }
             Ok(
                 json!({"path": path, "bytes": data.len(), "content_base64": base64::engine::general_purpose::STANDARD.encode(&data)}),
             )

@@ -34,7 +34,7 @@ pub struct DeviceRuntime {
     pub last_error: Option<String>,
     /// Since when the device has a container but is not desired.
     pub undesired_since: Option<Instant>,
-    /// The status last published.
+    /// The status last reported.
     pub last_status: Option<DeviceStatus>,
 }
 
@@ -597,7 +597,7 @@ pub async fn remove_device(shared: &Arc<Shared>, id: &DeviceId) -> Result<(), Ag
     Ok(())
 }
 
-/// Re-observes and publishes the inventory and every status change.
+/// Re-observes the inventory and reports every status change.
 pub async fn refresh_inventory(
     shared: &Arc<Shared>,
     desired: &BTreeMap<DeviceId, DesiredDevice>,
@@ -653,7 +653,7 @@ pub async fn refresh_inventory(
         .expect("metrics lock") = counts;
     *shared.inventory.lock().expect("inventory lock") = inventory;
     for (dev, previous) in changes {
-        shared.publish_status(dev, previous);
+        shared.report_status(dev, previous);
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Test support shared by the integration tests and the benchmark: a small
 //! image that behaves like redroid, a stand-in for the control plane's HTTP
-//! endpoints, and a per-test environment that cleans up after itself.
+//! endpoints (desired state, register, reports), private `redis-server`
+//! processes, and a per-test environment that cleans up after itself.
 //! Nothing here is used by the agent itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use crate::engine::docker::DockerEngine;
 use crate::engine::Engine;
 use crate::protocol::{
     self, Command, CommandResult, DesiredDevice, DesiredState, Envelope, NodeSecret, Operation,
-    RunState,
+    Reports, RunState,
 };
 use crate::spec::{
     DeviceId, DeviceSpec, Display, Gpu, ImageRef, NodeId, OperationId, Resources, LABEL_NODE,
@@ -175,6 +176,27 @@ pub struct ControlPlaneState {
     pub desired: Mutex<HashMap<String, Vec<DesiredDevice>>>,
     /// Registrations received, raw JSON.
     pub registrations: Mutex<Vec<serde_json::Value>>,
+    /// Every reported message whose signature verified, once per envelope
+    /// id, in arrival order: what a control plane applying each message
+    /// idempotently would have applied.
+    pub messages: Mutex<Vec<Envelope>>,
+    /// Envelope ids received, to spot redeliveries.
+    pub seen: Mutex<HashSet<String>>,
+    /// Messages received again under an id already recorded (a batch resent
+    /// after an answer that was lost).
+    pub duplicates: AtomicU64,
+    /// Reported messages refused: bad signature, other node or version, or
+    /// a kind an agent does not report.
+    pub rejected_messages: AtomicU64,
+    /// Report requests recorded.
+    pub reports: AtomicU64,
+    /// Messages per recorded report request, in order.
+    pub report_sizes: Mutex<Vec<usize>>,
+    /// Report requests still to refuse with 503 before recording anything.
+    pub refuse_reports: AtomicU64,
+    /// Report requests still to answer with 503 after recording them, as if
+    /// the answer had been lost on the way back.
+    pub lose_report_answers: AtomicU64,
     /// Static files (for APK downloads) by path.
     pub files: Mutex<HashMap<String, Vec<u8>>>,
     /// When set, every API call answers 503.
@@ -188,7 +210,7 @@ pub struct ControlPlaneState {
     pub unauthorized: AtomicU64,
 }
 
-/// A stand-in for the device component's internal node endpoints.
+/// A stand-in for the device component's agent endpoints (protocol version 2).
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
     /// Base URL.
@@ -285,8 +307,14 @@ async fn handle(
         return reply(503, b"down".to_vec());
     }
     let input = protocol::http_signing_input("request", &method, &path, &node, &ts, &body);
-    let prefix = format!("/api/v1/device/internal/nodes/{node}/");
-    if node.is_empty() || !path.starts_with(&prefix) || !secret.verify(input.as_bytes(), &sig) {
+    let prefix = format!("{}/{node}/", protocol::AGENT_API);
+    let fresh = chrono::DateTime::parse_from_rfc3339(&ts)
+        .is_ok_and(|t| (Utc::now() - t.with_timezone(&Utc)).num_seconds().abs() <= 300);
+    if node.is_empty()
+        || !path.starts_with(&prefix)
+        || !secret.verify(input.as_bytes(), &sig)
+        || !fresh
+    {
         st.unauthorized.fetch_add(1, Ordering::SeqCst);
         return reply(401, b"unauthorized".to_vec());
     }
@@ -325,8 +353,60 @@ async fn handle(
             st.registrations.lock().expect("lock").push(v);
             reply(204, Vec::new())
         }
+        ("POST", "reports") => {
+            if take_one(&st.refuse_reports) {
+                return reply(503, b"refused".to_vec());
+            }
+            if body.len() > protocol::MAX_REPORT_BYTES {
+                return reply(413, Vec::new());
+            }
+            let Ok(reports) = serde_json::from_slice::<Reports>(&body) else {
+                return reply(400, b"malformed report".to_vec());
+            };
+            if reports.messages.len() > protocol::MAX_REPORT_MESSAGES {
+                return reply(413, Vec::new());
+            }
+            record_reports(&st, &secret, &node, reports.messages);
+            if take_one(&st.lose_report_answers) {
+                return reply(503, b"answer lost".to_vec());
+            }
+            reply(204, Vec::new())
+        }
         _ => reply(404, Vec::new()),
     }
+}
+
+/// Takes one from a counter of things still to do; false when none are left.
+fn take_one(counter: &AtomicU64) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Records a report's messages as a control plane applies them: each
+/// authenticated message once, whatever else the request carries.
+fn record_reports(
+    st: &ControlPlaneState,
+    secret: &NodeSecret,
+    node: &str,
+    messages: Vec<Envelope>,
+) {
+    let count = messages.len();
+    for env in messages {
+        if env.authenticate(secret, node).is_err()
+            || !protocol::REPORT_KINDS.contains(&env.kind.as_str())
+        {
+            st.rejected_messages.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        if !st.seen.lock().expect("lock").insert(env.id.clone()) {
+            st.duplicates.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        st.messages.lock().expect("lock").push(env);
+    }
+    st.report_sizes.lock().expect("lock").push(count);
+    st.reports.fetch_add(1, Ordering::SeqCst);
 }
 
 fn next_ports(n: u16) -> PortRange {
@@ -341,11 +421,81 @@ fn next_ports(n: u16) -> PortRange {
     }
 }
 
-/// Messages the agent published for one node, verified with its secret.
-#[derive(Debug, Default)]
-pub struct Inbox {
-    /// Every verified message, in arrival order.
-    pub messages: Mutex<Vec<Envelope>>,
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A private `redis-server` for one test, without persistence, killed when
+/// dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// The port it listens on (plain or TLS, as configured).
+    pub port: u16,
+    args: Vec<String>,
+    child: tokio::process::Child,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on 127.0.0.1:`port` with `args` added (for
+    /// example `--aclfile` or the TLS settings, which may replace the port
+    /// with `--port 0 --tls-port`), and waits until it accepts connections.
+    pub async fn start(port: u16, args: &[String]) -> Self {
+        let args = args.to_vec();
+        let child = Self::spawn(port, &args);
+        let server = Self { port, args, child };
+        server.wait_listening().await;
+        server
+    }
+
+    fn spawn(port: u16, args: &[String]) -> tokio::process::Child {
+        let port = port.to_string();
+        tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (apt-get install redis-server) is needed for this test")
+    }
+
+    async fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server on port {} did not start",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the server and waits for it to exit.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill redis-server");
+    }
+
+    /// Starts it again, with the same settings, after [`RedisServer::kill`].
+    pub async fn restart(&mut self) {
+        self.child = Self::spawn(self.port, &self.args);
+        self.wait_listening().await;
+    }
 }
 
 /// One test's world: a real engine, real Redis, a control-plane double, a
@@ -367,10 +517,9 @@ pub struct TestEnv {
     pub cp: ControlPlane,
     /// ADB ports of this test.
     pub ports: PortRange,
-    /// What the agent published.
-    pub inbox: Arc<Inbox>,
-    /// The Redis URL the agent and the test use.
+    /// The Redis URL the agent uses unless its configuration says otherwise.
     pub redis_url: String,
+    /// The client the test publishes commands with, as the control plane.
     redis: redis::Client,
 }
 
@@ -380,8 +529,23 @@ impl TestEnv {
         Self::with_redis(name, ports, &redis_url()).await
     }
 
-    /// Like [`TestEnv::new`] with a Redis of the test's own.
+    /// Like [`TestEnv::new`] with a Redis of the test's own: the agent and
+    /// the test both use `redis_url`.
     pub async fn with_redis(name: &str, ports: u16, redis_url: &str) -> Self {
+        let client = redis::Client::open(redis_url).expect("redis url");
+        Self::with_redis_client(name, ports, redis_url, client).await
+    }
+
+    /// Like [`TestEnv::new`] with a Redis of the test's own: the agent is
+    /// configured with `redis_url`, and the test publishes commands through
+    /// `client` (which may hold other credentials or trust another CA). No
+    /// connection is made yet, so the server may start later.
+    pub async fn with_redis_client(
+        name: &str,
+        ports: u16,
+        redis_url: &str,
+        client: redis::Client,
+    ) -> Self {
         let engine = Arc::new(engine_from_env().await);
         let image = fake_redroid_image(&engine).await;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -393,31 +557,6 @@ impl TestEnv {
         let data_root = std::env::temp_dir().join(format!("cloudphone-agent-test-{node}"));
         std::fs::create_dir_all(&data_root).expect("data root");
         let cp = ControlPlane::start(secret.clone()).await;
-        let redis = redis::Client::open(redis_url).expect("redis url");
-        let inbox = Arc::new(Inbox::default());
-        let mut ps = redis
-            .get_async_pubsub()
-            .await
-            .unwrap_or_else(|e| panic!("redis at {redis_url} is needed for these tests: {e}"));
-        for ch in [
-            protocol::CHANNEL_RESULTS,
-            protocol::CHANNEL_STATUS,
-            protocol::CHANNEL_HEARTBEATS,
-        ] {
-            ps.subscribe(ch).await.expect("subscribe");
-        }
-        let (inbox2, secret2, node2) = (inbox.clone(), secret.clone(), node.clone());
-        tokio::spawn(async move {
-            let mut stream = ps.on_message();
-            while let Some(msg) = stream.next().await {
-                let skew = chrono::Duration::minutes(5);
-                if let Ok(env) =
-                    Envelope::open(msg.get_payload_bytes(), &secret2, &node2, Utc::now(), skew)
-                {
-                    inbox2.messages.lock().expect("lock").push(env);
-                }
-            }
-        });
         Self {
             redis_url: redis_url.to_owned(),
             engine,
@@ -427,8 +566,7 @@ impl TestEnv {
             data_root,
             cp,
             ports: next_ports(ports),
-            inbox,
-            redis,
+            redis: client,
         }
     }
 
@@ -463,26 +601,28 @@ impl TestEnv {
         let engine: Arc<dyn Engine> = self.engine.clone();
         let h = crate::start(cfg, engine).await.expect("agent starts");
         // Commands published before the subscription is live would be lost.
+        // The agent counts a subscription once Redis has confirmed it, which
+        // needs no Redis permission beyond the node's own to observe.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let channel = protocol::commands_channel(&self.node);
-        loop {
-            let mut conn = self
-                .redis
-                .get_multiplexed_async_connection()
-                .await
-                .expect("redis");
-            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(&channel)
-                .query_async(&mut conn)
-                .await
-                .expect("pubsub numsub");
-            if counts.first().is_some_and(|(_, n)| *n > 0) || Instant::now() > deadline {
-                break;
-            }
+        while h
+            .shared
+            .metrics
+            .command_subscriptions
+            .load(Ordering::SeqCst)
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not subscribe to its command channel within 10 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         h
+    }
+
+    /// Every message the control plane has recorded from this test's node.
+    pub fn messages(&self) -> Vec<Envelope> {
+        self.cp.state.messages.lock().expect("lock").clone()
     }
 
     /// A desired device running the fake image.
@@ -510,7 +650,8 @@ impl TestEnv {
         }
     }
 
-    /// Publishes a raw payload on this node's command channel.
+    /// Publishes a raw payload on this node's command channel, as the
+    /// control plane does.
     pub async fn publish_raw(&self, payload: &str) {
         let mut conn = self
             .redis
@@ -548,7 +689,8 @@ impl TestEnv {
         let deadline = Instant::now() + timeout;
         loop {
             let found: Vec<CommandResult> = self
-                .inbox
+                .cp
+                .state
                 .messages
                 .lock()
                 .expect("lock")
@@ -577,7 +719,8 @@ impl TestEnv {
     }
 
     fn results_for(&self, op_id: &str) -> usize {
-        self.inbox
+        self.cp
+            .state
             .messages
             .lock()
             .expect("lock")
@@ -620,9 +763,10 @@ impl TestEnv {
         crate::spec::device_dir(&self.data_root, &DeviceId::parse(id).expect("id")).join("data")
     }
 
-    /// The latest published status of a device.
+    /// The latest reported status of a device.
     pub fn last_status(&self, id: &str) -> Option<String> {
-        self.inbox
+        self.cp
+            .state
             .messages
             .lock()
             .expect("lock")
@@ -703,7 +847,6 @@ pub fn shared_on_fake(
     cfg.removal_grace = Duration::ZERO;
     cfg.reconcile_interval = Duration::from_millis(100);
     let engine = Arc::new(crate::engine::fake::FakeEngine::new());
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let shared = crate::agent::Shared::new(cfg, engine.clone(), tx).expect("shared state");
+    let shared = crate::agent::Shared::new(cfg, engine.clone()).expect("shared state");
     (Arc::new(shared), engine)
 }

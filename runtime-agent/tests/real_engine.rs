@@ -1,5 +1,6 @@
 //! Agent tests against a real container engine (Podman's or Docker's API at
-//! `DOCKER_HOST`) and real Redis. They fail, never skip, when either is missing.
+//! `DOCKER_HOST`), real Redis for commands and the control-plane double for
+//! everything the agent reports. They fail, never skip, when either is missing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use bollard::query_parameters::InspectContainerOptions;
 use runtime_agent::protocol::{Operation, RunState};
 use runtime_agent::spec::{DeviceId, LABEL_ADB_PORT};
-use runtime_agent::testkit::TestEnv;
+use runtime_agent::testkit::{free_port, RedisServer, TestEnv};
 use runtime_agent::AgentHandle;
 
 const T: Duration = Duration::from_secs(30);
@@ -492,7 +493,8 @@ async fn forged_or_unsigned_commands_are_rejected() {
     let body = serde_json::json!({"operation_id": "op-evil", "op": "create", "device": env.device("evil", RunState::Running)});
     // Unsigned.
     let unsigned = serde_json::json!({
-        "id": "m1", "node_id": env.node.as_str(), "protocol_version": 1,
+        "id": "m1", "node_id": env.node.as_str(),
+        "protocol_version": runtime_agent::protocol::PROTOCOL_VERSION,
         "sent_at": chrono::Utc::now().to_rfc3339(), "kind": "command", "body": body,
     });
     env.publish_raw(&unsigned.to_string()).await;
@@ -601,7 +603,7 @@ async fn heartbeats_carry_the_full_inventory_and_metrics_are_served() {
     let agent = env.start_agent_with(cfg).await;
     wait_status(&env, "d1", "ready").await;
     env.wait_until("a heartbeat lists d1 as ready", T, || async {
-        env.inbox.messages.lock().unwrap().iter().any(|m| {
+        env.messages().iter().any(|m| {
             m.kind == "heartbeat"
                 && m.body["devices"].as_array().is_some_and(|d| {
                     d.iter()
@@ -611,13 +613,15 @@ async fn heartbeats_carry_the_full_inventory_and_metrics_are_served() {
         })
     })
     .await;
-    assert!(env
-        .inbox
-        .messages
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|m| m.kind == "register"));
+    assert!(
+        !env.cp.state.registrations.lock().unwrap().is_empty(),
+        "the agent registered over HTTP"
+    );
+    assert_eq!(
+        env.cp.state.rejected_messages.load(Ordering::SeqCst),
+        0,
+        "every reported message verified"
+    );
     let url = format!("http://{}/metrics", agent.metrics_addr.unwrap());
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     assert!(
@@ -632,42 +636,10 @@ async fn heartbeats_carry_the_full_inventory_and_metrics_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_survives_a_restart_of_redis() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let spawn_redis = || {
-        tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server (apt-get install redis-server) is needed for this test")
-    };
+async fn the_agent_survives_a_restart_of_redis_and_reports_while_it_is_down() {
+    let port = free_port();
+    let mut redis = RedisServer::start(port, &[]).await;
     let url = format!("redis://127.0.0.1:{port}/");
-    let wait_redis = |url: String| async move {
-        let client = redis::Client::open(url).unwrap();
-        for _ in 0..100 {
-            if client.get_multiplexed_async_connection().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("private redis-server did not start");
-    };
-    let mut redis = spawn_redis();
-    wait_redis(url.clone()).await;
     let env = TestEnv::with_redis("redis-restart", 2, &url).await;
     env.cp.set_desired(&env.node, vec![]);
     let agent = env.start_agent().await;
@@ -676,50 +648,31 @@ async fn the_agent_survives_a_restart_of_redis() {
     // a real resubscription rather than a connection that never noticed.
     let subscriptions = count(&agent.shared.metrics.command_subscriptions);
     assert!(subscriptions >= 1);
-    redis.kill().await.unwrap();
+    redis.kill().await;
     env.wait_until("the agent lost its command subscription", T, || async {
         count(&agent.shared.metrics.command_subscriptions_lost) >= 1
     })
     .await;
-    let _redis = spawn_redis();
-    wait_redis(url.clone()).await;
 
-    // Heartbeats and the command subscription come back on their own.
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut ps = client.get_async_pubsub().await.unwrap();
-    ps.subscribe(runtime_agent::protocol::CHANNEL_HEARTBEATS)
-        .await
-        .unwrap();
-    let hb = tokio::time::timeout(T, async {
-        use futures_util::StreamExt;
-        let mut stream = ps.on_message();
-        loop {
-            let msg = stream.next().await.unwrap();
-            let env_msg: serde_json::Value =
-                serde_json::from_slice(msg.get_payload_bytes()).unwrap();
-            if env_msg["node_id"] == env.node.as_str() {
-                return env_msg;
-            }
-        }
+    // Reports do not go through Redis: heartbeats keep reaching the control
+    // plane while Redis is down.
+    let heartbeats = |env: &TestEnv| {
+        env.messages()
+            .iter()
+            .filter(|m| m.kind == "heartbeat")
+            .count()
+    };
+    let before = heartbeats(&env);
+    env.wait_until("two heartbeats arrived while redis is down", T, || async {
+        heartbeats(&env) >= before + 2
     })
-    .await
-    .expect("a heartbeat after the redis restart");
-    assert_eq!(hb["kind"], "heartbeat");
+    .await;
 
+    redis.restart().await;
     env.cp
         .set_desired(&env.node, vec![env.device("d1", RunState::Running)]);
     env.wait_until("the agent resubscribed", T, || async {
-        if count(&agent.shared.metrics.command_subscriptions) <= subscriptions {
-            return false;
-        }
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
-        let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(runtime_agent::protocol::commands_channel(&env.node))
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        n[0].1 > 0
+        count(&agent.shared.metrics.command_subscriptions) > subscriptions
     })
     .await;
     env.send(
@@ -729,10 +682,51 @@ async fn the_agent_survives_a_restart_of_redis() {
         },
     )
     .await;
-    env.wait_until("d1 runs", T, || async {
-        env.containers().await.first().is_some_and(|c| c.running)
+    let r = env.result("op-after-restart", 1, T).await;
+    assert!(r.ok, "{r:?}");
+    assert!(env.containers().await.first().is_some_and(|c| c.running));
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_results_survive_a_control_plane_that_is_down_for_a_while() {
+    let env = TestEnv::new("results-cp-down", 1).await;
+    env.cp.set_desired(&env.node, vec![]);
+    let agent = env.start_agent().await;
+    env.cp.state.down.store(true, Ordering::SeqCst);
+    // Commands still arrive over Redis; their results wait in the queue.
+    let screenshot = |id: &str| Operation::Screenshot { device_id: dev(id) };
+    env.send("op-down-1", screenshot("nope-1")).await;
+    env.send("op-down-2", screenshot("nope-2")).await;
+    let failures = || count(&agent.shared.metrics.report_failures);
+    env.wait_until("three reports failed", T, || async { failures() >= 3 })
+        .await;
+    env.wait_until("both commands ran", T, || async {
+        count(&agent.shared.metrics.commands) >= 2
     })
     .await;
+    let before = failures();
+    env.wait_until("another report failed after both ran", T, || async {
+        failures() > before
+    })
+    .await;
+    assert!(
+        env.messages().iter().all(|m| m.kind != "command_result"),
+        "nothing got through while the control plane was down"
+    );
+
+    env.cp.state.down.store(false, Ordering::SeqCst);
+    for op in ["op-down-1", "op-down-2"] {
+        let r = env.result(op, 1, T).await;
+        assert_eq!(r.error_code.as_deref(), Some("not_found"), "{r:?}");
+    }
+    let results: Vec<_> = env
+        .messages()
+        .into_iter()
+        .filter(|m| m.kind == "command_result")
+        .collect();
+    assert_eq!(results.len(), 2, "each result once: {results:?}");
+    assert_eq!(env.cp.state.duplicates.load(Ordering::SeqCst), 0);
     agent.shutdown().await;
 }
 
@@ -746,10 +740,7 @@ async fn an_agent_restarted_while_the_control_plane_is_down_keeps_every_device()
     let before = env.containers().await;
     agent.shutdown().await;
 
-    env.cp
-        .state
-        .down
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    env.cp.state.down.store(true, Ordering::SeqCst);
     // Without a grace period, any pass that took the unknown desired state for
     // an empty one would remove the device at once.
     let mut cfg = env.config();
@@ -766,10 +757,7 @@ async fn an_agent_restarted_while_the_control_plane_is_down_keeps_every_device()
     assert_eq!(during[0].id, before[0].id);
     assert!(during[0].running);
 
-    env.cp
-        .state
-        .down
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    env.cp.state.down.store(false, Ordering::SeqCst);
     wait_status(&env, "d1", "ready").await;
     assert_eq!(
         env.containers().await[0].id,
