@@ -22,6 +22,7 @@ const SCHEDULER: Guard = Service(&["scheduler"]);
 pub const COMPONENT: Component<Error> = Component {
     name: "auth",
     routes: ROUTES,
+    agent: None,
     keys: KeyVerifier::Local(api_keys::verify_local),
 };
 

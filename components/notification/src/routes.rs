@@ -18,6 +18,7 @@ const SCHEDULER: Guard = Service(&["scheduler"]);
 pub const COMPONENT: Component<Error> = Component {
     name: "notification",
     routes: ROUTES,
+    agent: None,
     keys: KeyVerifier::Chained,
 };
 

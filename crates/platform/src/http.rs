@@ -113,12 +113,18 @@ pub fn no_content() -> Response {
 /// Parses a JSON body into `T`, with a size limit and a message that says
 /// what was wrong (unknown fields are refused by `T`'s serde attributes).
 pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
+    body_within(req, MAX_BODY)
+}
+
+/// [`body`] with another size limit (routes that take large bodies, such as
+/// agents' reports).
+pub fn body_within<T: DeserializeOwned>(req: &Request, max: usize) -> Result<T, Problem> {
     let bytes = req.body();
-    if bytes.len() > MAX_BODY {
+    if bytes.len() > max {
         return Err(Problem::new(
             413,
             "payload_too_large",
-            format!("body larger than {MAX_BODY} bytes"),
+            format!("body larger than {max} bytes"),
         ));
     }
     let is_json = req

@@ -34,6 +34,10 @@ pub enum Guard {
     Session,
     /// An authenticated caller holding this permission.
     Permission(&'static str),
+    /// A node's runtime agent, by the HMAC signature of the request under
+    /// that node's secret (the component's [`Component::agent`] checks it;
+    /// the route's `:node_id` names the node).
+    Agent,
 }
 
 impl Guard {
@@ -45,6 +49,7 @@ impl Guard {
             Guard::Authenticated => "authenticated".into(),
             Guard::Session => "session".into(),
             Guard::Permission(p) => (*p).into(),
+            Guard::Agent => "agent".into(),
         }
     }
 }
@@ -81,8 +86,12 @@ pub const fn route<E>(
     }
 }
 
+/// Checks a runtime agent's signed request for the node named in the path;
+/// returns the node id.
+pub type AgentVerifier = fn(&Ctx, &Request, &Params) -> Result<String, Problem>;
+
 /// A component: its name (which is also its base route `/api/v1/<name>`),
-/// its route table and how it verifies API keys.
+/// its route table and how it verifies API keys (and, for `device`, agents).
 pub struct Component<E: 'static> {
     /// `auth`, `user`, ...
     pub name: &'static str,
@@ -90,6 +99,8 @@ pub struct Component<E: 'static> {
     pub routes: &'static [Route<E>],
     /// How API keys are verified.
     pub keys: KeyVerifier,
+    /// How agents' requests are verified (`Guard::Agent` routes).
+    pub agent: Option<AgentVerifier>,
 }
 
 /// The name of a request method.
@@ -135,6 +146,8 @@ pub enum Who {
     Anonymous,
     /// Another component or the scheduler, by name.
     Service(&'static str),
+    /// A node's runtime agent, by node id.
+    Agent(String),
     /// An authenticated user.
     Caller(Caller),
 }
@@ -157,6 +170,14 @@ impl Call<'_> {
         match &self.who {
             Who::Caller(c) => Ok(c),
             _ => Err(Problem::unauthenticated("authentication required")),
+        }
+    }
+
+    /// The node of an `Agent` route.
+    pub fn agent(&self) -> Result<&str, Problem> {
+        match &self.who {
+            Who::Agent(n) => Ok(n),
+            _ => Err(Problem::unauthenticated("agent signature required")),
         }
     }
 
@@ -240,8 +261,23 @@ fn find<'r, E>(
 
 /// Authenticates a request as a guard demands (401, or 403 for a missing
 /// permission or a service that may not call the route).
-fn authenticate(guard: Guard, ctx: &Ctx, req: &Request, keys: KeyVerifier) -> Result<Who, Problem> {
+fn authenticate<E>(
+    component: &Component<E>,
+    guard: Guard,
+    ctx: &Ctx,
+    req: &Request,
+    params: &Params,
+) -> Result<Who, Problem> {
+    let keys = component.keys;
     Ok(match guard {
+        Guard::Agent => match component.agent {
+            Some(verify) => Who::Agent(verify(ctx, req, params)?),
+            None => {
+                return Err(Problem::internal(
+                    "an agent route without an agent verifier",
+                ))
+            }
+        },
         Guard::Public => Who::Anonymous,
         Guard::Service(callers) => Who::Service(auth::require_service(req, callers)?),
         Guard::Authenticated => Who::Caller(auth::authenticate(req, ctx, keys)?),
@@ -275,7 +311,7 @@ fn authenticate(guard: Guard, ctx: &Ctx, req: &Request, keys: KeyVerifier) -> Re
 pub fn serve<E: Into<Problem>>(component: &Component<E>, req: Request) -> Response {
     crate::http::respond(component.name, req, |ctx, req| {
         let (route, params) = find(component.routes, ctx, req)?;
-        let who = authenticate(route.guard, ctx, req, component.keys)?;
+        let who = authenticate(component, route.guard, ctx, req, &params)?;
         let call = Call {
             ctx,
             req,
@@ -299,6 +335,7 @@ pub fn serve_health_only(name: &'static str, req: Request) -> Response {
             name,
             routes: HEALTH_ONLY,
             keys: KeyVerifier::Chained,
+            agent: None,
         },
         req,
     )
