@@ -77,6 +77,55 @@ pub const API_KEY_REVOKED: EventType = EventType {
     schema_version: 1,
 };
 
+/// A device was created and placed (its container is being made).
+pub const DEVICE_CREATED: EventType = EventType {
+    name: "device.created",
+    source: "device",
+    schema_version: 1,
+};
+/// A device booted and runs (observed).
+pub const DEVICE_STARTED: EventType = EventType {
+    name: "device.started",
+    source: "device",
+    schema_version: 1,
+};
+/// A device stopped (observed).
+pub const DEVICE_STOPPED: EventType = EventType {
+    name: "device.stopped",
+    source: "device",
+    schema_version: 1,
+};
+/// A device and its data were removed.
+pub const DEVICE_DELETED: EventType = EventType {
+    name: "device.deleted",
+    source: "device",
+    schema_version: 1,
+};
+/// A device failed (its agent gave up; the reason says why).
+pub const DEVICE_FAILED: EventType = EventType {
+    name: "device.failed",
+    source: "device",
+    schema_version: 1,
+};
+/// Any change of a device's observed status.
+pub const DEVICE_STATUS_CHANGED: EventType = EventType {
+    name: "device.status_changed",
+    source: "device",
+    schema_version: 1,
+};
+/// A node was enrolled.
+pub const NODE_ENROLLED: EventType = EventType {
+    name: "node.enrolled",
+    source: "device",
+    schema_version: 1,
+};
+/// A node's status changed (online, unreachable, maintenance, draining, disabled).
+pub const NODE_STATUS_CHANGED: EventType = EventType {
+    name: "node.status_changed",
+    source: "device",
+    schema_version: 1,
+};
+
 /// Every event type.
 pub const CATALOGUE: &[EventType] = &[
     USER_CREATED,
@@ -89,6 +138,14 @@ pub const CATALOGUE: &[EventType] = &[
     CREDENTIAL_PASSWORD_CHANGED,
     API_KEY_CREATED,
     API_KEY_REVOKED,
+    DEVICE_CREATED,
+    DEVICE_STARTED,
+    DEVICE_STOPPED,
+    DEVICE_DELETED,
+    DEVICE_FAILED,
+    DEVICE_STATUS_CHANGED,
+    NODE_ENROLLED,
+    NODE_STATUS_CHANGED,
 ];
 
 #[cfg(test)]

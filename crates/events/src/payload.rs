@@ -88,3 +88,41 @@ pub struct ApiKey {
     /// When it expires, RFC 3339.
     pub expires_at: Option<String>,
 }
+
+/// `device.created`, `.started`, `.stopped`, `.deleted`, `.failed` and
+/// `.status_changed` (schema version 1): the device after the change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Device {
+    /// Device id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Whose it is.
+    pub owner_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Where it runs.
+    pub node_id: Option<String>,
+    /// What its owner asked for: `running`, `stopped`, `deleted`.
+    pub desired_status: String,
+    /// What its agent reports: `creating`, `booting`, `running`, `stopped`,
+    /// `failed`, `deleted`, `unknown`.
+    pub observed_status: String,
+    /// The observed status before (on status changes).
+    pub previous_status: Option<String>,
+    /// Why (failures).
+    pub reason: Option<String>,
+    /// Its spec (cpu_cores, memory_mb, storage_gb, display, android_version, image, gpu_mode).
+    pub spec: serde_json::Value,
+}
+
+/// `node.enrolled` and `node.status_changed` (schema version 1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Node {
+    /// Node id.
+    pub id: String,
+    /// Its status after the change.
+    pub status: String,
+    /// Its status before (on changes).
+    pub previous_status: Option<String>,
+}
