@@ -24,6 +24,7 @@ const QUOTA_USERS: Guard = Service(&["device", "billing"]);
 pub const COMPONENT: Component<Error> = Component {
     name: "user",
     routes: ROUTES,
+    agent: None,
     keys: KeyVerifier::Chained,
 };
 
@@ -99,9 +100,10 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "internal/users", Service(&["auth"]), internal::create_user),
     route("POST", "internal/admin-grants/apply", SCHEDULER, internal::apply_admin_grants),
     route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
-    route("GET", "internal/events", Service(&["auth", "notification"]), endpoints::feed),
+    route("GET", "internal/events", Service(&["auth", "notification", "device"]), endpoints::feed),
     route("POST", "internal/events/prune", SCHEDULER, endpoints::prune),
-    route("GET", "internal/identities", Service(&["auth"]), internal::identities),
+    route("GET", "internal/identities", Service(&["auth", "device"]), internal::identities),
+    route("GET", "internal/tenants/:id/limits", Service(&["device"]), tenants::limits),
     route("POST", "internal/events/catch-up", SCHEDULER, endpoints::catch_up::<Error, Consumer>),
     route("GET", "admin/dead-letters", Permission("event:manage"), endpoints::dead_letters),
     route("POST", "admin/dead-letters/:id/replay", Permission("event:manage"), endpoints::replay::<Error, Consumer>),

@@ -58,6 +58,17 @@ pub fn get(call: &Call) -> Result<Response> {
     Ok(platform::http::json(200, &t))
 }
 
+/// `GET /internal/tenants/:id/limits` (device): whether the tenant is
+/// active and how many devices it may have.
+pub fn limits(call: &Call) -> Result<Response> {
+    let id = call.id("id", "tenant")?;
+    let t = repo::org::find_tenant(&db()?, id)?.ok_or(Error::NotFound("tenant"))?;
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"id": t.id, "active": t.status == "active", "max_devices": t.max_devices}),
+    ))
+}
+
 /// `POST /tenants`.
 pub fn create(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
