@@ -66,6 +66,46 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/user/internal/admin-grants/apply",
     },
     Job {
+        name: "device.nodes.liveness",
+        every_secs: 5,
+        path: "/api/v1/device/internal/nodes/liveness",
+    },
+    Job {
+        name: "device.commands.relay",
+        every_secs: 5,
+        path: "/api/v1/device/internal/commands/relay",
+    },
+    Job {
+        name: "device.operations.expire",
+        every_secs: 5,
+        path: "/api/v1/device/internal/operations/expire",
+    },
+    Job {
+        name: "device.devices.reconcile",
+        every_secs: 10,
+        path: "/api/v1/device/internal/devices/reconcile",
+    },
+    Job {
+        name: "device.claims.settle",
+        every_secs: 30,
+        path: "/api/v1/device/internal/claims/settle",
+    },
+    Job {
+        name: "device.outbox.publish",
+        every_secs: 5,
+        path: "/api/v1/device/internal/outbox/publish",
+    },
+    Job {
+        name: "device.events.catch-up",
+        every_secs: 5,
+        path: "/api/v1/device/internal/events/catch-up",
+    },
+    Job {
+        name: "device.events.prune",
+        every_secs: 3600,
+        path: "/api/v1/device/internal/events/prune",
+    },
+    Job {
         name: "user.tenants.expire",
         every_secs: 300,
         path: "/api/v1/user/internal/tenants/expire",

@@ -1,0 +1,427 @@
+//! The control plane's side of the agent protocol (docs/agent-protocol.md,
+//! version 2): every request an agent makes is signed with its node's
+//! secret ([`verify`], the `Guard::Agent` of these routes), the desired
+//! state it pulls is signed back, and its reports (heartbeats, device
+//! statuses, command results) arrive here over HTTP in signed batches. Each
+//! message is checked on its own (signature, node, version) and applied in
+//! its own transaction, idempotently: a retried batch changes nothing twice,
+//! and an older report never overwrites a newer one.
+
+use super::{db, dispatch, lifecycle, Call};
+use crate::domain::status::{NodeStatus, Observed};
+use crate::error::{Error, Result};
+use crate::repo::{self, nodes::Capacity};
+use agent_protocol::messages::{
+    self as proto, CommandResult, DesiredDevice, DesiredState, DeviceStatusChange, Envelope,
+    Heartbeat, ObservedDevice, Registration, Reports, RunState, HEADER_NODE, HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+};
+use agent_protocol::spec::{self as pspec, DeviceId, NodeId};
+use events::catalogue::NODE_STATUS_CHANGED;
+use platform::db::Db;
+use platform::http::Ctx;
+use platform::router::Params;
+use platform::Problem;
+use spin_sdk::http::{Request, Response};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// How far an agent's signing time may be from ours.
+const MAX_SKEW_SECS: i64 = 300;
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.header(name).and_then(|v| v.as_str())
+}
+
+/// Checks an agent's request: the node header names the node in the path,
+/// the timestamp is fresh, and the signature over the method, path,
+/// timestamp and body verifies under the node's secret. 401 otherwise,
+/// with nothing said about which part failed.
+pub fn verify(_ctx: &Ctx, req: &Request, params: &Params) -> std::result::Result<String, Problem> {
+    let refused = || Problem::unauthenticated("agent request not signed by its node");
+    let node = params.get("node_id");
+    let (Some(claimed), Some(ts), Some(sig)) = (
+        header(req, HEADER_NODE),
+        header(req, HEADER_TIMESTAMP),
+        header(req, HEADER_SIGNATURE),
+    ) else {
+        return Err(refused());
+    };
+    if claimed != node || node.is_empty() {
+        return Err(refused());
+    }
+    let sent = chrono::DateTime::parse_from_rfc3339(ts).map_err(|_| refused())?;
+    if (chrono::Utc::now() - sent.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .abs()
+        > MAX_SKEW_SECS
+    {
+        return Err(refused());
+    }
+    let db = Db::open()?;
+    let secret = dispatch::node_secret(&db, node)
+        .map_err(Problem::from)?
+        .ok_or_else(refused)?;
+    drop(db);
+    let method = platform::router::method_name(req.method());
+    let input = proto::http_signing_input("request", method, req.path(), node, ts, req.body());
+    if !secret.verify(input.as_bytes(), sig) {
+        return Err(refused());
+    }
+    Ok(node.to_string())
+}
+
+/// `GET /agent/nodes/:node_id/desired-state`: every device the node should
+/// have, with its generation and spec, signed for the agent.
+pub fn desired_state(call: &Call) -> Result<Response> {
+    let node = call.agent()?.to_string();
+    let db = db()?;
+    let mut devices = Vec::new();
+    for (id, generation, desired, spec) in repo::devices::desired_on_node(&db, &node)? {
+        let spec: crate::domain::spec::Spec = serde_json::from_value(spec)
+            .map_err(|e| Problem::internal(format!("stored spec of {id}: {e}")))?;
+        devices.push(DesiredDevice {
+            device_id: DeviceId::parse(&id.to_string())
+                .map_err(|e| Problem::internal(e.to_string()))?,
+            generation: generation as u64,
+            state: if desired == "running" {
+                RunState::Running
+            } else {
+                RunState::Stopped
+            },
+            spec: agent_spec(&spec)?,
+        });
+    }
+    let state = DesiredState {
+        node_id: NodeId::parse(&node).map_err(|e| Problem::internal(e.to_string()))?,
+        devices,
+    };
+    let body = serde_json::to_vec(&state).expect("desired state serializes");
+    let secret =
+        dispatch::node_secret(&db, &node)?.ok_or(Error::BadSignature("the node has no secret"))?;
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let input = proto::http_signing_input("response", "GET", call.req.path(), &node, &ts, &body);
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header(HEADER_TIMESTAMP, ts)
+        .header(HEADER_SIGNATURE, secret.sign(input.as_bytes()))
+        .body(body)
+        .build())
+}
+
+/// The spec the agent runs: redroid's settings from the device's spec.
+pub fn agent_spec(s: &crate::domain::spec::Spec) -> Result<pspec::DeviceSpec> {
+    use crate::domain::spec::GpuMode;
+    let spec = pspec::DeviceSpec {
+        image: pspec::ImageRef::parse(&s.image).map_err(|e| Problem::internal(e.to_string()))?,
+        display: pspec::Display {
+            width: s.display.width as u32,
+            height: s.display.height as u32,
+            dpi: s.display.dpi as u32,
+            fps: s.display.fps as u32,
+        },
+        gpu: pspec::Gpu {
+            mode: match s.gpu_mode {
+                GpuMode::Guest => pspec::GpuMode::Guest,
+                GpuMode::Host => pspec::GpuMode::Host,
+                GpuMode::Auto => pspec::GpuMode::Auto,
+            },
+            node: None,
+        },
+        resources: pspec::Resources {
+            cpu_millis: s.cpu_cores as u32 * 1000,
+            memory_mb: s.memory_mb as u32,
+            pids: 4096,
+        },
+        extra_boot_args: BTreeMap::new(),
+    };
+    spec.validate()
+        .map_err(|e| Problem::internal(format!("a stored spec the agent refuses: {e}")))?;
+    Ok(spec)
+}
+
+fn capacity(c: &proto::Capacity) -> Capacity {
+    Capacity {
+        cpu_millis: i64::from(c.cpus) * 1000,
+        memory_mb: c.memory_mb as i64,
+        disk_gb: (c.disk_mb / 1024) as i64,
+        max_devices: c.max_devices as i32,
+        gpus: c.gpus.len() as i32,
+    }
+}
+
+/// What a registration (or the one inside a heartbeat) may say: its own
+/// node, an address a client can use, bounded version and labels.
+fn check_registration(reg: &Registration, node: &str) -> std::result::Result<(), String> {
+    let text = |what: &str, v: &str, max: usize, empty_ok: bool| {
+        if (!empty_ok && v.is_empty())
+            || v.len() > max
+            || v.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            Err(format!(
+                "{what} must be 1 to {max} characters without spaces"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if reg.node_id.as_str() != node {
+        return Err("the registration names another node".into());
+    }
+    text("address", &reg.address, 255, false)?;
+    text("agent_version", &reg.agent_version, 64, false)?;
+    if reg.labels.len() > 32 {
+        return Err("at most 32 labels".into());
+    }
+    for (k, v) in &reg.labels {
+        text("a label name", k, 63, false)?;
+        if v.len() > 255 || v.chars().any(char::is_control) {
+            return Err("a label value must be at most 255 characters".into());
+        }
+    }
+    Ok(())
+}
+
+/// Records a registration or heartbeat's node data, with its status event.
+fn record_node(
+    tx: &Db,
+    node: &str,
+    reg: &Registration,
+    usage: Option<serde_json::Value>,
+    heartbeat: bool,
+) -> Result<()> {
+    let change = repo::nodes::record_report(
+        tx,
+        node,
+        &repo::nodes::Report {
+            address: &reg.address,
+            capacity: capacity(&reg.capacity),
+            usage,
+            agent_version: &reg.agent_version,
+            heartbeat,
+        },
+    )?;
+    if let Some((before, after)) = change {
+        node_status_event(tx, node, &before, &after)?;
+    }
+    Ok(())
+}
+
+/// Enqueues `node.status_changed`.
+pub fn node_status_event(tx: &Db, node: &str, before: &str, after: &str) -> Result<()> {
+    let version = repo::nodes::find(tx, node)?.map_or(0, |n| n.version);
+    platform::outbox::enqueue(
+        tx,
+        &NODE_STATUS_CHANGED,
+        node,
+        version,
+        &events::payload::Node {
+            id: node.to_string(),
+            status: after.to_string(),
+            previous_status: Some(before.to_string()),
+        },
+    )?;
+    Ok(())
+}
+
+/// `POST /agent/nodes/:node_id/register`.
+pub fn register(call: &Call) -> Result<Response> {
+    let node = call.agent()?.to_string();
+    let reg: Registration = call.body()?;
+    check_registration(&reg, &node).map_err(Error::Invalid)?;
+    let db = db()?;
+    db.transaction(|tx| record_node(tx, &node, &reg, None, false))?;
+    publish_after(call, &db);
+    Ok(platform::http::no_content())
+}
+
+fn publish_after(call: &Call, db: &Db) {
+    super::publish_after_commit(call, db);
+}
+
+/// What one message did.
+enum Applied {
+    Ok,
+    Refused(String),
+}
+
+/// `POST /agent/nodes/:node_id/reports`: a batch of signed messages. 200
+/// with how many were applied and refused; a message is refused for good
+/// (bad signature, another node, another protocol version, a malformed
+/// body), everything else is applied, idempotently.
+pub fn reports(call: &Call) -> Result<Response> {
+    let node = call.agent()?.to_string();
+    let reports: Reports = platform::http::body_within(call.req, proto::MAX_REPORT_BYTES)?;
+    if reports.messages.len() > proto::MAX_REPORT_MESSAGES {
+        return Err(Error::Invalid(format!(
+            "at most {} messages per report",
+            proto::MAX_REPORT_MESSAGES
+        )));
+    }
+    let db = db()?;
+    let secret =
+        dispatch::node_secret(&db, &node)?.ok_or(Error::BadSignature("the node has no secret"))?;
+    let (mut applied, mut refused) = (0, Vec::new());
+    for env in &reports.messages {
+        let outcome = match env.authenticate(&secret, &node) {
+            Err(e) => Applied::Refused(e.to_string()),
+            Ok(()) => apply(&db, &node, env)?,
+        };
+        match outcome {
+            Applied::Ok => applied += 1,
+            Applied::Refused(why) => refused.push(serde_json::json!({"id": env.id, "reason": why})),
+        }
+    }
+    if !refused.is_empty() {
+        eprintln!(
+            "{}",
+            serde_json::json!({"level": "warn", "request_id": call.ctx.request_id, "node": node, "msg": "agent messages refused", "refused": refused})
+        );
+    }
+    publish_after(call, &db);
+    drop(db);
+    // Released quota of devices whose deletion the agent confirmed is
+    // settled by `user`; nothing else here talks to another component.
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"applied": applied, "refused": refused}),
+    ))
+}
+
+fn apply(db: &Db, node: &str, env: &Envelope) -> Result<Applied> {
+    macro_rules! parse {
+        ($t:ty) => {
+            match serde_json::from_value::<$t>(env.body.clone()) {
+                Ok(v) => v,
+                Err(e) => return Ok(Applied::Refused(format!("{} body: {e}", env.kind))),
+            }
+        };
+    }
+    match env.kind.as_str() {
+        "heartbeat" => {
+            let hb = parse!(Heartbeat);
+            if let Err(why) = check_registration(&hb.node, node) {
+                return Ok(Applied::Refused(why));
+            }
+            let usage = serde_json::to_value(&hb.usage).ok();
+            db.transaction(|tx| record_node(tx, node, &hb.node, usage, true))?;
+            for d in &hb.devices {
+                observe(db, node, d, &env.sent_at)?;
+            }
+        }
+        "device_status" => {
+            let change = parse!(DeviceStatusChange);
+            observe(db, node, &change.device, &env.sent_at)?;
+        }
+        "command_result" => {
+            let result = parse!(CommandResult);
+            command_result(db, node, &result)?;
+        }
+        other => return Ok(Applied::Refused(format!("unknown kind {other}"))),
+    }
+    Ok(Applied::Ok)
+}
+
+/// Applies one observed device (from a heartbeat or a status change).
+fn observe(db: &Db, node: &str, d: &ObservedDevice, sent_at: &str) -> Result<()> {
+    let Ok(id) = Uuid::parse_str(&d.device_id) else {
+        return Ok(());
+    };
+    let Some(status) = Observed::from_agent(match d.status {
+        proto::DeviceStatus::Creating => "creating",
+        proto::DeviceStatus::Booting => "booting",
+        proto::DeviceStatus::Ready => "ready",
+        proto::DeviceStatus::Stopped => "stopped",
+        proto::DeviceStatus::Failed => "failed",
+        proto::DeviceStatus::Removed => "removed",
+    }) else {
+        return Ok(());
+    };
+    db.transaction(|tx| {
+        let o = repo::devices::Observation {
+            status,
+            container_id: d.container_id.as_deref(),
+            adb_port: d.adb_port.map(i32::from),
+            reason: d.reason.as_deref(),
+            generation: d.generation.map(|g| g as i64),
+            sent_at,
+        };
+        if let Some((before, after)) = repo::devices::observe(tx, node, id, &o)? {
+            lifecycle::observed_changed(tx, &before, &after)?;
+            if before.observed_status == after.observed_status {
+                // Same status, newer generation: a waiting operation may be done.
+                lifecycle::finish_waiting(tx, &after)?;
+            }
+        }
+        Ok::<_, Error>(())
+    })
+}
+
+/// Finishes the operation a command result answers (once).
+fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<()> {
+    let Ok(op) = Uuid::parse_str(&r.operation_id) else {
+        return Ok(());
+    };
+    db.transaction(|tx| {
+        let Some(o) = repo::operations::find(tx, op)? else {
+            return Ok::<_, Error>(());
+        };
+        if o.node_id.as_deref() != Some(node) || o.status != "running" {
+            return Ok(());
+        }
+        // Lifecycle operations finish when the device is seen in the state
+        // they asked for (the agent's result may come before its status);
+        // a failed result ends them at once.
+        let lifecycle_op = matches!(o.kind.as_str(), "create" | "start" | "stop" | "delete");
+        if r.ok && lifecycle_op {
+            repo::operations::progress(tx, op, 90)?;
+            return Ok(());
+        }
+        let error = (!r.ok).then(|| {
+            (
+                r.error_code.clone().unwrap_or_else(|| "agent_error".into()),
+                r.error.clone().unwrap_or_default(),
+            )
+        });
+        let output = (!r.output.is_null()).then_some(&r.output);
+        repo::operations::finish(
+            tx,
+            op,
+            r.ok,
+            output,
+            error.as_ref().map(|(c, m)| (c.as_str(), m.as_str())),
+        )?;
+        Ok(())
+    })
+}
+
+/// Marks the devices of nodes that went silent `unknown`.
+pub fn nodes_went_silent(db: &Db, nodes: &[String]) -> Result<usize> {
+    let mut n = 0;
+    for node in nodes {
+        db.transaction(|tx| {
+            node_status_event(
+                tx,
+                node,
+                NodeStatus::Online.as_str(),
+                NodeStatus::Unreachable.as_str(),
+            )
+        })?;
+        for id in repo::devices::on_node(db, node)? {
+            db.transaction(|tx| {
+                if let Some((before, after)) = repo::devices::set_observed(
+                    tx,
+                    id,
+                    Observed::Unknown,
+                    Some("its node stopped reporting"),
+                )? {
+                    lifecycle::observed_changed(tx, &before, &after)?;
+                    n += 1;
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,11 @@
+//! All SQL of `device`, one module per aggregate. Handlers call these inside
+//! transactions they open with `Db::transaction`; nothing here builds a
+//! response or talks to another component.
+
+pub mod claims;
+pub mod commands;
+pub mod devices;
+pub mod nodes;
+pub mod operations;
+pub mod owners;
+pub mod runs;

@@ -1,0 +1,80 @@
+//! The whole route table of `device`, below `/api/v1/device`, as data: one
+//! row per route with its guard and handler (`platform::router`). Public:
+//! `health` and `health/live`. Agent routes (`agent/nodes/:node_id/...`)
+//! need the node's signature. Internal routes accept only the service tokens
+//! named in their guard. `docs/api.md` lists the same table.
+
+use crate::consumer::Consumer;
+use crate::error::Error;
+use crate::handlers::{agent, devices, internal, nodes, operations};
+use platform::auth::KeyVerifier;
+use platform::consumer::endpoints;
+use platform::router::{route, Component, Guard, Guard::*, Route};
+
+/// Scheduler jobs.
+const SCHEDULER: Guard = Service(&["scheduler"]);
+
+/// The component: API keys verified by chaining to `auth`, agents by their
+/// node's signature.
+pub const COMPONENT: Component<Error> = Component {
+    name: "device",
+    routes: ROUTES,
+    keys: KeyVerifier::Chained,
+    agent: Some(agent::verify),
+};
+
+/// The route table.
+#[rustfmt::skip]
+pub const ROUTES: &[Route<Error>] = &[
+    route("GET", "health", Public, platform::http::health),
+    route("GET", "health/live", Public, platform::http::live),
+    route("GET", "devices", Permission("device:read"), devices::list),
+    route("POST", "devices", Permission("device:create"), devices::create),
+    route("GET", "devices/:id", Permission("device:read"), devices::get),
+    route("PATCH", "devices/:id", Permission("device:update"), devices::patch),
+    route("DELETE", "devices/:id", Permission("device:delete"), devices::delete),
+    route("POST", "devices/:id/start", Permission("device:control"), devices::start),
+    route("POST", "devices/:id/stop", Permission("device:control"), devices::stop),
+    route("POST", "devices/:id/restart", Permission("device:control"), devices::restart),
+    route("GET", "devices/:id/placement", Permission("node:read"), devices::placement),
+    route("GET", "devices/:id/runs", Permission("device:read"), devices::runs),
+    route("GET", "operations", Permission("device:read"), operations::list),
+    route("GET", "operations/:id", Permission("device:read"), operations::get),
+    route("GET", "nodes", Permission("node:read"), nodes::list),
+    route("POST", "nodes", Permission("node:manage"), nodes::enroll),
+    route("GET", "nodes/stats", Permission("node:read"), nodes::stats),
+    route("GET", "nodes/:id", Permission("node:read"), nodes::get),
+    route("PATCH", "nodes/:id", Permission("node:manage"), nodes::patch),
+    route("POST", "nodes/:id/cordon", Permission("node:manage"), nodes::cordon),
+    route("POST", "nodes/:id/uncordon", Permission("node:manage"), nodes::uncordon),
+    route("POST", "nodes/:id/maintenance", Permission("node:manage"), nodes::maintenance),
+    route("POST", "nodes/:id/activate", Permission("node:manage"), nodes::activate),
+    route("POST", "nodes/:id/drain", Permission("node:manage"), nodes::drain),
+    route("POST", "nodes/:id/secret", Permission("node:manage"), nodes::rotate),
+    route("POST", "nodes/:id/revoke", Permission("node:manage"), nodes::revoke),
+    route("GET", "agent/nodes/:node_id/desired-state", Agent, agent::desired_state),
+    route("POST", "agent/nodes/:node_id/register", Agent, agent::register),
+    route("POST", "agent/nodes/:node_id/reports", Agent, agent::reports),
+    route("POST", "internal/nodes/liveness", SCHEDULER, internal::liveness),
+    route("POST", "internal/operations/expire", SCHEDULER, internal::expire_operations),
+    route("POST", "internal/commands/relay", SCHEDULER, internal::relay),
+    route("POST", "internal/claims/settle", SCHEDULER, internal::settle_claims),
+    route("POST", "internal/devices/reconcile", SCHEDULER, internal::reconcile),
+    route("GET", "internal/runs", Service(&["billing"]), internal::runs),
+    route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
+    route("GET", "internal/events", Service(&["notification", "billing"]), endpoints::feed),
+    route("POST", "internal/events/prune", SCHEDULER, endpoints::prune),
+    route("POST", "internal/events/catch-up", SCHEDULER, endpoints::catch_up::<Error, Consumer>),
+    route("GET", "admin/dead-letters", Permission("event:manage"), endpoints::dead_letters),
+    route("POST", "admin/dead-letters/:id/replay", Permission("event:manage"), endpoints::replay::<Error, Consumer>),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_api_md_lists_exactly_this_route_table() {
+        platform::router::assert_documented(include_str!("../../../docs/api.md"), "device", ROUTES);
+    }
+}
