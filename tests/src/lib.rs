@@ -6,6 +6,8 @@
 //! and on the project's local host otherwise; [`host`] says which.
 //! Typed helpers (`register`, `login`, ...) keep the tests readable.
 
+pub mod agent;
+
 use anyhow::{bail, Context, Result};
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
@@ -883,16 +885,21 @@ impl TestApp {
         self.db("user")
             .execute("INSERT INTO admin_grants (email) VALUES ($1)", &[&email])
             .expect("insert admin grant");
+        // The scheduler's own run may hold the grant at this moment (it
+        // skips locked rows), so the outcome is awaited, not assumed.
         let r = self.post_as("scheduler", "/api/v1/user/internal/admin-grants/apply");
         assert_eq!(r.status(), 200, "apply admin grants");
-        let outcome: Option<String> = self
-            .db("user")
-            .query_one(
-                "SELECT outcome FROM admin_grants WHERE email = $1 ORDER BY requested_at DESC LIMIT 1",
-                &[&email],
-            )
-            .expect("grant")
-            .get(0);
+        let outcome = self
+            .eventually(Duration::from_secs(15), || {
+                self.db("user")
+                    .query_one(
+                        "SELECT outcome FROM admin_grants WHERE email = $1 ORDER BY requested_at DESC LIMIT 1",
+                        &[&email],
+                    )
+                    .expect("grant")
+                    .get::<_, Option<String>>(0)
+            })
+            .ok();
         assert_eq!(
             outcome.as_deref(),
             Some("granted"),
@@ -1163,7 +1170,9 @@ pub fn error_code(resp: Response) -> Result<(u16, String)> {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body: Value = resp.json().context("error body is not json")?;
+    let text = resp.text().context("reading the error body")?;
+    let body: Value = serde_json::from_str(&text)
+        .with_context(|| format!("error body is not json ({status}): {text:.200}"))?;
     let err = body.get("error").context("no error object")?;
     let code = err["code"].as_str().context("no error.code")?.to_string();
     err["message"].as_str().context("no error.message")?;

@@ -103,6 +103,31 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         ),
         201,
     ));
+    // A phone of B's user, on a node the platform runs.
+    let enrolled = expect_json(
+        app.post(
+            "/api/v1/device/nodes",
+            &json!({"id": "iso-node"}),
+            t.platform.t(),
+        ),
+        201,
+    );
+    let agent =
+        e2e::agent::ScriptedAgent::new(&app.base, "iso-node", enrolled["secret"].as_str().unwrap());
+    assert_eq!(agent.register(), 204);
+    agent.report(vec![agent.heartbeat(vec![])]);
+    let op = expect_json(
+        app.post(
+            "/api/v1/device/devices",
+            &json!({"name": "b-phone", "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}}),
+            ub.t(),
+        ),
+        202,
+    );
+    let (device, operation) = (
+        op["device_id"].as_str().unwrap().to_string(),
+        op["id"].as_str().unwrap().to_string(),
+    );
     let audit = expect_json(app.get(&format!("{U}/audit-logs"), b), 200);
     let entry = audit["items"][0]["id"]
         .as_str()
@@ -121,6 +146,8 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         format!("{U}/tickets/{ticket}"),
         format!("{U}/tickets/{ticket}/replies"),
         format!("{U}/audit-logs/{entry}"),
+        format!("/api/v1/device/devices/{device}"),
+        format!("/api/v1/device/operations/{operation}"),
     ];
     let before: Vec<Value> = b_views
         .iter()
@@ -239,12 +266,75 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         ("GET", format!("/api/v1/auth/api-keys/{key}"), None),
         ("POST", format!("/api/v1/auth/api-keys/{key}/revoke"), None),
         ("DELETE", format!("/api/v1/auth/api-keys/{key}"), None),
+        ("GET", format!("/api/v1/device/devices/{device}"), None),
+        (
+            "PATCH",
+            format!("/api/v1/device/devices/{device}"),
+            Some(json!({"name": "mine"})),
+        ),
+        ("DELETE", format!("/api/v1/device/devices/{device}"), None),
+        (
+            "POST",
+            format!("/api/v1/device/devices/{device}/start"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/v1/device/devices/{device}/stop"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/v1/device/devices/{device}/restart"),
+            None,
+        ),
+        ("GET", format!("/api/v1/device/devices/{device}/runs"), None),
+        (
+            "GET",
+            format!("/api/v1/device/devices/{device}/placement"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/device/operations/{operation}"),
+            None,
+        ),
+        ("GET", "/api/v1/device/nodes/iso-node".to_string(), None),
+        (
+            "PATCH",
+            "/api/v1/device/nodes/iso-node".to_string(),
+            Some(json!({"name": "mine"})),
+        ),
+        (
+            "POST",
+            "/api/v1/device/nodes/iso-node/cordon".to_string(),
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/device/nodes/iso-node/drain".to_string(),
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/device/nodes/iso-node/secret".to_string(),
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/device/nodes/iso-node/revoke".to_string(),
+            None,
+        ),
     ];
     for (method, path, body) in &attempts {
         let (status, code) = error_code(app.call(method, path, body.as_ref(), a)).unwrap();
-        // A tenant administrator may not change tenants at all (403 before
-        // any lookup); everything else of B simply does not exist for A.
-        let want = if *method == "PATCH" && path.contains("/tenants/") {
+        // A tenant administrator may not change tenants at all, nor see
+        // nodes or placements (403 before any lookup); everything else of
+        // B simply does not exist for A.
+        let want = if (*method == "PATCH" && path.contains("/tenants/"))
+            || path.contains("/nodes/")
+            || path.ends_with("/placement")
+        {
             (403, "forbidden")
         } else {
             (404, "not_found")
@@ -301,6 +391,8 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         &key,
         &scope,
         &fields,
+        &device,
+        &operation,
     ]
     .into_iter()
     .cloned()
@@ -317,6 +409,10 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         format!("{U}/audit-logs?per_page=100"),
         format!("{U}/audit-logs?tenant_id={}", t.tenant_b),
         "/api/v1/auth/api-keys".to_string(),
+        "/api/v1/device/devices?per_page=100".to_string(),
+        format!("/api/v1/device/devices?owner_id={}", ub.id),
+        "/api/v1/device/operations?per_page=100".to_string(),
+        format!("/api/v1/device/operations?device_id={device}"),
     ] {
         let r = app.get(&path, a);
         if path.starts_with(&format!("{U}/departments?tenant_id=")) {

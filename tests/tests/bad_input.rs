@@ -19,6 +19,8 @@ enum Who {
     Nobody,
     /// Another component (or the scheduler), with its service token.
     Service(&'static str),
+    /// The fixture node's runtime agent, with its signature.
+    Agent,
     Platform,
     TenantAdmin,
     Member,
@@ -67,6 +69,11 @@ struct Fixture {
     scope: String,
     fields: String,
     ticket: String,
+    /// An online node (its id is a UUID, so paths have one shape).
+    node: String,
+    agent: e2e::agent::ScriptedAgent,
+    /// A device of the member's on it.
+    device: String,
 }
 
 fn fixture(app: &TestApp) -> Fixture {
@@ -136,6 +143,27 @@ fn fixture(app: &TestApp) -> Fixture {
         ),
         201,
     ));
+    // An online node and a device of the member's on it.
+    let node = uuid::Uuid::new_v4().to_string();
+    let enrolled = expect_json(
+        app.post("/api/v1/device/nodes", &json!({"id": node}), platform.t()),
+        201,
+    );
+    let agent =
+        e2e::agent::ScriptedAgent::new(&app.base, &node, enrolled["secret"].as_str().unwrap());
+    assert_eq!(agent.register(), 204);
+    assert_eq!(agent.report(vec![agent.heartbeat(vec![])]).0, 200);
+    let device = expect_json(
+        app.post(
+            "/api/v1/device/devices",
+            &json!({"name": "fixture", "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}}),
+            member.t(),
+        ),
+        202,
+    )["device_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     Fixture {
         platform,
         admin,
@@ -146,6 +174,9 @@ fn fixture(app: &TestApp) -> Fixture {
         scope,
         fields,
         ticket,
+        node,
+        agent,
+        device,
     }
 }
 
@@ -538,6 +569,50 @@ fn cases(f: &Fixture) -> Vec<Case> {
             &["user_id"],
             &[],
         ),
+        case(
+            "POST",
+            "/api/v1/device/devices".to_string(),
+            Member,
+            json!({"name": "p", "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4},
+                   "tags": ["a"], "start": true, "zone": "sh-1", "region": "cn"}),
+            &["name"],
+        ),
+        case(
+            "PATCH",
+            format!("/api/v1/device/devices/{}", f.device),
+            Member,
+            json!({"name": "q", "tags": ["b"]}),
+            &[],
+        ),
+        case(
+            "POST",
+            "/api/v1/device/nodes".to_string(),
+            Platform,
+            json!({"id": "bad-input-node", "name": "n", "address": "10.0.0.9", "region": "cn", "zone": "sh-2",
+                   "labels": {"a": "b"}, "taints": [], "priority": 1, "cpu_overcommit_pct": 400, "memory_overcommit_pct": 200}),
+            &["id"],
+        ),
+        case(
+            "PATCH",
+            format!("/api/v1/device/nodes/{}", f.node),
+            Platform,
+            json!({"name": "n2", "priority": 2, "zone": "sh-3"}),
+            &[],
+        ),
+        case(
+            "POST",
+            format!("/api/v1/device/agent/nodes/{}/register", f.node),
+            Agent,
+            serde_json::to_value(f.agent.registration()).unwrap(),
+            &["node_id", "address", "capacity", "labels", "agent_version"],
+        ),
+        case(
+            "POST",
+            format!("/api/v1/device/agent/nodes/{}/reports", f.node),
+            Agent,
+            json!({"messages": []}),
+            &["messages"],
+        ),
         with(
             case(
                 "POST",
@@ -585,6 +660,26 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/notification/internal/events/catch-up",
     "POST /api/v1/notification/internal/events/prune",
     "POST /api/v1/notification/admin/dead-letters/:id/replay",
+    "DELETE /api/v1/device/devices/:id",
+    "POST /api/v1/device/devices/:id/start",
+    "POST /api/v1/device/devices/:id/stop",
+    "POST /api/v1/device/devices/:id/restart",
+    "POST /api/v1/device/nodes/:id/cordon",
+    "POST /api/v1/device/nodes/:id/uncordon",
+    "POST /api/v1/device/nodes/:id/maintenance",
+    "POST /api/v1/device/nodes/:id/activate",
+    "POST /api/v1/device/nodes/:id/drain",
+    "POST /api/v1/device/nodes/:id/secret",
+    "POST /api/v1/device/nodes/:id/revoke",
+    "POST /api/v1/device/internal/nodes/liveness",
+    "POST /api/v1/device/internal/operations/expire",
+    "POST /api/v1/device/internal/commands/relay",
+    "POST /api/v1/device/internal/claims/settle",
+    "POST /api/v1/device/internal/devices/reconcile",
+    "POST /api/v1/device/internal/outbox/publish",
+    "POST /api/v1/device/internal/events/prune",
+    "POST /api/v1/device/internal/events/catch-up",
+    "POST /api/v1/device/admin/dead-letters/:id/replay",
 ];
 
 fn shape(path: &str) -> String {
@@ -701,14 +796,21 @@ fn attempts(c: &Case) -> Vec<Attempt> {
         },
     ];
     let obj = c.body.as_object().unwrap();
-    let mut unknown = c.body.clone();
-    unknown["surprise"] = json!(true);
-    out.push(Attempt {
-        what: "unknown field".into(),
-        body: json_of(&unknown),
-        content_type: "application/json",
-        want: Some(400),
-    });
+    if matches!(c.who, Who::Agent) {
+        // Agent protocol messages ignore fields they do not know (a newer
+        // agent may add optional ones without a new protocol version), and
+        // reports may be large: 300 KiB is not too large for them.
+        out.retain(|a| a.what != "oversized body");
+    } else {
+        let mut unknown = c.body.clone();
+        unknown["surprise"] = json!(true);
+        out.push(Attempt {
+            what: "unknown field".into(),
+            body: json_of(&unknown),
+            content_type: "application/json",
+            want: Some(400),
+        });
+    }
     for field in c.required {
         let mut b = c.body.clone();
         b.as_object_mut().unwrap().remove(*field);
@@ -810,7 +912,7 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
 
     settle(&app);
     let token = |who: Who| match who {
-        Who::Nobody | Who::Service(_) => None,
+        Who::Nobody | Who::Service(_) | Who::Agent => None,
         Who::Platform => Some(f.platform.token.clone()),
         Who::TenantAdmin => Some(f.admin.token.clone()),
         Who::Member => Some(f.member.token.clone()),
@@ -819,6 +921,29 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
     let mut tried = 0;
     for c in &cases {
         for a in attempts(c) {
+            if matches!(c.who, Who::Agent) {
+                let resp = f
+                    .agent
+                    .request_typed(c.method, &c.path, a.body.clone(), a.content_type);
+                let (status, code) = error_code(resp)
+                    .unwrap_or_else(|e| panic!("{} {} with {}: {e}", c.method, c.path, a.what));
+                match a.want {
+                    Some(w) => assert_eq!(
+                        status, w,
+                        "{} {} with {} ({code})",
+                        c.method, c.path, a.what
+                    ),
+                    None => assert!(
+                        (400..500).contains(&status),
+                        "{} {} with {}: {status} {code}",
+                        c.method,
+                        c.path,
+                        a.what
+                    ),
+                }
+                tried += 1;
+                continue;
+            }
             let mut req = reqwest::blocking::Client::new()
                 .request(
                     reqwest::Method::from_bytes(c.method.as_bytes()).unwrap(),
@@ -862,9 +987,9 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
 
     // Unknown and malformed ids in paths: 404, nothing changes.
     let privileged = |access: &str| match access {
-        "public" => None,
+        "public" | "agent" => None,
         a if a.starts_with("service: ") => None,
-        a if ["tenant:", "permission:", "menu:", "event:"]
+        a if ["tenant:", "permission:", "menu:", "event:", "node:"]
             .iter()
             .any(|p| a.starts_with(p)) =>
         {
@@ -897,10 +1022,15 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
                 req = req.json(&json!({}));
             }
             let (status, code) = error_code(req.send().unwrap()).unwrap();
-            assert!(
-                status == 404 || (status == 400 && method != "GET" && method != "DELETE"),
-                "{method} {concrete}: {status} {code}"
-            );
+            if access == "agent" {
+                // Nobody signs for an unknown node.
+                assert_eq!(status, 401, "{method} {concrete}: {status} {code}");
+            } else {
+                assert!(
+                    status == 404 || (status == 400 && method != "GET" && method != "DELETE"),
+                    "{method} {concrete}: {status} {code}"
+                );
+            }
             tried += 1;
         }
     }

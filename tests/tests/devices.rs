@@ -1,0 +1,597 @@
+//! The device component end to end, with scripted agents that sign exactly
+//! as the runtime agent does (tests/src/agent.rs): nodes, placement,
+//! lifecycle operations, quota, reports applied idempotently and in order,
+//! forged messages refused, silent nodes. The real runtime agent against
+//! Podman is in `agent_e2e.rs`.
+
+use agent_protocol::messages::{DeviceStatus, Envelope, RunState};
+use e2e::agent::{observed, ScriptedAgent};
+use e2e::{error_code, expect_json, Options, Session, TestApp};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const D: &str = "/api/v1/device";
+
+/// Enrolls a node as `admin`; returns its scripted agent.
+fn enroll(app: &TestApp, admin: &Session, id: &str, extra: Value) -> ScriptedAgent {
+    let mut body = json!({"id": id, "zone": "sh-1", "region": "cn"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let node = expect_json(app.post(&format!("{D}/nodes"), &body, admin.t()), 201);
+    assert_eq!(node["status"], "pending");
+    let secret = node["secret"]
+        .as_str()
+        .expect("the secret, once")
+        .to_string();
+    ScriptedAgent::new(&app.base, id, &secret)
+}
+
+/// Registers and heartbeats a node until it is online.
+fn bring_online(app: &TestApp, admin: &Session, agent: &ScriptedAgent) {
+    assert_eq!(agent.register(), 204);
+    let (status, answer) = agent.report(vec![agent.heartbeat(vec![])]);
+    assert_eq!(
+        (status, answer["applied"].as_i64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    let node = expect_json(
+        app.get(&format!("{D}/nodes/{}", agent.node), admin.t()),
+        200,
+    );
+    assert_eq!(node["status"], "online");
+}
+
+fn set_quota(app: &TestApp, admin: &Session, user: &str, devices: i32) {
+    expect_json(
+        app.patch(
+            &format!("/api/v1/user/quotas/{user}"),
+            &json!({"max_devices": devices, "max_concurrent_devices": devices, "max_cpu_cores": 1000,
+                    "max_memory_mb": 1_000_000, "max_storage_gb": 100_000}),
+            admin.t(),
+        ),
+        200,
+    );
+}
+
+fn wait_op(app: &TestApp, token: &str, op: &str) -> Value {
+    let v = expect_json(
+        app.get(&format!("{D}/operations/{op}?wait=20"), Some(token)),
+        200,
+    );
+    assert_ne!(v["status"], "running", "operation still running: {v}");
+    v
+}
+
+fn device_of(op: &Value) -> String {
+    op["device_id"].as_str().expect("device id").to_string()
+}
+
+#[test]
+fn a_user_gets_a_phone_once_its_node_reports_it_and_the_lifecycle_shows_in_the_api() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    let agent = enroll(&app, &admin, "node-a", json!({}));
+    // Nothing is online yet: the refusal says why.
+    let (status, code) = error_code(app.post(
+        &format!("{D}/devices"),
+        &json!({"name": "p1"}),
+        Some(&token),
+    ))
+    .unwrap();
+    assert_eq!((status, code.as_str()), (409, "no_capacity"));
+    bring_online(&app, &admin, &agent);
+
+    // The command reaches the node's channel, signed with its secret.
+    let redis = redis::Client::open(app.redis_url()).unwrap();
+    let mut sub = redis.get_connection().unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub
+        .subscribe(agent_protocol::messages::commands_channel(&agent.node))
+        .unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "p1", "tags": ["qa"]}),
+            Some(&token),
+        ),
+        202,
+    );
+    assert_eq!(
+        (op["kind"].as_str(), op["status"].as_str()),
+        (Some("create"), Some("running"))
+    );
+    let id = device_of(&op);
+    let msg = pubsub.get_message().expect("a command");
+    let env = Envelope::open(
+        msg.get_payload_bytes(),
+        &agent.secret,
+        &agent.node,
+        chrono::Utc::now(),
+        chrono::Duration::seconds(300),
+    )
+    .expect("signed by the node's secret");
+    assert_eq!(env.body["op"], "create");
+    assert_eq!(env.body["operation_id"], op["id"]);
+    assert_eq!(env.body["device"]["device_id"], id.as_str());
+
+    // The desired state has it, with its generation and redroid's settings.
+    let desired = agent.desired_state();
+    assert_eq!(desired.devices.len(), 1);
+    let dd = &desired.devices[0];
+    assert_eq!(
+        (dd.device_id.as_str(), dd.generation, dd.state),
+        (id.as_str(), 1, RunState::Running)
+    );
+    assert_eq!(dd.spec.resources.cpu_millis, 2000);
+    assert!(dd
+        .spec
+        .boot_args()
+        .contains(&"androidboot.redroid_dpi=320".to_string()));
+
+    // The agent reports it booting, then ready: the operation succeeds.
+    agent.report(vec![agent.status(&id, DeviceStatus::Booting, 1)]);
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(d["observed_status"], "booting");
+    agent.report(vec![
+        agent.result(op["id"].as_str().unwrap(), true, json!({"status": "ready"})),
+        agent.status(&id, DeviceStatus::Ready, 1),
+    ]);
+    let done = wait_op(&app, &token, op["id"].as_str().unwrap());
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(
+        (d["desired_status"].as_str(), d["observed_status"].as_str()),
+        (Some("running"), Some("running"))
+    );
+    assert_eq!(
+        d["adb"]["serial"], "10.0.0.17:40001",
+        "the owner gets the ADB endpoint"
+    );
+    assert_eq!(d["node_id"], Value::Null, "users do not see nodes");
+    assert_eq!(d["owner_id"], user.as_str());
+    let runs = expect_json(
+        app.get(&format!("{D}/devices/{id}/runs"), Some(&token)),
+        200,
+    );
+    assert_eq!(runs["items"].as_array().unwrap().len(), 1);
+    assert_eq!(runs["items"][0]["ended_at"], Value::Null);
+
+    // Stop: generation 2; done when the agent sees it stopped.
+    let stop = expect_json(
+        app.post(&format!("{D}/devices/{id}/stop"), &json!({}), Some(&token)),
+        202,
+    );
+    let desired = agent.desired_state();
+    assert_eq!(
+        (desired.devices[0].generation, desired.devices[0].state),
+        (2, RunState::Stopped)
+    );
+    agent.report(vec![agent.status(&id, DeviceStatus::Stopped, 2)]);
+    assert_eq!(
+        wait_op(&app, &token, stop["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    let runs = expect_json(
+        app.get(&format!("{D}/devices/{id}/runs"), Some(&token)),
+        200,
+    );
+    assert!(
+        runs["items"][0]["ended_at"].is_string(),
+        "the run interval closed"
+    );
+    // A restart of a stopped device is refused; start is the move.
+    assert_eq!(
+        error_code(app.post(
+            &format!("{D}/devices/{id}/restart"),
+            &json!({}),
+            Some(&token)
+        ))
+        .unwrap()
+        .0,
+        409
+    );
+
+    // Delete: gone from the desired state, quota back.
+    let quota = expect_json(app.get("/api/v1/user/me/quota", Some(&token)), 200);
+    assert_eq!(quota["used"]["devices"], 1, "{quota}");
+    let del = expect_json(app.delete(&format!("{D}/devices/{id}"), Some(&token)), 202);
+    assert!(agent.desired_state().devices.is_empty());
+    agent.report(vec![agent.status(&id, DeviceStatus::Removed, 3)]);
+    assert_eq!(
+        wait_op(&app, &token, del["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    let quota = expect_json(app.get("/api/v1/user/me/quota", Some(&token)), 200);
+    assert_eq!(quota["used"]["devices"], 0, "{quota}");
+    assert_eq!(
+        expect_json(app.get(&format!("{D}/devices"), Some(&token)), 200)["total"],
+        0
+    );
+    // Its events, once each, in the outbox.
+    let kinds: Vec<String> = app
+        .db("device")
+        .query(
+            "SELECT event_type FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for k in [
+        "device.created",
+        "device.started",
+        "device.stopped",
+        "device.deleted",
+    ] {
+        assert_eq!(
+            kinds.iter().filter(|x| *x == k).count(),
+            1,
+            "{k} in {kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn forged_unsigned_stale_misaddressed_and_older_agent_messages_change_nothing() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let (_, token) = app.signed_up_user();
+    let agent = enroll(&app, &admin, "node-b", json!({}));
+    let other = enroll(&app, &admin, "node-c", json!({}));
+    bring_online(&app, &admin, &agent);
+    let op = expect_json(
+        app.post(&format!("{D}/devices"), &json!({"name": "p"}), Some(&token)),
+        202,
+    );
+    let id = device_of(&op);
+    let path = agent_protocol::messages::desired_state_path("node-b");
+    // Unsigned, wrongly signed, stale, and signed by another node: 401.
+    let wrong =
+        agent_protocol::messages::NodeSecret::new(b"not-the-secret-of-node-b".to_vec()).unwrap();
+    let now = chrono::Utc::now();
+    let stale =
+        (now - chrono::Duration::seconds(900)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let fresh = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(app.get(&path, None).status(), 401);
+    assert_eq!(
+        agent
+            .request_at("GET", &path, vec![], &fresh, &wrong)
+            .status(),
+        401
+    );
+    assert_eq!(
+        agent
+            .request_at("GET", &path, vec![], &stale, &agent.secret)
+            .status(),
+        401
+    );
+    assert_eq!(
+        other.request("GET", &path, vec![]).status(),
+        401,
+        "node-c cannot read node-b's state"
+    );
+    // Inside a properly signed batch: a message signed with another key, one
+    // of another node, and a status older than what was applied are refused
+    // or ignored; the device stays as the newest report says.
+    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
+    let mut forged = agent.status(&id, DeviceStatus::Failed, 1);
+    forged = forged.sign(&wrong);
+    let misaddressed = other.status(&id, DeviceStatus::Failed, 1);
+    let mut older = agent.status(&id, DeviceStatus::Stopped, 1);
+    older.sent_at =
+        (now - chrono::Duration::seconds(60)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let older = older.sign(&agent.secret);
+    let (status, answer) = agent.report(vec![forged, misaddressed, older]);
+    assert_eq!(status, 200);
+    assert_eq!(answer["refused"].as_array().unwrap().len(), 2, "{answer}");
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(
+        d["observed_status"], "running",
+        "nothing older or forged applied"
+    );
+    // A node cannot report another node's device.
+    other.register();
+    other.report(vec![other.status(&id, DeviceStatus::Failed, 1)]);
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(d["observed_status"], "running");
+    // A revoked node is shut out.
+    expect_json(
+        app.post(&format!("{D}/nodes/node-b/revoke"), &json!({}), admin.t()),
+        200,
+    );
+    assert_eq!(agent.request("GET", &path, vec![]).status(), 401);
+}
+
+#[test]
+fn a_silent_node_becomes_unreachable_with_its_devices_unknown_and_both_come_back() {
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SPIN_VARIABLE_NODE_HEARTBEAT_SECS".into(), "1".into())],
+        ..Options::default()
+    });
+    let admin = app.platform_admin();
+    let (_, token) = app.signed_up_user();
+    let agent = enroll(&app, &admin, "node-d", json!({}));
+    bring_online(&app, &admin, &agent);
+    let op = expect_json(
+        app.post(&format!("{D}/devices"), &json!({"name": "p"}), Some(&token)),
+        202,
+    );
+    let id = device_of(&op);
+    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
+    // No more heartbeats: the liveness job (every 5 s) notices after 3 s.
+    app.eventually(Duration::from_secs(30), || {
+        let n = expect_json(app.get(&format!("{D}/nodes/node-d"), admin.t()), 200);
+        (n["status"] == "unreachable").then_some(())
+    })
+    .expect("the node becomes unreachable");
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(d["observed_status"], "unknown");
+    // Nothing new is placed there meanwhile.
+    assert_eq!(
+        error_code(app.post(&format!("{D}/devices"), &json!({"name": "q"}), Some(&token)))
+            .unwrap()
+            .1,
+        "no_capacity"
+    );
+    // It comes back: a heartbeat with its inventory makes both whole again.
+    agent.report(vec![agent.heartbeat(vec![observed(
+        &id,
+        DeviceStatus::Ready,
+        1,
+    )])]);
+    let n = expect_json(app.get(&format!("{D}/nodes/node-d"), admin.t()), 200);
+    assert_eq!(n["status"], "online");
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(d["observed_status"], "running");
+}
+
+#[test]
+fn thirty_concurrent_creates_against_a_quota_of_five_make_exactly_five_devices() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 5);
+    let agent = enroll(&app, &admin, "node-e", json!({}));
+    bring_online(&app, &admin, &agent);
+    let outcomes: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..30)
+            .map(|i| {
+                let (app, token) = (&app, &token);
+                s.spawn(move || {
+                    let r = app.post(&format!("{D}/devices"), &json!({"name": format!("p{i}"), "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}}), Some(token));
+                    let status = r.status().as_u16();
+                    let body: Value = r.json().unwrap_or(Value::Null);
+                    (status, body["error"]["code"].as_str().unwrap_or("").to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let made = outcomes.iter().filter(|(s, _)| *s == 202).count();
+    let refused = outcomes
+        .iter()
+        .filter(|(s, c)| *s == 409 && c == "quota_exceeded")
+        .count();
+    assert_eq!((made, refused), (5, 25), "{outcomes:?}");
+    assert_eq!(agent.desired_state().devices.len(), 5);
+    assert_eq!(
+        app.count(
+            "device",
+            "SELECT count(*) FROM devices WHERE desired_status <> 'deleted'"
+        ),
+        5
+    );
+    let quota = expect_json(app.get("/api/v1/user/me/quota", Some(&token)), 200);
+    assert_eq!(quota["used"]["devices"], 5, "{quota}");
+    assert_eq!(
+        quota["reserved"]["devices"], 0,
+        "nothing left reserved: {quota}"
+    );
+}
+
+#[test]
+fn concurrent_creates_never_overbook_a_node_and_the_strategies_place_as_documented() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 100);
+    // Two nodes, 8 cores x4 overcommit = 32 cores each: 8 devices of 4 cores.
+    let a = enroll(&app, &admin, "node-f", json!({}));
+    let b = enroll(&app, &admin, "node-g", json!({}));
+    bring_online(&app, &admin, &a);
+    bring_online(&app, &admin, &b);
+    let big = json!({"cpu_cores": 4, "memory_mb": 2048, "storage_gb": 4});
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let (app, token, big) = (&app, &token, &big);
+                s.spawn(move || {
+                    app.post(
+                        &format!("{D}/devices"),
+                        &json!({"name": format!("b{i}"), "spec": big}),
+                        Some(token),
+                    )
+                    .status()
+                    .as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        16,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 4);
+    for n in ["node-f", "node-g"] {
+        let node = expect_json(app.get(&format!("{D}/nodes/{n}"), admin.t()), 200);
+        assert_eq!(node["allocated"]["cpu_millis"], 32000, "{node}");
+    }
+    // The error says why.
+    let r = app.post(
+        &format!("{D}/devices"),
+        &json!({"name": "x", "spec": big}),
+        Some(&token),
+    );
+    let body: Value = r.json().unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4000m free cpu"),
+        "{body}"
+    );
+
+    // Strategies, on two fresh nodes: binpack fills one, spread alternates;
+    // a cordoned node and a tainted one get nothing.
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 100);
+    set_quota(&app, &admin, &admin.id, 100);
+    for (id, extra) in [
+        ("n1", json!({})),
+        ("n2", json!({})),
+        (
+            "n3",
+            json!({"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}),
+        ),
+        ("n4", json!({})),
+    ] {
+        bring_online(&app, &admin, &enroll(&app, &admin, id, extra));
+    }
+    expect_json(
+        app.post(&format!("{D}/nodes/n4/cordon"), &json!({}), admin.t()),
+        200,
+    );
+    let place = |strategy: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let op = expect_json(
+                    app.post(
+                        &format!("{D}/devices"),
+                        &json!({"name": format!("{strategy}{i}"), "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4},
+                                "placement": {"strategy": strategy}}),
+                        admin.t(),
+                    ),
+                    202,
+                );
+                op["node_id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let spread = place("spread", 4);
+    assert_eq!(
+        spread,
+        ["n1", "n2", "n1", "n2"],
+        "spread alternates (ties by id)"
+    );
+    let binpack = place("binpack", 3);
+    assert!(
+        binpack.iter().all(|n| n == &binpack[0]),
+        "binpack fills one node: {binpack:?}"
+    );
+    // Users may not choose the strategy.
+    assert_eq!(
+        error_code(app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "u", "placement": {"strategy": "spread"}}),
+            Some(&token)
+        ))
+        .unwrap()
+        .0,
+        403
+    );
+    // A toleration opens the tainted node, and the placement is explained.
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "t", "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4},
+                    "placement": {"strategy": "least_loaded", "tolerations": [{"key": "dedicated"}]}}),
+            admin.t(),
+        ),
+        202,
+    );
+    assert_eq!(op["node_id"], "n3");
+    let why = expect_json(
+        app.get(
+            &format!("{D}/devices/{}/placement", device_of(&op)),
+            admin.t(),
+        ),
+        200,
+    );
+    assert_eq!(why["decision"]["strategy"], "least_loaded");
+    assert!(
+        why["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("chose n3"),
+        "{why}"
+    );
+    assert_eq!(
+        app.count(
+            "device",
+            "SELECT count(*) FROM devices WHERE node_id = 'n4'"
+        ),
+        0,
+        "the cordoned node got nothing"
+    );
+}
+
+#[test]
+fn a_tenants_device_limit_holds_under_concurrency() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let tenant = app.create_tenant(&admin.token, "acme");
+    expect_json(
+        app.patch(
+            &format!("/api/v1/user/tenants/{tenant}"),
+            &json!({"max_devices": 3}),
+            admin.t(),
+        ),
+        200,
+    );
+    let members: Vec<Session> = (0..3)
+        .map(|_| {
+            app.create_user(
+                &admin.token,
+                json!({"tenant_id": tenant, "role_ids": [e2e::roles::USER]}),
+            )
+        })
+        .collect();
+    for m in &members {
+        set_quota(&app, &admin, &m.id, 10);
+    }
+    let agent = enroll(&app, &admin, "node-h", json!({}));
+    bring_online(&app, &admin, &agent);
+    let made: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = members
+            .iter()
+            .flat_map(|m| (0..3).map(move |i| (m, i)))
+            .map(|(m, i)| {
+                let app = &app;
+                s.spawn(move || {
+                    app.post(&format!("{D}/devices"), &json!({"name": format!("t{i}"), "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}}), m.t())
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter(|_| true)
+            .map(|h| h.join().unwrap())
+            .filter(|s| *s == 202)
+            .count()
+    });
+    assert_eq!(made, 3, "the tenant's limit is 3");
+}
