@@ -36,6 +36,8 @@ pub struct DeviceRuntime {
     pub undesired_since: Option<Instant>,
     /// The status last reported.
     pub last_status: Option<DeviceStatus>,
+    /// The generation last reported with it.
+    pub last_generation: Option<u64>,
 }
 
 impl DeviceRuntime {
@@ -597,6 +599,35 @@ pub async fn remove_device(shared: &Arc<Shared>, id: &DeviceId) -> Result<(), Ag
     Ok(())
 }
 
+/// The desired generation an observation satisfies: the one the agent
+/// holds when the device is in its desired state (running and ready with
+/// the desired spec, or stopped), else the one its container was built
+/// from. The control plane finishes an operation of generation `g` only on
+/// a status at `g` or later, so a stale `stopped` never completes a newer
+/// stop, and a stop (which keeps the container) still completes.
+fn observed_generation(
+    desired: Option<&DesiredDevice>,
+    c: Option<&ContainerInfo>,
+    status: DeviceStatus,
+) -> Option<u64> {
+    let c = c?;
+    let built = c.labels.get(LABEL_GENERATION).and_then(|g| g.parse().ok());
+    let Some(d) = desired else {
+        return built;
+    };
+    let converged = match d.state {
+        RunState::Running => {
+            status == DeviceStatus::Ready && c.labels.get(LABEL_SPEC_HASH) == Some(&d.spec.hash())
+        }
+        RunState::Stopped => status == DeviceStatus::Stopped,
+    };
+    if converged {
+        Some(d.generation.max(built.unwrap_or(0)))
+    } else {
+        built
+    }
+}
+
 /// Re-observes the inventory and reports every status change.
 pub async fn refresh_inventory(
     shared: &Arc<Shared>,
@@ -626,16 +657,20 @@ pub async fn refresh_inventory(
                 container_id: c.map(|c| c.id.clone()),
                 adb_port: c.and_then(|c| c.labels.get(LABEL_ADB_PORT)?.parse().ok()),
                 spec_hash: c.and_then(|c| c.labels.get(LABEL_SPEC_HASH).cloned()),
-                generation: c.and_then(|c| c.labels.get(LABEL_GENERATION)?.parse().ok()),
+                generation: observed_generation(desired.get(id), c, status),
                 reason: if status == DeviceStatus::Failed {
                     rt.last_error.clone()
                 } else {
                     None
                 },
             };
-            if rt.last_status != Some(status) {
+            // A new generation is news too: it is what tells the control
+            // plane that a stop (which keeps the status of a stopped
+            // container) or a start has been carried out.
+            if rt.last_status != Some(status) || rt.last_generation != dev.generation {
                 changes.push((dev.clone(), rt.last_status));
                 rt.last_status = Some(status);
+                rt.last_generation = dev.generation;
             }
             if status != DeviceStatus::Removed {
                 *counts
@@ -714,6 +749,49 @@ mod tests {
             .iter()
             .map(|(d, v)| (d.device_id.clone(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn the_reported_generation_is_the_desired_one_only_once_it_is_reached() {
+        let mut d = want("a", RunState::Stopped);
+        d.generation = 2;
+        let mut c = container(&d, false);
+        c.labels.insert(LABEL_GENERATION.to_owned(), "1".into());
+        // Stopped as desired: the stop of generation 2 is carried out,
+        // though the container (and its label) is the one of generation 1.
+        assert_eq!(
+            observed_generation(Some(&d), Some(&c), DeviceStatus::Stopped),
+            Some(2)
+        );
+        // Desired running at 3 but still stopped: only what it was built from.
+        d.state = RunState::Running;
+        d.generation = 3;
+        assert_eq!(
+            observed_generation(Some(&d), Some(&c), DeviceStatus::Stopped),
+            Some(1)
+        );
+        // Ready, but with another spec than desired: not reached either.
+        d.spec.display.dpi = 480;
+        assert_eq!(
+            observed_generation(Some(&d), Some(&c), DeviceStatus::Ready),
+            Some(1)
+        );
+        // Ready with the desired spec: reached.
+        let mut c = container(&d, true);
+        c.labels.insert(LABEL_GENERATION.to_owned(), "3".into());
+        assert_eq!(
+            observed_generation(Some(&d), Some(&c), DeviceStatus::Ready),
+            Some(3)
+        );
+        // No container, nothing to say; not desired, the label.
+        assert_eq!(
+            observed_generation(Some(&d), None, DeviceStatus::Creating),
+            None
+        );
+        assert_eq!(
+            observed_generation(None, Some(&c), DeviceStatus::Ready),
+            Some(3)
+        );
     }
 
     #[test]

@@ -220,11 +220,19 @@ impl Engine for DockerEngine {
             .all(true)
             .filters(&filters)
             .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| map_err("list containers", e))?;
+        // Podman briefly reports a container it is stopping as `stopped`, a
+        // state the Docker API (and bollard) does not have; the list is
+        // asked again for a moment rather than failing the caller's pass.
+        let mut tries = 0;
+        let list = loop {
+            match self.docker.list_containers(Some(opts.clone())).await {
+                Err(bollard::errors::Error::JsonDataError { .. }) if tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other.map_err(|e| map_err("list containers", e))?,
+            }
+        };
         Ok(list
             .into_iter()
             .map(|c| ContainerInfo {
