@@ -138,6 +138,25 @@ fn error_code(e: &Error) -> (&'static str, String) {
     }
 }
 
+/// A device's image must start with one of the operator's prefixes (the
+/// `device_images` variable, comma-separated; redroid's own by default):
+/// the container runs privileged on the platform's hosts, so no caller
+/// chooses an arbitrary image.
+fn image_allowed(image: &str) -> Result<()> {
+    let prefixes = platform::var("device_images").unwrap_or_else(|_| "redroid/redroid:".into());
+    if prefixes
+        .split(',')
+        .map(str::trim)
+        .any(|p| !p.is_empty() && image.starts_with(p))
+    {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "image {image} is not one this platform runs (allowed: {prefixes})"
+        )))
+    }
+}
+
 /// An operation as JSON.
 fn op_json(op: &Operation) -> serde_json::Value {
     serde_json::to_value(op).expect("operation serializes")
@@ -154,6 +173,7 @@ pub fn create(call: &Call) -> Result<Response> {
     let b: CreateDevice = call.body()?;
     let name = DeviceName::parse(&b.name)?;
     let spec = b.spec.unwrap_or_default().parse()?;
+    image_allowed(&spec.image)?;
     let tags = parse_tags(&b.tags)?;
     let start = b.start.unwrap_or(true);
     let zone = location("zone", b.zone)?;

@@ -16,6 +16,11 @@ use platform::db::Db;
 pub fn observed_changed(tx: &Db, before: &Device, after: &Device) -> Result<()> {
     let (from, to) = (before.observed(), after.observed());
     if from == to {
+        // The same status at a newer generation is how a stop of a stopped
+        // container, or a start of a running one, is seen carried out.
+        if before.observed_generation != after.observed_generation {
+            finish_waiting(tx, after)?;
+        }
         return Ok(());
     }
     let id = after.id.to_string();
@@ -53,7 +58,7 @@ pub fn observed_changed(tx: &Db, before: &Device, after: &Device) -> Result<()> 
 /// state now satisfies (or has made impossible).
 pub fn finish_waiting(tx: &Db, d: &Device) -> Result<()> {
     let observed = d.observed();
-    let built = d_observed_generation(tx, d)?;
+    let built = d.observed_generation;
     for op in repo::operations::running_for_device(tx, d.id)? {
         let reached = |want: Observed| {
             observed == want && op.generation.is_none_or(|g| built.is_some_and(|b| b >= g))
@@ -91,15 +96,4 @@ pub fn finish_waiting(tx: &Db, d: &Device) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn d_observed_generation(tx: &Db, d: &Device) -> Result<Option<i64>> {
-    let rows = tx.query(
-        "SELECT observed_generation FROM devices WHERE id = $1",
-        &[spin_sdk::pg4::ParameterValue::Uuid(d.id.to_string())],
-    )?;
-    Ok(match rows.rows.first() {
-        Some(r) => platform::db::col(r, 0, "devices.observed_generation")?,
-        None => None,
-    })
 }

@@ -64,6 +64,8 @@ pub struct Device {
     pub placement: serde_json::Value,
     /// When the agent last reported its status.
     pub observed_at: Option<String>,
+    /// The desired generation the agent's last report satisfied.
+    pub observed_generation: Option<i64>,
     /// Created.
     pub created_at: String,
     /// Changed.
@@ -74,7 +76,7 @@ pub struct Device {
 
 const COLUMNS: &str = "d.id, d.name, d.owner_id, d.owner_name, d.owner_email, d.tenant_id, d.department_id, \
      d.node_id, d.spec, d.tags, d.desired_status, d.observed_status, d.status_reason, d.generation, \
-     d.container_id, d.adb_host, d.adb_port, d.placement, d.observed_at, d.created_at, d.updated_at, d.version";
+     d.container_id, d.adb_host, d.adb_port, d.placement, d.observed_at, d.created_at, d.updated_at, d.version, d.observed_generation";
 
 fn device(r: &[DbValue]) -> Result<Device, DbError> {
     Ok(Device {
@@ -100,6 +102,7 @@ fn device(r: &[DbValue]) -> Result<Device, DbError> {
         created_at: timestamp(r, 19, "devices.created_at")?,
         updated_at: timestamp(r, 20, "devices.updated_at")?,
         version: col(r, 21, "devices.version")?,
+        observed_generation: col(r, 22, "devices.observed_generation")?,
     })
 }
 
