@@ -7,6 +7,7 @@
 //! Typed helpers (`register`, `login`, ...) keep the tests readable.
 
 pub mod agent;
+pub mod real_agent;
 
 use anyhow::{bail, Context, Result};
 use reqwest::blocking::{Client, Response};
@@ -29,7 +30,8 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn target_dir() -> PathBuf {
+/// Cargo's target directory (`CARGO_TARGET_DIR` or `target/`).
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
@@ -256,6 +258,11 @@ impl TestApp {
         };
         app.try_start()?;
         Ok(app)
+    }
+
+    /// This test's own directory (logs, agents' data).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The host this app runs on.
@@ -813,6 +820,25 @@ impl TestApp {
         r.send().expect("request")
     }
 
+    /// `POST` with an `Idempotency-Key`.
+    pub fn post_idempotent(
+        &self,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+        key: &str,
+    ) -> Response {
+        let mut r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("idempotency-key", key)
+            .json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().expect("request")
+    }
+
     /// A request with a raw body, content type and token.
     pub fn call_raw(
         &self,
@@ -977,11 +1003,36 @@ impl Drop for TestApp {
         if let Err(e) = migrator::admin::drop_role(&self.inspector.0) {
             eprintln!("cleanup of {} failed: {e}", self.inspector.0);
         }
-        if std::env::var_os("E2E_KEEP_LOGS").is_some() {
+        if std::env::var_os("E2E_KEEP_LOGS").is_some() || std::thread::panicking() {
             eprintln!("logs kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// Sends `send` again, as a well-behaved client does, while the answer is
+/// 502 or 503 (an overloaded app or a dependency): after `Retry-After`
+/// (at most 1 s here), up to 30 times. Requests that change something must
+/// be idempotent (an `Idempotency-Key` or a key in the body) for this.
+pub fn retrying(mut send: impl FnMut() -> Response) -> Response {
+    let mut tries = 0;
+    loop {
+        let r = send();
+        let status = r.status().as_u16();
+        if !matches!(status, 502 | 503) || tries == 30 {
+            return r;
+        }
+        tries += 1;
+        let wait = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(Duration::from_millis(200), |s| {
+                Duration::from_secs(s.min(1))
+            });
+        std::thread::sleep(wait);
     }
 }
 

@@ -3,7 +3,7 @@
 //! with the daily reset, and `quota.exceeded` reaching the user as a
 //! notification.
 
-use e2e::{error_code, expect_json, TestApp};
+use e2e::{error_code, expect_json, retrying, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -39,12 +39,15 @@ fn fifty_concurrent_reservations_against_a_limit_of_ten_grant_exactly_ten() {
             .map(|i| {
                 let (app, user) = (&app, &user);
                 s.spawn(move || {
-                    let r = reserve(
-                        app,
-                        user,
-                        &format!("create-{i}"),
-                        json!({"devices": 1, "cpu_cores": 2}),
-                    );
+                    // Clients retry an overloaded app's 502/503 with the same key.
+                    let r = retrying(|| {
+                        reserve(
+                            app,
+                            user,
+                            &format!("create-{i}"),
+                            json!({"devices": 1, "cpu_cores": 2}),
+                        )
+                    });
                     let status = r.status().as_u16();
                     (status, r.json::<Value>().unwrap_or(Value::Null))
                 })
@@ -54,7 +57,8 @@ fn fifty_concurrent_reservations_against_a_limit_of_ten_grant_exactly_ten() {
     });
     let granted: Vec<&Value> = outcomes
         .iter()
-        .filter(|(s, _)| *s == 201)
+        // 200: a retry answered with the reservation its lost first try made.
+        .filter(|(s, _)| matches!(*s, 200 | 201))
         .map(|(_, v)| v)
         .collect();
     let refused = outcomes

@@ -109,7 +109,7 @@ pub fn all() -> Result<()> {
     if fixtures.join("probe/Cargo.toml").exists() {
         wasm(&["probe"])?;
     }
-    run(cargo().args(["build", "-p", "local-host"]))
+    run(cargo().args(["build", "-p", "local-host", "-p", "runtime-agent"]))
 }
 
 /// The local host, optimised, for benchmarks.

@@ -1,0 +1,247 @@
+//! The real runtime agent (the `runtime-agent` binary) as a child process of
+//! a test, against the real container engine at `DOCKER_HOST` (Podman's
+//! Docker-compatible API in CI) and the test's app: it enrols with the
+//! secret the app gave its node, pulls desired state and reports over HTTP,
+//! takes commands from the app's Redis. The test can kill it (SIGKILL),
+//! freeze it (SIGSTOP) and start it again; dropping it removes its
+//! containers and data.
+
+use crate::{target_dir, TestApp};
+use runtime_agent::engine::docker::DockerEngine;
+use runtime_agent::engine::{ContainerInfo, Engine};
+use runtime_agent::spec::{LABEL_DEVICE, LABEL_NODE};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Where CI's Podman serves the Docker API (`cargo xtask setup` starts it).
+const PODMAN_SOCKET: &str = "unix:///run/cloudphone/podman.sock";
+
+/// The engine address: `DOCKER_HOST`, else CI's Podman socket.
+pub fn engine_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| PODMAN_SOCKET.to_string())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn engine(rt: &tokio::runtime::Runtime) -> DockerEngine {
+    let host = engine_host();
+    let engine = DockerEngine::connect(&host)
+        .unwrap_or_else(|e| panic!("DOCKER_HOST={host} is unusable: {e}"));
+    rt.block_on(engine.ping()).unwrap_or_else(|e| {
+        panic!(
+            "no container engine answers at {host} ({e}): these tests need one; \
+             `cargo xtask setup` starts Podman's API there"
+        )
+    });
+    engine
+}
+
+/// The image that behaves like redroid for the agent (built once, offline,
+/// from busybox: there is no image registry here); its tag.
+pub fn fake_redroid_image() -> String {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let rt = runtime();
+        let engine = engine(&rt);
+        rt.block_on(runtime_agent::testkit::fake_redroid_image(&engine))
+    })
+    .clone()
+}
+
+/// The prefix every tag of [`fake_redroid_image`] starts with (for the
+/// app's `device_images` variable).
+pub const FAKE_IMAGE_PREFIX: &str = "localhost/cloudphone-test-redroid:";
+
+/// The agent binary, built once per test process (a no-op when it is
+/// already up to date; `cargo xtask build` builds it too).
+pub fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(crate::root())
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "runtime-agent",
+                "--bin",
+                "runtime-agent",
+            ])
+            .status()
+            .expect("run cargo build for the runtime agent");
+        assert!(status.success(), "building the runtime agent failed");
+        target_dir().join("debug/runtime-agent")
+    })
+}
+
+/// ADB ports for one agent: below the ephemeral range and apart from the
+/// runtime agent's own tests (20000-31999).
+fn ports(n: u16) -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 12000 + (std::process::id() % 70) as u16 * 100;
+    let off = NEXT.fetch_add(n, Ordering::SeqCst) % 100;
+    (base + off, base + off + n - 1)
+}
+
+/// A runtime agent process for one node of a test's app.
+pub struct RealAgent {
+    /// The node id.
+    pub node: String,
+    dir: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl RealAgent {
+    /// Writes the node's configuration (the secret the app gave at
+    /// enrolment, short intervals) and starts the agent.
+    pub fn start(app: &TestApp, node: &str, secret: &str) -> Self {
+        let dir = app.dir().join(format!("agent-{node}"));
+        std::fs::create_dir_all(dir.join("data")).expect("agent dir");
+        let secret_file = dir.join("node.secret");
+        std::fs::write(&secret_file, secret).expect("secret file");
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let (first, last) = ports(10);
+        let config = dir.join("agent.toml");
+        let text = format!(
+            r#"node_id = "{node}"
+node_address = "127.0.0.1"
+secret_file = "{secret}"
+engine_host = "{engine}"
+redis_url = "{redis}"
+control_plane_url = "{base}"
+adb_bind_address = "127.0.0.1"
+port_range = "{first}-{last}"
+data_root = "{data}"
+metrics_addr = "{metrics}"
+reconcile_interval_ms = 200
+desired_state_interval_ms = 500
+heartbeat_interval_ms = 300
+removal_grace_ms = 500
+boot_timeout_ms = 30000
+stop_timeout_ms = 2000
+max_concurrency = 4
+max_devices = 8
+apk_url_prefixes = []
+
+[labels]
+zone = "sh-1"
+"#,
+            secret = secret_file.display(),
+            engine = engine_host(),
+            redis = app.redis_url(),
+            base = app.base,
+            data = dir.join("data").display(),
+        );
+        std::fs::write(&config, text).expect("agent config");
+        let mut agent = Self {
+            node: node.to_string(),
+            dir,
+            config,
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
+    /// Starts the agent process (again).
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the agent is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("agent log");
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("DOCKER_HOST")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the runtime agent");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no flush, no goodbye (a crashed or power-cut agent).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP or SIGCONT: a frozen agent sends nothing, like a partitioned host.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// This node's containers as the engine has them.
+    pub fn containers(&self) -> Vec<ContainerInfo> {
+        let rt = runtime();
+        let engine = engine(&rt);
+        rt.block_on(engine.list(&[(LABEL_NODE, self.node.as_str())]))
+            .expect("list containers")
+    }
+
+    /// The container of device `id`, if the engine has one.
+    pub fn container_of(&self, id: &str) -> Option<ContainerInfo> {
+        self.containers()
+            .into_iter()
+            .find(|c| c.labels.get(LABEL_DEVICE).map(String::as_str) == Some(id))
+    }
+
+    /// Runs `cmd` in a container; its stdout.
+    pub fn exec(&self, container: &str, cmd: &[&str]) -> String {
+        let rt = runtime();
+        let engine = engine(&rt);
+        let out = rt
+            .block_on(engine.exec(container, cmd, Duration::from_secs(10), 64 * 1024))
+            .expect("exec");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RealAgent {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_ref() {
+            // A frozen agent must be thawed to die cleanly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+        let rt = runtime();
+        let engine = engine(&rt);
+        if let Ok(list) = rt.block_on(engine.list(&[(LABEL_NODE, self.node.as_str())])) {
+            for c in list {
+                let _ = rt.block_on(engine.remove(&c.name));
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+    }
+}

@@ -1,0 +1,354 @@
+//! The whole path of a phone, with nothing scripted: the compiled
+//! components on real Spin, the real `runtime-agent` binary, real
+//! containers on the real engine (Podman's Docker API), real Redis and
+//! Postgres. A node is enrolled through the API, its agent comes online, a
+//! user's phone is created, placed, booted with redroid's arguments and
+//! reachable on its ADB port; stop, start, restart and delete act on the
+//! container; agents and the app are killed mid-way and nothing is lost.
+
+use e2e::real_agent::{fake_redroid_image, RealAgent, FAKE_IMAGE_PREFIX};
+use e2e::{error_code, expect_json, Options, Session, TestApp};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+const D: &str = "/api/v1/device";
+
+fn app_with(env: &[(&str, &str)]) -> TestApp {
+    let mut vars = vec![(
+        "SPIN_VARIABLE_DEVICE_IMAGES".to_string(),
+        format!("redroid/redroid:,{FAKE_IMAGE_PREFIX}"),
+    )];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    TestApp::spawn_with(Options {
+        env: vars,
+        ..Options::default()
+    })
+}
+
+/// A node id no other test shares (containers are labelled with it on the
+/// one engine all tests use).
+fn node_id(name: &str) -> String {
+    format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// Enrols a node through the API and starts its agent with the secret the
+/// app handed out; waits until the node is online.
+fn enrolled_agent(app: &TestApp, admin: &Session, name: &str) -> RealAgent {
+    let id = node_id(name);
+    let node = expect_json(
+        app.post(
+            &format!("{D}/nodes"),
+            &json!({"id": id, "zone": "sh-1", "region": "cn"}),
+            admin.t(),
+        ),
+        201,
+    );
+    let secret = node["secret"].as_str().expect("the secret, once");
+    let agent = RealAgent::start(app, &id, secret);
+    wait_node(app, admin, &agent, "online");
+    agent
+}
+
+fn wait_node(app: &TestApp, admin: &Session, agent: &RealAgent, status: &str) {
+    let path = format!("{D}/nodes/{}", agent.node);
+    app.eventually(Duration::from_secs(60), || {
+        let n = expect_json(app.get(&path, admin.t()), 200);
+        (n["status"] == status).then_some(())
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "node {} never became {status}; agent log:\n{}",
+            agent.node,
+            agent.log()
+        )
+    });
+}
+
+fn set_quota(app: &TestApp, admin: &Session, user: &str, devices: i32) {
+    expect_json(
+        app.patch(
+            &format!("/api/v1/user/quotas/{user}"),
+            &json!({"max_devices": devices, "max_concurrent_devices": devices, "max_cpu_cores": 1000,
+                    "max_memory_mb": 1_000_000, "max_storage_gb": 100_000}),
+            admin.t(),
+        ),
+        200,
+    );
+}
+
+/// Waits for an operation to finish (the API long-polls up to 20 s a call).
+fn finished(app: &TestApp, token: &str, op: &Value, agents: &[&RealAgent]) -> Value {
+    let id = op["id"].as_str().expect("operation id");
+    for _ in 0..6 {
+        let v = expect_json(
+            app.get(&format!("{D}/operations/{id}?wait=20"), Some(token)),
+            200,
+        );
+        if v["status"] != "running" {
+            return v;
+        }
+    }
+    let logs: Vec<String> = agents.iter().map(|a| a.log()).collect();
+    panic!(
+        "operation {id} still running after 120 s; agent logs:\n{}",
+        logs.join("\n")
+    );
+}
+
+fn succeeded(app: &TestApp, token: &str, op: &Value, agents: &[&RealAgent]) {
+    let done = finished(app, token, op, agents);
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+fn device(app: &TestApp, token: &str, id: &str) -> Value {
+    expect_json(app.get(&format!("{D}/devices/{id}"), Some(token)), 200)
+}
+
+fn create(app: &TestApp, token: &str, name: &str, extra: Value) -> Value {
+    let mut body = json!({"name": name, "spec": {"image": fake_redroid_image()}});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    expect_json(app.post(&format!("{D}/devices"), &body, Some(token)), 202)
+}
+
+fn device_of(op: &Value) -> String {
+    op["device_id"].as_str().expect("device id").to_string()
+}
+
+/// What the phone's ADB port answers (the test image serves a page there,
+/// as redroid's adbd answers there).
+fn adb_answer(serial: &str) -> String {
+    let mut s = std::net::TcpStream::connect(serial).expect("connect to the ADB endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_users_phone_runs_on_a_real_agent_and_every_lifecycle_step_acts_on_its_container() {
+    let app = app_with(&[]);
+    let admin = app.platform_admin();
+    let (_user, token) = app.signed_up_user();
+    let agent = enrolled_agent(&app, &admin, "host");
+    let node = expect_json(
+        app.get(&format!("{D}/nodes/{}", agent.node), admin.t()),
+        200,
+    );
+    assert_eq!(node["address"], "127.0.0.1", "{node}");
+    assert_eq!(node["capacity"]["max_devices"], 8, "{node}");
+
+    // Only the operator's images run: anything else is refused, and nothing is made.
+    let (status, code) = error_code(app.post(
+        &format!("{D}/devices"),
+        &json!({"name": "x", "spec": {"image": "docker.io/library/alpine:latest"}}),
+        Some(&token),
+    ))
+    .unwrap();
+    assert_eq!((status, code.as_str()), (400, "invalid_input"));
+    assert_eq!(app.count("device", "SELECT count(*) FROM devices"), 0);
+
+    let op = create(
+        &app,
+        &token,
+        "phone-1",
+        json!({"spec": {"image": fake_redroid_image(), "display": {"width": 1080, "height": 1920, "dpi": 440, "fps": 60}}}),
+    );
+    let id = device_of(&op);
+    succeeded(&app, &token, &op, &[&agent]);
+    let d = device(&app, &token, &id);
+    assert_eq!(
+        (d["desired_status"].as_str(), d["observed_status"].as_str()),
+        (Some("running"), Some("running")),
+        "{d}"
+    );
+    // One container, running, booted with redroid's settings from the spec.
+    let c = agent.container_of(&id).expect("the phone's container");
+    assert!(c.running, "{c:?}");
+    assert_eq!(agent.containers().len(), 1);
+    let args = agent.exec(&c.name, &["cat", "/boot-args"]);
+    for a in [
+        "androidboot.redroid_width=1080",
+        "androidboot.redroid_height=1920",
+        "androidboot.redroid_dpi=440",
+        "androidboot.redroid_fps=60",
+    ] {
+        assert!(
+            args.contains(a),
+            "{a} missing from the boot arguments: {args}"
+        );
+    }
+    // The owner's ADB endpoint is the node's address and the port the agent
+    // published, and the phone answers there.
+    let serial = d["adb"]["serial"]
+        .as_str()
+        .expect("ADB endpoint")
+        .to_string();
+    assert!(serial.starts_with("127.0.0.1:"), "{serial}");
+    assert!(
+        adb_answer(&serial).contains("adb"),
+        "the phone answers on {serial}"
+    );
+
+    // Stop: the container stops, the phone is stopped, no ADB endpoint.
+    let stop = expect_json(
+        app.post(&format!("{D}/devices/{id}/stop"), &json!({}), Some(&token)),
+        202,
+    );
+    succeeded(&app, &token, &stop, &[&agent]);
+    let c = agent
+        .container_of(&id)
+        .expect("a stopped phone keeps its container");
+    assert!(!c.running, "{c:?}");
+    let d = device(&app, &token, &id);
+    assert_eq!(d["observed_status"], "stopped", "{d}");
+    assert_eq!(d["adb"], Value::Null);
+
+    // Start: the same container runs again, on the same endpoint.
+    let start = expect_json(
+        app.post(&format!("{D}/devices/{id}/start"), &json!({}), Some(&token)),
+        202,
+    );
+    succeeded(&app, &token, &start, &[&agent]);
+    assert!(agent.container_of(&id).expect("container").running);
+    let d = device(&app, &token, &id);
+    assert_eq!(d["observed_status"], "running", "{d}");
+    assert!(adb_answer(d["adb"]["serial"].as_str().unwrap()).contains("adb"));
+
+    // Restart: running again afterwards, with a fresh boot.
+    let c = agent.container_of(&id).unwrap();
+    agent.exec(&c.name, &["touch", "/tmp/before-restart"]);
+    let restart = expect_json(
+        app.post(
+            &format!("{D}/devices/{id}/restart"),
+            &json!({}),
+            Some(&token),
+        ),
+        202,
+    );
+    succeeded(&app, &token, &restart, &[&agent]);
+    let c = agent.container_of(&id).expect("container");
+    assert!(c.running);
+    assert_eq!(device(&app, &token, &id)["observed_status"], "running");
+
+    // Delete: the container goes, the phone goes, the quota comes back.
+    let del = expect_json(app.delete(&format!("{D}/devices/{id}"), Some(&token)), 202);
+    succeeded(&app, &token, &del, &[&agent]);
+    assert!(
+        agent.container_of(&id).is_none(),
+        "the container is removed"
+    );
+    assert_eq!(
+        expect_json(app.get(&format!("{D}/devices"), Some(&token)), 200)["total"],
+        0
+    );
+    let quota = expect_json(app.get("/api/v1/user/me/quota", Some(&token)), 200);
+    assert_eq!(quota["used"]["devices"], 0, "{quota}");
+}
+
+#[test]
+fn a_killed_agent_and_a_killed_app_lose_nothing() {
+    let mut app = app_with(&[]);
+    let admin = app.platform_admin();
+    let (_user, token) = app.signed_up_user();
+    let mut agent = enrolled_agent(&app, &admin, "crash");
+
+    // The agent dies before the command reaches it: the command is lost
+    // with its Redis subscription, but the desired state is not. Started
+    // again, the agent pulls it and makes the phone.
+    agent.kill();
+    let op = create(&app, &token, "phone-a", json!({}));
+    let a = device_of(&op);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(agent.container_of(&a).is_none());
+    agent.spawn();
+    succeeded(&app, &token, &op, &[&agent]);
+    assert!(
+        agent
+            .container_of(&a)
+            .expect("made after the restart")
+            .running
+    );
+
+    // The app dies right after accepting a stop: the agent carries it out
+    // and keeps its reports until the app is back; then the operation and
+    // the phone's state are whole.
+    let stop = expect_json(
+        app.post(&format!("{D}/devices/{a}/stop"), &json!({}), Some(&token)),
+        202,
+    );
+    app.kill();
+    app.eventually(Duration::from_secs(30), || {
+        agent.container_of(&a).filter(|c| !c.running).map(|_| ())
+    })
+    .expect("the agent stops the container while the app is down");
+    app.start();
+    succeeded(&app, &token, &stop, &[&agent]);
+    assert_eq!(device(&app, &token, &a)["observed_status"], "stopped");
+
+    // An agent killed mid-create, restarted: one container, not two.
+    let op = create(&app, &token, "phone-b", json!({}));
+    let b = device_of(&op);
+    app.eventually(Duration::from_secs(30), || {
+        agent.container_of(&b).map(|_| ())
+    })
+    .expect("the container is being made");
+    agent.kill();
+    agent.spawn();
+    succeeded(&app, &token, &op, &[&agent]);
+    let theirs: Vec<_> = agent
+        .containers()
+        .into_iter()
+        .filter(|c| c.name.contains(&b))
+        .collect();
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert!(theirs[0].running);
+    let d = device(&app, &token, &b);
+    assert_eq!(d["observed_status"], "running", "{d}");
+    let runs = expect_json(app.get(&format!("{D}/devices/{b}/runs"), Some(&token)), 200);
+    assert_eq!(runs["items"].as_array().unwrap().len(), 1, "{runs}");
+}
+
+#[test]
+fn two_agents_share_the_work_and_a_frozen_one_is_noticed_and_welcomed_back() {
+    let app = app_with(&[("SPIN_VARIABLE_NODE_HEARTBEAT_SECS", "1")]);
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 4);
+    let a = enrolled_agent(&app, &admin, "left");
+    let b = enrolled_agent(&app, &admin, "right");
+
+    // The default strategy (least loaded) puts two phones on two nodes.
+    let ops: Vec<Value> = (0..2)
+        .map(|i| create(&app, &token, &format!("p{i}"), json!({})))
+        .collect();
+    for op in &ops {
+        succeeded(&app, &token, op, &[&a, &b]);
+    }
+    assert_eq!((a.containers().len(), b.containers().len()), (1, 1));
+    let on_a = a.containers()[0].labels["io.cloudphone.device-id"].clone();
+    let on_b = b.containers()[0].labels["io.cloudphone.device-id"].clone();
+
+    // Node a freezes (a partitioned host): unreachable after three missed
+    // heartbeats, its phone unknown; b's phone is untouched, and a new
+    // phone goes to b.
+    a.signal("STOP");
+    wait_node(&app, &admin, &a, "unreachable");
+    assert_eq!(device(&app, &token, &on_a)["observed_status"], "unknown");
+    assert_eq!(device(&app, &token, &on_b)["observed_status"], "running");
+    let op = create(&app, &token, "p2", json!({}));
+    succeeded(&app, &token, &op, &[&a, &b]);
+    assert_eq!(b.containers().len(), 2, "the new phone is on the live node");
+
+    // It thaws: online again, and its phone is running as it always was.
+    a.signal("CONT");
+    wait_node(&app, &admin, &a, "online");
+    app.eventually(Duration::from_secs(30), || {
+        (device(&app, &token, &on_a)["observed_status"] == "running").then_some(())
+    })
+    .expect("the phone on the returning node is running again");
+    assert!(a.container_of(&on_a).expect("container").running);
+}
