@@ -53,7 +53,18 @@ pub fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     HOST.get_or_init(|| {
         let host = match spin_binary() {
-            Some(spin) => Host::Spin(spin),
+            Some(spin) => {
+                // The project's `spin` wrapper unpacks the binary and the
+                // cron plugin on first use, which is not safe to do from
+                // several `spin up`s at once: do it here, once.
+                let warm = Command::new(&spin).arg("--version").output();
+                assert!(
+                    warm.as_ref().is_ok_and(|o| o.status.success()),
+                    "{} --version failed: {warm:?}",
+                    spin.display()
+                );
+                Host::Spin(spin)
+            }
             None => Host::Local(local_host_binary()),
         };
         eprintln!("e2e: the app runs on {host:?}");
