@@ -72,18 +72,36 @@ while :; do sleep 1 & wait $!; done
 "#;
 
 const GETPROP: &str = r#"#!/bin/sh
+# Without an argument, every property as Android prints them: the boot
+# arguments stand in for the system's properties.
 case "$1" in
+  "")
+    echo "[sys.boot_completed]: [$(cat /tmp/boot_completed 2>/dev/null)]"
+    for a in $(cat /boot-args); do
+      case "$a" in *=*) echo "[${a%%=*}]: [${a#*=}]" ;; esac
+    done ;;
   sys.boot_completed) cat /tmp/boot_completed 2>/dev/null ;;
   *) tr ' ' '\n' < /boot-args | grep "^$1=" | cut -d= -f2- ;;
 esac
 "#;
 
+/// A test "APK" names its package in a `package=<name>` line; `pm list
+/// packages` shows two system packages and what was installed.
 const PM: &str = r#"#!/bin/sh
 case "$1" in
   install)
     shift; [ "$1" = "-r" ] && shift
-    if [ -s "$1" ]; then echo "$1" >> /data/installed-apks; echo Success; else echo "Failure [INSTALL_FAILED_INVALID_APK]"; exit 1; fi ;;
-  uninstall) echo Success ;;
+    if [ -s "$1" ]; then
+      echo "$1" >> /data/installed-apks
+      name=$(grep -o 'package=[A-Za-z0-9_.]*' "$1" | head -n 1 | cut -d= -f2)
+      [ -n "$name" ] && echo "$name" >> /data/packages
+      echo Success
+    else echo "Failure [INSTALL_FAILED_INVALID_APK]"; exit 1; fi ;;
+  uninstall)
+    if [ -f /data/packages ]; then grep -vx "$2" /data/packages > /data/packages.new; mv /data/packages.new /data/packages; fi
+    echo Success ;;
+  list)
+    for p in android com.android.settings $(cat /data/packages 2>/dev/null); do echo "package:$p"; done ;;
   *) echo "unknown"; exit 1 ;;
 esac
 "#;
@@ -99,7 +117,7 @@ ENTRYPOINT ["/init", "qemu=1", "androidboot.hardware=redroid"]
 
 const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "sleep", "mkdir", "rm", "grep", "cut", "tr", "httpd", "ls", "cp", "true",
-    "printf", "test", "[", "kill", "ps", "touch", "wc", "head",
+    "printf", "test", "[", "kill", "ps", "touch", "wc", "head", "mv",
 ];
 
 fn build_context() -> std::io::Result<Vec<u8>> {

@@ -103,8 +103,14 @@ pub struct RealAgent {
 
 impl RealAgent {
     /// Writes the node's configuration (the secret the app gave at
-    /// enrolment, short intervals) and starts the agent.
+    /// enrolment, short intervals, APK downloads off) and starts the agent.
     pub fn start(app: &TestApp, node: &str, secret: &str) -> Self {
+        Self::start_with(app, node, secret, &[])
+    }
+
+    /// [`RealAgent::start`], downloading APKs only from under these URL
+    /// prefixes (the agent's `apk_url_prefixes`; none turns downloads off).
+    pub fn start_with(app: &TestApp, node: &str, secret: &str, apk_url_prefixes: &[&str]) -> Self {
         let dir = app.dir().join(format!("agent-{node}"));
         std::fs::create_dir_all(dir.join("data")).expect("agent dir");
         let secret_file = dir.join("node.secret");
@@ -133,7 +139,7 @@ boot_timeout_ms = 30000
 stop_timeout_ms = 2000
 max_concurrency = 4
 max_devices = 8
-apk_url_prefixes = []
+apk_url_prefixes = {prefixes}
 
 [labels]
 zone = "sh-1"
@@ -143,6 +149,12 @@ zone = "sh-1"
             redis = app.redis_url(),
             base = app.base,
             data = dir.join("data").display(),
+            prefixes = toml::Value::Array(
+                apk_url_prefixes
+                    .iter()
+                    .map(|p| toml::Value::String(p.to_string()))
+                    .collect()
+            ),
         );
         std::fs::write(&config, text).expect("agent config");
         let mut agent = Self {

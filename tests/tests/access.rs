@@ -6,6 +6,7 @@
 use e2e::{error_code, expect_json, ids, roles, Session, TestApp};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 const U: &str = "/api/v1/user";
 
@@ -43,7 +44,12 @@ fn two_tenants(app: &TestApp) -> Tenants {
 
 #[test]
 fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
-    let app = TestApp::spawn();
+    // The scripted agent beats once: a long interval keeps the liveness job
+    // from turning B's phone `unknown` while A tries everything.
+    let app = TestApp::spawn_with(e2e::Options {
+        env: vec![("SPIN_VARIABLE_NODE_HEARTBEAT_SECS".into(), "3600".into())],
+        ..Default::default()
+    });
     let t = two_tenants(&app);
     let b = t.b.t();
     // Tenant B's things, made by B's administrator.
@@ -128,6 +134,25 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         op["device_id"].as_str().unwrap().to_string(),
         op["id"].as_str().unwrap().to_string(),
     );
+    // Running, so that A's device operations would reach it if they could.
+    agent.report(vec![agent.status(
+        &device,
+        agent_protocol::messages::DeviceStatus::Ready,
+        1,
+    )]);
+    // Settled: the operation done and the quota's claim turned into use.
+    app.eventually(Duration::from_secs(30), || {
+        let op = expect_json(
+            app.get(&format!("/api/v1/device/operations/{operation}"), b),
+            200,
+        );
+        let quota = expect_json(app.get(&format!("{U}/quotas/{}", ub.id), b), 200);
+        (op["status"] == "succeeded"
+            && quota["used"]["devices"] == 1
+            && quota["reserved"]["devices"] == 0)
+            .then_some(())
+    })
+    .expect("B's phone running and its quota settled");
     let audit = expect_json(app.get(&format!("{U}/audit-logs"), b), 200);
     let entry = audit["items"][0]["id"]
         .as_str()
@@ -299,6 +324,46 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
             format!("/api/v1/device/operations/{operation}"),
             None,
         ),
+        (
+            "POST",
+            format!("/api/v1/device/devices/{device}/shell"),
+            Some(json!({"command": "id"})),
+        ),
+        (
+            "GET",
+            format!("/api/v1/device/devices/{device}/logcat"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/device/devices/{device}/screenshot"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/device/devices/{device}/files?path=/data/x"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/v1/device/devices/{device}/apps"),
+            Some(json!({"url": "http://cp.example/a.apk", "sha256": "0123456789abcdef".repeat(4)})),
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/device/devices/{device}/apps/com.example.app"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/device/devices/{device}/packages"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/device/devices/{device}/properties"),
+            None,
+        ),
         ("GET", "/api/v1/device/nodes/iso-node".to_string(), None),
         (
             "PATCH",
@@ -326,6 +391,17 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
             None,
         ),
     ];
+    let operations_before = app.count("device", "SELECT count(*) FROM operations");
+    // A file pushed to B's phone: the body is a file, not JSON.
+    let (status, code) = error_code(app.call_raw(
+        "PUT",
+        &format!("/api/v1/device/devices/{device}/files?path=/data/x"),
+        "application/octet-stream",
+        b"mine".to_vec(),
+        a,
+    ))
+    .unwrap();
+    assert_eq!((status, code.as_str()), (404, "not_found"), "PUT files");
     for (method, path, body) in &attempts {
         let (status, code) = error_code(app.call(method, path, body.as_ref(), a)).unwrap();
         // A tenant administrator may not change tenants at all, nor see
@@ -341,6 +417,11 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         };
         assert_eq!((status, code.as_str()), want, "{method} {path}");
     }
+    assert_eq!(
+        app.count("device", "SELECT count(*) FROM operations"),
+        operations_before,
+        "no operation was recorded on B's phone"
+    );
     // Creating things inside B is refused.
     let a_member = app.create_user(&t.a.token, json!({}));
     let creations: Vec<(&str, String, Value, u16)> = vec![

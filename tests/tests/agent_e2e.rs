@@ -4,7 +4,8 @@
 //! Postgres. A node is enrolled through the API, its agent comes online, a
 //! user's phone is created, placed, booted with redroid's arguments and
 //! reachable on its ADB port; stop, start, restart and delete act on the
-//! container; agents and the app are killed mid-way and nothing is lost.
+//! container; agents and the app are killed mid-way and nothing is lost;
+//! every device operation (shell, files, apps, ...) runs inside the phone.
 
 use e2e::real_agent::{fake_redroid_image, RealAgent, FAKE_IMAGE_PREFIX};
 use e2e::{error_code, expect_json, Options, Session, TestApp};
@@ -35,6 +36,16 @@ fn node_id(name: &str) -> String {
 /// Enrols a node through the API and starts its agent with the secret the
 /// app handed out; waits until the node is online.
 fn enrolled_agent(app: &TestApp, admin: &Session, name: &str) -> RealAgent {
+    enrolled_agent_with(app, admin, name, &[])
+}
+
+/// [`enrolled_agent`] whose agent downloads APKs from under these prefixes.
+fn enrolled_agent_with(
+    app: &TestApp,
+    admin: &Session,
+    name: &str,
+    apk_url_prefixes: &[&str],
+) -> RealAgent {
     let id = node_id(name);
     let node = expect_json(
         app.post(
@@ -45,7 +56,7 @@ fn enrolled_agent(app: &TestApp, admin: &Session, name: &str) -> RealAgent {
         201,
     );
     let secret = node["secret"].as_str().expect("the secret, once");
-    let agent = RealAgent::start(app, &id, secret);
+    let agent = RealAgent::start_with(app, &id, secret, apk_url_prefixes);
     wait_node(app, admin, &agent, "online");
     agent
 }
@@ -310,6 +321,20 @@ fn a_killed_agent_and_a_killed_app_lose_nothing() {
     assert_eq!(d["observed_status"], "running", "{d}");
     let runs = expect_json(app.get(&format!("{D}/devices/{b}/runs"), Some(&token)), 200);
     assert_eq!(runs["items"].as_array().unwrap().len(), 1, "{runs}");
+    // The quota counts the two phones once each, with no claim left open
+    // by the crashes (the claims job settles any within a few runs).
+    let quota = app
+        .eventually(Duration::from_secs(30), || {
+            let q = expect_json(app.get("/api/v1/user/me/quota", Some(&token)), 200);
+            (q["reserved"]["devices"] == 0).then_some(q)
+        })
+        .expect("no quota claim left open");
+    assert_eq!(quota["used"]["devices"], 2, "{quota}");
+    assert_eq!(
+        app.count("device", "SELECT count(*) FROM devices"),
+        2,
+        "two phones, not more"
+    );
 }
 
 #[test]
@@ -351,4 +376,238 @@ fn two_agents_share_the_work_and_a_frozen_one_is_noticed_and_welcomed_back() {
     })
     .expect("the phone on the returning node is running again");
     assert!(a.container_of(&on_a).expect("container").running);
+}
+
+/// Serves `body` to every request on a local port, from a thread that
+/// lives as long as the test (a download source for APKs); its base URL.
+fn serve_file(body: Vec<u8>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.android.package-archive\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            let _ = s.write_all(&body);
+        }
+    });
+    base
+}
+
+/// The lower-case hex sha256 of a file, by coreutils' `sha256sum` (an
+/// implementation apart from the agent's).
+fn sha256_of(app: &TestApp, bytes: &[u8]) -> String {
+    let path = app.dir().join("digest-input");
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("sha256sum")
+        .arg(&path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+#[test]
+fn every_device_operation_runs_inside_a_real_phone() {
+    let app = app_with(&[]);
+    let admin = app.platform_admin();
+    let (_user, token) = app.signed_up_user();
+    // A test "APK": the fake phone's `pm` reads the package name from it.
+    let apk = b"not really an apk\npackage=com.example.hello\n".to_vec();
+    let sha = sha256_of(&app, &apk);
+    let source = serve_file(apk);
+    let agent = enrolled_agent_with(&app, &admin, "ops", &[&format!("{source}/apks/")]);
+    let op = create(&app, &token, "phone", json!({}));
+    let id = device_of(&op);
+    succeeded(&app, &token, &op, &[&agent]);
+    let dev = format!("{D}/devices/{id}");
+    let owner = Some(token.as_str());
+    let ok = |v: &Value, kind: &str| {
+        assert_eq!(
+            (v["kind"].as_str(), v["status"].as_str()),
+            (Some(kind), Some("succeeded")),
+            "{v}\nagent log:\n{}",
+            agent.log()
+        );
+    };
+
+    // Shell needs device:shell, which the owner (role `user`) lacks.
+    let shell = format!("{dev}/shell?wait=20");
+    let (status, _) = error_code(app.post(&shell, &json!({"command": "echo hi"}), owner)).unwrap();
+    assert_eq!(status, 403);
+    let v = expect_json(
+        app.post(&shell, &json!({"command": "echo hi"}), admin.t()),
+        200,
+    );
+    ok(&v, "shell");
+    assert_eq!(v["result"]["stdout"].as_str().unwrap().trim(), "hi", "{v}");
+    assert_eq!(v["result"]["exit_code"], 0);
+
+    // Properties: what getprop prints, parsed; the boot arguments are there.
+    let v = expect_json(app.get(&format!("{dev}/properties?wait=20"), owner), 200);
+    ok(&v, "properties");
+    let width = device(&app, &token, &id)["spec"]["display"]["width"].to_string();
+    assert_eq!(
+        v["result"]["properties"]["androidboot.redroid_width"].as_str(),
+        Some(width.as_str()),
+        "{v}"
+    );
+    assert_eq!(v["result"]["properties"]["sys.boot_completed"], "1");
+
+    // Screenshot: the PNG itself.
+    let r = app.get(&format!("{dev}/screenshot?wait=20"), owner);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert!(r.headers().contains_key("x-operation-id"));
+    let png = r.bytes().unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{png:?}");
+
+    // A file of the largest size a push takes (8 MiB, every byte value, a
+    // space in its name) comes back the same: through Spin, the command
+    // row, Redis, the agent, its report and the operation's result.
+    let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let file = format!("{dev}/files?path=/data/local/tmp/cloud%20phone/blob.bin&wait=20");
+    let v = expect_json(
+        app.call_raw(
+            "PUT",
+            &file,
+            "application/octet-stream",
+            data.clone(),
+            admin.t(),
+        ),
+        200,
+    );
+    ok(&v, "push_file");
+    assert_eq!(v["result"]["bytes"], data.len(), "{v}");
+    assert_eq!(
+        app.count(
+            "device",
+            "SELECT count(*) FROM node_commands WHERE body ? 'content_base64'"
+        ),
+        0,
+        "the file leaves the command once the push has its answer"
+    );
+    assert_eq!(v["result"]["path"], "/data/local/tmp/cloud phone/blob.bin");
+    let r = app.get(&file, admin.t());
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert!(r.bytes().unwrap() == data, "the pulled file differs");
+    // A file that is not there: a failed operation, answered with its error.
+    let v = expect_json(
+        app.get(&format!("{dev}/files?path=/nowhere/x&wait=20"), admin.t()),
+        200,
+    );
+    assert_eq!(v["status"], "failed", "{v}");
+
+    // Logcat text.
+    let v = expect_json(
+        app.get(&format!("{dev}/logcat?lines=50&wait=20"), owner),
+        200,
+    );
+    ok(&v, "logcat");
+    assert!(
+        v["result"]["text"].as_str().unwrap().contains("boot args"),
+        "{v}"
+    );
+
+    // Packages, then an APK: refused by checksum, refused by the node's
+    // URL policy, installed, listed, uninstalled.
+    let packages = || {
+        let v = expect_json(app.get(&format!("{dev}/packages?wait=20"), owner), 200);
+        ok(&v, "packages");
+        v["result"]["packages"].clone()
+    };
+    assert_eq!(packages(), json!(["android", "com.android.settings"]));
+    let apps = format!("{dev}/apps?wait=20");
+    let url = format!("{source}/apks/hello.apk");
+    let v = expect_json(
+        app.post(&apps, &json!({"url": url, "sha256": "0".repeat(64)}), owner),
+        200,
+    );
+    assert_eq!(
+        (v["status"].as_str(), v["error_code"].as_str()),
+        (Some("failed"), Some("checksum_mismatch")),
+        "{v}"
+    );
+    let v = expect_json(
+        app.post(
+            &apps,
+            &json!({"url": format!("{source}/elsewhere/hello.apk"), "sha256": sha}),
+            owner,
+        ),
+        200,
+    );
+    assert_eq!(v["error_code"], "url_not_allowed", "{v}");
+    let v = expect_json(
+        app.post(&apps, &json!({"url": url, "sha256": sha}), owner),
+        200,
+    );
+    ok(&v, "install_apk");
+    assert_eq!(v["result"]["sha256"], sha.as_str());
+    assert_eq!(
+        packages(),
+        json!(["android", "com.android.settings", "com.example.hello"])
+    );
+    let v = expect_json(
+        app.delete(&format!("{dev}/apps/com.example.hello?wait=20"), owner),
+        200,
+    );
+    ok(&v, "uninstall_apk");
+    assert_eq!(packages(), json!(["android", "com.android.settings"]));
+
+    // Every operation is in the device's history under its own kind.
+    let ops = expect_json(
+        app.get(
+            &format!("{D}/operations?device_id={id}&per_page=100"),
+            admin.t(),
+        ),
+        200,
+    );
+    let kinds: Vec<&str> = ops["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    for k in [
+        "shell",
+        "properties",
+        "screenshot",
+        "push_file",
+        "pull_file",
+        "logcat",
+        "packages",
+        "install_apk",
+        "uninstall_apk",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+
+    // A stopped phone takes no operations, and says why.
+    let stop = expect_json(app.post(&format!("{dev}/stop"), &json!({}), owner), 202);
+    succeeded(&app, &token, &stop, &[&agent]);
+    let r = app.get(&format!("{dev}/logcat"), owner);
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not running"),
+        "{body}"
+    );
 }

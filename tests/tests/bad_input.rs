@@ -5,6 +5,8 @@
 //! type, each string field oversized, each reference an unknown id, an
 //! unknown field, invalid emails. Every route with an id in its path is
 //! called with unknown and malformed ids, and every list with bad paging.
+//! Device operations get bad values of their own (query parameters, path
+//! segments, raw bodies) on a running device.
 //! Each answer must be a 4xx in the common error shape, and afterwards every
 //! table of every database must be exactly as before. The table of routes is
 //! checked against `docs/api.md`, so a new route without a case fails here.
@@ -164,6 +166,17 @@ fn fixture(app: &TestApp) -> Fixture {
         .as_str()
         .unwrap()
         .to_string();
+    // Running, so that only the input can be what refuses a device operation.
+    let (status, answer) = agent.report(vec![agent.status(
+        &device,
+        agent_protocol::messages::DeviceStatus::Ready,
+        1,
+    )]);
+    assert_eq!(
+        (status, answer["applied"].as_i64()),
+        (200, Some(1)),
+        "{answer}"
+    );
     Fixture {
         platform,
         admin,
@@ -586,6 +599,20 @@ fn cases(f: &Fixture) -> Vec<Case> {
         ),
         case(
             "POST",
+            format!("/api/v1/device/devices/{}/shell", f.device),
+            TenantAdmin,
+            json!({"command": "echo hi", "timeout_ms": 1000}),
+            &["command"],
+        ),
+        case(
+            "POST",
+            format!("/api/v1/device/devices/{}/apps", f.device),
+            Member,
+            json!({"url": "http://cp.example/apks/a.apk", "sha256": "0123456789abcdef".repeat(4)}),
+            &["url", "sha256"],
+        ),
+        case(
+            "POST",
             "/api/v1/device/nodes".to_string(),
             Platform,
             json!({"id": "bad-input-node", "name": "n", "address": "10.0.0.9", "region": "cn", "zone": "sh-2",
@@ -661,6 +688,7 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/notification/internal/events/prune",
     "POST /api/v1/notification/admin/dead-letters/:id/replay",
     "DELETE /api/v1/device/devices/:id",
+    "DELETE /api/v1/device/devices/:id/apps/:package",
     "POST /api/v1/device/devices/:id/start",
     "POST /api/v1/device/devices/:id/stop",
     "POST /api/v1/device/devices/:id/restart",
@@ -681,6 +709,194 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/device/internal/events/catch-up",
     "POST /api/v1/device/admin/dead-letters/:id/replay",
 ];
+
+/// Routes whose body is not JSON: their bad input is in [`raw_attempts`].
+const RAW_BODY: &[&str] = &["PUT /api/v1/device/devices/:id/files"];
+
+/// One request with a bad value of its own (a query parameter, a path
+/// segment, a raw body, a JSON value breaking a rule), and the status it
+/// must get.
+struct Raw {
+    method: &'static str,
+    path: String,
+    who: Who,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    want: u16,
+}
+
+/// A content type (none: no header) and a body.
+type Body = (Option<&'static str>, Vec<u8>);
+
+/// The device operations' bad values: every operation route has some, and
+/// so does every route in [`RAW_BODY`]. The fixture's device is running,
+/// so only the input refuses them.
+fn raw_attempts(f: &Fixture) -> Vec<Raw> {
+    use Who::*;
+    let dev = format!("/api/v1/device/devices/{}", f.device);
+    let json_body =
+        |v: Value| -> Body { (Some("application/json"), serde_json::to_vec(&v).unwrap()) };
+    let none = || -> Body { (None, Vec::new()) };
+    let octets = |n: usize| -> Body { (Some("application/octet-stream"), vec![7u8; n]) };
+    let digest = "0123456789abcdef".repeat(4);
+    let mut out = Vec::new();
+    let mut add =
+        |method: &'static str, path: String, who: Who, (content_type, body): Body, want: u16| {
+            out.push(Raw {
+                method,
+                path,
+                who,
+                content_type,
+                body,
+                want,
+            })
+        };
+    for bad in [
+        json!({"command": ""}),
+        json!({"command": "   "}),
+        json!({"command": "x".repeat(4097)}),
+        json!({"command": "a\u{0}b"}),
+        json!({"command": "id", "timeout_ms": 0}),
+        json!({"command": "id", "timeout_ms": 300_001}),
+        json!({"command": "id", "timeout_ms": -1}),
+    ] {
+        add(
+            "POST",
+            format!("{dev}/shell"),
+            TenantAdmin,
+            json_body(bad),
+            400,
+        );
+    }
+    add(
+        "POST",
+        format!("{dev}/shell?wait=31"),
+        TenantAdmin,
+        json_body(json!({"command": "id"})),
+        400,
+    );
+    for q in [
+        "lines=0",
+        "lines=5001",
+        "lines=-3",
+        "lines=ten",
+        "lines=",
+        "wait=31",
+        "wait=-1",
+    ] {
+        add("GET", format!("{dev}/logcat?{q}"), Member, none(), 400);
+    }
+    for q in [
+        "screenshot?wait=99",
+        "screenshot?wait=soon",
+        "packages?wait=x",
+        "properties?wait=31",
+    ] {
+        add("GET", format!("{dev}/{q}"), Member, none(), 400);
+    }
+    let long_path = format!("/{}", "a".repeat(1100));
+    for q in [
+        "",
+        "?path=relative/x",
+        "?path=/data/../etc/passwd",
+        "?path=/",
+        "?path=/data/",
+        "?path=/a%0Ab",
+        &format!("?path={long_path}"),
+        "?path=/data/x&wait=31",
+    ] {
+        add("GET", format!("{dev}/files{q}"), TenantAdmin, none(), 400);
+    }
+    for q in [
+        "",
+        "?path=data/x",
+        "?path=/data/./x",
+        "?path=/data/x/..",
+        "?path=/data/x&wait=31",
+    ] {
+        add(
+            "PUT",
+            format!("{dev}/files{q}"),
+            TenantAdmin,
+            octets(10),
+            400,
+        );
+    }
+    let push = format!("{dev}/files?path=/data/x");
+    add(
+        "PUT",
+        push.clone(),
+        TenantAdmin,
+        (Some("application/json"), b"{}".to_vec()),
+        415,
+    );
+    add(
+        "PUT",
+        push.clone(),
+        TenantAdmin,
+        (Some("text/plain"), b"hi".to_vec()),
+        415,
+    );
+    add(
+        "PUT",
+        push.clone(),
+        TenantAdmin,
+        (None, b"hi".to_vec()),
+        415,
+    );
+    add("PUT", push, TenantAdmin, octets((8 << 20) + 1), 413);
+    for (url, sha) in [
+        ("ftp://cp.example/a.apk", digest.clone()),
+        ("http://user:pw@cp.example/a.apk", digest.clone()),
+        ("not a url", digest.clone()),
+        ("http:///a.apk", digest.clone()),
+        ("http://cp.example/a.apk", digest.to_uppercase()),
+        ("http://cp.example/a.apk", digest[1..].to_string()),
+        ("http://cp.example/a.apk", digest.replace('a', "g")),
+    ] {
+        add(
+            "POST",
+            format!("{dev}/apps"),
+            Member,
+            json_body(json!({"url": url, "sha256": sha})),
+            400,
+        );
+    }
+    let good = json!({"url": "http://cp.example/a.apk", "sha256": digest});
+    add(
+        "POST",
+        format!("{dev}/apps?wait=31"),
+        Member,
+        json_body(good),
+        400,
+    );
+    for p in ["Bad-Name", "com..x", "1com.x", "com.x?wait=31"] {
+        add("DELETE", format!("{dev}/apps/{p}"), Member, none(), 400);
+    }
+    out
+}
+
+/// The device operation routes, each of which must have bad values in
+/// [`raw_attempts`].
+const DEVICE_OPS: &[&str] = &[
+    "POST /api/v1/device/devices/:id/shell",
+    "GET /api/v1/device/devices/:id/logcat",
+    "GET /api/v1/device/devices/:id/screenshot",
+    "PUT /api/v1/device/devices/:id/files",
+    "GET /api/v1/device/devices/:id/files",
+    "POST /api/v1/device/devices/:id/apps",
+    "DELETE /api/v1/device/devices/:id/apps/:package",
+    "GET /api/v1/device/devices/:id/packages",
+    "GET /api/v1/device/devices/:id/properties",
+];
+
+/// Whether a concrete path (query ignored) fits a documented pattern
+/// (`:name` segments match any one segment).
+fn fits(pattern: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap();
+    let (p, c): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == c.len() && p.iter().zip(&c).all(|(p, c)| p.starts_with(':') || p == c)
+}
 
 fn shape(path: &str) -> String {
     path.split('/')
@@ -903,7 +1119,8 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
                     .join("/")
             )
         );
-        let listed = NO_BODY.contains(&format!("{method} {path}").as_str());
+        let listed = NO_BODY.contains(&format!("{method} {path}").as_str())
+            || RAW_BODY.contains(&format!("{method} {path}").as_str());
         assert!(
             covered.contains(&key) || listed,
             "no bad-input case for {method} {path}"
@@ -984,6 +1201,48 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
             c.path
         );
     }
+
+    // Device operations: bad values of their own (query, path segment, raw
+    // body, a JSON value breaking a rule) on a running device; each route
+    // has some.
+    let raws = raw_attempts(&f);
+    for route in DEVICE_OPS.iter().chain(RAW_BODY) {
+        let (method, pattern) = route.split_once(' ').unwrap();
+        assert!(
+            e2e::documented_routes()
+                .iter()
+                .any(|(m, p, _)| m == method && p == pattern),
+            "{route} is not in docs/api.md"
+        );
+        assert!(
+            raws.iter()
+                .any(|r| r.method == method && fits(pattern, &r.path)),
+            "no bad-value case for {route}"
+        );
+    }
+    for r in &raws {
+        let mut req = reqwest::blocking::Client::new()
+            .request(
+                reqwest::Method::from_bytes(r.method.as_bytes()).unwrap(),
+                format!("{}{}", app.base, r.path),
+            )
+            .body(r.body.clone());
+        if let Some(ct) = r.content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(t) = token(r.who) {
+            req = req.bearer_auth(t);
+        }
+        let (status, code) = error_code(req.send().unwrap())
+            .unwrap_or_else(|e| panic!("{} {}: {e}", r.method, r.path));
+        assert_eq!(status, r.want, "{} {:.200} ({code})", r.method, r.path);
+        tried += 1;
+    }
+    assert_eq!(
+        fingerprint(&app),
+        before,
+        "a device operation with bad input changed something"
+    );
 
     // Unknown and malformed ids in paths: 404, nothing changes.
     let privileged = |access: &str| match access {

@@ -601,3 +601,164 @@ fn a_tenants_device_limit_holds_under_concurrency() {
     });
     assert_eq!(made, 3, "the tenant's limit is 3");
 }
+
+#[test]
+fn a_device_operation_reaches_its_node_signed_and_only_that_nodes_result_finishes_it() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let (_, token) = app.signed_up_user();
+    let agent = enroll(&app, &admin, "node-s", json!({}));
+    bring_online(&app, &admin, &agent);
+    let op = expect_json(
+        app.post(&format!("{D}/devices"), &json!({"name": "p"}), Some(&token)),
+        202,
+    );
+    let id = device_of(&op);
+    let shell = format!("{D}/devices/{id}/shell");
+    // Not running yet: refused, with the reason, and nothing recorded.
+    let (status, code) =
+        error_code(app.post(&shell, &json!({"command": "echo hi"}), admin.t())).unwrap();
+    assert_eq!((status, code.as_str()), (409, "conflict"));
+    assert_eq!(
+        app.count(
+            "device",
+            "SELECT count(*) FROM operations WHERE kind = 'shell'"
+        ),
+        0
+    );
+    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
+    assert_eq!(
+        wait_op(&app, &token, op["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    // The owner may use the phone but holds no device:shell.
+    assert_eq!(
+        error_code(app.post(&shell, &json!({"command": "echo hi"}), Some(&token)))
+            .unwrap()
+            .0,
+        403
+    );
+
+    let redis = redis::Client::open(app.redis_url()).unwrap();
+    let mut sub = redis.get_connection().unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub
+        .subscribe(agent_protocol::messages::commands_channel(&agent.node))
+        .unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let command = |pubsub: &mut redis::PubSub| -> Envelope {
+        let msg = pubsub.get_message().expect("a command");
+        Envelope::open(
+            msg.get_payload_bytes(),
+            &agent.secret,
+            &agent.node,
+            chrono::Utc::now(),
+            chrono::Duration::seconds(300),
+        )
+        .expect("signed by the node's secret")
+    };
+
+    // Without a wait: 202 with the running operation; the command is on
+    // the node's channel, signed with its secret.
+    let running = expect_json(
+        app.post(
+            &format!("{shell}?wait=0"),
+            &json!({"command": "echo hi", "timeout_ms": 5000}),
+            admin.t(),
+        ),
+        202,
+    );
+    assert_eq!(
+        (running["kind"].as_str(), running["status"].as_str()),
+        (Some("shell"), Some("running"))
+    );
+    let op_id = running["id"].as_str().unwrap().to_string();
+    let env = command(&mut pubsub);
+    assert_eq!(
+        env.body,
+        json!({"operation_id": op_id, "op": "shell", "device_id": id, "command": "echo hi",
+               "timeout_ms": 5000, "max_output_bytes": null})
+    );
+
+    // Another node's result for it is refused; the operation runs on.
+    let other = enroll(&app, &admin, "node-t", json!({}));
+    assert_eq!(other.register(), 204);
+    let forged = json!({"exit_code": 0, "stdout": "forged\n", "stderr": "", "truncated": false});
+    let (status, answer) = other.report(vec![other.result(&op_id, true, forged)]);
+    assert_eq!(status, 200);
+    assert_eq!(answer["refused"].as_array().unwrap().len(), 1, "{answer}");
+    let v = expect_json(app.get(&format!("{D}/operations/{op_id}"), admin.t()), 200);
+    assert_eq!(v["status"], "running", "{v}");
+
+    // The node's own result finishes it, and the API shows the output.
+    let output = json!({"exit_code": 0, "stdout": "hi\n", "stderr": "", "truncated": false});
+    let (_, answer) = agent.report(vec![agent.result(&op_id, true, output.clone())]);
+    assert_eq!(answer["applied"], 1, "{answer}");
+    let done = wait_op(&app, &admin.token, &op_id);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"], output);
+
+    // A request that waits gets the finished operation as soon as the
+    // result arrives: `packages` is a fixed shell command the control plane
+    // parses, recorded under its own kind and open to the owner.
+    let answered = std::thread::scope(|s| {
+        let waiting =
+            s.spawn(|| app.get(&format!("{D}/devices/{id}/packages?wait=20"), Some(&token)));
+        let env = command(&mut pubsub);
+        assert_eq!(
+            (env.body["op"].as_str(), env.body["command"].as_str()),
+            (Some("shell"), Some("pm list packages"))
+        );
+        let listed = json!({"exit_code": 0, "stdout": "package:com.b\npackage:com.a\n", "stderr": "", "truncated": false});
+        agent.report(vec![agent.result(
+            env.body["operation_id"].as_str().unwrap(),
+            true,
+            listed,
+        )]);
+        waiting.join().unwrap()
+    });
+    let v = expect_json(answered, 200);
+    assert_eq!(
+        (v["kind"].as_str(), v["status"].as_str()),
+        (Some("packages"), Some("succeeded")),
+        "{v}"
+    );
+    assert_eq!(
+        v["result"],
+        json!({"packages": ["com.a", "com.b"], "truncated": false})
+    );
+
+    // The agent's failure fails the operation with its code and message.
+    let running = expect_json(
+        app.get(
+            &format!("{D}/devices/{id}/logcat?lines=5&wait=0"),
+            Some(&token),
+        ),
+        202,
+    );
+    let env = command(&mut pubsub);
+    assert_eq!(
+        (env.body["op"].as_str(), env.body["lines"].as_u64()),
+        (Some("logcat"), Some(5))
+    );
+    agent.report(vec![agent.result(
+        running["id"].as_str().unwrap(),
+        false,
+        Value::Null,
+    )]);
+    let failed = wait_op(&app, &token, running["id"].as_str().unwrap());
+    assert_eq!(
+        (
+            failed["status"].as_str(),
+            failed["error_code"].as_str(),
+            failed["error"].as_str()
+        ),
+        (
+            Some("failed"),
+            Some("device_command_failed"),
+            Some("it failed")
+        )
+    );
+}

@@ -6,7 +6,7 @@
 
 use crate::consumer::Consumer;
 use crate::error::Error;
-use crate::handlers::{agent, devices, internal, nodes, operations};
+use crate::handlers::{agent, device_ops, devices, internal, nodes, operations};
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
 use platform::router::{route, Component, Guard, Guard::*, Route};
@@ -38,6 +38,15 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "devices/:id/restart", Permission("device:control"), devices::restart),
     route("GET", "devices/:id/placement", Permission("node:read"), devices::placement),
     route("GET", "devices/:id/runs", Permission("device:read"), devices::runs),
+    route("POST", "devices/:id/shell", Permission("device:shell"), device_ops::shell),
+    route("GET", "devices/:id/logcat", Permission("device:control"), device_ops::logcat),
+    route("GET", "devices/:id/screenshot", Permission("device:control"), device_ops::screenshot),
+    route("PUT", "devices/:id/files", Permission("device:shell"), device_ops::push_file),
+    route("GET", "devices/:id/files", Permission("device:shell"), device_ops::pull_file),
+    route("POST", "devices/:id/apps", Permission("device:control"), device_ops::install_app),
+    route("DELETE", "devices/:id/apps/:package", Permission("device:control"), device_ops::uninstall_app),
+    route("GET", "devices/:id/packages", Permission("device:control"), device_ops::packages),
+    route("GET", "devices/:id/properties", Permission("device:control"), device_ops::properties),
     route("GET", "operations", Permission("device:read"), operations::list),
     route("GET", "operations/:id", Permission("device:read"), operations::get),
     route("GET", "nodes", Permission("node:read"), nodes::list),

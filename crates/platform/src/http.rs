@@ -160,6 +160,51 @@ pub fn body_within<T: DeserializeOwned>(req: &Request, max: usize) -> Result<T, 
     serde_json::from_value(value).map_err(clean)
 }
 
+/// A raw (non-JSON) request body of `content_type`, at most `max` bytes:
+/// 413 when larger, 415 for another content type (file uploads).
+pub fn raw_body_within<'a>(
+    req: &'a Request,
+    max: usize,
+    content_type: &str,
+) -> Result<&'a [u8], Problem> {
+    let bytes = req.body();
+    if bytes.len() > max {
+        return Err(Problem::new(
+            413,
+            "payload_too_large",
+            format!("body larger than {max} bytes"),
+        ));
+    }
+    let matches = req
+        .header("content-type")
+        .and_then(|v| v.as_str())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case(content_type)
+        })
+        .unwrap_or(false);
+    if !matches {
+        return Err(Problem::new(
+            415,
+            "unsupported_media_type",
+            format!("content-type must be {content_type}"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A response with a raw body of `content_type` (files, images).
+pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(body)
+        .build()
+}
+
 /// Calls an internal endpoint of another component by service chaining
 /// (`http://<component>.spin.internal/...`), with this component's service
 /// token and the request id, and a JSON body if given. Transport failures

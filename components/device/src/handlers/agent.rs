@@ -8,6 +8,7 @@
 //! and an older report never overwrites a newer one.
 
 use super::{db, dispatch, lifecycle, Call};
+use crate::domain::device_ops;
 use crate::domain::status::{NodeStatus, Observed};
 use crate::error::{Error, Result};
 use crate::repo::{self, nodes::Capacity};
@@ -316,7 +317,7 @@ fn apply(db: &Db, node: &str, env: &Envelope) -> Result<Applied> {
         }
         "command_result" => {
             let result = parse!(CommandResult);
-            command_result(db, node, &result)?;
+            return command_result(db, node, &result);
         }
         other => return Ok(Applied::Refused(format!("unknown kind {other}"))),
     }
@@ -358,17 +359,26 @@ fn observe(db: &Db, node: &str, d: &ObservedDevice, sent_at: &str) -> Result<()>
     })
 }
 
-/// Finishes the operation a command result answers (once).
-fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<()> {
+/// Finishes the operation a command result answers (once). A result for
+/// an operation of another node is refused: a node answers only for the
+/// commands sent to it.
+fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<Applied> {
     let Ok(op) = Uuid::parse_str(&r.operation_id) else {
-        return Ok(());
+        return Ok(Applied::Refused(
+            "the operation id is not one this control plane made".into(),
+        ));
     };
     db.transaction(|tx| {
         let Some(o) = repo::operations::find(tx, op)? else {
-            return Ok::<_, Error>(());
+            return Ok::<_, Error>(Applied::Ok);
         };
-        if o.node_id.as_deref() != Some(node) || o.status != "running" {
-            return Ok(());
+        if o.node_id.as_deref() != Some(node) {
+            return Ok(Applied::Refused(format!(
+                "operation {op} was not sent to this node"
+            )));
+        }
+        if o.status != "running" {
+            return Ok(Applied::Ok);
         }
         // Lifecycle operations finish when the device is seen in the state
         // they asked for (the agent's result may come before its status);
@@ -376,23 +386,32 @@ fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<()> {
         let lifecycle_op = matches!(o.kind.as_str(), "create" | "start" | "stop" | "delete");
         if r.ok && lifecycle_op {
             repo::operations::progress(tx, op, 90)?;
-            return Ok(());
+            return Ok(Applied::Ok);
         }
-        let error = (!r.ok).then(|| {
-            (
+        let outcome = if r.ok {
+            // Device operations record the agent's output, or what is read
+            // from it (`packages`, `properties`).
+            device_ops::recorded_result(&o.kind, &r.output)
+                .map(Some)
+                .map_err(|(code, message)| (code.to_string(), message))
+        } else {
+            Err((
                 r.error_code.clone().unwrap_or_else(|| "agent_error".into()),
                 r.error.clone().unwrap_or_default(),
-            )
-        });
-        let output = (!r.output.is_null()).then_some(&r.output);
-        repo::operations::finish(
-            tx,
-            op,
-            r.ok,
-            output,
-            error.as_ref().map(|(c, m)| (c.as_str(), m.as_str())),
-        )?;
-        Ok(())
+            ))
+        };
+        match &outcome {
+            Ok(output) => {
+                let output = output.as_ref().filter(|v| !v.is_null());
+                repo::operations::finish(tx, op, true, output, None)?;
+            }
+            Err((code, message)) => {
+                repo::operations::finish(tx, op, false, None, Some((code, message)))?;
+            }
+        }
+        // A pushed file's contents are not kept once the push has an answer.
+        repo::commands::drop_payload(tx, op)?;
+        Ok(Applied::Ok)
     })
 }
 

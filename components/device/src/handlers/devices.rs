@@ -33,7 +33,7 @@ fn timeout_secs(kind: &str) -> i32 {
 }
 
 /// The caller's `Idempotency-Key` header, if any.
-fn idempotency_key(call: &Call) -> Result<Option<String>> {
+pub fn idempotency_key(call: &Call) -> Result<Option<String>> {
     match call.req.header("idempotency-key").and_then(|v| v.as_str()) {
         None => Ok(None),
         Some(k) if !k.is_empty() && k.len() <= 128 && k.chars().all(|c| c.is_ascii_graphic()) => {

@@ -1,8 +1,9 @@
 //! Internal endpoints: the scheduler's jobs (node liveness, operation
-//! deadlines, the command relay, quota claims a crash left unsettled), and
-//! billing's feed of run intervals.
+//! deadlines and payloads, the command relay, quota claims a crash left
+//! unsettled), and billing's feed of run intervals.
 
 use super::{agent, db, dispatch, lifecycle, Call};
+use crate::domain::device_ops;
 use crate::error::{Error, Result};
 use crate::repo;
 use spin_sdk::http::Response;
@@ -32,13 +33,22 @@ pub fn liveness(call: &Call) -> Result<Response> {
 }
 
 /// `POST /internal/operations/expire` (scheduler): running operations past
-/// their deadline fail with `timeout`.
+/// their deadline fail with `timeout` (a push's file leaves its command
+/// then), and finished operations lose their payload (files, screenshots,
+/// logs, shell output) after the payload window.
 pub fn expire_operations(_call: &Call) -> Result<Response> {
     let db = db()?;
-    let expired = db.transaction(|tx| Ok::<_, Error>(repo::operations::expire_due(tx)?))?;
+    let expired = db.transaction(|tx| {
+        let expired = repo::operations::expire_due(tx)?;
+        for op in &expired {
+            repo::commands::drop_payload(tx, op.id)?;
+        }
+        Ok::<_, Error>(expired)
+    })?;
+    let payloads = repo::operations::expire_payloads(&db, device_ops::PAYLOAD_WINDOW_SECS)?;
     Ok(platform::http::json(
         200,
-        &serde_json::json!({"expired": expired.len()}),
+        &serde_json::json!({"expired": expired.len(), "payloads_expired": payloads}),
     ))
 }
 

@@ -1,9 +1,11 @@
 //! Thin handlers: parse input, call the domain and repo, build the response.
 //! `lifecycle` holds what several handlers share about a device's state
 //! changing (events, run intervals, operations finishing); `dispatch` what
-//! happens after a commit (commands to agents, quota in `user`).
+//! happens after a commit (commands to agents, quota in `user`);
+//! `device_ops` the operations inside a running phone (shell, files, apps).
 
 pub mod agent;
+pub mod device_ops;
 pub mod devices;
 pub mod dispatch;
 pub mod internal;

@@ -248,6 +248,22 @@ pub fn expire_due(db: &Db) -> Result<Vec<Operation>, DbError> {
     )
 }
 
+/// Drops the payload (file contents, screenshots, logs, shell output) from
+/// the results of operations finished more than `secs` ago, marking them
+/// `payload_expired` as the agent marks its own; returns how many. The
+/// condition on `result` is the predicate of the partial index
+/// `operations_payloads`, so only results that still hold a payload are
+/// looked at.
+pub fn expire_payloads(db: &Db, secs: i32) -> Result<u64, DbError> {
+    db.execute(
+        "UPDATE operations SET result = (result - 'content_base64' - 'png_base64' - 'text' - 'stdout' - 'stderr') \
+           || '{\"payload_expired\": true}'::jsonb, updated_at = now() AT TIME ZONE 'UTC' \
+         WHERE result ?| ARRAY['content_base64', 'png_base64', 'text', 'stdout', 'stderr'] \
+           AND finished_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => $1::int)",
+        &[P::Int32(secs)],
+    )
+}
+
 /// A page of the operations a caller sees.
 pub fn list(
     db: &Db,

@@ -1,0 +1,245 @@
+//! Operations inside a running phone, carried out by its node's agent:
+//! shell, logcat, screenshot, push and pull a file, install and uninstall
+//! an APK, the package list and the properties. Each is an operation, like
+//! the lifecycle actions: the operation and the agent's command commit in
+//! one transaction, the command is published after the commit, and the
+//! agent's `command_result` finishes the operation. The request then waits
+//! up to `wait` seconds (default 10, at most 30) and answers 200 with the
+//! finished operation (succeeded or failed), or 202 with the operation
+//! still running, to follow at `GET /operations/:id`. A screenshot or a
+//! pull that succeeded in time answers with the PNG or the file itself.
+//!
+//! Checks come in one order: the device must be one the caller sees (404
+//! otherwise, whatever the input), then the input (400, nothing written),
+//! then the device must be running (409).
+
+use super::devices::{idempotency_key, visible};
+use super::operations::{wait_for, MAX_WAIT_SECS};
+use super::{db as open_db, dispatch, Call};
+use crate::domain::device_ops::{self as ops, DeviceOp};
+use crate::error::{Error, Result};
+use crate::repo::{self, devices::Device, operations::NewOperation, operations::Operation};
+use agent_protocol::messages::Command;
+use agent_protocol::spec::{DeviceId, OperationId};
+use base64::Engine as _;
+use serde::Deserialize;
+use spin_sdk::http::Response;
+use uuid::Uuid;
+
+/// How long a request waits for its operation when it does not say.
+const DEFAULT_WAIT_SECS: i64 = 10;
+
+/// What a request answers once its operation succeeded.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// The operation as JSON.
+    Operation,
+    /// The bytes of this base64 field of the result, with this content type.
+    Bytes(&'static str, &'static str),
+}
+
+/// The device of the request's `:id`, if the caller sees it.
+fn target(call: &Call) -> Result<Device> {
+    let caller = call.caller()?;
+    let id = call.id("id", "device")?;
+    visible(&open_db()?, caller, id)
+}
+
+/// Records `op` on a device the caller sees, sends it to the device's node
+/// and waits for it (see the module's documentation for the answers).
+fn run(call: &Call, d: &Device, op: DeviceOp, answer: Answer) -> Result<Response> {
+    let caller = call.caller()?;
+    let wait = platform::http::int_query(call.req, "wait", DEFAULT_WAIT_SECS, MAX_WAIT_SECS)?;
+    let key = idempotency_key(call)?;
+    ops::ready(d.desired(), d.observed()).map_err(Error::Conflict)?;
+    let internal = |e: agent_protocol::spec::SpecError| platform::Problem::internal(e.to_string());
+    let op_id = Uuid::new_v4();
+    let (kind, timeout) = (op.kind(), op.timeout_secs());
+    let command = Command {
+        operation_id: OperationId::parse(&op_id.to_string()).map_err(internal)?,
+        op: op.agent_op(DeviceId::parse(&d.id.to_string()).map_err(internal)?),
+    };
+    let body = serde_json::to_value(&command).expect("command serializes");
+    drop(command);
+    let db = open_db()?;
+    let recorded = db.transaction(|tx| {
+        // Under the device's lock, so a stop or delete cannot slip in between.
+        let d = repo::devices::lock(tx, d.id)?.ok_or(Error::NotFound("device"))?;
+        ops::ready(d.desired(), d.observed()).map_err(Error::Conflict)?;
+        let node = d
+            .node_id
+            .clone()
+            .ok_or_else(|| Error::Conflict("the device has no node".into()))?;
+        let inserted = repo::operations::insert(
+            tx,
+            &NewOperation {
+                id: op_id,
+                kind,
+                device: Some(d.id),
+                node: Some(&node),
+                requested_by: Some(caller.user_id),
+                owner: Some(d.owner_id),
+                tenant: d.tenant_id,
+                department: d.department_id,
+                generation: None,
+                idempotency_key: key.as_deref(),
+                timeout_secs: timeout,
+            },
+        )?;
+        if let Err(existing) = inserted {
+            // A repeated Idempotency-Key: the first request sent the command.
+            return Ok::<_, Error>((existing, None));
+        }
+        repo::commands::queue(tx, &node, op_id, &body)?;
+        Ok((op_id, Some(node)))
+    });
+    drop(db);
+    drop(body);
+    let (id, node) = recorded?;
+    if let Some(node) = node {
+        dispatch::publish_commands_after_commit(call.ctx, &node);
+    }
+    Ok(respond(wait_for(caller, id, wait)?, answer))
+}
+
+/// 202 while it runs; once it succeeded, the bytes asked for (when the
+/// result still holds them); otherwise the operation (200).
+fn respond(op: Operation, answer: Answer) -> Response {
+    if op.status == "running" {
+        return platform::http::json(202, &op);
+    }
+    if let (Answer::Bytes(field, content_type), "succeeded") = (answer, op.status.as_str()) {
+        let decoded = op
+            .result
+            .as_ref()
+            .and_then(|r| r[field].as_str())
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.as_bytes())
+                    .ok()
+            });
+        if let Some(bytes) = decoded {
+            let mut resp = platform::http::bytes(200, content_type, bytes);
+            resp.set_header("x-operation-id", op.id.to_string());
+            return resp;
+        }
+    }
+    platform::http::json(200, &op)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShellInput {
+    command: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `POST /devices/:id/shell` (`device:shell`): `sh -c <command>` inside
+/// the phone; the result has `exit_code`, `stdout`, `stderr`, `truncated`
+/// (output beyond 64 KiB is cut).
+pub fn shell(call: &Call) -> Result<Response> {
+    let d = target(call)?;
+    let b: ShellInput = call.body()?;
+    let op = DeviceOp::Shell {
+        command: ops::ShellCommand::parse(&b.command)?,
+        timeout_ms: ops::timeout_ms(b.timeout_ms)?,
+    };
+    run(call, &d, op, Answer::Operation)
+}
+
+/// `GET /devices/:id/logcat?lines=N`: the last `lines` (1-5000, default
+/// 200) of logcat; the result has `text` and `truncated`.
+pub fn logcat(call: &Call) -> Result<Response> {
+    let d = target(call)?;
+    let lines = ops::log_lines(call.query("lines").as_deref())?;
+    run(call, &d, DeviceOp::Logcat { lines }, Answer::Operation)
+}
+
+/// `GET /devices/:id/screenshot`: the screen as `image/png`.
+pub fn screenshot(call: &Call) -> Result<Response> {
+    let d = target(call)?;
+    run(
+        call,
+        &d,
+        DeviceOp::Screenshot,
+        Answer::Bytes("png_base64", "image/png"),
+    )
+}
+
+/// `PUT /devices/:id/files?path=` (`device:shell`): writes the body
+/// (`application/octet-stream`, at most 8 MiB) to `path`, creating its
+/// directory; the result has `path` and `bytes`.
+pub fn push_file(call: &Call) -> Result<Response> {
+    let d = target(call)?;
+    let path = ops::device_path(call.query("path").as_deref())?;
+    let content =
+        platform::http::raw_body_within(call.req, ops::MAX_PUSH_BYTES, "application/octet-stream")?
+            .to_vec();
+    run(
+        call,
+        &d,
+        DeviceOp::PushFile { path, content },
+        Answer::Operation,
+    )
+}
+
+/// `GET /devices/:id/files?path=` (`device:shell`): the file as
+/// `application/octet-stream`. The agent refuses files over 16 MiB, so that
+/// its result fits in one report (docs/agent-protocol.md).
+pub fn pull_file(call: &Call) -> Result<Response> {
+    let d = target(call)?;
+    let path = ops::device_path(call.query("path").as_deref())?;
+    run(
+        call,
+        &d,
+        DeviceOp::PullFile { path },
+        Answer::Bytes("content_base64", "application/octet-stream"),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallInput {
+    url: String,
+    sha256: String,
+}
+
+/// `POST /devices/:id/apps`: the agent downloads the APK at `url` (only
+/// under its node's `apk_url_prefixes`), checks its `sha256` and installs
+/// it; the result has `sha256` and `bytes`.
+pub fn install_app(call: &Call) -> Result<Response> {
+    let d = target(call)?;
+    let b: InstallInput = call.body()?;
+    let op = DeviceOp::InstallApk {
+        url: ops::ApkUrl::parse(&b.url)?,
+        sha256: ops::Sha256Hex::parse(&b.sha256)?,
+    };
+    run(call, &d, op, Answer::Operation)
+}
+
+/// `DELETE /devices/:id/apps/:package`: uninstalls a package.
+pub fn uninstall_app(call: &Call) -> Result<Response> {
+    let d = target(call)?;
+    let package = ops::package(call.params.get("package"))?;
+    run(
+        call,
+        &d,
+        DeviceOp::UninstallApk { package },
+        Answer::Operation,
+    )
+}
+
+/// `GET /devices/:id/packages`: the installed packages; the result is
+/// `{"packages": [...], "truncated"}`.
+pub fn packages(call: &Call) -> Result<Response> {
+    let d = target(call)?;
+    run(call, &d, DeviceOp::Packages, Answer::Operation)
+}
+
+/// `GET /devices/:id/properties`: the system properties; the result is
+/// `{"properties": {name: value}, "truncated"}`.
+pub fn properties(call: &Call) -> Result<Response> {
+    let d = target(call)?;
+    run(call, &d, DeviceOp::Properties, Answer::Operation)
+}
