@@ -2,7 +2,7 @@
 //! consumer is down or the host is killed, nothing applied twice or out of
 //! order, poison events parked without blocking the rest, pruned feeds resynced.
 
-use e2e::{Options, TestApp};
+use e2e::{expect_json, Options, TestApp};
 use events::catalogue::{USER_CREATED, USER_UPDATED};
 use events::{Envelope, EventType};
 use serde_json::{json, Value};
@@ -280,4 +280,71 @@ fn a_consumer_whose_cursor_is_older_than_retention_resyncs_from_the_source() {
         (report.checked, report.differences),
         (3, Vec::<String>::new())
     );
+}
+
+#[test]
+fn a_device_carries_its_owners_current_profile_and_the_copies_match_their_source() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let (_user, token) = app.signed_up_user();
+    // A node and a phone (a scripted agent is enough: this is about copies).
+    let node = expect_json(
+        app.post(
+            "/api/v1/device/nodes",
+            &json!({"id": "copies-1"}),
+            admin.t(),
+        ),
+        201,
+    );
+    let agent =
+        e2e::agent::ScriptedAgent::new(&app.base, "copies-1", node["secret"].as_str().unwrap());
+    assert_eq!(agent.register(), 204);
+    assert_eq!(agent.report(vec![agent.heartbeat(vec![])]).0, 200);
+    let op = expect_json(
+        app.post(
+            "/api/v1/device/devices",
+            &json!({"name": "p"}),
+            Some(&token),
+        ),
+        202,
+    );
+    let id = op["device_id"].as_str().unwrap().to_string();
+    // The owner renames themself: the device's copy follows, at the source's version.
+    expect_json(
+        app.patch(
+            "/api/v1/user/me",
+            &json!({"display_name": "Renamed"}),
+            Some(&token),
+        ),
+        200,
+    );
+    app.eventually(Duration::from_secs(30), || {
+        let d = expect_json(
+            app.get(&format!("/api/v1/device/devices/{id}"), Some(&token)),
+            200,
+        );
+        (d["owner_name"] == "Renamed").then_some(())
+    })
+    .expect("the owner copy follows the profile");
+    let report = app
+        .eventually(Duration::from_secs(30), || {
+            let r =
+                e2e::consistency::check_devices(app.db_url("user"), app.db_url("device")).ok()?;
+            r.differences.is_empty().then_some(r)
+        })
+        .unwrap_or_else(|_| {
+            let r =
+                e2e::consistency::check_devices(app.db_url("user"), app.db_url("device")).unwrap();
+            panic!("copies differ: {:?}", r.differences)
+        });
+    assert!(
+        report.checked >= 3,
+        "users and the device compared: {report:?}"
+    );
+    // A copy changed behind the consumer's back is found.
+    app.db("device")
+        .execute("UPDATE devices SET owner_email = 'stale@example.com'", &[])
+        .unwrap();
+    let report = e2e::consistency::check_devices(app.db_url("user"), app.db_url("device")).unwrap();
+    assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
 }

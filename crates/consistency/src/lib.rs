@@ -5,7 +5,10 @@
 //!
 //! Copies checked: `cloudphone_auth.identities` (email, status, tenant,
 //! department, roles, whether the tenant is active, effective access,
-//! version) against `cloudphone_user.users` and its role assignments.
+//! version) against `cloudphone_user.users` and its role assignments
+//! ([`check`]); `cloudphone_device.owners` and the owner columns of
+//! `cloudphone_device.devices` (name, email, tenant, version) against
+//! `cloudphone_user.users` ([`check_devices`]).
 
 use postgres::{Client, NoTls};
 use std::collections::BTreeMap;
@@ -93,6 +96,100 @@ pub fn check(user_db_url: &str, auth_db_url: &str) -> Result<Report, Error> {
         report
             .differences
             .push(format!("identity {id}: in auth but not in user"));
+    }
+    Ok(report)
+}
+
+/// A user as `device` copies it.
+#[derive(Debug, Clone, PartialEq)]
+struct Owner {
+    email: String,
+    name: String,
+    tenant: Option<Uuid>,
+    department: Option<Uuid>,
+    status: String,
+    version: i64,
+}
+
+fn owners(client: &mut Client, sql: &str) -> Result<BTreeMap<Uuid, Owner>, Error> {
+    Ok(client
+        .query(sql, &[])?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Owner {
+                    email: r.get(1),
+                    name: r.get(2),
+                    tenant: r.get(3),
+                    department: r.get(4),
+                    status: r.get(5),
+                    version: r.get(6),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Compares `device`'s copies of users (the `owners` table, and the owner
+/// name, email, tenant and version on every device) with `user`'s profiles.
+pub fn check_devices(user_db_url: &str, device_db_url: &str) -> Result<Report, Error> {
+    let mut user = Client::connect(user_db_url, NoTls)?;
+    let mut device = Client::connect(device_db_url, NoTls)?;
+    let source = owners(
+        &mut user,
+        "SELECT id, email, display_name, tenant_id, department_id, status, version FROM users",
+    )?;
+    let copy = owners(
+        &mut device,
+        "SELECT user_id, email, display_name, tenant_id, department_id, status, version FROM owners",
+    )?;
+    let mut report = Report {
+        checked: source.len(),
+        differences: Vec::new(),
+    };
+    for (id, s) in &source {
+        match copy.get(id) {
+            None => report
+                .differences
+                .push(format!("owner {id}: missing in device")),
+            Some(c) if c != s => report
+                .differences
+                .push(format!("owner {id}: device has {c:?}, user has {s:?}")),
+            Some(_) => {}
+        }
+    }
+    for id in copy.keys().filter(|id| !source.contains_key(id)) {
+        report
+            .differences
+            .push(format!("owner {id}: in device but not in user"));
+    }
+    let devices = device.query(
+        "SELECT id, owner_id, owner_name, owner_email, tenant_id, owner_version FROM devices \
+         WHERE desired_status <> 'deleted'",
+        &[],
+    )?;
+    report.checked += devices.len();
+    for r in &devices {
+        let (id, owner): (Uuid, Uuid) = (r.get(0), r.get(1));
+        let copied = (
+            r.get::<_, String>(2),
+            r.get::<_, String>(3),
+            r.get::<_, Option<Uuid>>(4),
+            r.get::<_, i64>(5),
+        );
+        match source.get(&owner) {
+            None => report
+                .differences
+                .push(format!("device {id}: owner {owner} is not in user")),
+            Some(s) if copied != (s.name.clone(), s.email.clone(), s.tenant, s.version) => {
+                report.differences.push(format!(
+                    "device {id}: owner copy {copied:?}, user has ({:?}, {:?}, {:?}, {})",
+                    s.name, s.email, s.tenant, s.version
+                ))
+            }
+            Some(_) => {}
+        }
     }
     Ok(report)
 }
