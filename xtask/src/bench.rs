@@ -2,13 +2,19 @@
 
 use anyhow::Result;
 
-/// Runs `cargo bench -p e2e` (platform and events) and lets it print its figures.
+/// Runs the benchmarks and lets them print their figures: `e2e` (platform,
+/// events, load, devices on the whole stack), `device` (placement) and
+/// `runtime-agent` (the agent alone next to the raw engine).
 pub fn run() -> Result<()> {
     let mut c = crate::build::cargo();
     c.env(
         "LOCAL_HOST_BIN",
         crate::root().join("target/release/local-host"),
     )
-    .args(["bench", "-p", "e2e"]);
+    .env(
+        "DOCKER_HOST",
+        format!("unix://{}", crate::setup::PODMAN_SOCKET),
+    )
+    .args(["bench", "-p", "e2e", "-p", "device", "-p", "runtime-agent"]);
     crate::setup::run(&mut c)
 }

@@ -227,6 +227,50 @@ pub fn up(listen: &str) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask agent`: the runtime agent for node `node` on this host,
+/// against Podman's Docker API, the local Redis and the app at
+/// `control_plane`; its configuration and data under `.local/agents/<node>`
+/// (the secret in a 0600 file). ADB ports 40000-40099 on 127.0.0.1.
+pub fn agent(node: &str, secret: &str, control_plane: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    anyhow::ensure!(
+        !node.is_empty() && node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "a node id is letters, digits and dashes"
+    );
+    crate::setup::services()?;
+    crate::setup::podman()?;
+    crate::setup::run(crate::build::cargo().args(["build", "-p", "runtime-agent"]))?;
+    let dir = root().join(".local/agents").join(node);
+    std::fs::create_dir_all(dir.join("data"))?;
+    let secret_file = dir.join("node.secret");
+    std::fs::write(&secret_file, secret)?;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))?;
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"{node}\"\nnode_address = \"127.0.0.1\"\nsecret_file = \"{}\"\n\
+             engine_host = \"unix://{}\"\nredis_url = \"redis://127.0.0.1:6379/\"\n\
+             control_plane_url = \"{control_plane}\"\nadb_bind_address = \"127.0.0.1\"\n\
+             port_range = \"40000-40099\"\ndata_root = \"{}\"\nmetrics_addr = \"127.0.0.1:9464\"\n",
+            secret_file.display(),
+            crate::setup::PODMAN_SOCKET,
+            dir.join("data").display(),
+        ),
+    )?;
+    println!(
+        "xtask: runtime agent for node {node} ({}); Ctrl-C stops it",
+        config.display()
+    );
+    let status = Command::new(root().join("target/debug/runtime-agent"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("DOCKER_HOST")
+        .status()?;
+    anyhow::ensure!(status.success(), "the agent exited with {status}");
+    Ok(())
+}
+
 /// `cargo xtask admin`: asks for a platform administrator through the
 /// database (the only way: no network endpoint grants it), then waits for
 /// the scheduler's job to apply the grant.

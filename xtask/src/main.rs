@@ -83,6 +83,20 @@ enum Cmd {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Run a runtime agent on this host for a node enrolled in the local app
+    /// (`POST /api/v1/device/nodes` gives the secret), on Podman's API.
+    Agent {
+        /// The node id it was enrolled with.
+        #[arg(long)]
+        node: String,
+        /// The node secret the enrolment answered with (base64url: it may
+        /// start with '-').
+        #[arg(long, env = "CLOUDPHONE_NODE_SECRET", allow_hyphen_values = true)]
+        secret: String,
+        /// The app's address.
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        control_plane: String,
+    },
     /// Print the public settings (`service_token_hashes`, `event_public_keys`)
     /// for the component keys in the environment (`SPIN_VARIABLE_<NAME>_KEY`)
     /// or, without them, in `.local/secrets.env`.
@@ -95,6 +109,9 @@ enum Cmd {
         /// URL of cloudphone_auth (default: the local one).
         #[arg(long)]
         auth_db_url: Option<String>,
+        /// URL of cloudphone_device (default: the local one).
+        #[arg(long)]
+        device_db_url: Option<String>,
     },
 }
 
@@ -142,6 +159,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Up { listen } => local::up(&listen),
+        Cmd::Agent {
+            node,
+            secret,
+            control_plane,
+        } => local::agent(&node, &secret, &control_plane),
         Cmd::Lint => {
             setup::wasm_toolchain()?;
             build::lint()
@@ -155,23 +177,31 @@ fn main() -> Result<()> {
         Cmd::CheckConsistency {
             user_db_url,
             auth_db_url,
+            device_db_url,
         } => {
             let urls = local::database_urls()?;
             let user = user_db_url.unwrap_or_else(|| urls["user"].clone());
             let auth = auth_db_url.unwrap_or_else(|| urls["auth"].clone());
-            let report = consistency::check(&user, &auth)?;
-            for d in &report.differences {
-                println!("{d}");
+            let device = device_db_url.unwrap_or_else(|| urls["device"].clone());
+            let mut differences = 0;
+            for (what, report) in [
+                ("identities in auth", consistency::check(&user, &auth)?),
+                (
+                    "owners and devices in device",
+                    consistency::check_devices(&user, &device)?,
+                ),
+            ] {
+                for d in &report.differences {
+                    println!("{d}");
+                }
+                println!(
+                    "checked {} {what}: {} differences",
+                    report.checked,
+                    report.differences.len()
+                );
+                differences += report.differences.len();
             }
-            println!(
-                "checked {} identities: {} differences",
-                report.checked,
-                report.differences.len()
-            );
-            anyhow::ensure!(
-                report.differences.is_empty(),
-                "copies differ from their source"
-            );
+            anyhow::ensure!(differences == 0, "copies differ from their source");
             Ok(())
         }
         Cmd::Admin {

@@ -18,6 +18,9 @@ mod handlers;
 mod repo;
 mod routes;
 
+/// Placement decisions (a pure function), public for the benchmarks.
+pub use domain::placement;
+
 /// Spin's export macros generate `unsafe` glue: it is confined to this
 /// module, and compiled only for wasm32 (natively the unit tests run without it).
 #[cfg(target_arch = "wasm32")]

@@ -1,0 +1,172 @@
+//! Device benchmarks on the whole stack (`cargo xtask bench`), on real Spin
+//! when a `spin` binary is found:
+//!
+//! - create→running through the API with the real `runtime-agent` on the
+//!   real engine (Podman's API; the test image, which "boots" one second
+//!   after it starts): the request, placement, quota, the command, the
+//!   agent's work and its report, until the operation has succeeded; and
+//!   delete the same way. Compare with `cargo bench -p runtime-agent`, which
+//!   times the agent alone and the raw engine for the same image.
+//! - `GET /devices` with 10,000 devices in the table: p50 and p99 of the
+//!   first page as their owner and as platform staff, a status filter, a
+//!   name search and a tag filter.
+//!
+//! Prints figures; asserts nothing about time.
+
+use e2e::real_agent::{fake_redroid_image, RealAgent, FAKE_IMAGE_PREFIX};
+use e2e::{expect_json, Options, TestApp};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const D: &str = "/api/v1/device";
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn summary(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    format!(
+        "p50 {:7.1} ms  p99 {:7.1} ms  min {:7.1} ms  max {:7.1} ms  (n={})",
+        ms(p(0.5)),
+        ms(p(0.99)),
+        ms(v[0]),
+        ms(v[v.len() - 1]),
+        v.len()
+    )
+}
+
+fn wait_done(app: &TestApp, token: &str, op: &Value) -> Value {
+    let id = op["id"].as_str().expect("operation id");
+    loop {
+        let v = expect_json(
+            app.get(&format!("{D}/operations/{id}?wait=20"), Some(token)),
+            200,
+        );
+        if v["status"] != "running" {
+            assert_eq!(v["status"], "succeeded", "{v}");
+            return v;
+        }
+    }
+}
+
+fn lifecycle(app: &TestApp) {
+    let admin = app.platform_admin();
+    let (_user, token) = app.signed_up_user();
+    let node = expect_json(
+        app.post(&format!("{D}/nodes"), &json!({"id": "bench-1"}), admin.t()),
+        201,
+    );
+    let agent = RealAgent::start(app, "bench-1", node["secret"].as_str().unwrap());
+    app.eventually(Duration::from_secs(60), || {
+        let n = expect_json(app.get(&format!("{D}/nodes/bench-1"), admin.t()), 200);
+        (n["status"] == "online").then_some(())
+    })
+    .expect("the node comes online");
+    let image = fake_redroid_image();
+    let (mut create, mut delete) = (Vec::new(), Vec::new());
+    for i in 0..6 {
+        let t = Instant::now();
+        let op = expect_json(
+            app.post(
+                &format!("{D}/devices"),
+                &json!({"name": format!("b{i}"), "spec": {"image": image, "cpu_cores": 1, "memory_mb": 1024}}),
+                Some(&token),
+            ),
+            202,
+        );
+        wait_done(app, &token, &op);
+        let took = t.elapsed();
+        let id = op["device_id"].as_str().unwrap().to_string();
+        let t = Instant::now();
+        let del = expect_json(app.delete(&format!("{D}/devices/{id}"), Some(&token)), 202);
+        wait_done(app, &token, &del);
+        // The first round pays for connections and caches: not counted.
+        if i > 0 {
+            create.push(took);
+            delete.push(t.elapsed());
+        }
+    }
+    println!(
+        "devices: create->running via the API, real agent and engine: {}",
+        summary(create)
+    );
+    println!(
+        "devices: delete->removed via the API, real agent and engine: {}",
+        summary(delete)
+    );
+    drop(agent);
+}
+
+fn lists(app: &TestApp) {
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    let owner = uuid::Uuid::parse_str(&user).unwrap();
+    app.db("device")
+        .execute(
+            "INSERT INTO devices (id, name, owner_id, owner_name, owner_email, owner_version, spec, cpu_millis, \
+               memory_mb, disk_gb, tags, desired_status, observed_status, created_at) \
+             SELECT gen_random_uuid(), 'phone-' || i, $1, 'Bench', 'bench@example.com', 1, '{}'::jsonb, 2000, 4096, 16, \
+               ARRAY['t' || (i % 50)], CASE WHEN i % 3 = 0 THEN 'stopped' ELSE 'running' END, \
+               CASE WHEN i % 3 = 0 THEN 'stopped' ELSE 'running' END, \
+               (now() AT TIME ZONE 'UTC') - make_interval(secs => i) \
+             FROM generate_series(1, 10000) AS i",
+            &[&owner],
+        )
+        .expect("seed 10,000 devices");
+    app.db("device").execute("ANALYZE devices", &[]).unwrap();
+    let cases: [(&str, String, Option<&str>); 5] = [
+        (
+            "owner, first page",
+            format!("{D}/devices"),
+            Some(token.as_str()),
+        ),
+        ("staff, first page", format!("{D}/devices"), admin.t()),
+        (
+            "owner, status=stopped",
+            format!("{D}/devices?status=stopped"),
+            Some(token.as_str()),
+        ),
+        (
+            "owner, q=phone-99",
+            format!("{D}/devices?q=phone-99"),
+            Some(token.as_str()),
+        ),
+        (
+            "owner, tag=t7",
+            format!("{D}/devices?tag=t7"),
+            Some(token.as_str()),
+        ),
+    ];
+    for (what, path, t) in cases {
+        let first = expect_json(app.get(&path, t), 200);
+        assert!(first["total"].as_i64().unwrap_or(0) > 0, "{what}: {first}");
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            let s = Instant::now();
+            let r = app.get(&path, t);
+            assert_eq!(r.status(), 200);
+            let _ = r.bytes();
+            times.push(s.elapsed());
+        }
+        println!(
+            "devices: GET /devices with 10,000 devices, {what:<22} (total {:>5}): {}",
+            first["total"],
+            summary(times)
+        );
+    }
+}
+
+fn main() {
+    let app = TestApp::spawn_with(Options {
+        env: vec![(
+            "SPIN_VARIABLE_DEVICE_IMAGES".into(),
+            format!("redroid/redroid:,{FAKE_IMAGE_PREFIX}"),
+        )],
+        ..Options::default()
+    });
+    println!("devices: the app runs on {:?}", app.host());
+    lifecycle(&app);
+    lists(&app);
+}
