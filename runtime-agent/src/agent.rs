@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
+use crate::error::AgentError;
 use crate::metrics::Metrics;
 use crate::ops::Ledger;
 use crate::protocol::{
@@ -544,6 +545,75 @@ pub async fn fetch_desired_state(
     Ok(state)
 }
 
+/// How long fetching a pushed file's contents may take, in all.
+const CONTENT_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Fetches the contents of a `push_file` operation with a signed request,
+/// and checks them against the `bytes` and `sha256` of its command (signed
+/// with the node's secret) before anyone writes them anywhere: a body that
+/// is longer is cut off as soon as it runs over, and one that is shorter or
+/// differs fails with `checksum_mismatch`. The response itself carries no
+/// signature; the digest in the signed command binds the contents more
+/// tightly than one would. A 404 or 410 means the control plane no longer
+/// serves them (the operation finished): `payload_expired`.
+pub async fn fetch_operation_content(
+    cfg: &Config,
+    operation: &str,
+    bytes: u64,
+    sha256: &str,
+) -> Result<Vec<u8>, AgentError> {
+    let client = reqwest::Client::builder()
+        .timeout(CONTENT_FETCH_TIMEOUT)
+        .build()
+        .map_err(|e| AgentError::Download(format!("http client: {e}")))?;
+    let path = protocol::operation_content_path(cfg.node_id.as_str(), operation);
+    let mut resp = signed_request(&client, cfg, reqwest::Method::GET, &path, Vec::new())
+        .send()
+        .await
+        .map_err(|e| AgentError::Download(format!("operation content: {e}")))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+        return Err(AgentError::PayloadExpired(format!(
+            "the control plane no longer serves the contents of operation {operation} ({status})"
+        )));
+    }
+    if !status.is_success() {
+        return Err(AgentError::Download(format!(
+            "operation content: the control plane answered {status}"
+        )));
+    }
+    let too_long = |actual: u64| AgentError::LengthMismatch {
+        expected: bytes,
+        actual,
+    };
+    if let Some(n) = resp.content_length().filter(|n| *n > bytes) {
+        return Err(too_long(n));
+    }
+    let mut data = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0).min(64 << 20));
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| AgentError::Download(format!("operation content: {e}")))?
+    {
+        let total = data.len() as u64 + chunk.len() as u64;
+        if total > bytes {
+            return Err(too_long(total));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    if data.len() as u64 != bytes {
+        return Err(too_long(data.len() as u64));
+    }
+    let actual = protocol::sha256_hex(&data);
+    if actual != sha256 {
+        return Err(AgentError::ChecksumMismatch {
+            expected: sha256.to_owned(),
+            actual,
+        });
+    }
+    Ok(data)
+}
+
 fn check_fresh(ts: &str, max_skew: Duration) -> Result<(), String> {
     let sent = chrono::DateTime::parse_from_rfc3339(ts).map_err(|_| "bad timestamp".to_owned())?;
     let skew = (Utc::now() - sent.with_timezone(&Utc)).abs();
@@ -740,7 +810,70 @@ pub async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::RunState;
+    use crate::protocol::{NodeSecret, RunState};
+    use crate::spec::NodeId;
+
+    fn config(secret: &[u8], control_plane: &str, dir: &std::path::Path) -> Config {
+        Config::with_defaults(
+            NodeId::parse("n1").unwrap(),
+            NodeSecret::new(secret.to_vec()).unwrap(),
+            "redis://127.0.0.1:1/",
+            control_plane,
+            dir,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_pushed_files_contents_are_fetched_signed_and_checked_against_the_command() {
+        const SECRET: &[u8] = b"0123456789abcdef";
+        let cp =
+            crate::testkit::ControlPlane::start(NodeSecret::new(SECRET.to_vec()).unwrap()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(SECRET, &cp.url, dir.path());
+        let data = b"hello".to_vec();
+        // Computed with coreutils' sha256sum.
+        let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        cp.serve_content("op-1", data.clone());
+
+        let fetched = fetch_operation_content(&cfg, "op-1", 5, sha).await.unwrap();
+        assert_eq!(fetched, data);
+
+        // Contents other than the signed command names are refused: another
+        // digest, or another length either way.
+        for (bytes, digest) in [
+            (5, "0".repeat(64)),
+            (4, sha.to_owned()),
+            (6, sha.to_owned()),
+        ] {
+            let err = fetch_operation_content(&cfg, "op-1", bytes, &digest)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), "checksum_mismatch", "{bytes} {digest}: {err}");
+        }
+        let err = fetch_operation_content(&cfg, "op-1", 4, sha)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "length mismatch: expected 4 bytes, got 5");
+
+        // Contents the control plane no longer serves (404): payload_expired.
+        let err = fetch_operation_content(&cfg, "op-2", 5, sha)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "payload_expired", "{err}");
+
+        // A request not signed with the node's secret gets nothing.
+        let forged = config(b"not-the-node-secret", &cp.url, dir.path());
+        let err = fetch_operation_content(&forged, "op-1", 5, sha)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "download_failed", "{err}");
+        assert_eq!(
+            cp.state
+                .unauthorized
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+    }
 
     fn dev(id: &str, generation: u64) -> DesiredDevice {
         serde_json::from_value(serde_json::json!({

@@ -46,6 +46,19 @@ pub enum AgentError {
         /// Actual hex digest.
         actual: String,
     },
+    /// A pushed file's contents are not as long as the command said;
+    /// nothing was written.
+    #[error("length mismatch: expected {expected} bytes, got {actual}")]
+    LengthMismatch {
+        /// Length the command named.
+        expected: u64,
+        /// Length received (so far, when it ran over).
+        actual: u64,
+    },
+    /// The control plane no longer serves an operation's contents (the
+    /// operation finished, for example by its deadline); nothing was written.
+    #[error("payload expired: {0}")]
+    PayloadExpired(String),
     /// The URL is not one the agent may fetch; nothing was fetched.
     #[error(transparent)]
     UrlRefused(#[from] UrlRefused),
@@ -85,7 +98,8 @@ impl AgentError {
             Self::NotRunning(_) => "not_running",
             Self::NoLongerDesired(_) => "cancelled",
             Self::BootTimeout(..) => "boot_timeout",
-            Self::ChecksumMismatch { .. } => "checksum_mismatch",
+            Self::ChecksumMismatch { .. } | Self::LengthMismatch { .. } => "checksum_mismatch",
+            Self::PayloadExpired(_) => "payload_expired",
             Self::UrlRefused(UrlRefused::Invalid(_) | UrlRefused::Scheme) => "invalid_argument",
             Self::UrlRefused(_) => "url_not_allowed",
             Self::Download(_) => "download_failed",

@@ -20,7 +20,9 @@ use crate::error::AgentError;
 use crate::metrics::Metrics;
 use crate::protocol::{Command, CommandResult, DesiredDevice, Operation, RunState};
 use crate::reconcile;
-use crate::spec::{self, DeviceId, DevicePath, SnapshotId, LABEL_ADB_PORT, LABEL_NODE};
+use crate::spec::{
+    self, DeviceId, DevicePath, OperationId, SnapshotId, LABEL_ADB_PORT, LABEL_NODE,
+};
 
 const MAX_APK_BYTES: usize = 1 << 30;
 const MAX_FILE_BYTES: usize = 64 << 20;
@@ -291,7 +293,7 @@ pub async fn run_command(shared: &Arc<Shared>, cmd: Command) -> CommandResult {
         .run(&op_id, async {
             Metrics::inc(&shared.metrics.commands);
             let started = Instant::now();
-            let r = execute(shared, cmd.op).await;
+            let r = execute(shared, &cmd.operation_id, cmd.op).await;
             tracing::info!(op = %op_id, ok = r.is_ok(), ms = started.elapsed().as_millis() as u64, "operation finished");
             match r {
                 Ok(output) => CommandResult { operation_id: op_id.clone(), ok: true, output, error_code: None, error: None, payload_expired: false },
@@ -314,7 +316,11 @@ pub async fn run_command(shared: &Arc<Shared>, cmd: Command) -> CommandResult {
     result
 }
 
-async fn execute(shared: &Arc<Shared>, op: Operation) -> Result<serde_json::Value, AgentError> {
+async fn execute(
+    shared: &Arc<Shared>,
+    operation_id: &OperationId,
+    op: Operation,
+) -> Result<serde_json::Value, AgentError> {
     match op {
         Operation::Create { device } => create(shared, device).await,
         Operation::Start {
@@ -458,17 +464,30 @@ async fn execute(shared: &Arc<Shared>, op: Operation) -> Result<serde_json::Valu
         Operation::PushFile {
             device_id,
             path,
-            content_base64,
+            bytes,
+            sha256,
         } => {
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(content_base64.as_bytes())
-                .map_err(|e| AgentError::InvalidArgument(format!("content_base64: {e}")))?;
-            if data.len() > MAX_FILE_BYTES {
+            if bytes > MAX_FILE_BYTES as u64 {
                 return Err(AgentError::InvalidArgument(format!(
                     "file larger than {MAX_FILE_BYTES} bytes"
                 )));
             }
+            if !is_sha256_hex(&sha256) {
+                return Err(AgentError::InvalidArgument(
+                    "sha256 must be 64 lower-case hex digits".into(),
+                ));
+            }
             let c = running(shared, &device_id).await?;
+            // The contents come over signed HTTP, not in the command, and
+            // are checked against its length and digest before they reach
+            // the device.
+            let data = crate::agent::fetch_operation_content(
+                &shared.cfg,
+                operation_id.as_str(),
+                bytes,
+                &sha256,
+            )
+            .await?;
             push_bytes(shared, &c, &path, &data).await?;
             Ok(json!({"path": path, "bytes": data.len()}))
         }
@@ -533,6 +552,11 @@ fn set_state(
         });
     }
     Ok(())
+}
+
+/// Whether `s` is a digest as the protocol writes them: 64 lower-case hex digits.
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// This node's container of a device, if it exists.

@@ -1,7 +1,8 @@
 //! Test support shared by the integration tests and the benchmark: a small
 //! image that behaves like redroid, a stand-in for the control plane's HTTP
-//! endpoints (desired state, register, reports), private `redis-server`
-//! processes, and a per-test environment that cleans up after itself.
+//! endpoints (desired state, register, reports, pushed files' contents),
+//! private `redis-server` processes, and a per-test environment that cleans
+//! up after itself.
 //! Nothing here is used by the agent itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -217,6 +218,12 @@ pub struct ControlPlaneState {
     pub lose_report_answers: AtomicU64,
     /// Static files (for APK downloads) by path.
     pub files: Mutex<HashMap<String, Vec<u8>>>,
+    /// Contents of `push_file` operations by operation id, served to any
+    /// node with a valid signature (the real control plane also checks the
+    /// operation's node and that it still runs).
+    pub contents: Mutex<HashMap<String, Vec<u8>>>,
+    /// Content requests served, found or not.
+    pub content_fetches: AtomicU64,
     /// When set, every API call answers 503.
     pub down: AtomicBool,
     /// When set, desired-state responses are signed with this key instead
@@ -274,6 +281,15 @@ impl ControlPlane {
             .lock()
             .expect("lock")
             .insert(node.to_string(), devices);
+    }
+
+    /// Serves `data` as the contents of the `push_file` operation `op`.
+    pub fn serve_content(&self, op: &str, data: Vec<u8>) {
+        self.state
+            .contents
+            .lock()
+            .expect("lock")
+            .insert(op.to_owned(), data);
     }
 
     /// Serves `data` at `/files/{name}`; returns its URL.
@@ -389,6 +405,14 @@ async fn handle(
                 return reply(503, b"answer lost".to_vec());
             }
             reply(204, Vec::new())
+        }
+        ("GET", rest) if rest.starts_with("operations/") && rest.ends_with("/content") => {
+            st.content_fetches.fetch_add(1, Ordering::SeqCst);
+            let op = &rest["operations/".len()..rest.len() - "/content".len()];
+            match st.contents.lock().expect("lock").get(op) {
+                Some(data) => reply(200, data.clone()),
+                None => reply(404, Vec::new()),
+            }
         }
         _ => reply(404, Vec::new()),
     }

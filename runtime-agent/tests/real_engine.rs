@@ -311,13 +311,16 @@ async fn snapshot_then_restore_brings_back_data_directory_files() {
 
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
+    // The command names the file; the agent fetches it from the control plane.
+    env.cp.serve_content("op-push", b"before snapshot".to_vec());
     let r = env
         .call(
             "op-push",
             Operation::PushFile {
                 device_id: dev("d1"),
                 path: runtime_agent::spec::DevicePath::parse("/data/user/hello.txt").unwrap(),
-                content_base64: b64.encode(b"before snapshot"),
+                bytes: 15,
+                sha256: runtime_agent::protocol::sha256_hex(b"before snapshot"),
             },
         )
         .await;

@@ -476,31 +476,79 @@ fn every_device_operation_runs_inside_a_real_phone() {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{png:?}");
 
     // A file of the largest size a push takes (8 MiB, every byte value, a
-    // space in its name) comes back the same: through Spin, the command
-    // row, Redis, the agent, its report and the operation's result.
+    // space in its name) comes back the same: through Spin, the agent's
+    // signed fetch of the contents, its report and the operation's result.
+    // The file itself never passes through Redis nor sits in a command row:
+    // the command names only its length and sha256.
     let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
-    let file = format!("{dev}/files?path=/data/local/tmp/cloud%20phone/blob.bin&wait=20");
-    let v = expect_json(
+    let redis = redis::Client::open(app.redis_url()).unwrap();
+    let mut sub = redis.get_connection().unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub
+        .subscribe(agent_protocol::messages::commands_channel(
+            &agent_protocol::spec::NodeId::parse(&agent.node).unwrap(),
+        ))
+        .unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let big_commands = "SELECT count(*) FROM node_commands WHERE length(body::text) > 100000";
+    let file = format!("{dev}/files?path=/data/local/tmp/cloud%20phone/blob.bin");
+    let running = expect_json(
         app.call_raw(
             "PUT",
-            &file,
+            &format!("{file}&wait=0"),
             "application/octet-stream",
             data.clone(),
             admin.t(),
         ),
+        202,
+    );
+    assert_eq!(
+        app.count("device", big_commands),
+        0,
+        "no command row holds the file while the push runs"
+    );
+    let push_id = running["id"].as_str().unwrap().to_string();
+    let published = loop {
+        let msg = pubsub.get_message().expect("the push's command on Redis");
+        let raw = msg.get_payload_bytes().to_vec();
+        let env: Value = serde_json::from_slice(&raw).unwrap();
+        if env["body"]["operation_id"] == push_id.as_str() {
+            break raw;
+        }
+    };
+    assert!(
+        published.len() < 100_000,
+        "the published command is {} bytes",
+        published.len()
+    );
+    let env: Value = serde_json::from_slice(&published).unwrap();
+    assert_eq!(
+        (
+            env["body"]["bytes"].as_u64(),
+            env["body"]["sha256"].as_str()
+        ),
+        (
+            Some(data.len() as u64),
+            Some(sha256_of(&app, &data).as_str())
+        ),
+        "{env}"
+    );
+    let v = expect_json(
+        app.get(&format!("{D}/operations/{push_id}?wait=20"), admin.t()),
         200,
     );
     ok(&v, "push_file");
     assert_eq!(v["result"]["bytes"], data.len(), "{v}");
+    assert_eq!(app.count("device", big_commands), 0);
     assert_eq!(
-        app.count(
-            "device",
-            "SELECT count(*) FROM node_commands WHERE body ? 'content_base64'"
-        ),
+        app.count("device", "SELECT count(*) FROM operation_contents"),
         0,
-        "the file leaves the command once the push has its answer"
+        "the file is deleted once the push has its answer"
     );
     assert_eq!(v["result"]["path"], "/data/local/tmp/cloud phone/blob.bin");
+    let file = format!("{file}&wait=20");
     let r = app.get(&file, admin.t());
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/octet-stream");

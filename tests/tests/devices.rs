@@ -762,3 +762,128 @@ fn a_device_operation_reaches_its_node_signed_and_only_that_nodes_result_finishe
         )
     );
 }
+
+#[test]
+fn a_pushed_file_stays_off_redis_and_only_its_node_fetches_it_while_the_push_runs() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let (_, token) = app.signed_up_user();
+    let agent = enroll(&app, &admin, "node-p", json!({}));
+    let other = enroll(&app, &admin, "node-q", json!({}));
+    bring_online(&app, &admin, &agent);
+    assert_eq!(other.register(), 204);
+    let op = expect_json(
+        app.post(&format!("{D}/devices"), &json!({"name": "p"}), Some(&token)),
+        202,
+    );
+    let id = device_of(&op);
+    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
+    assert_eq!(
+        wait_op(&app, &token, op["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+
+    let redis = redis::Client::open(app.redis_url()).unwrap();
+    let mut sub = redis.get_connection().unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub
+        .subscribe(agent_protocol::messages::commands_channel(&agent.node))
+        .unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    // The command names the file by length and digest; the file is not in it.
+    let running = expect_json(
+        app.call_raw(
+            "PUT",
+            &format!("{D}/devices/{id}/files?path=/data/local/tmp/a.txt&wait=0"),
+            "application/octet-stream",
+            b"hello".to_vec(),
+            admin.t(),
+        ),
+        202,
+    );
+    let op_id = running["id"].as_str().unwrap().to_string();
+    let msg = pubsub.get_message().expect("a command");
+    let env = Envelope::open(
+        msg.get_payload_bytes(),
+        &agent.secret,
+        &agent.node,
+        chrono::Utc::now(),
+        chrono::Duration::seconds(300),
+    )
+    .expect("signed by the node's secret");
+    // The digest was computed with coreutils' sha256sum.
+    assert_eq!(
+        env.body,
+        json!({"operation_id": op_id, "op": "push_file", "device_id": id, "path": "/data/local/tmp/a.txt",
+               "bytes": 5, "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"})
+    );
+    assert_eq!(
+        app.count(
+            "device",
+            "SELECT count(*) FROM node_commands WHERE position('aGVsbG8' in body::text) > 0"
+        ),
+        0,
+        "no command row holds the file"
+    );
+
+    // Its node fetches the bytes with a signed request.
+    let path = agent_protocol::messages::operation_content_path(agent.node.as_str(), &op_id);
+    let r = agent.request("GET", &path, vec![]);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(r.bytes().unwrap().as_ref(), b"hello");
+
+    // Unsigned, wrongly signed, and signed by another node for this path: 401.
+    assert_eq!(error_code(app.get(&path, None)).unwrap().0, 401);
+    let wrong =
+        agent_protocol::messages::NodeSecret::new(b"not-the-secret-of-node-p".to_vec()).unwrap();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (status, code) = error_code(agent.request_at("GET", &path, vec![], &now, &wrong)).unwrap();
+    assert_eq!((status, code.as_str()), (401, "unauthenticated"));
+    assert_eq!(
+        error_code(other.request("GET", &path, vec![])).unwrap().0,
+        401
+    );
+    // Another node, signing for itself, does not get this node's file: 404.
+    let elsewhere = agent_protocol::messages::operation_content_path(other.node.as_str(), &op_id);
+    let (status, code) = error_code(other.request("GET", &elsewhere, vec![])).unwrap();
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    // Unknown and malformed operation ids: 404.
+    for unknown in [uuid::Uuid::new_v4().to_string(), "not-an-id".to_string()] {
+        let p = agent_protocol::messages::operation_content_path(agent.node.as_str(), &unknown);
+        let (status, code) = error_code(agent.request("GET", &p, vec![])).unwrap();
+        assert_eq!((status, code.as_str()), (404, "not_found"), "{unknown}");
+    }
+    // An operation of this node that has no contents (a shell): 404 as well.
+    let shell = expect_json(
+        app.post(
+            &format!("{D}/devices/{id}/shell?wait=0"),
+            &json!({"command": "echo hi"}),
+            admin.t(),
+        ),
+        202,
+    );
+    let p = agent_protocol::messages::operation_content_path(
+        agent.node.as_str(),
+        shell["id"].as_str().unwrap(),
+    );
+    assert_eq!(error_code(agent.request("GET", &p, vec![])).unwrap().0, 404);
+
+    // Once the push has its answer, the file is gone: 404, no row left.
+    let (_, answer) = agent.report(vec![agent.result(
+        &op_id,
+        true,
+        json!({"path": "/data/local/tmp/a.txt", "bytes": 5}),
+    )]);
+    assert_eq!(answer["applied"], 1, "{answer}");
+    assert_eq!(wait_op(&app, &admin.token, &op_id)["status"], "succeeded");
+    let (status, code) = error_code(agent.request("GET", &path, vec![])).unwrap();
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    assert_eq!(
+        app.count("device", "SELECT count(*) FROM operation_contents"),
+        0
+    );
+}

@@ -64,6 +64,7 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "agent/nodes/:node_id/desired-state", Agent, agent::desired_state),
     route("POST", "agent/nodes/:node_id/register", Agent, agent::register),
     route("POST", "agent/nodes/:node_id/reports", Agent, agent::reports),
+    route("GET", "agent/nodes/:node_id/operations/:operation_id/content", Agent, agent::operation_content),
     route("POST", "internal/nodes/liveness", SCHEDULER, internal::liveness),
     route("POST", "internal/operations/expire", SCHEDULER, internal::expire_operations),
     route("POST", "internal/commands/relay", SCHEDULER, internal::relay),

@@ -54,6 +54,18 @@ pub fn reports_path(node: &str) -> String {
     format!("{AGENT_API}/{node}/reports")
 }
 
+/// `GET`: the contents of a `push_file` operation sent to the node (raw
+/// bytes, checked against the `bytes` and `sha256` of the signed command).
+pub fn operation_content_path(node: &str, operation: &str) -> String {
+    format!("{AGENT_API}/{node}/operations/{operation}/content")
+}
+
+/// Lower-case hex sha256 of `data`: the digest a `push_file` command names
+/// for the contents the agent fetches.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
 /// The kinds of message an agent reports in `POST .../reports`.
 pub const REPORT_KINDS: [&str; 3] = ["heartbeat", "device_status", "command_result"];
 
@@ -534,14 +546,19 @@ pub enum Operation {
         #[serde(default)]
         lines: Option<u32>,
     },
-    /// Write a file into the device.
+    /// Write a file into the device. The contents do not travel in the
+    /// command: the agent fetches them with a signed request to
+    /// [`operation_content_path`] and checks them against `bytes` and
+    /// `sha256` before anything reaches the device.
     PushFile {
         /// Device.
         device_id: DeviceId,
         /// Absolute path inside the device.
         path: DevicePath,
-        /// Contents, base64.
-        content_base64: String,
+        /// Length of the contents.
+        bytes: u64,
+        /// Lower-case hex sha256 of the contents.
+        sha256: String,
     },
     /// Read a file from the device (base64 in the result).
     PullFile {
@@ -644,6 +661,28 @@ mod tests {
         assert!(serde_json::from_str::<Command>(bad).is_err());
     }
 
+    #[test]
+    fn a_push_file_command_names_the_contents_length_and_digest_not_the_contents() {
+        let digest = sha256_hex(b"hello");
+        // Computed with coreutils' sha256sum, apart from this crate.
+        assert_eq!(
+            digest,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        let raw = format!(
+            r#"{{"operation_id":"op-1","op":"push_file","device_id":"d1","path":"/data/a.txt","bytes":5,"sha256":"{digest}"}}"#
+        );
+        let cmd: Command = serde_json::from_str(&raw).unwrap();
+        assert!(
+            matches!(&cmd.op, Operation::PushFile { bytes: 5, sha256, .. } if *sha256 == digest)
+        );
+        let old = r#"{"operation_id":"op-1","op":"push_file","device_id":"d1","path":"/data/a.txt","content_base64":"aGVsbG8="}"#;
+        assert!(
+            serde_json::from_str::<Command>(old).is_err(),
+            "a command with the contents inline is refused"
+        );
+    }
+
     /// The test vectors of `docs/agent-protocol.md` (version 2). The expected
     /// strings and signatures were computed with Python's `hmac`, `hashlib`
     /// and `json` modules, not with this crate, so a change to the signing
@@ -742,6 +781,10 @@ mod tests {
             assert_eq!(
                 register_path("host-17"),
                 "/api/v1/device/agent/nodes/host-17/register"
+            );
+            assert_eq!(
+                operation_content_path("host-17", "op-123"),
+                "/api/v1/device/agent/nodes/host-17/operations/op-123/content"
             );
         }
 

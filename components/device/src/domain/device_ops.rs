@@ -11,7 +11,6 @@ use crate::domain::status::{Desired, Observed};
 use crate::error::Error;
 use agent_protocol::messages::Operation as AgentOp;
 use agent_protocol::spec::{DeviceId, DevicePath, PackageName};
-use base64::Engine as _;
 use std::collections::BTreeMap;
 
 /// Longest shell command, in characters.
@@ -25,9 +24,9 @@ pub const MAX_LOG_LINES: u32 = 5000;
 /// Logcat lines when none are asked for.
 pub const DEFAULT_LOG_LINES: u32 = 200;
 /// Largest file a push takes. The request body is held whole in the
-/// component, then travels base64 (a third larger) in the command row and
-/// the Redis message; 8 MiB keeps each well under Redis' default 32 MiB
-/// pub/sub output buffer and a Spin instance's memory.
+/// component and stored as it is (`operation_contents`) until the node's
+/// agent fetches it over signed HTTP; only its length and digest travel in
+/// the command on Redis. 8 MiB keeps a Spin instance's memory small.
 pub const MAX_PUSH_BYTES: usize = 8 << 20;
 /// Longest APK URL.
 pub const MAX_URL_CHARS: usize = 2048;
@@ -202,7 +201,8 @@ pub enum DeviceOp {
     PushFile {
         /// Where.
         path: DevicePath,
-        /// Its contents (at most [`MAX_PUSH_BYTES`]).
+        /// Its contents (at most [`MAX_PUSH_BYTES`]); the agent fetches
+        /// them apart from the command.
         content: Vec<u8>,
     },
     /// Read a file.
@@ -259,15 +259,17 @@ impl DeviceOp {
         }
     }
 
-    /// The agent's operation for it.
-    pub fn agent_op(self, device_id: DeviceId) -> AgentOp {
+    /// The agent's operation for it, and the contents the agent fetches
+    /// apart from the command (a push's file, named in the command only by
+    /// its length and sha256, so that no file passes through Redis).
+    pub fn into_agent(self, device_id: DeviceId) -> (AgentOp, Option<Vec<u8>>) {
         let fixed = |command: &str| AgentOp::Shell {
             device_id: device_id.clone(),
             command: command.to_string(),
             timeout_ms: None,
             max_output_bytes: Some(FIXED_COMMAND_OUTPUT),
         };
-        match self {
+        let op = match self {
             Self::Shell {
                 command,
                 timeout_ms,
@@ -282,11 +284,15 @@ impl DeviceOp {
                 lines: Some(lines),
             },
             Self::Screenshot => AgentOp::Screenshot { device_id },
-            Self::PushFile { path, content } => AgentOp::PushFile {
-                device_id,
-                path,
-                content_base64: base64::engine::general_purpose::STANDARD.encode(content),
-            },
+            Self::PushFile { path, content } => {
+                let op = AgentOp::PushFile {
+                    device_id,
+                    path,
+                    bytes: content.len() as u64,
+                    sha256: agent_protocol::messages::sha256_hex(&content),
+                };
+                return (op, Some(content));
+            }
             Self::PullFile { path } => AgentOp::PullFile { device_id, path },
             Self::InstallApk { url, sha256 } => AgentOp::InstallApk {
                 device_id,
@@ -296,7 +302,8 @@ impl DeviceOp {
             Self::UninstallApk { package } => AgentOp::UninstallApk { device_id, package },
             Self::Packages => fixed(PACKAGES_COMMAND),
             Self::Properties => fixed(PROPERTIES_COMMAND),
-        }
+        };
+        (op, None)
     }
 }
 
@@ -564,7 +571,7 @@ mod tests {
         };
         assert_eq!((shell.kind(), shell.timeout_secs()), ("shell", 62));
         assert_eq!(
-            serde_json::to_value(shell.agent_op(dev())).unwrap(),
+            serde_json::to_value(shell.into_agent(dev()).0).unwrap(),
             json!({"op": "shell", "device_id": "d1", "command": "echo hi", "timeout_ms": 1500, "max_output_bytes": null})
         );
         // packages and properties are fixed shell commands under their own kind.
@@ -573,7 +580,7 @@ mod tests {
             (DeviceOp::Properties, "properties", "getprop"),
         ] {
             assert_eq!(op.kind(), kind);
-            let v = serde_json::to_value(op.agent_op(dev())).unwrap();
+            let v = serde_json::to_value(op.into_agent(dev()).0).unwrap();
             assert_eq!(
                 (v["op"].as_str(), v["command"].as_str()),
                 (Some("shell"), Some(command))
@@ -585,10 +592,14 @@ mod tests {
             content: vec![0, 1, 2, 255],
         };
         assert_eq!(push.kind(), "push_file");
+        let (op, content) = push.into_agent(dev());
+        // The digest was computed with coreutils' sha256sum.
         assert_eq!(
-            serde_json::to_value(push.agent_op(dev())).unwrap()["content_base64"],
-            "AAEC/w=="
+            serde_json::to_value(op).unwrap(),
+            json!({"op": "push_file", "device_id": "d1", "path": "/sdcard/a.bin", "bytes": 4,
+                   "sha256": "3d1f57c984978ef98a18378c8166c1cb8ede02c03eeb6aee7e2f121dfeee3e56"})
         );
+        assert_eq!(content, Some(vec![0, 1, 2, 255]));
         let install = DeviceOp::InstallApk {
             url: ApkUrl::parse("http://cp.example/a.apk").unwrap(),
             sha256: Sha256Hex::parse(&"a".repeat(64)).unwrap(),
@@ -610,7 +621,7 @@ mod tests {
             let kind = op.kind();
             assert!(KINDS.contains(&kind));
             assert_eq!(
-                serde_json::to_value(op.agent_op(dev())).unwrap()["op"],
+                serde_json::to_value(op.into_agent(dev()).0).unwrap()["op"],
                 kind
             );
         }

@@ -1,7 +1,8 @@
 //! The control plane's side of the agent protocol (docs/agent-protocol.md,
 //! version 2): every request an agent makes is signed with its node's
 //! secret ([`verify`], the `Guard::Agent` of these routes), the desired
-//! state it pulls is signed back, and its reports (heartbeats, device
+//! state it pulls is signed back, a pushed file's contents are served to
+//! the node that pushes it, and its reports (heartbeats, device
 //! statuses, command results) arrive here over HTTP in signed batches. Each
 //! message is checked on its own (signature, node, version) and applied in
 //! its own transaction, idempotently: a retried batch changes nothing twice,
@@ -109,6 +110,25 @@ pub fn desired_state(call: &Call) -> Result<Response> {
         .header(HEADER_SIGNATURE, secret.sign(input.as_bytes()))
         .body(body)
         .build())
+}
+
+/// `GET /agent/nodes/:node_id/operations/:operation_id/content`: the file
+/// a `push_file` operation writes, as raw bytes, to the node the operation
+/// was sent to and only while it runs; 404 otherwise (another node's
+/// operation, a finished one, an unknown id), so an agent fails the push
+/// with `payload_expired`. The response is not signed: the agent checks the
+/// bytes against the length and sha256 in the command, which the node's
+/// secret signed, and which bind the contents themselves, whoever answers.
+pub fn operation_content(call: &Call) -> Result<Response> {
+    let node = call.agent()?.to_string();
+    let gone = || Error::NotFound("operation content");
+    let op = Uuid::parse_str(call.params.get("operation_id")).map_err(|_| gone())?;
+    let content = repo::contents::for_running(&db()?, op, &node)?.ok_or_else(gone)?;
+    Ok(platform::http::bytes(
+        200,
+        "application/octet-stream",
+        content,
+    ))
 }
 
 /// The spec the agent runs: redroid's settings from the device's spec.
@@ -410,7 +430,7 @@ fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<Applied> {
             }
         }
         // A pushed file's contents are not kept once the push has an answer.
-        repo::commands::drop_payload(tx, op)?;
+        repo::contents::delete(tx, op)?;
         Ok(Applied::Ok)
     })
 }

@@ -1,8 +1,9 @@
 //! Operations inside a running phone, carried out by its node's agent:
 //! shell, logcat, screenshot, push and pull a file, install and uninstall
 //! an APK, the package list and the properties. Each is an operation, like
-//! the lifecycle actions: the operation and the agent's command commit in
-//! one transaction, the command is published after the commit, and the
+//! the lifecycle actions: the operation and the agent's command (and a
+//! pushed file's contents, which the agent fetches over signed HTTP) commit
+//! in one transaction, the command is published after the commit, and the
 //! agent's `command_result` finishes the operation. The request then waits
 //! up to `wait` seconds (default 10, at most 30) and answers 200 with the
 //! finished operation (succeeded or failed), or 202 with the operation
@@ -55,9 +56,12 @@ fn run(call: &Call, d: &Device, op: DeviceOp, answer: Answer) -> Result<Response
     let internal = |e: agent_protocol::spec::SpecError| platform::Problem::internal(e.to_string());
     let op_id = Uuid::new_v4();
     let (kind, timeout) = (op.kind(), op.timeout_secs());
+    // A push's file stays out of the command (and so out of Redis): the
+    // agent fetches it over signed HTTP while the operation runs.
+    let (agent_op, content) = op.into_agent(DeviceId::parse(&d.id.to_string()).map_err(internal)?);
     let command = Command {
         operation_id: OperationId::parse(&op_id.to_string()).map_err(internal)?,
-        op: op.agent_op(DeviceId::parse(&d.id.to_string()).map_err(internal)?),
+        op: agent_op,
     };
     let body = serde_json::to_value(&command).expect("command serializes");
     drop(command);
@@ -91,6 +95,9 @@ fn run(call: &Call, d: &Device, op: DeviceOp, answer: Answer) -> Result<Response
             return Ok::<_, Error>((existing, None));
         }
         repo::commands::queue(tx, &node, op_id, &body)?;
+        if let Some(content) = content {
+            repo::contents::store(tx, op_id, &node, content)?;
+        }
         Ok((op_id, Some(node)))
     });
     drop(db);

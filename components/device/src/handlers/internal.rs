@@ -33,15 +33,15 @@ pub fn liveness(call: &Call) -> Result<Response> {
 }
 
 /// `POST /internal/operations/expire` (scheduler): running operations past
-/// their deadline fail with `timeout` (a push's file leaves its command
-/// then), and finished operations lose their payload (files, screenshots,
-/// logs, shell output) after the payload window.
+/// their deadline fail with `timeout` (a push's file is deleted then), and
+/// finished operations lose their payload (files, screenshots, logs, shell
+/// output) after the payload window.
 pub fn expire_operations(_call: &Call) -> Result<Response> {
     let db = db()?;
     let expired = db.transaction(|tx| {
         let expired = repo::operations::expire_due(tx)?;
         for op in &expired {
-            repo::commands::drop_payload(tx, op.id)?;
+            repo::contents::delete(tx, op.id)?;
         }
         Ok::<_, Error>(expired)
     })?;

@@ -80,19 +80,6 @@ pub fn sent(db: &Db, id: Uuid) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Drops the file contents from an operation's command (a `push_file`'s
-/// `content_base64`) once the operation is finished: nothing resends it
-/// then, and the file should not sit in the database for the week its
-/// command is kept.
-pub fn drop_payload(db: &Db, operation: Uuid) -> Result<(), DbError> {
-    db.execute(
-        "UPDATE node_commands SET body = body - 'content_base64' \
-         WHERE operation_id = $1 AND body ? 'content_base64'",
-        &[P::Uuid(operation.to_string())],
-    )?;
-    Ok(())
-}
-
 /// Drops commands older than `days` (their operations are long finished).
 pub fn prune(db: &Db, days: i32) -> Result<u64, DbError> {
     db.execute(

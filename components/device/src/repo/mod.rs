@@ -4,6 +4,7 @@
 
 pub mod claims;
 pub mod commands;
+pub mod contents;
 pub mod devices;
 pub mod nodes;
 pub mod operations;
