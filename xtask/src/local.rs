@@ -305,3 +305,32 @@ pub fn admin(email: &str, database_url: Option<String>) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_secrets_file_is_written_for_its_owner_only_and_a_readable_one_is_made_private() {
+        let dir = std::env::temp_dir().join(format!("xtask-secrets-{}", random_token(6).unwrap()));
+        let path = dir.join("secrets.env");
+        let map = BTreeMap::from([("AUTH_KEY".to_string(), "s3cret".to_string())]);
+        write_private(&path, &map).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert!(private(&path));
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("AUTH_KEY=s3cret"));
+        // A file another user could read (an older version wrote 0644).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!private(&path));
+        write_private(&path, &map).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
