@@ -233,7 +233,7 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "load benchmark: {SECONDS} s per row, keep-alive clients; runtime-config.toml [outbound_pg] max_connections = 16 per replica, role CONNECTION LIMIT {}, hash_slots = 4",
+        "load benchmark: {SECONDS} s per row, keep-alive clients; each component's role CONNECTION LIMIT {} (no [outbound_pg] max_connections: see runtime-config.toml), hash_slots = 4",
         migrator::admin::ROLE_CONNECTION_LIMIT
     );
     println!(
