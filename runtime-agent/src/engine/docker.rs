@@ -175,10 +175,11 @@ impl Engine for DockerEngine {
     }
 
     async fn inspect(&self, name: &str) -> EngineResult<Option<ContainerInfo>> {
-        match self
-            .docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
+        match podman_settled(|| {
+            self.docker
+                .inspect_container(name, None::<InspectContainerOptions>)
+        })
+        .await
         {
             Ok(c) => {
                 let config = c.config.unwrap_or_default();
@@ -220,19 +221,9 @@ impl Engine for DockerEngine {
             .all(true)
             .filters(&filters)
             .build();
-        // Podman briefly reports a container it is stopping as `stopped`, a
-        // state the Docker API (and bollard) does not have; the list is
-        // asked again for a moment rather than failing the caller's pass.
-        let mut tries = 0;
-        let list = loop {
-            match self.docker.list_containers(Some(opts.clone())).await {
-                Err(bollard::errors::Error::JsonDataError { .. }) if tries < 5 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => break other.map_err(|e| map_err("list containers", e))?,
-            }
-        };
+        let list = podman_settled(|| self.docker.list_containers(Some(opts.clone())))
+            .await
+            .map_err(|e| map_err("list containers", e))?;
         Ok(list
             .into_iter()
             .map(|c| ContainerInfo {
@@ -388,5 +379,27 @@ impl Engine for DockerEngine {
             .await
             .map(|_| ())
             .map_err(|e| map_err(&format!("remove image {reference}"), e))
+    }
+}
+
+/// Runs an engine call again, for up to 2 s, while its answer does not
+/// parse. Podman briefly reports a container it is stopping as `stopped`, a
+/// state the Docker API (and bollard) does not have, in lists and inspects
+/// alike; asking again a moment later gets `exited` or `running`, rather
+/// than failing the caller's pass or operation.
+async fn podman_settled<T, F, Fut>(mut call: F) -> Result<T, bollard::errors::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, bollard::errors::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(bollard::errors::Error::JsonDataError { .. }) if tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
     }
 }
