@@ -124,8 +124,21 @@ fn a_host_killed_during_a_burst_of_writes_delivers_every_committed_change_after_
         (pending == 0 && applied == events && report.differences.is_empty()).then_some(())
     })
     .expect("every committed change is published and applied");
-    // Exactly once: nothing recorded twice, nothing left failing.
-    std::thread::sleep(Duration::from_secs(6));
+    // Exactly once: nothing recorded twice, nothing left failing, once
+    // auth's catch-up has read the whole feed (so a duplicate delivery by
+    // catch-up would have happened by now).
+    app.eventually(Duration::from_secs(60), || {
+        let end = app.count(
+            "user",
+            "SELECT coalesce(max(feed_seq), 0)::bigint FROM outbox",
+        );
+        let cursor = app.count(
+            "auth",
+            "SELECT coalesce(max(last_seq), 0)::bigint FROM event_cursors WHERE source = 'user'",
+        );
+        (cursor >= end).then_some(())
+    })
+    .expect("auth's catch-up reads user's feed to its end");
     assert_eq!(
         app.count("auth", "SELECT count(*) FROM processed_events"),
         app.count("user", "SELECT count(*) FROM outbox")
