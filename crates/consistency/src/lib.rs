@@ -63,6 +63,33 @@ fn load(client: &mut Client, sql: &str) -> Result<BTreeMap<Uuid, Identity>, Erro
         .collect())
 }
 
+/// Compares a copy (kept by the component `holder`) with its source in
+/// `user`, row by row: missing, different, and left over.
+fn compare<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    source: &BTreeMap<Uuid, T>,
+    holder: &str,
+    copy: &BTreeMap<Uuid, T>,
+) -> Report {
+    let mut differences = Vec::new();
+    for (id, s) in source {
+        match copy.get(id) {
+            None => differences.push(format!("{what} {id}: missing in {holder}")),
+            Some(c) if c != s => {
+                differences.push(format!("{what} {id}: {holder} has {c:?}, user has {s:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for id in copy.keys().filter(|id| !source.contains_key(id)) {
+        differences.push(format!("{what} {id}: in {holder} but not in user"));
+    }
+    Report {
+        checked: source.len(),
+        differences,
+    }
+}
+
 /// Compares `auth`'s identity copies with `user`'s profiles.
 pub fn check(user_db_url: &str, auth_db_url: &str) -> Result<Report, Error> {
     let mut user = Client::connect(user_db_url, NoTls)?;
@@ -77,27 +104,7 @@ pub fn check(user_db_url: &str, auth_db_url: &str) -> Result<Report, Error> {
         &mut auth,
         "SELECT user_id, email, status, tenant_id, department_id, roles, tenant_active, access, version FROM identities",
     )?;
-    let mut report = Report {
-        checked: source.len(),
-        differences: Vec::new(),
-    };
-    for (id, s) in &source {
-        match copy.get(id) {
-            None => report
-                .differences
-                .push(format!("identity {id}: missing in auth")),
-            Some(c) if c != s => report
-                .differences
-                .push(format!("identity {id}: auth has {c:?}, user has {s:?}")),
-            Some(_) => {}
-        }
-    }
-    for id in copy.keys().filter(|id| !source.contains_key(id)) {
-        report
-            .differences
-            .push(format!("identity {id}: in auth but not in user"));
-    }
-    Ok(report)
+    Ok(compare("identity", &source, "auth", &copy))
 }
 
 /// A user as `device` copies it.
@@ -144,26 +151,7 @@ pub fn check_devices(user_db_url: &str, device_db_url: &str) -> Result<Report, E
         &mut device,
         "SELECT user_id, email, display_name, tenant_id, department_id, status, version FROM owners",
     )?;
-    let mut report = Report {
-        checked: source.len(),
-        differences: Vec::new(),
-    };
-    for (id, s) in &source {
-        match copy.get(id) {
-            None => report
-                .differences
-                .push(format!("owner {id}: missing in device")),
-            Some(c) if c != s => report
-                .differences
-                .push(format!("owner {id}: device has {c:?}, user has {s:?}")),
-            Some(_) => {}
-        }
-    }
-    for id in copy.keys().filter(|id| !source.contains_key(id)) {
-        report
-            .differences
-            .push(format!("owner {id}: in device but not in user"));
-    }
+    let mut report = compare("owner", &source, "device", &copy);
     let devices = device.query(
         "SELECT id, owner_id, owner_name, owner_email, tenant_id, owner_version FROM devices \
          WHERE desired_status <> 'deleted'",

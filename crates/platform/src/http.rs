@@ -119,32 +119,7 @@ pub fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
 /// [`body`] with another size limit (routes that take large bodies, such as
 /// agents' reports).
 pub fn body_within<T: DeserializeOwned>(req: &Request, max: usize) -> Result<T, Problem> {
-    let bytes = req.body();
-    if bytes.len() > max {
-        return Err(Problem::new(
-            413,
-            "payload_too_large",
-            format!("body larger than {max} bytes"),
-        ));
-    }
-    let is_json = req
-        .header("content-type")
-        .and_then(|v| v.as_str())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-        })
-        .unwrap_or(false);
-    if !is_json {
-        return Err(Problem::new(
-            415,
-            "unsupported_media_type",
-            "content-type must be application/json",
-        ));
-    }
+    let bytes = raw_body_within(req, max, "application/json")?;
     let clean = |e: serde_json::Error| {
         let msg = e.to_string();
         let msg = msg.split(" at line").next().unwrap_or(&msg).to_string();
