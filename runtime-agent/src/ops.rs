@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::agent::Shared;
@@ -847,14 +846,14 @@ async fn install_apk(
     // The policy decides before anything else, so a refused URL is never connected to.
     let url = shared.cfg.apk_url_policy.check(url)?;
     let expected = sha256.to_ascii_lowercase();
-    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !is_sha256_hex(&expected) {
         return Err(AgentError::InvalidArgument(
             "sha256 must be 64 hex digits".into(),
         ));
     }
     running(shared, id).await?;
     let data = download(url, &shared.cfg.apk_url_policy, MAX_APK_BYTES).await?;
-    let actual = hex::encode(Sha256::digest(&data));
+    let actual = agent_protocol::messages::sha256_hex(&data);
     if actual != expected {
         // Refused before anything reaches the device.
         return Err(AgentError::ChecksumMismatch { expected, actual });

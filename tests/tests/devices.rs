@@ -68,6 +68,31 @@ fn device_of(op: &Value) -> String {
     op["device_id"].as_str().expect("device id").to_string()
 }
 
+/// The node's command channel, subscribed on `conn` (reads wait 10 s).
+fn listen<'a>(conn: &'a mut redis::Connection, agent: &ScriptedAgent) -> redis::PubSub<'a> {
+    let mut pubsub = conn.as_pubsub();
+    pubsub
+        .subscribe(agent_protocol::messages::commands_channel(&agent.node))
+        .unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    pubsub
+}
+
+/// The next command on the channel, checked to be signed with the node's secret.
+fn next_command(pubsub: &mut redis::PubSub, agent: &ScriptedAgent) -> Envelope {
+    let msg = pubsub.get_message().expect("a command");
+    Envelope::open(
+        msg.get_payload_bytes(),
+        &agent.secret,
+        &agent.node,
+        chrono::Utc::now(),
+        chrono::Duration::seconds(300),
+    )
+    .expect("signed by the node's secret")
+}
+
 #[test]
 fn a_user_gets_a_phone_once_its_node_reports_it_and_the_lifecycle_shows_in_the_api() {
     let app = TestApp::spawn();
@@ -85,15 +110,11 @@ fn a_user_gets_a_phone_once_its_node_reports_it_and_the_lifecycle_shows_in_the_a
     bring_online(&app, &admin, &agent);
 
     // The command reaches the node's channel, signed with its secret.
-    let redis = redis::Client::open(app.redis_url()).unwrap();
-    let mut sub = redis.get_connection().unwrap();
-    let mut pubsub = sub.as_pubsub();
-    pubsub
-        .subscribe(agent_protocol::messages::commands_channel(&agent.node))
+    let mut conn = redis::Client::open(app.redis_url())
+        .unwrap()
+        .get_connection()
         .unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut pubsub = listen(&mut conn, &agent);
 
     let op = expect_json(
         app.post(
@@ -108,15 +129,7 @@ fn a_user_gets_a_phone_once_its_node_reports_it_and_the_lifecycle_shows_in_the_a
         (Some("create"), Some("running"))
     );
     let id = device_of(&op);
-    let msg = pubsub.get_message().expect("a command");
-    let env = Envelope::open(
-        msg.get_payload_bytes(),
-        &agent.secret,
-        &agent.node,
-        chrono::Utc::now(),
-        chrono::Duration::seconds(300),
-    )
-    .expect("signed by the node's secret");
+    let env = next_command(&mut pubsub, &agent);
     assert_eq!(env.body["op"], "create");
     assert_eq!(env.body["operation_id"], op["id"]);
     assert_eq!(env.body["device"]["device_id"], id.as_str());
@@ -639,26 +652,11 @@ fn a_device_operation_reaches_its_node_signed_and_only_that_nodes_result_finishe
         403
     );
 
-    let redis = redis::Client::open(app.redis_url()).unwrap();
-    let mut sub = redis.get_connection().unwrap();
-    let mut pubsub = sub.as_pubsub();
-    pubsub
-        .subscribe(agent_protocol::messages::commands_channel(&agent.node))
+    let mut conn = redis::Client::open(app.redis_url())
+        .unwrap()
+        .get_connection()
         .unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let command = |pubsub: &mut redis::PubSub| -> Envelope {
-        let msg = pubsub.get_message().expect("a command");
-        Envelope::open(
-            msg.get_payload_bytes(),
-            &agent.secret,
-            &agent.node,
-            chrono::Utc::now(),
-            chrono::Duration::seconds(300),
-        )
-        .expect("signed by the node's secret")
-    };
+    let mut pubsub = listen(&mut conn, &agent);
 
     // Without a wait: 202 with the running operation; the command is on
     // the node's channel, signed with its secret.
@@ -675,7 +673,7 @@ fn a_device_operation_reaches_its_node_signed_and_only_that_nodes_result_finishe
         (Some("shell"), Some("running"))
     );
     let op_id = running["id"].as_str().unwrap().to_string();
-    let env = command(&mut pubsub);
+    let env = next_command(&mut pubsub, &agent);
     assert_eq!(
         env.body,
         json!({"operation_id": op_id, "op": "shell", "device_id": id, "command": "echo hi",
@@ -706,7 +704,7 @@ fn a_device_operation_reaches_its_node_signed_and_only_that_nodes_result_finishe
     let answered = std::thread::scope(|s| {
         let waiting =
             s.spawn(|| app.get(&format!("{D}/devices/{id}/packages?wait=20"), Some(&token)));
-        let env = command(&mut pubsub);
+        let env = next_command(&mut pubsub, &agent);
         assert_eq!(
             (env.body["op"].as_str(), env.body["command"].as_str()),
             (Some("shell"), Some("pm list packages"))
@@ -738,7 +736,7 @@ fn a_device_operation_reaches_its_node_signed_and_only_that_nodes_result_finishe
         ),
         202,
     );
-    let env = command(&mut pubsub);
+    let env = next_command(&mut pubsub, &agent);
     assert_eq!(
         (env.body["op"].as_str(), env.body["lines"].as_u64()),
         (Some("logcat"), Some(5))
@@ -783,15 +781,11 @@ fn a_pushed_file_stays_off_redis_and_only_its_node_fetches_it_while_the_push_run
         "succeeded"
     );
 
-    let redis = redis::Client::open(app.redis_url()).unwrap();
-    let mut sub = redis.get_connection().unwrap();
-    let mut pubsub = sub.as_pubsub();
-    pubsub
-        .subscribe(agent_protocol::messages::commands_channel(&agent.node))
+    let mut conn = redis::Client::open(app.redis_url())
+        .unwrap()
+        .get_connection()
         .unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut pubsub = listen(&mut conn, &agent);
 
     // The command names the file by length and digest; the file is not in it.
     let running = expect_json(
@@ -805,15 +799,7 @@ fn a_pushed_file_stays_off_redis_and_only_its_node_fetches_it_while_the_push_run
         202,
     );
     let op_id = running["id"].as_str().unwrap().to_string();
-    let msg = pubsub.get_message().expect("a command");
-    let env = Envelope::open(
-        msg.get_payload_bytes(),
-        &agent.secret,
-        &agent.node,
-        chrono::Utc::now(),
-        chrono::Duration::seconds(300),
-    )
-    .expect("signed by the node's secret");
+    let env = next_command(&mut pubsub, &agent);
     // The digest was computed with coreutils' sha256sum.
     assert_eq!(
         env.body,

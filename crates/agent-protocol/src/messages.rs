@@ -296,7 +296,7 @@ pub fn http_signing_input(
 ) -> String {
     format!(
         "cloudphone-agent-v{PROTOCOL_VERSION}\n{direction}\n{method}\n{path}\n{node}\n{timestamp}\n{}",
-        hex::encode(Sha256::digest(body))
+        sha256_hex(body)
     )
 }
 
