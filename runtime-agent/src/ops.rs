@@ -375,7 +375,11 @@ async fn execute(
         Operation::Restore {
             device_id,
             snapshot_id,
-        } => restore(shared, &device_id, &snapshot_id).await,
+            source_device_id,
+        } => {
+            let source = source_device_id.as_ref().unwrap_or(&device_id);
+            restore(shared, &device_id, source, &snapshot_id).await
+        }
         Operation::DeleteSnapshot {
             device_id,
             snapshot_id,
@@ -723,12 +727,15 @@ pub async fn image_override(data_root: &Path, id: &DeviceId, spec_hash: &str) ->
     (o.spec_hash == spec_hash).then_some(o.image)
 }
 
+/// Puts a snapshot of `source` (the device itself, or another one for a
+/// clone) in place of device `id`'s container and data.
 async fn restore(
     shared: &Arc<Shared>,
     id: &DeviceId,
+    source: &DeviceId,
     snap: &SnapshotId,
 ) -> Result<serde_json::Value, AgentError> {
-    let dir = snapshot_dir(&shared.cfg.data_root, id, snap);
+    let dir = snapshot_dir(&shared.cfg.data_root, source, snap);
     let marker: serde_json::Value = match tokio::fs::read(dir.join("complete.json")).await {
         Ok(d) => {
             serde_json::from_slice(&d).map_err(|e| AgentError::Io(std::io::Error::other(e)))?

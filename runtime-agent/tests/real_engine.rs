@@ -351,6 +351,7 @@ async fn snapshot_then_restore_brings_back_data_directory_files() {
             Operation::Restore {
                 device_id: dev("d1"),
                 snapshot_id: snap,
+                source_device_id: None,
             },
         )
         .await;

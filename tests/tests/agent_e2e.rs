@@ -7,13 +7,12 @@
 //! container; agents and the app are killed mid-way and nothing is lost;
 //! every device operation (shell, files, apps, ...) runs inside the phone.
 
+use e2e::nodes::{device_of, set_quota, D};
 use e2e::real_agent::{fake_redroid_image, RealAgent, FAKE_IMAGE_PREFIX};
 use e2e::{error_code, expect_json, Options, Session, TestApp};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::Duration;
-
-const D: &str = "/api/v1/device";
 
 fn app_with(env: &[(&str, &str)]) -> TestApp {
     let mut vars = vec![(
@@ -76,18 +75,6 @@ fn wait_node(app: &TestApp, admin: &Session, agent: &RealAgent, status: &str) {
     });
 }
 
-fn set_quota(app: &TestApp, admin: &Session, user: &str, devices: i32) {
-    expect_json(
-        app.patch(
-            &format!("/api/v1/user/quotas/{user}"),
-            &json!({"max_devices": devices, "max_concurrent_devices": devices, "max_cpu_cores": 1000,
-                    "max_memory_mb": 1_000_000, "max_storage_gb": 100_000}),
-            admin.t(),
-        ),
-        200,
-    );
-}
-
 /// Waits for an operation to finish (the API long-polls up to 20 s a call).
 fn finished(app: &TestApp, token: &str, op: &Value, agents: &[&RealAgent]) -> Value {
     let id = op["id"].as_str().expect("operation id");
@@ -122,10 +109,6 @@ fn create(app: &TestApp, token: &str, name: &str, extra: Value) -> Value {
         body[k] = v.clone();
     }
     expect_json(app.post(&format!("{D}/devices"), &body, Some(token)), 202)
-}
-
-fn device_of(op: &Value) -> String {
-    op["device_id"].as_str().expect("device id").to_string()
 }
 
 /// What the phone's ADB port answers (the test image serves a page there,
@@ -420,15 +403,20 @@ fn sha256_of(app: &TestApp, bytes: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
 
+/// A local server of a test "APK" (the fake phone's `pm` reads the package
+/// name `com.example.hello` from it): its base URL and the APK's sha256.
+fn apk_source(app: &TestApp) -> (String, String) {
+    let apk = b"not really an apk\npackage=com.example.hello\n".to_vec();
+    let sha = sha256_of(app, &apk);
+    (serve_file(apk), sha)
+}
+
 #[test]
 fn every_device_operation_runs_inside_a_real_phone() {
     let app = app_with(&[]);
     let admin = app.platform_admin();
     let (_user, token) = app.signed_up_user();
-    // A test "APK": the fake phone's `pm` reads the package name from it.
-    let apk = b"not really an apk\npackage=com.example.hello\n".to_vec();
-    let sha = sha256_of(&app, &apk);
-    let source = serve_file(apk);
+    let (source, sha) = apk_source(&app);
     let agent = enrolled_agent_with(&app, &admin, "ops", &[&format!("{source}/apks/")]);
     let op = create(&app, &token, "phone", json!({}));
     let id = device_of(&op);
@@ -658,4 +646,165 @@ fn every_device_operation_runs_inside_a_real_phone() {
             .contains("not running"),
         "{body}"
     );
+}
+
+/// Polls `path` until `field` has `want`.
+fn wait_field(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    field: &str,
+    want: &str,
+    agent: &RealAgent,
+) -> Value {
+    app.eventually(Duration::from_secs(120), || {
+        let v = expect_json(app.get(path, Some(token)), 200);
+        (v[field] == want).then_some(v)
+    })
+    .unwrap_or_else(|_| {
+        let v = expect_json(app.get(path, Some(token)), 200);
+        panic!(
+            "{path} never had {field} = {want}: {v}\nagent log:\n{}",
+            agent.log()
+        )
+    })
+}
+
+#[test]
+fn a_phone_from_a_template_has_its_app_and_a_snapshot_brings_its_data_back() {
+    let app = app_with(&[]);
+    let admin = app.platform_admin();
+    let (_user, token) = app.signed_up_user();
+    let (source, sha) = apk_source(&app);
+    let agent = enrolled_agent_with(&app, &admin, "fleet", &[&format!("{source}/apks/")]);
+    let owner = Some(token.as_str());
+
+    // A public template: the fake phone, an app, a property, a command.
+    let template = expect_json(
+        app.post(
+            &format!("{D}/templates"),
+            &json!({
+                "name": "golden", "visibility": "public", "spec": {"image": fake_redroid_image()},
+                "preinstalled_apps": [{"url": format!("{source}/apks/hello.apk"), "sha256": sha}],
+                "properties": {"persist.cloudphone.golden": "yes"},
+                "init_commands": ["mkdir -p /data/local/tmp && echo ready > /data/local/tmp/init.txt"]
+            }),
+            admin.t(),
+        ),
+        201,
+    );
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "from-golden", "template_id": template["id"]}),
+            owner,
+        ),
+        202,
+    );
+    let id = device_of(&op);
+    succeeded(&app, &token, &op, &[&agent]);
+    let dev = format!("{D}/devices/{id}");
+    wait_field(
+        &app,
+        &token,
+        &format!("{dev}/provisioning"),
+        "status",
+        "done",
+        &agent,
+    );
+    let v = expect_json(app.get(&format!("{dev}/packages?wait=20"), owner), 200);
+    let packages = v["result"]["packages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(packages.contains(&json!("com.example.hello")), "{v}");
+    let pull = |path: &str| -> Vec<u8> {
+        let r = app.get(&format!("{dev}/files?path={path}&wait=20"), admin.t());
+        assert_eq!(r.status(), 200, "pull {path}");
+        r.bytes().unwrap().to_vec()
+    };
+    assert_eq!(pull("/data/local/tmp/init.txt"), b"ready\n");
+
+    // A file under /data, a snapshot of the stopped phone, a change, a
+    // restore: the file is as it was at the snapshot.
+    let push = |text: &str| {
+        let v = expect_json(
+            app.call_raw(
+                "PUT",
+                &format!("{dev}/files?path=/data/local/tmp/state.txt&wait=20"),
+                "application/octet-stream",
+                text.as_bytes().to_vec(),
+                admin.t(),
+            ),
+            200,
+        );
+        assert_eq!(v["status"], "succeeded", "{v}");
+    };
+    let act = |what: &str| {
+        let op = expect_json(app.post(&format!("{dev}/{what}"), &json!({}), owner), 202);
+        succeeded(&app, &token, &op, &[&agent]);
+    };
+    push("v1");
+    act("stop");
+    let taken = expect_json(
+        app.post(&format!("{dev}/snapshots"), &json!({"name": "v1"}), owner),
+        202,
+    );
+    succeeded(&app, &token, &taken["operation"], &[&agent]);
+    let snap = taken["snapshot"]["id"].as_str().unwrap().to_string();
+    let s = expect_json(app.get(&format!("{D}/snapshots/{snap}"), owner), 200);
+    assert_eq!(s["status"], "ready", "{s}");
+    act("start");
+    push("v2");
+    assert_eq!(pull("/data/local/tmp/state.txt"), b"v2");
+    act("stop");
+    let restored = expect_json(
+        app.post(
+            &format!("{dev}/restore"),
+            &json!({"snapshot_id": snap}),
+            owner,
+        ),
+        202,
+    );
+    succeeded(&app, &token, &restored["operation"], &[&agent]);
+    act("start");
+    assert_eq!(pull("/data/local/tmp/state.txt"), b"v1");
+    assert_eq!(pull("/data/local/tmp/init.txt"), b"ready\n");
+
+    // A clone: another phone with the snapshot's data.
+    let made = expect_json(
+        app.post(
+            &format!("{D}/snapshots/{snap}/clone"),
+            &json!({"name": "copy"}),
+            owner,
+        ),
+        202,
+    );
+    succeeded(&app, &token, &made, &[&agent]);
+    let copy = format!("{D}/devices/{}", device_of(&made));
+    wait_field(
+        &app,
+        &token,
+        &format!("{copy}/provisioning"),
+        "status",
+        "done",
+        &agent,
+    );
+    let r = app.get(
+        &format!("{copy}/files?path=/data/local/tmp/state.txt&wait=20"),
+        admin.t(),
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().as_ref(), b"v1");
+
+    // The snapshot outlives the phones made from it; deleting it removes it
+    // from the node.
+    for d in [&dev, &copy] {
+        let del = expect_json(app.delete(d, owner), 202);
+        succeeded(&app, &token, &del, &[&agent]);
+    }
+    let gone = expect_json(app.delete(&format!("{D}/snapshots/{snap}"), owner), 202);
+    succeeded(&app, &token, &gone["operation"], &[&agent]);
+    let s = expect_json(app.get(&format!("{D}/snapshots/{snap}"), owner), 200);
+    assert_eq!(s["status"], "deleted", "{s}");
 }

@@ -4,94 +4,14 @@
 //! forged messages refused, silent nodes. The real runtime agent against
 //! Podman is in `agent_e2e.rs`.
 
-use agent_protocol::messages::{DeviceStatus, Envelope, RunState};
-use e2e::agent::{observed, ScriptedAgent};
+use agent_protocol::messages::{DeviceStatus, RunState};
+use e2e::agent::observed;
+use e2e::nodes::{
+    bring_online, device_of, enroll, listen, next_command, redis_connection, set_quota, wait_op, D,
+};
 use e2e::{error_code, expect_json, retrying, Options, Session, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-const D: &str = "/api/v1/device";
-
-/// Enrolls a node as `admin`; returns its scripted agent.
-fn enroll(app: &TestApp, admin: &Session, id: &str, extra: Value) -> ScriptedAgent {
-    let mut body = json!({"id": id, "zone": "sh-1", "region": "cn"});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let node = expect_json(app.post(&format!("{D}/nodes"), &body, admin.t()), 201);
-    assert_eq!(node["status"], "pending");
-    let secret = node["secret"]
-        .as_str()
-        .expect("the secret, once")
-        .to_string();
-    ScriptedAgent::new(&app.base, id, &secret)
-}
-
-/// Registers and heartbeats a node until it is online.
-fn bring_online(app: &TestApp, admin: &Session, agent: &ScriptedAgent) {
-    assert_eq!(agent.register(), 204);
-    let (status, answer) = agent.report(vec![agent.heartbeat(vec![])]);
-    assert_eq!(
-        (status, answer["applied"].as_i64()),
-        (200, Some(1)),
-        "{answer}"
-    );
-    let node = expect_json(
-        app.get(&format!("{D}/nodes/{}", agent.node), admin.t()),
-        200,
-    );
-    assert_eq!(node["status"], "online");
-}
-
-fn set_quota(app: &TestApp, admin: &Session, user: &str, devices: i32) {
-    expect_json(
-        app.patch(
-            &format!("/api/v1/user/quotas/{user}"),
-            &json!({"max_devices": devices, "max_concurrent_devices": devices, "max_cpu_cores": 1000,
-                    "max_memory_mb": 1_000_000, "max_storage_gb": 100_000}),
-            admin.t(),
-        ),
-        200,
-    );
-}
-
-fn wait_op(app: &TestApp, token: &str, op: &str) -> Value {
-    let v = expect_json(
-        app.get(&format!("{D}/operations/{op}?wait=20"), Some(token)),
-        200,
-    );
-    assert_ne!(v["status"], "running", "operation still running: {v}");
-    v
-}
-
-fn device_of(op: &Value) -> String {
-    op["device_id"].as_str().expect("device id").to_string()
-}
-
-/// The node's command channel, subscribed on `conn` (reads wait 10 s).
-fn listen<'a>(conn: &'a mut redis::Connection, agent: &ScriptedAgent) -> redis::PubSub<'a> {
-    let mut pubsub = conn.as_pubsub();
-    pubsub
-        .subscribe(agent_protocol::messages::commands_channel(&agent.node))
-        .unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    pubsub
-}
-
-/// The next command on the channel, checked to be signed with the node's secret.
-fn next_command(pubsub: &mut redis::PubSub, agent: &ScriptedAgent) -> Envelope {
-    let msg = pubsub.get_message().expect("a command");
-    Envelope::open(
-        msg.get_payload_bytes(),
-        &agent.secret,
-        &agent.node,
-        chrono::Utc::now(),
-        chrono::Duration::seconds(300),
-    )
-    .expect("signed by the node's secret")
-}
 
 #[test]
 fn a_user_gets_a_phone_once_its_node_reports_it_and_the_lifecycle_shows_in_the_api() {
@@ -110,10 +30,7 @@ fn a_user_gets_a_phone_once_its_node_reports_it_and_the_lifecycle_shows_in_the_a
     bring_online(&app, &admin, &agent);
 
     // The command reaches the node's channel, signed with its secret.
-    let mut conn = redis::Client::open(app.redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = redis_connection(&app);
     let mut pubsub = listen(&mut conn, &agent);
 
     let op = expect_json(
@@ -652,10 +569,7 @@ fn a_device_operation_reaches_its_node_signed_and_only_that_nodes_result_finishe
         403
     );
 
-    let mut conn = redis::Client::open(app.redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = redis_connection(&app);
     let mut pubsub = listen(&mut conn, &agent);
 
     // Without a wait: 202 with the running operation; the command is on
@@ -781,10 +695,7 @@ fn a_pushed_file_stays_off_redis_and_only_its_node_fetches_it_while_the_push_run
         "succeeded"
     );
 
-    let mut conn = redis::Client::open(app.redis_url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = redis_connection(&app);
     let mut pubsub = listen(&mut conn, &agent);
 
     // The command names the file by length and digest; the file is not in it.

@@ -6,7 +6,9 @@
 
 use crate::consumer::Consumer;
 use crate::error::Error;
-use crate::handlers::{agent, device_ops, devices, internal, nodes, operations};
+use crate::handlers::{
+    agent, device_ops, devices, internal, nodes, operations, snapshots, templates,
+};
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
 use platform::router::{route, Component, Guard, Guard::*, Route};
@@ -47,6 +49,19 @@ pub const ROUTES: &[Route<Error>] = &[
     route("DELETE", "devices/:id/apps/:package", Permission("device:control"), device_ops::uninstall_app),
     route("GET", "devices/:id/packages", Permission("device:control"), device_ops::packages),
     route("GET", "devices/:id/properties", Permission("device:control"), device_ops::properties),
+    route("GET", "devices/:id/provisioning", Permission("device:read"), templates::provisioning),
+    route("POST", "devices/:id/snapshots", Permission("device:control"), snapshots::take),
+    route("GET", "devices/:id/snapshots", Permission("device:read"), snapshots::of_device),
+    route("POST", "devices/:id/restore", Permission("device:control"), snapshots::restore),
+    route("GET", "snapshots", Permission("device:read"), snapshots::list),
+    route("GET", "snapshots/:id", Permission("device:read"), snapshots::get),
+    route("DELETE", "snapshots/:id", Permission("device:control"), snapshots::delete),
+    route("POST", "snapshots/:id/clone", Permission("device:create"), snapshots::clone),
+    route("GET", "templates", Permission("device:read"), templates::list),
+    route("POST", "templates", Permission("device:template"), templates::create),
+    route("GET", "templates/:id", Permission("device:read"), templates::get),
+    route("PATCH", "templates/:id", Permission("device:template"), templates::patch),
+    route("DELETE", "templates/:id", Permission("device:template"), templates::delete),
     route("GET", "operations", Permission("device:read"), operations::list),
     route("GET", "operations/:id", Permission("device:read"), operations::get),
     route("GET", "nodes", Permission("node:read"), nodes::list),

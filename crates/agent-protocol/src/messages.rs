@@ -503,6 +503,10 @@ pub enum Operation {
         device_id: DeviceId,
         /// Snapshot id.
         snapshot_id: SnapshotId,
+        /// The device the snapshot was taken of, when it is another one (a
+        /// clone); absent: `device_id` itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_device_id: Option<DeviceId>,
     },
     /// Download, verify and install an APK.
     InstallApk {

@@ -113,6 +113,37 @@ pub const DEVICE_STATUS_CHANGED: EventType = EventType {
     source: "device",
     schema_version: 1,
 };
+/// A device's first-boot steps (its template's apps, properties and
+/// commands) all succeeded, or one failed (`reason` says which).
+pub const DEVICE_PROVISIONED: EventType = EventType {
+    name: "device.provisioned",
+    source: "device",
+    schema_version: 1,
+};
+/// A snapshot of a device was taken (its image and data are on its node).
+pub const SNAPSHOT_CREATED: EventType = EventType {
+    name: "snapshot.created",
+    source: "device",
+    schema_version: 1,
+};
+/// Taking a snapshot failed (`error` says why).
+pub const SNAPSHOT_FAILED: EventType = EventType {
+    name: "snapshot.failed",
+    source: "device",
+    schema_version: 1,
+};
+/// A device was restored from one of its snapshots.
+pub const SNAPSHOT_RESTORED: EventType = EventType {
+    name: "snapshot.restored",
+    source: "device",
+    schema_version: 1,
+};
+/// A snapshot's image and data were removed from its node.
+pub const SNAPSHOT_DELETED: EventType = EventType {
+    name: "snapshot.deleted",
+    source: "device",
+    schema_version: 1,
+};
 /// A node was enrolled.
 pub const NODE_ENROLLED: EventType = EventType {
     name: "node.enrolled",
@@ -144,6 +175,11 @@ pub const CATALOGUE: &[EventType] = &[
     DEVICE_DELETED,
     DEVICE_FAILED,
     DEVICE_STATUS_CHANGED,
+    DEVICE_PROVISIONED,
+    SNAPSHOT_CREATED,
+    SNAPSHOT_FAILED,
+    SNAPSHOT_RESTORED,
+    SNAPSHOT_DELETED,
     NODE_ENROLLED,
     NODE_STATUS_CHANGED,
 ];

@@ -89,6 +89,26 @@ pub struct ApiKey {
     pub expires_at: Option<String>,
 }
 
+/// `snapshot.created`, `.failed`, `.restored` and `.deleted` (schema
+/// version 1): the snapshot after the change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// Snapshot id.
+    pub id: Uuid,
+    /// The device it was taken of.
+    pub device_id: Uuid,
+    /// The device's owner.
+    pub owner_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Its name.
+    pub name: String,
+    /// `ready`, `failed`, `deleted`.
+    pub status: String,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
 /// `device.created`, `.started`, `.stopped`, `.deleted`, `.failed` and
 /// `.status_changed` (schema version 1): the device after the change.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

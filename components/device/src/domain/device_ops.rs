@@ -60,6 +60,9 @@ pub const KINDS: &[&str] = &[
     "uninstall_apk",
     "packages",
     "properties",
+    "snapshot",
+    "restore",
+    "delete_snapshot",
 ];
 
 /// A shell command: 1 to 4096 characters, no NUL (it becomes an argument
@@ -68,6 +71,11 @@ pub const KINDS: &[&str] = &[
 pub struct ShellCommand(String);
 
 impl ShellCommand {
+    /// The validated text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Parses a command.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let n = raw.chars().count();
@@ -133,6 +141,11 @@ pub fn package(raw: &str) -> Result<PackageName, Error> {
 pub struct Sha256Hex(String);
 
 impl Sha256Hex {
+    /// The validated text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Parses a digest.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         if raw.len() == 64
@@ -157,6 +170,11 @@ impl Sha256Hex {
 pub struct ApkUrl(String);
 
 impl ApkUrl {
+    /// The validated text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Parses a URL.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let bad = || {

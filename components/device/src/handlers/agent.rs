@@ -8,7 +8,7 @@
 //! its own transaction, idempotently: a retried batch changes nothing twice,
 //! and an older report never overwrites a newer one.
 
-use super::{db, dispatch, lifecycle, Call};
+use super::{db, dispatch, followups, lifecycle, Call};
 use crate::domain::device_ops;
 use crate::domain::status::{NodeStatus, Observed};
 use crate::error::{Error, Result};
@@ -264,6 +264,8 @@ fn publish_after(call: &Call, db: &Db) {
 /// What one message did.
 enum Applied {
     Ok,
+    /// Applied, and it queued commands for the node (a first-boot step).
+    Queued,
     Refused(String),
 }
 
@@ -283,7 +285,7 @@ pub fn reports(call: &Call) -> Result<Response> {
     let db = db()?;
     let secret =
         dispatch::node_secret(&db, &node)?.ok_or(Error::BadSignature("the node has no secret"))?;
-    let (mut applied, mut refused) = (0, Vec::new());
+    let (mut applied, mut refused, mut queued) = (0, Vec::new(), false);
     for env in &reports.messages {
         let outcome = match env.authenticate(&secret, &node) {
             Err(e) => Applied::Refused(e.to_string()),
@@ -291,6 +293,10 @@ pub fn reports(call: &Call) -> Result<Response> {
         };
         match outcome {
             Applied::Ok => applied += 1,
+            Applied::Queued => {
+                applied += 1;
+                queued = true;
+            }
             Applied::Refused(why) => refused.push(serde_json::json!({"id": env.id, "reason": why})),
         }
     }
@@ -302,6 +308,9 @@ pub fn reports(call: &Call) -> Result<Response> {
     }
     publish_after(call, &db);
     drop(db);
+    if queued {
+        dispatch::publish_commands_after_commit(call.ctx, &node);
+    }
     // Released quota of devices whose deletion the agent confirmed is
     // settled by `user`; nothing else here talks to another component.
     Ok(platform::http::json(
@@ -327,13 +336,19 @@ fn apply(db: &Db, node: &str, env: &Envelope) -> Result<Applied> {
             }
             let usage = serde_json::to_value(&hb.usage).ok();
             db.transaction(|tx| record_node(tx, node, &hb.node, usage, true))?;
+            let mut queued = false;
             for d in &hb.devices {
-                observe(db, node, d, &env.sent_at)?;
+                queued |= observe(db, node, d, &env.sent_at)?;
+            }
+            if queued {
+                return Ok(Applied::Queued);
             }
         }
         "device_status" => {
             let change = parse!(DeviceStatusChange);
-            observe(db, node, &change.device, &env.sent_at)?;
+            if observe(db, node, &change.device, &env.sent_at)? {
+                return Ok(Applied::Queued);
+            }
         }
         "command_result" => {
             let result = parse!(CommandResult);
@@ -344,10 +359,12 @@ fn apply(db: &Db, node: &str, env: &Envelope) -> Result<Applied> {
     Ok(Applied::Ok)
 }
 
-/// Applies one observed device (from a heartbeat or a status change).
-fn observe(db: &Db, node: &str, d: &ObservedDevice, sent_at: &str) -> Result<()> {
+/// Applies one observed device (from a heartbeat or a status change);
+/// returns whether it queued a command (a device that came up runs its
+/// next first-boot step).
+fn observe(db: &Db, node: &str, d: &ObservedDevice, sent_at: &str) -> Result<bool> {
     let Ok(id) = Uuid::parse_str(&d.device_id) else {
-        return Ok(());
+        return Ok(false);
     };
     let Some(status) = Observed::from_agent(match d.status {
         proto::DeviceStatus::Creating => "creating",
@@ -357,7 +374,7 @@ fn observe(db: &Db, node: &str, d: &ObservedDevice, sent_at: &str) -> Result<()>
         proto::DeviceStatus::Failed => "failed",
         proto::DeviceStatus::Removed => "removed",
     }) else {
-        return Ok(());
+        return Ok(false);
     };
     db.transaction(|tx| {
         let o = repo::devices::Observation {
@@ -368,14 +385,22 @@ fn observe(db: &Db, node: &str, d: &ObservedDevice, sent_at: &str) -> Result<()>
             generation: d.generation.map(|g| g as i64),
             sent_at,
         };
-        if let Some((before, after)) = repo::devices::observe(tx, node, id, &o)? {
-            lifecycle::observed_changed(tx, &before, &after)?;
-            if before.observed_status == after.observed_status {
-                // Same status, newer generation: a waiting operation may be done.
-                lifecycle::finish_waiting(tx, &after)?;
-            }
+        let Some((before, after)) = repo::devices::observe(tx, node, id, &o)? else {
+            return Ok::<_, Error>(false);
+        };
+        lifecycle::observed_changed(tx, &before, &after)?;
+        if before.observed_status == after.observed_status {
+            // Same status, newer generation: a waiting operation may be done.
+            lifecycle::finish_waiting(tx, &after)?;
+            return Ok(false);
         }
-        Ok::<_, Error>(())
+        // A device that came up (or, for a clone, exists) runs its next
+        // first-boot step.
+        if matches!(after.observed(), Observed::Running | Observed::Stopped) {
+            let next = followups::provision_next(tx, id)?;
+            return Ok(matches!(next, followups::Provisioning::Started(_)));
+        }
+        Ok(false)
     })
 }
 
@@ -420,18 +445,25 @@ fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<Applied> {
                 r.error.clone().unwrap_or_default(),
             ))
         };
-        match &outcome {
+        let next = match &outcome {
             Ok(output) => {
                 let output = output.as_ref().filter(|v| !v.is_null());
                 repo::operations::finish(tx, op, true, output, None)?;
+                followups::operation_finished(tx, &o, true, output, None)?
             }
             Err((code, message)) => {
                 repo::operations::finish(tx, op, false, None, Some((code, message)))?;
+                let why = format!("{code}: {message}");
+                followups::operation_finished(tx, &o, false, None, Some(&why))?
             }
-        }
+        };
         // A pushed file's contents are not kept once the push has an answer.
         repo::contents::delete(tx, op)?;
-        Ok(Applied::Ok)
+        Ok(if next.is_some() {
+            Applied::Queued
+        } else {
+            Applied::Ok
+        })
     })
 }
 

@@ -16,12 +16,10 @@
 
 use super::devices::{idempotency_key, visible};
 use super::operations::{wait_for, MAX_WAIT_SECS};
-use super::{db as open_db, dispatch, Call};
+use super::{db as open_db, dispatch, followups, Call};
 use crate::domain::device_ops::{self as ops, DeviceOp};
 use crate::error::{Error, Result};
-use crate::repo::{self, devices::Device, operations::NewOperation, operations::Operation};
-use agent_protocol::messages::Command;
-use agent_protocol::spec::{DeviceId, OperationId};
+use crate::repo::{self, devices::Device, operations::Operation};
 use base64::Engine as _;
 use serde::Deserialize;
 use spin_sdk::http::Response;
@@ -53,18 +51,11 @@ fn run(call: &Call, d: &Device, op: DeviceOp, answer: Answer) -> Result<Response
     let wait = platform::http::int_query(call.req, "wait", DEFAULT_WAIT_SECS, MAX_WAIT_SECS)?;
     let key = idempotency_key(call)?;
     ops::ready(d.desired(), d.observed()).map_err(Error::Conflict)?;
-    let internal = |e: agent_protocol::spec::SpecError| platform::Problem::internal(e.to_string());
     let op_id = Uuid::new_v4();
-    let (kind, timeout) = (op.kind(), op.timeout_secs());
+    let (kind, timeout_secs) = (op.kind(), op.timeout_secs());
     // A push's file stays out of the command (and so out of Redis): the
     // agent fetches it over signed HTTP while the operation runs.
-    let (agent_op, content) = op.into_agent(DeviceId::parse(&d.id.to_string()).map_err(internal)?);
-    let command = Command {
-        operation_id: OperationId::parse(&op_id.to_string()).map_err(internal)?,
-        op: agent_op,
-    };
-    let body = serde_json::to_value(&command).expect("command serializes");
-    drop(command);
+    let (agent_op, content) = op.into_agent(followups::agent_device_id(d.id)?);
     let db = open_db()?;
     let recorded = db.transaction(|tx| {
         // Under the device's lock, so a stop or delete cannot slip in between.
@@ -74,34 +65,29 @@ fn run(call: &Call, d: &Device, op: DeviceOp, answer: Answer) -> Result<Response
             .node_id
             .clone()
             .ok_or_else(|| Error::Conflict("the device has no node".into()))?;
-        let inserted = repo::operations::insert(
+        let queued = followups::queue(
             tx,
-            &NewOperation {
+            &d,
+            &node,
+            followups::Queued {
                 id: op_id,
                 kind,
-                device: Some(d.id),
-                node: Some(&node),
                 requested_by: Some(caller.user_id),
-                owner: Some(d.owner_id),
-                tenant: d.tenant_id,
-                department: d.department_id,
-                generation: None,
-                idempotency_key: key.as_deref(),
-                timeout_secs: timeout,
+                key: key.as_deref(),
+                timeout_secs,
+                op: agent_op,
             },
         )?;
-        if let Err(existing) = inserted {
+        if let Err(existing) = queued {
             // A repeated Idempotency-Key: the first request sent the command.
             return Ok::<_, Error>((existing, None));
         }
-        repo::commands::queue(tx, &node, op_id, &body)?;
         if let Some(content) = content {
             repo::contents::store(tx, op_id, &node, content)?;
         }
         Ok((op_id, Some(node)))
     });
     drop(db);
-    drop(body);
     let (id, node) = recorded?;
     if let Some(node) = node {
         dispatch::publish_commands_after_commit(call.ctx, &node);

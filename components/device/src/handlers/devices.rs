@@ -9,8 +9,9 @@ use super::{
     uuid_query, Call,
 };
 use crate::domain::placement::{self, Strategy, Toleration};
-use crate::domain::spec::{parse_tags, DeviceName, SpecInput};
+use crate::domain::spec::{parse_tags, DeviceName, Spec, SpecInput};
 use crate::domain::status::{transition, Action, Desired, Observed};
+use crate::domain::template::Step;
 use crate::error::{Error, Result};
 use crate::repo::{self, devices::Device, operations::NewOperation, operations::Operation};
 use access::Caller;
@@ -100,6 +101,8 @@ struct CreateDevice {
     region: Option<String>,
     #[serde(default)]
     placement: Option<PlacementInput>,
+    #[serde(default)]
+    template_id: Option<String>,
 }
 
 fn location(what: &str, v: Option<String>) -> Result<Option<String>> {
@@ -142,7 +145,7 @@ fn error_code(e: &Error) -> (&'static str, String) {
 /// `device_images` variable, comma-separated; redroid's own by default):
 /// the container runs privileged on the platform's hosts, so no caller
 /// chooses an arbitrary image.
-fn image_allowed(image: &str) -> Result<()> {
+pub fn image_allowed(image: &str) -> Result<()> {
     let prefixes = platform::var("device_images").unwrap_or_else(|_| "redroid/redroid:".into());
     if prefixes
         .split(',')
@@ -162,22 +165,55 @@ fn op_json(op: &Operation) -> serde_json::Value {
     serde_json::to_value(op).expect("operation serializes")
 }
 
+/// What a new device is made of, however it was asked for (a spec, a
+/// template, a snapshot to clone).
+pub struct Making {
+    /// Its name.
+    pub name: DeviceName,
+    /// Its spec.
+    pub spec: Spec,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Whether it starts once made.
+    pub start: bool,
+    /// Where it may go.
+    pub request: placement::Request,
+    /// How a node is chosen.
+    pub strategy: Strategy,
+    /// The only node it may go to (a clone goes where its snapshot is).
+    pub pin_node: Option<String>,
+    /// The template it is made from.
+    pub template: Option<Uuid>,
+    /// What it does at its first boot.
+    pub steps: Vec<Step>,
+}
+
 /// `POST /devices`: creates a device for the caller and answers 202 with
 /// its `create` operation (200 with the earlier one for a repeated
-/// `Idempotency-Key`). Quota is reserved in `user` first; then, under the
-/// tenant's device-count lock and the candidate nodes' row locks, the
-/// device is placed and committed with its command; the reservation is
-/// committed and the command published after that commit.
+/// `Idempotency-Key`); see [`make`].
 pub fn create(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let b: CreateDevice = call.body()?;
     let name = DeviceName::parse(&b.name)?;
-    let spec = b.spec.unwrap_or_default().parse()?;
-    image_allowed(&spec.image)?;
-    let tags = parse_tags(&b.tags)?;
-    let start = b.start.unwrap_or(true);
-    let zone = location("zone", b.zone)?;
-    let region = location("region", b.region)?;
+    let template = match b.template_id.as_deref() {
+        None => None,
+        Some(_) if b.spec.is_some() => {
+            return Err(Error::Invalid(
+                "give a spec or a template_id, not both: the template holds the spec".into(),
+            ))
+        }
+        Some(raw) => {
+            let id = Uuid::parse_str(raw)
+                .map_err(|_| Error::Invalid("template_id must be a UUID".into()))?;
+            let stored = super::templates::visible(&open_db()?, caller, id)?;
+            Some((id, stored.input().parse()?))
+        }
+    };
+    let (spec, mut tags) = match &template {
+        Some((_, t)) => (t.spec.clone(), t.tags.clone()),
+        None => (b.spec.unwrap_or_default().parse()?, Vec::new()),
+    };
+    tags.extend(b.tags.iter().cloned());
     let placement_in = b.placement.unwrap_or_default();
     let overrides = placement_in.strategy.is_some()
         || !placement_in.node_selector.is_empty()
@@ -194,6 +230,49 @@ pub fn create(call: &Call) -> Result<Response> {
         })?,
         None => default_strategy(),
     };
+    let making = Making {
+        name,
+        request: placement::Request {
+            needs: spec.resources(),
+            zone: location("zone", b.zone)?,
+            region: location("region", b.region)?,
+            node_selector: placement_in.node_selector,
+            tolerations: placement_in.tolerations,
+        },
+        spec,
+        tags: parse_tags(&tags)?,
+        start: b.start.unwrap_or(true),
+        strategy,
+        pin_node: None,
+        template: template.as_ref().map(|(id, _)| *id),
+        steps: template
+            .as_ref()
+            .map(|(_, t)| t.provision_plan())
+            .unwrap_or_default(),
+    };
+    make(call, making)
+}
+
+/// Makes a device for the caller and answers 202 with its `create`
+/// operation (200 with the earlier one for a repeated `Idempotency-Key`).
+/// Quota is reserved in `user` first; then, under the tenant's
+/// device-count lock and the candidate nodes' row locks, the device is
+/// placed and committed with its command and first-boot steps; the
+/// reservation is committed and the command published after that commit.
+pub fn make(call: &Call, m: Making) -> Result<Response> {
+    let caller = call.caller()?;
+    image_allowed(&m.spec.image)?;
+    let Making {
+        name,
+        spec,
+        tags,
+        start,
+        request,
+        strategy,
+        pin_node,
+        template: template_id,
+        steps: plan,
+    } = m;
     let key = idempotency_key(call)?;
     let (device_id, op_id) = (Uuid::new_v4(), Uuid::new_v4());
     let owner = caller.user_id;
@@ -259,13 +338,6 @@ pub fn create(call: &Call) -> Result<Response> {
             .map_err(|e| fail(e.into(), &claims))?;
     }
 
-    let request = placement::Request {
-        needs: spec.resources(),
-        zone,
-        region,
-        node_selector: placement_in.node_selector,
-        tolerations: placement_in.tolerations,
-    };
     let desired = if start {
         Desired::Running
     } else {
@@ -281,8 +353,16 @@ pub fn create(call: &Call) -> Result<Response> {
                 )));
             }
         }
+        if let Some(t) = template_id {
+            // Counts the use, and refuses a template deleted meanwhile.
+            repo::templates::take_for_device(tx, t)?.ok_or(Error::NotFound("template"))?;
+        }
         let nodes = repo::nodes::lock_candidates(tx)?;
-        let views: Vec<_> = nodes.iter().map(|n| n.view()).collect();
+        let views: Vec<_> = nodes
+            .iter()
+            .filter(|n| pin_node.as_deref().is_none_or(|p| n.id == p))
+            .map(|n| n.view())
+            .collect();
         let decision = placement::place(&views, &request, strategy).map_err(Error::NoCapacity)?;
         let node = nodes
             .iter()
@@ -303,8 +383,10 @@ pub fn create(call: &Call) -> Result<Response> {
                 desired,
                 placement: serde_json::to_value(&decision).expect("decision serializes"),
                 adb_host: &node.address,
+                template: template_id,
             },
         )?;
+        repo::templates::insert_steps(tx, device_id, &plan)?;
         let d = repo::devices::find(tx, device_id)?.ok_or(Error::NotFound("device"))?;
         repo::operations::placed(tx, op_id, &node.id, d.generation)?;
         let command = Command {

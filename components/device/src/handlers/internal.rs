@@ -1,8 +1,8 @@
 //! Internal endpoints: the scheduler's jobs (node liveness, operation
-//! deadlines and payloads, the command relay, quota claims a crash left
+//! deadlines (and what follows a timed-out one) and payloads, the command relay, quota claims a crash left
 //! unsettled), and billing's feed of run intervals.
 
-use super::{agent, db, dispatch, lifecycle, Call};
+use super::{agent, db, dispatch, followups, lifecycle, Call};
 use crate::domain::device_ops;
 use crate::error::{Error, Result};
 use crate::repo;
@@ -36,15 +36,28 @@ pub fn liveness(call: &Call) -> Result<Response> {
 /// their deadline fail with `timeout` (a push's file is deleted then), and
 /// finished operations lose their payload (files, screenshots, logs, shell
 /// output) after the payload window.
-pub fn expire_operations(_call: &Call) -> Result<Response> {
+pub fn expire_operations(call: &Call) -> Result<Response> {
     let db = db()?;
-    let expired = db.transaction(|tx| {
+    let (expired, nodes) = db.transaction(|tx| {
         let expired = repo::operations::expire_due(tx)?;
+        let mut nodes = std::collections::BTreeSet::new();
         for op in &expired {
             repo::contents::delete(tx, op.id)?;
+            let why = "timeout: the operation did not finish in time";
+            nodes.extend(followups::operation_finished(
+                tx,
+                op,
+                false,
+                None,
+                Some(why),
+            )?);
         }
-        Ok::<_, Error>(expired)
+        Ok::<_, Error>((expired, nodes))
     })?;
+    super::publish_after_commit(call, &db);
+    for node in &nodes {
+        dispatch::publish_commands_after_commit(call.ctx, node);
+    }
     let payloads = repo::operations::expire_payloads(&db, device_ops::PAYLOAD_WINDOW_SECS)?;
     Ok(platform::http::json(
         200,

@@ -2,16 +2,21 @@
 //! `lifecycle` holds what several handlers share about a device's state
 //! changing (events, run intervals, operations finishing); `dispatch` what
 //! happens after a commit (commands to agents, quota in `user`);
-//! `device_ops` the operations inside a running phone (shell, files, apps).
+//! `device_ops` the operations inside a running phone (shell, files, apps);
+//! `followups` what an operation's end carries on (first-boot steps,
+//! snapshots).
 
 pub mod agent;
 pub mod device_ops;
 pub mod devices;
 pub mod dispatch;
+pub mod followups;
 pub mod internal;
 pub mod lifecycle;
 pub mod nodes;
 pub mod operations;
+pub mod snapshots;
+pub mod templates;
 
 use crate::error::{Error, Result};
 use access::Caller;

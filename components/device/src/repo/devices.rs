@@ -72,11 +72,13 @@ pub struct Device {
     pub updated_at: String,
     /// Version.
     pub version: i64,
+    /// The template it was made from.
+    pub template_id: Option<Uuid>,
 }
 
 const COLUMNS: &str = "d.id, d.name, d.owner_id, d.owner_name, d.owner_email, d.tenant_id, d.department_id, \
      d.node_id, d.spec, d.tags, d.desired_status, d.observed_status, d.status_reason, d.generation, \
-     d.container_id, d.adb_host, d.adb_port, d.placement, d.observed_at, d.created_at, d.updated_at, d.version, d.observed_generation";
+     d.container_id, d.adb_host, d.adb_port, d.placement, d.observed_at, d.created_at, d.updated_at, d.version, d.observed_generation, d.template_id";
 
 fn device(r: &[DbValue]) -> Result<Device, DbError> {
     Ok(Device {
@@ -103,6 +105,7 @@ fn device(r: &[DbValue]) -> Result<Device, DbError> {
         updated_at: timestamp(r, 20, "devices.updated_at")?,
         version: col(r, 21, "devices.version")?,
         observed_generation: col(r, 22, "devices.observed_generation")?,
+        template_id: col(r, 23, "devices.template_id")?,
     })
 }
 
@@ -187,6 +190,8 @@ pub struct NewDevice<'a> {
     pub placement: serde_json::Value,
     /// The node's address (the ADB host).
     pub adb_host: &'a str,
+    /// The template it is made from.
+    pub template: Option<Uuid>,
 }
 
 fn json(v: &impl Serialize) -> Result<P, DbError> {
@@ -199,8 +204,9 @@ pub fn insert(db: &Db, d: &NewDevice) -> Result<(), DbError> {
     let (name, email, version) = d.owner_copy.clone().unwrap_or_default();
     db.execute(
         "INSERT INTO devices (id, name, owner_id, tenant_id, department_id, owner_name, owner_email, owner_version, \
-           node_id, spec, cpu_millis, memory_mb, disk_gb, gpus, tags, desired_status, observed_status, placement, adb_host) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'creating', $17, $18)",
+           node_id, spec, cpu_millis, memory_mb, disk_gb, gpus, tags, desired_status, observed_status, placement, adb_host, \
+           template_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'creating', $17, $18, $19)",
         &[
             P::Uuid(d.id.to_string()),
             P::Str(d.name.into()),
@@ -220,6 +226,7 @@ pub fn insert(db: &Db, d: &NewDevice) -> Result<(), DbError> {
             P::Str(d.desired.as_str().into()),
             json(&d.placement)?,
             P::Str(d.adb_host.into()),
+            opt_uuid(d.template),
         ],
     )?;
     Ok(())

@@ -10,3 +10,5 @@ pub mod nodes;
 pub mod operations;
 pub mod owners;
 pub mod runs;
+pub mod snapshots;
+pub mod templates;

@@ -1,0 +1,285 @@
+//! Snapshots of devices: taken, restored and deleted by the device's node's
+//! agent; each row follows its operations.
+
+use access::RowFilter;
+use platform::db::{col, opt_timestamp, opt_uuid, timestamp, Db, DbError};
+use platform::http::Page;
+use platform::query::{paged, ScopeColumns, Where};
+use serde::Serialize;
+use spin_sdk::pg4::{DbValue, ParameterValue as P};
+use uuid::Uuid;
+
+/// How data scopes apply to snapshots: those of the device's owner when it
+/// was taken.
+pub const SCOPE: ScopeColumns = ScopeColumns {
+    tenant: "s.tenant_id",
+    department: Some("s.department_id"),
+    owner: Some("s.owner_id"),
+};
+
+/// A snapshot as stored and shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Id.
+    pub id: Uuid,
+    /// The device it was taken of.
+    pub device_id: Uuid,
+    /// Where it is kept.
+    #[serde(skip)]
+    pub node_id: String,
+    /// The device's owner.
+    pub owner_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Their department.
+    #[serde(skip)]
+    pub department_id: Option<Uuid>,
+    /// Name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// `creating`, `ready`, `failed`, `deleting` or `deleted`.
+    pub status: String,
+    /// The device's generation when it was taken.
+    pub generation: i64,
+    /// The image the agent committed.
+    pub image: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The operation that took it.
+    pub operation_id: Uuid,
+    /// How often it was restored.
+    pub restores: i32,
+    /// Taken (asked for).
+    pub created_at: String,
+    /// Ready.
+    pub ready_at: Option<String>,
+    /// Deleted.
+    pub deleted_at: Option<String>,
+    /// Version.
+    pub version: i64,
+}
+
+const COLUMNS: &str = "s.id, s.device_id, s.node_id, s.owner_id, s.tenant_id, s.department_id, s.name, \
+     s.description, s.status, s.generation, s.image, s.error, s.operation_id, s.restores, s.created_at, \
+     s.ready_at, s.deleted_at, s.version";
+
+fn snapshot(r: &[DbValue]) -> Result<Snapshot, DbError> {
+    Ok(Snapshot {
+        id: col(r, 0, "snapshots.id")?,
+        device_id: col(r, 1, "snapshots.device_id")?,
+        node_id: col(r, 2, "snapshots.node_id")?,
+        owner_id: col(r, 3, "snapshots.owner_id")?,
+        tenant_id: col(r, 4, "snapshots.tenant_id")?,
+        department_id: col(r, 5, "snapshots.department_id")?,
+        name: col(r, 6, "snapshots.name")?,
+        description: col(r, 7, "snapshots.description")?,
+        status: col(r, 8, "snapshots.status")?,
+        generation: col(r, 9, "snapshots.generation")?,
+        image: col(r, 10, "snapshots.image")?,
+        error: col(r, 11, "snapshots.error")?,
+        operation_id: col(r, 12, "snapshots.operation_id")?,
+        restores: col(r, 13, "snapshots.restores")?,
+        created_at: timestamp(r, 14, "snapshots.created_at")?,
+        ready_at: opt_timestamp(r, 15, "snapshots.ready_at")?,
+        deleted_at: opt_timestamp(r, 16, "snapshots.deleted_at")?,
+        version: col(r, 17, "snapshots.version")?,
+    })
+}
+
+impl Snapshot {
+    /// Its `row_ref` for the caller's data scope.
+    pub fn row_ref(&self) -> access::RowRef {
+        access::RowRef {
+            tenant: self.tenant_id,
+            department: self.department_id,
+            owner: Some(self.owner_id),
+        }
+    }
+
+    /// The payload of its `snapshot.*` events.
+    pub fn event(&self) -> events::payload::Snapshot {
+        events::payload::Snapshot {
+            id: self.id,
+            device_id: self.device_id,
+            owner_id: self.owner_id,
+            tenant_id: self.tenant_id,
+            name: self.name.clone(),
+            status: self.status.clone(),
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// A new snapshot.
+pub struct NewSnapshot<'a> {
+    /// Id.
+    pub id: Uuid,
+    /// The device (owner, tenant, department, node and generation are its).
+    pub device: &'a super::devices::Device,
+    /// Its node.
+    pub node: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// Free text.
+    pub description: &'a str,
+    /// The operation that takes it.
+    pub operation: Uuid,
+}
+
+/// Inserts a snapshot being taken.
+pub fn insert(db: &Db, s: &NewSnapshot) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO snapshots (id, device_id, node_id, owner_id, tenant_id, department_id, name, description, \
+           generation, operation_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            P::Uuid(s.id.to_string()),
+            P::Uuid(s.device.id.to_string()),
+            P::Str(s.node.into()),
+            P::Uuid(s.device.owner_id.to_string()),
+            opt_uuid(s.device.tenant_id),
+            opt_uuid(s.device.department_id),
+            P::Str(s.name.into()),
+            P::Str(s.description.into()),
+            P::Int64(s.device.generation),
+            P::Uuid(s.operation.to_string()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A snapshot by id (deleted ones too).
+pub fn find(db: &Db, id: Uuid) -> Result<Option<Snapshot>, DbError> {
+    db.one(
+        &format!("SELECT {COLUMNS} FROM snapshots s WHERE s.id = $1"),
+        &[P::Uuid(id.to_string())],
+        snapshot,
+    )
+}
+
+/// A snapshot locked until the transaction ends.
+pub fn lock(db: &Db, id: Uuid) -> Result<Option<Snapshot>, DbError> {
+    db.one(
+        &format!("SELECT {COLUMNS} FROM snapshots s WHERE s.id = $1 FOR UPDATE"),
+        &[P::Uuid(id.to_string())],
+        snapshot,
+    )
+}
+
+/// Snapshots of a device that are not deleted (being taken, ready, failed
+/// or being deleted).
+pub fn count_live(db: &Db, device: Uuid) -> Result<i64, DbError> {
+    let r = db.query(
+        "SELECT count(*) FROM snapshots WHERE device_id = $1 AND status <> 'deleted'",
+        &[P::Uuid(device.to_string())],
+    )?;
+    col(&r.rows[0], 0, "count")
+}
+
+/// Marks a snapshot being deleted by an operation.
+pub fn deleting(db: &Db, id: Uuid, op: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE snapshots SET status = 'deleting', delete_operation_id = $2, version = version + 1 WHERE id = $1",
+        &[P::Uuid(id.to_string()), P::Uuid(op.to_string())],
+    )?;
+    Ok(())
+}
+
+/// Counts a restore.
+pub fn restored(db: &Db, id: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE snapshots SET restores = restores + 1, version = version + 1 WHERE id = $1",
+        &[P::Uuid(id.to_string())],
+    )?;
+    Ok(())
+}
+
+/// What finishing an operation did to a snapshot.
+pub enum Finished {
+    /// The snapshot the operation took is ready (or failed).
+    Taken(Snapshot),
+    /// The snapshot the operation deleted is gone (or back to `ready` with
+    /// the error, when the delete failed).
+    Deleted(Snapshot),
+}
+
+/// Applies a finished operation to the snapshot it took or deleted, if any.
+pub fn operation_finished(
+    db: &Db,
+    op: Uuid,
+    ok: bool,
+    output: Option<&serde_json::Value>,
+    error: Option<&str>,
+) -> Result<Option<Finished>, DbError> {
+    let text = |v: Option<&serde_json::Value>, k: &str| {
+        v.and_then(|o| o[k].as_str())
+            .map_or(P::DbNull, |s| P::Str(s.chars().take(300).collect()))
+    };
+    let err = error.map_or(P::DbNull, |e| P::Str(e.chars().take(2000).collect()));
+    let taken = db.one(
+        &format!(
+            "UPDATE snapshots s SET status = CASE WHEN $2 THEN 'ready' ELSE 'failed' END, \
+               image = $3, image_id = $4, error = $5, \
+               ready_at = CASE WHEN $2 THEN now() AT TIME ZONE 'UTC' END, version = version + 1 \
+             WHERE s.operation_id = $1 AND s.status = 'creating' RETURNING {COLUMNS}"
+        ),
+        &[
+            P::Uuid(op.to_string()),
+            P::Boolean(ok),
+            text(output, "image"),
+            text(output, "image_id"),
+            err.clone(),
+        ],
+        snapshot,
+    )?;
+    if let Some(s) = taken {
+        return Ok(Some(Finished::Taken(s)));
+    }
+    let deleted = db.one(
+        &format!(
+            "UPDATE snapshots s SET status = CASE WHEN $2 THEN 'deleted' ELSE 'ready' END, \
+               error = $3, deleted_at = CASE WHEN $2 THEN now() AT TIME ZONE 'UTC' END, version = version + 1 \
+             WHERE s.delete_operation_id = $1 AND s.status = 'deleting' RETURNING {COLUMNS}"
+        ),
+        &[P::Uuid(op.to_string()), P::Boolean(ok), err],
+        snapshot,
+    )?;
+    Ok(deleted.map(Finished::Deleted))
+}
+
+/// List filters.
+#[derive(Debug, Default)]
+pub struct Filter {
+    /// The device.
+    pub device_id: Option<Uuid>,
+    /// Status (without it, every status but `deleted`).
+    pub status: Option<String>,
+}
+
+/// A page of the snapshots a caller sees, newest first.
+pub fn list(
+    db: &Db,
+    scope: &RowFilter,
+    f: &Filter,
+    page: Page,
+) -> Result<(Vec<Snapshot>, i64), DbError> {
+    let mut w = Where::new();
+    w.scope(scope, SCOPE);
+    if let Some(d) = f.device_id {
+        w.eq("s.device_id", P::Uuid(d.to_string()));
+    }
+    if let Some(s) = &f.status {
+        w.eq("s.status", P::Str(s.clone()));
+    } else {
+        w.and("s.status <> 'deleted'");
+    }
+    paged(
+        db,
+        &format!("SELECT {COLUMNS} FROM snapshots s"),
+        "snapshots s",
+        w,
+        "s.created_at DESC, s.id",
+        page,
+        snapshot,
+    )
+}

@@ -1,0 +1,538 @@
+//! Templates, first-boot provisioning and snapshots end to end, with
+//! scripted agents that sign exactly as the runtime agent does: who sees
+//! and changes which templates, a device made from a template runs its
+//! apps, properties and commands one at a time in order (and a failed step
+//! skips the rest), snapshots of stopped devices are taken, restored and
+//! deleted through their node, and outlive their device. The real agent
+//! against Podman is in `agent_e2e.rs`.
+
+use agent_protocol::messages::DeviceStatus;
+use e2e::agent::ScriptedAgent;
+use e2e::nodes::{
+    bring_online, device_of, enroll, listen, next_command, redis_connection, set_quota, wait_op, D,
+};
+use e2e::{error_code, expect_json, roles, Session, TestApp};
+use serde_json::{json, Value};
+
+const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// The status and code of an error answer.
+fn refused(resp: reqwest::blocking::Response) -> (u16, String) {
+    error_code(resp).expect("the common error body")
+}
+
+/// The event types recorded for an aggregate, in order.
+fn events_of(app: &TestApp, aggregate: &str) -> Vec<String> {
+    app.db("device")
+        .query(
+            "SELECT event_type FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
+            &[&aggregate],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// A tenant with its administrator and a plain member.
+struct Tenant {
+    admin: Session,
+    member: Session,
+}
+
+fn tenant(app: &TestApp, platform: &Session, code: &str) -> Tenant {
+    let t = app.create_tenant(&platform.token, code);
+    let admin = app.create_user(
+        &platform.token,
+        json!({"tenant_id": t, "role_ids": [roles::TENANT_ADMIN]}),
+    );
+    let member = app.create_user(
+        &platform.token,
+        json!({"tenant_id": t, "role_ids": [roles::USER]}),
+    );
+    set_quota(app, platform, &member.id, 10);
+    Tenant { admin, member }
+}
+
+/// Reports the device running and returns the next command the node gets.
+fn comes_up(
+    agent: &ScriptedAgent,
+    pubsub: &mut redis::PubSub,
+    device: &str,
+) -> agent_protocol::messages::Envelope {
+    let (_, answer) = agent.report(vec![agent.status(device, DeviceStatus::Ready, 1)]);
+    assert_eq!(answer["applied"], 1, "{answer}");
+    next_command(pubsub, agent)
+}
+
+/// Reports a command's result, which the control plane must apply.
+fn answer(agent: &ScriptedAgent, op: &str, ok: bool, output: Value) {
+    let (_, a) = agent.report(vec![agent.result(op, ok, output)]);
+    assert_eq!(a["applied"], 1, "{a}");
+}
+
+#[test]
+fn a_template_makes_devices_that_run_its_first_boot_steps_in_order_and_only_its_tenant_sees_it() {
+    let app = TestApp::spawn();
+    let platform = app.platform_admin();
+    let agent = enroll(&app, &platform, "node-f", json!({}));
+    bring_online(&app, &platform, &agent);
+    let (a, b) = (
+        tenant(&app, &platform, "acme"),
+        tenant(&app, &platform, "bravo"),
+    );
+    let (_, outsider) = app.signed_up_user();
+    let templates = format!("{D}/templates");
+    let body = json!({
+        "name": "QA base", "category": "testing", "spec": {"cpu_cores": 1, "memory_mb": 2048},
+        "tags": ["qa"],
+        "preinstalled_apps": [{"url": "https://cp.example/apks/hello.apk", "sha256": SHA}],
+        "properties": {"persist.sys.timezone": "UTC"},
+        "init_commands": ["touch /data/local/tmp/ready"],
+        "default_idle_timeout_secs": 600
+    });
+
+    // Bad input is refused with the reason, and nothing is stored.
+    for (bad, code) in [
+        (json!({"category": "x"}), 400),
+        (
+            json!({"name": "t", "properties": {"ro.product.model": "x"}}),
+            400,
+        ),
+        (json!({"name": "t", "init_commands": [""]}), 400),
+        (json!({"name": "t", "spec": {"image": "evil/miner:1"}}), 400),
+        (
+            json!({"name": "t", "preinstalled_apps": [{"url": "file:///etc/passwd", "sha256": SHA}]}),
+            400,
+        ),
+        (json!({"name": "t", "visibility": "public"}), 403),
+    ] {
+        let (status, _) = refused(app.post(&templates, &bad, a.admin.t()));
+        assert_eq!(status, code, "{bad}");
+    }
+    // A plain member holds no device:template.
+    assert_eq!(refused(app.post(&templates, &body, a.member.t())).0, 403);
+    assert_eq!(app.count("device", "SELECT count(*) FROM templates"), 0);
+
+    let t = expect_json(app.post(&templates, &body, a.admin.t()), 201);
+    let tid = t["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (t["visibility"].as_str(), t["usage_count"].as_i64()),
+        (Some("tenant"), Some(0))
+    );
+    // The same name again in the same tenant is a conflict; in another tenant it is not.
+    assert_eq!(
+        refused(app.post(&templates, &body, a.admin.t())),
+        (409, "conflict".into())
+    );
+    expect_json(app.post(&templates, &body, b.admin.t()), 201);
+
+    // Tenant A's members see it; tenant B and a user without a tenant do not.
+    let seen = |token: &str| -> Vec<String> {
+        let page = expect_json(app.get(&templates, Some(token)), 200);
+        e2e::ids(&page)
+    };
+    assert!(seen(&a.member.token).contains(&tid));
+    assert!(!seen(&b.member.token).contains(&tid));
+    assert!(!seen(&outsider).contains(&tid));
+    assert!(seen(&platform.token).contains(&tid));
+    let one = format!("{templates}/{tid}");
+    assert_eq!(refused(app.get(&one, b.admin.t())).0, 404);
+    assert_eq!(
+        refused(app.patch(&one, &json!({"name": "x"}), b.admin.t())).0,
+        404
+    );
+    assert_eq!(refused(app.delete(&one, b.admin.t())).0, 404);
+    // Filters and their bad values.
+    let page = expect_json(
+        app.get(&format!("{templates}?category=testing&q=qa"), a.member.t()),
+        200,
+    );
+    assert_eq!(e2e::ids(&page), vec![tid.clone()]);
+    assert_eq!(
+        refused(app.get(&format!("{templates}?category=Bad!"), a.member.t())).0,
+        400
+    );
+    assert_eq!(
+        refused(app.get(&format!("{templates}?visibility=secret"), a.member.t())).0,
+        400
+    );
+    // A change is checked whole; visibility never changes.
+    assert_eq!(
+        refused(app.patch(&one, &json!({"visibility": "private"}), a.admin.t())).0,
+        400
+    );
+    assert_eq!(
+        refused(app.patch(&one, &json!({"spec": {"cpu_cores": 999}}), a.admin.t())).0,
+        400
+    );
+    let changed = expect_json(
+        app.patch(&one, &json!({"description": "for QA"}), a.admin.t()),
+        200,
+    );
+    assert_eq!(
+        (changed["description"].as_str(), changed["version"].as_i64()),
+        (Some("for QA"), Some(2))
+    );
+
+    // A device from it: both a spec and a template is refused, another
+    // tenant's template is not found.
+    let devices = format!("{D}/devices");
+    let from = |name: &str| json!({"name": name, "template_id": tid});
+    let (status, _) = refused(app.post(
+        &devices,
+        &json!({"name": "p", "template_id": tid, "spec": {}}),
+        a.member.t(),
+    ));
+    assert_eq!(status, 400);
+    assert_eq!(refused(app.post(&devices, &from("p"), b.member.t())).0, 404);
+    assert_eq!(
+        refused(app.post(
+            &devices,
+            &json!({"name": "p", "template_id": "nope"}),
+            a.member.t()
+        ))
+        .0,
+        400
+    );
+
+    let mut conn = redis_connection(&app);
+    let mut pubsub = listen(&mut conn, &agent);
+    let op = expect_json(app.post(&devices, &from("p1"), a.member.t()), 202);
+    let id = device_of(&op);
+    let create = next_command(&mut pubsub, &agent);
+    assert_eq!(create.body["op"], "create");
+    assert_eq!(
+        create.body["device"]["spec"]["resources"]["cpu_millis"],
+        1000
+    );
+    let device = expect_json(app.get(&format!("{devices}/{id}"), a.member.t()), 200);
+    assert_eq!(
+        (device["template_id"].as_str(), device["tags"].clone()),
+        (Some(tid.as_str()), json!(["qa"]))
+    );
+    let provisioning = format!("{devices}/{id}/provisioning");
+    let p = expect_json(app.get(&provisioning, a.member.t()), 200);
+    assert_eq!(p["status"], "pending");
+    assert_eq!(p["steps"].as_array().unwrap().len(), 3);
+
+    // Once it runs, the steps go out one at a time, in order.
+    let install = comes_up(&agent, &mut pubsub, &id);
+    assert_eq!(
+        (
+            install.body["op"].as_str(),
+            install.body["url"].as_str(),
+            install.body["sha256"].as_str()
+        ),
+        (
+            Some("install_apk"),
+            Some("https://cp.example/apks/hello.apk"),
+            Some(SHA)
+        )
+    );
+    let op_of = |env: &agent_protocol::messages::Envelope| {
+        env.body["operation_id"].as_str().unwrap().to_string()
+    };
+    answer(
+        &agent,
+        &op_of(&install),
+        true,
+        json!({"device_id": id, "sha256": SHA, "bytes": 10}),
+    );
+    let setprop = next_command(&mut pubsub, &agent);
+    assert_eq!(
+        setprop.body["command"],
+        "setprop persist.sys.timezone 'UTC'"
+    );
+    let p = expect_json(app.get(&provisioning, a.member.t()), 200);
+    assert_eq!(p["steps"][0]["status"], "succeeded");
+    assert_eq!(p["steps"][1]["status"], "running");
+    assert_eq!(p["steps"][2]["status"], "pending");
+    let ok_shell = json!({"exit_code": 0, "stdout": "", "stderr": "", "truncated": false});
+    answer(&agent, &op_of(&setprop), true, ok_shell.clone());
+    let init = next_command(&mut pubsub, &agent);
+    assert_eq!(init.body["command"], "touch /data/local/tmp/ready");
+    answer(&agent, &op_of(&init), true, ok_shell);
+    let p = expect_json(app.get(&provisioning, a.member.t()), 200);
+    assert_eq!(p["status"], "done", "{p}");
+    assert!(events_of(&app, &id).contains(&"device.provisioned".to_string()));
+    // The steps ran as the platform's operations, on the owner's device.
+    let step_op = expect_json(
+        app.get(&format!("{D}/operations/{}", op_of(&install)), a.member.t()),
+        200,
+    );
+    assert_eq!(
+        (step_op["kind"].as_str(), step_op["requested_by"].clone()),
+        (Some("install_apk"), Value::Null)
+    );
+    let t = expect_json(app.get(&one, a.member.t()), 200);
+    assert_eq!(
+        (t["usage_count"].as_i64(), t["active_devices"].as_i64()),
+        (Some(1), Some(1))
+    );
+
+    // A failed step skips the rest, and the event says why.
+    let op = expect_json(app.post(&devices, &from("p2"), a.member.t()), 202);
+    let id2 = device_of(&op);
+    assert_eq!(next_command(&mut pubsub, &agent).body["op"], "create");
+    let install = comes_up(&agent, &mut pubsub, &id2);
+    answer(&agent, &op_of(&install), false, Value::Null);
+    let p = expect_json(
+        app.get(&format!("{devices}/{id2}/provisioning"), a.member.t()),
+        200,
+    );
+    assert_eq!(p["status"], "failed", "{p}");
+    let statuses: Vec<_> = p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [json!("failed"), json!("skipped"), json!("skipped")]
+    );
+    let reason: String = app
+        .db("device")
+        .query_one(
+            "SELECT payload->>'reason' FROM outbox WHERE aggregate_id = $1 AND event_type = 'device.provisioned'",
+            &[&id2],
+        )
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("it failed"), "{reason}");
+
+    // Deleting the template leaves its devices as they are.
+    assert_eq!(app.delete(&one, a.admin.t()).status(), 204);
+    assert_eq!(refused(app.get(&one, a.member.t())).0, 404);
+    assert_eq!(
+        refused(app.post(&devices, &from("p3"), a.member.t())).0,
+        404
+    );
+    let device = expect_json(app.get(&format!("{devices}/{id}"), a.member.t()), 200);
+    assert_eq!(device["template_id"].as_str(), Some(tid.as_str()));
+}
+
+#[test]
+fn snapshots_of_stopped_devices_are_taken_restored_and_deleted_through_their_node_and_outlive_it() {
+    let app = TestApp::spawn();
+    let platform = app.platform_admin();
+    let agent = enroll(&app, &platform, "node-s", json!({}));
+    bring_online(&app, &platform, &agent);
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &platform, &user, 5);
+    let (_, stranger) = app.signed_up_user();
+    let mut conn = redis_connection(&app);
+    let mut pubsub = listen(&mut conn, &agent);
+    let op = expect_json(
+        app.post(&format!("{D}/devices"), &json!({"name": "p"}), Some(&token)),
+        202,
+    );
+    let id = device_of(&op);
+    assert_eq!(next_command(&mut pubsub, &agent).body["op"], "create");
+    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
+    assert_eq!(
+        wait_op(&app, &token, op["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+
+    // A running phone is not snapshotted; nothing is recorded.
+    let take = format!("{D}/devices/{id}/snapshots");
+    let (status, code) = refused(app.post(&take, &json!({}), Some(&token)));
+    assert_eq!((status, code.as_str()), (409, "conflict"));
+    assert_eq!(app.count("device", "SELECT count(*) FROM snapshots"), 0);
+    // Bad input and strangers.
+    assert_eq!(
+        refused(app.post(&take, &json!({"name": "a/b"}), Some(&token))).0,
+        400
+    );
+    assert_eq!(
+        refused(app.post(&take, &json!({"colour": 1}), Some(&token))).0,
+        400
+    );
+    assert_eq!(refused(app.post(&take, &json!({}), Some(&stranger))).0, 404);
+
+    let stop = expect_json(
+        app.post(&format!("{D}/devices/{id}/stop"), &json!({}), Some(&token)),
+        202,
+    );
+    assert_eq!(next_command(&mut pubsub, &agent).body["op"], "stop");
+    agent.report(vec![agent.status(&id, DeviceStatus::Stopped, 2)]);
+    assert_eq!(
+        wait_op(&app, &token, stop["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+
+    let taken = expect_json(
+        app.post(&take, &json!({"name": "before"}), Some(&token)),
+        202,
+    );
+    let snap = taken["snapshot"]["id"].as_str().unwrap().to_string();
+    assert_eq!(taken["snapshot"]["status"], "creating");
+    assert_eq!(taken["operation"]["kind"], "snapshot");
+    let cmd = next_command(&mut pubsub, &agent);
+    assert_eq!(
+        (
+            cmd.body["op"].as_str(),
+            cmd.body["device_id"].as_str(),
+            cmd.body["snapshot_id"].as_str()
+        ),
+        (Some("snapshot"), Some(id.as_str()), Some(snap.as_str()))
+    );
+    let image = format!("localhost/cloudphone-snapshot-{id}:{snap}");
+    let (_, a) = agent.report(vec![agent.result(
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": snap, "image": image, "image_id": "sha256:abc", "created_at": "2026-12-05T00:00:00Z"}),
+    )]);
+    assert_eq!(a["applied"], 1, "{a}");
+    let one = format!("{D}/snapshots/{snap}");
+    let s = expect_json(app.get(&one, Some(&token)), 200);
+    assert_eq!(
+        (s["status"].as_str(), s["image"].as_str()),
+        (Some("ready"), Some(image.as_str()))
+    );
+    assert_eq!(refused(app.get(&one, Some(&stranger))).0, 404);
+    let theirs = expect_json(app.get(&format!("{D}/snapshots"), Some(&stranger)), 200);
+    assert_eq!(theirs["total"], 0);
+    let mine = expect_json(app.get(&take, Some(&token)), 200);
+    assert_eq!(e2e::ids(&mine), vec![snap.clone()]);
+    assert_eq!(events_of(&app, &snap), ["snapshot.created"]);
+
+    // Restore: bad ids are refused; the device's own ready snapshot goes back.
+    let restore = format!("{D}/devices/{id}/restore");
+    assert_eq!(
+        refused(app.post(&restore, &json!({"snapshot_id": "x"}), Some(&token))).0,
+        400
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        refused(app.post(&restore, &json!({"snapshot_id": unknown}), Some(&token))).0,
+        404
+    );
+    assert_eq!(
+        refused(app.post(&restore, &json!({"snapshot_id": snap}), Some(&stranger))).0,
+        404
+    );
+    let r = expect_json(
+        app.post(&restore, &json!({"snapshot_id": snap}), Some(&token)),
+        202,
+    );
+    let cmd = next_command(&mut pubsub, &agent);
+    assert_eq!(
+        (cmd.body["op"].as_str(), cmd.body["snapshot_id"].as_str()),
+        (Some("restore"), Some(snap.as_str()))
+    );
+    agent.report(vec![agent.result(
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": snap, "image": image}),
+    )]);
+    assert_eq!(
+        wait_op(&app, &token, r["operation"]["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    assert_eq!(expect_json(app.get(&one, Some(&token)), 200)["restores"], 1);
+    assert_eq!(
+        events_of(&app, &snap),
+        ["snapshot.created", "snapshot.restored"]
+    );
+
+    // A clone: a new device on the snapshot's node (not on the emptier one),
+    // whose first step restores the snapshot's image and data.
+    let empty = enroll(&app, &platform, "node-x", json!({}));
+    bring_online(&app, &platform, &empty);
+    let clone = format!("{one}/clone");
+    assert_eq!(
+        refused(app.post(&clone, &json!({"name": "copy"}), Some(&stranger))).0,
+        404
+    );
+    assert_eq!(refused(app.post(&clone, &json!({}), Some(&token))).0, 400);
+    let made = expect_json(
+        app.post(&clone, &json!({"name": "copy"}), Some(&token)),
+        202,
+    );
+    let copy = device_of(&made);
+    let cmd = next_command(&mut pubsub, &agent);
+    assert_eq!(
+        (
+            cmd.body["op"].as_str(),
+            cmd.body["device"]["device_id"].as_str()
+        ),
+        (Some("create"), Some(copy.as_str()))
+    );
+    let cmd = comes_up(&agent, &mut pubsub, &copy);
+    assert_eq!(
+        (
+            cmd.body["op"].as_str(),
+            cmd.body["device_id"].as_str(),
+            cmd.body["source_device_id"].as_str(),
+            cmd.body["snapshot_id"].as_str()
+        ),
+        (
+            Some("restore"),
+            Some(copy.as_str()),
+            Some(id.as_str()),
+            Some(snap.as_str())
+        )
+    );
+    answer(
+        &agent,
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": copy, "snapshot_id": snap, "image": image}),
+    );
+    let p = expect_json(
+        app.get(&format!("{D}/devices/{copy}/provisioning"), Some(&token)),
+        200,
+    );
+    assert_eq!(p["status"], "done", "{p}");
+    assert_eq!(expect_json(app.get(&one, Some(&token)), 200)["restores"], 2);
+
+    // The snapshot outlives its device; deleting it goes through its node.
+    let del = expect_json(app.delete(&format!("{D}/devices/{id}"), Some(&token)), 202);
+    assert_eq!(next_command(&mut pubsub, &agent).body["op"], "delete");
+    agent.report(vec![agent.status(&id, DeviceStatus::Removed, 3)]);
+    assert_eq!(
+        wait_op(&app, &token, del["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        expect_json(app.get(&one, Some(&token)), 200)["status"],
+        "ready"
+    );
+    assert_eq!(refused(app.delete(&one, Some(&stranger))).0, 404);
+    let gone = expect_json(app.delete(&one, Some(&token)), 202);
+    assert_eq!(gone["snapshot"]["status"], "deleting");
+    let cmd = next_command(&mut pubsub, &agent);
+    assert_eq!(cmd.body["op"], "delete_snapshot");
+    // A second delete while the first runs is a conflict.
+    assert_eq!(refused(app.delete(&one, Some(&token))).0, 409);
+    agent.report(vec![agent.result(
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": snap, "status": "deleted"}),
+    )]);
+    assert_eq!(
+        expect_json(app.get(&one, Some(&token)), 200)["status"],
+        "deleted"
+    );
+    assert_eq!(
+        expect_json(app.get(&format!("{D}/snapshots"), Some(&token)), 200)["total"],
+        0
+    );
+    let deleted = expect_json(
+        app.get(&format!("{D}/snapshots?status=deleted"), Some(&token)),
+        200,
+    );
+    assert_eq!(e2e::ids(&deleted), vec![snap.clone()]);
+    assert_eq!(
+        events_of(&app, &snap),
+        [
+            "snapshot.created",
+            "snapshot.restored",
+            "snapshot.restored",
+            "snapshot.deleted"
+        ]
+    );
+}
