@@ -21,6 +21,8 @@ pub struct ScriptedAgent {
     pub node: NodeId,
     /// Its secret.
     pub secret: NodeSecret,
+    /// The GPUs (render nodes) it reports.
+    pub gpus: Vec<String>,
     base: String,
     client: Client,
 }
@@ -31,6 +33,7 @@ impl ScriptedAgent {
         Self {
             node: NodeId::parse(node).expect("node id"),
             secret: NodeSecret::new(secret.as_bytes().to_vec()).expect("secret"),
+            gpus: Vec::new(),
             base: base.to_string(),
             client: Client::new(),
         }
@@ -93,7 +96,8 @@ impl ScriptedAgent {
             .expect("request")
     }
 
-    /// The registration this agent reports: 8 cores, 16 GiB, 200 GiB, 10 devices.
+    /// The registration this agent reports: 8 cores, 16 GiB, 200 GiB, 10
+    /// devices, its GPUs.
     pub fn registration(&self) -> Registration {
         Registration {
             node_id: self.node.clone(),
@@ -103,7 +107,7 @@ impl ScriptedAgent {
                 memory_mb: 16384,
                 disk_mb: 200 * 1024,
                 max_devices: 10,
-                gpus: vec![],
+                gpus: self.gpus.clone(),
             },
             labels: BTreeMap::new(),
             agent_version: "test".into(),

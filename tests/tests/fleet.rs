@@ -536,3 +536,139 @@ fn snapshots_of_stopped_devices_are_taken_restored_and_deleted_through_their_nod
         ]
     );
 }
+
+#[test]
+fn gpu_slots_spread_over_a_nodes_gpus_and_are_never_given_twice_under_concurrency() {
+    let app = TestApp::spawn();
+    let platform = app.platform_admin();
+    let mut agent = enroll(&app, &platform, "node-g", json!({}));
+    agent.gpus = vec!["/dev/dri/renderD128".into(), "/dev/dri/renderD129".into()];
+    bring_online(&app, &platform, &agent);
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &platform, &user, 20);
+    let node = format!("{D}/nodes/{}", agent.node);
+    assert_eq!(
+        refused(app.patch(&node, &json!({"gpu_slots": 0}), platform.t())).0,
+        400
+    );
+    let n = expect_json(
+        app.patch(&node, &json!({"gpu_slots": 2}), platform.t()),
+        200,
+    );
+    assert_eq!(
+        (n["capacity"]["gpus"].as_i64(), n["gpu_slots"].as_i64()),
+        (Some(4), Some(2))
+    );
+
+    // Twelve concurrent creates for four slots: four devices, each its own slot.
+    let gpu = |i: usize| json!({"name": format!("g{i}"), "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4, "gpu_mode": "host"}});
+    let outcomes: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let (app, token, body) = (&app, &token, gpu(i));
+                s.spawn(move || {
+                    let r = e2e::retrying(|| {
+                        app.post_idempotent(
+                            &format!("{D}/devices"),
+                            &body,
+                            Some(token),
+                            &format!("gpu-{i}"),
+                        )
+                    });
+                    let status = r.status().as_u16();
+                    let v: Value = r.json().unwrap_or(Value::Null);
+                    (
+                        status,
+                        v["error"]["code"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let made = outcomes
+        .iter()
+        .filter(|(s, _)| matches!(*s, 200 | 202))
+        .count();
+    let full = outcomes
+        .iter()
+        .filter(|(s, c)| *s == 409 && c == "no_capacity")
+        .count();
+    assert_eq!((made, full), (4, 8), "{outcomes:?}");
+    let gpus = expect_json(app.get(&format!("{node}/gpus"), platform.t()), 200);
+    let used: Vec<_> = gpus["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["used"].as_i64().unwrap())
+        .collect();
+    assert_eq!(used, [2, 2], "{gpus}");
+    let distinct: std::collections::BTreeSet<_> = app
+        .db("device")
+        .query("SELECT gpu, slot FROM gpu_allocations", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
+        .collect();
+    assert_eq!(distinct.len(), 4);
+    // Each device's agent is told its GPU.
+    let desired = agent.desired_state();
+    let mut told: Vec<_> = desired
+        .devices
+        .iter()
+        .map(|d| d.spec.gpu.node.clone().unwrap())
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            "/dev/dri/renderD128",
+            "/dev/dri/renderD128",
+            "/dev/dri/renderD129",
+            "/dev/dri/renderD129"
+        ]
+    );
+
+    // Fewer slots than are held is refused; a removed device frees its slot.
+    assert_eq!(
+        refused(app.patch(&node, &json!({"gpu_slots": 1}), platform.t())).0,
+        409
+    );
+    let victim = desired.devices[0].device_id.to_string();
+    let freed = desired.devices[0].spec.gpu.node.clone().unwrap();
+    let del = expect_json(
+        app.delete(&format!("{D}/devices/{victim}"), Some(&token)),
+        202,
+    );
+    agent.report(vec![agent.status(&victim, DeviceStatus::Removed, 2)]);
+    assert_eq!(
+        wait_op(&app, &token, del["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    let op = expect_json(
+        app.post(&format!("{D}/devices"), &gpu(99), Some(&token)),
+        202,
+    );
+    let again = device_of(&op);
+    let dd = agent.desired_state();
+    let spec = &dd
+        .devices
+        .iter()
+        .find(|d| d.device_id.as_str() == again)
+        .unwrap()
+        .spec;
+    assert_eq!(spec.gpu.node.as_deref(), Some(freed.as_str()));
+    // A device without a GPU takes no slot.
+    expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "plain", "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}}),
+            Some(&token),
+        ),
+        202,
+    );
+    assert_eq!(
+        app.count("device", "SELECT count(*) FROM gpu_allocations"),
+        4
+    );
+}

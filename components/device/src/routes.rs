@@ -68,6 +68,7 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "nodes", Permission("node:manage"), nodes::enroll),
     route("GET", "nodes/stats", Permission("node:read"), nodes::stats),
     route("GET", "nodes/:id", Permission("node:read"), nodes::get),
+    route("GET", "nodes/:id/gpus", Permission("node:read"), nodes::gpus),
     route("PATCH", "nodes/:id", Permission("node:manage"), nodes::patch),
     route("POST", "nodes/:id/cordon", Permission("node:manage"), nodes::cordon),
     route("POST", "nodes/:id/uncordon", Permission("node:manage"), nodes::uncordon),

@@ -3,6 +3,7 @@
 //! the operations the agent carries out inside a phone, and templates.
 
 pub mod device_ops;
+pub mod gpu;
 pub mod placement;
 pub mod spec;
 pub mod status;

@@ -79,19 +79,19 @@ pub fn desired_state(call: &Call) -> Result<Response> {
     let node = call.agent()?.to_string();
     let db = db()?;
     let mut devices = Vec::new();
-    for (id, generation, desired, spec) in repo::devices::desired_on_node(&db, &node)? {
-        let spec: crate::domain::spec::Spec = serde_json::from_value(spec)
-            .map_err(|e| Problem::internal(format!("stored spec of {id}: {e}")))?;
+    for row in repo::devices::desired_on_node(&db, &node)? {
+        let spec: crate::domain::spec::Spec = serde_json::from_value(row.spec)
+            .map_err(|e| Problem::internal(format!("stored spec of {}: {e}", row.id)))?;
         devices.push(DesiredDevice {
-            device_id: DeviceId::parse(&id.to_string())
+            device_id: DeviceId::parse(&row.id.to_string())
                 .map_err(|e| Problem::internal(e.to_string()))?,
-            generation: generation as u64,
-            state: if desired == "running" {
+            generation: row.generation as u64,
+            state: if row.desired == "running" {
                 RunState::Running
             } else {
                 RunState::Stopped
             },
-            spec: agent_spec(&spec)?,
+            spec: agent_spec(&spec, row.gpu.as_deref())?,
         });
     }
     let state = DesiredState {
@@ -132,7 +132,8 @@ pub fn operation_content(call: &Call) -> Result<Response> {
 }
 
 /// The spec the agent runs: redroid's settings from the device's spec.
-pub fn agent_spec(s: &crate::domain::spec::Spec) -> Result<pspec::DeviceSpec> {
+/// `gpu` is the render node of the GPU slot the device holds, if any.
+pub fn agent_spec(s: &crate::domain::spec::Spec, gpu: Option<&str>) -> Result<pspec::DeviceSpec> {
     use crate::domain::spec::GpuMode;
     let spec = pspec::DeviceSpec {
         image: pspec::ImageRef::parse(&s.image).map_err(|e| Problem::internal(e.to_string()))?,
@@ -148,7 +149,7 @@ pub fn agent_spec(s: &crate::domain::spec::Spec) -> Result<pspec::DeviceSpec> {
                 GpuMode::Host => pspec::GpuMode::Host,
                 GpuMode::Auto => pspec::GpuMode::Auto,
             },
-            node: None,
+            node: gpu.filter(|_| s.needs_gpu()).map(str::to_string),
         },
         resources: pspec::Resources {
             cpu_millis: s.cpu_cores as u32 * 1000,
@@ -195,6 +196,18 @@ fn check_registration(reg: &Registration, node: &str) -> std::result::Result<(),
     if reg.labels.len() > 32 {
         return Err("at most 32 labels".into());
     }
+    if reg.capacity.gpus.len() > 16 {
+        return Err("at most 16 gpus".into());
+    }
+    for g in &reg.capacity.gpus {
+        let ok = g.len() <= 64
+            && g.strip_prefix("/dev/dri/").is_some_and(|rest| {
+                !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if !ok {
+            return Err(format!("gpu {g:?} must be a /dev/dri/ render node"));
+        }
+    }
     for (k, v) in &reg.labels {
         text("a label name", k, 63, false)?;
         if v.len() > 255 || v.chars().any(char::is_control) {
@@ -220,6 +233,7 @@ fn record_node(
             capacity: capacity(&reg.capacity),
             usage,
             agent_version: &reg.agent_version,
+            gpu_devices: &reg.capacity.gpus,
             heartbeat,
         },
     )?;

@@ -387,6 +387,15 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
             },
         )?;
         repo::templates::insert_steps(tx, device_id, &plan)?;
+        // A GPU slot, under the node's lock that placement holds; placement
+        // counted the node's free slots, the primary key guards the rest.
+        let gpu = if spec.needs_gpu() {
+            let got =
+                repo::gpus::allocate(tx, &node.id, &node.gpu_devices, node.gpu_slots, device_id)?;
+            Some(got.ok_or_else(|| Error::NoCapacity(format!("no free gpu slot on {}", node.id)))?)
+        } else {
+            None
+        };
         let d = repo::devices::find(tx, device_id)?.ok_or(Error::NotFound("device"))?;
         repo::operations::placed(tx, op_id, &node.id, d.generation)?;
         let command = Command {
@@ -402,7 +411,7 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
                     } else {
                         RunState::Stopped
                     },
-                    spec: super::agent::agent_spec(&spec)?,
+                    spec: super::agent::agent_spec(&spec, gpu.as_deref())?,
                 },
             },
         };

@@ -50,6 +50,10 @@ pub fn observed_changed(tx: &Db, before: &Device, after: &Device) -> Result<()> 
         Observed::Unknown | Observed::Creating | Observed::Booting => {}
         other => repo::runs::close(tx, after.id, other.as_str())?,
     }
+    // A removed device's GPU slot is free again.
+    if to == Observed::Deleted {
+        repo::gpus::release(tx, after.id)?;
+    }
     finish_waiting(tx, after)?;
     Ok(())
 }

@@ -298,6 +298,8 @@ struct Patch {
     cpu_overcommit_pct: Option<i32>,
     #[serde(default)]
     memory_overcommit_pct: Option<i32>,
+    #[serde(default)]
+    gpu_slots: Option<i32>,
 }
 
 /// `PATCH /nodes/:id`: the operator's settings.
@@ -333,14 +335,52 @@ pub fn patch(call: &Call) -> Result<Response> {
             .memory_overcommit_pct
             .map(|v| overcommit("memory_overcommit_pct", v, 800))
             .transpose()?,
+        gpu_slots: match b.gpu_slots {
+            Some(n) if !(1..=64).contains(&n) => {
+                return Err(Error::Invalid("gpu_slots must be from 1 to 64".into()))
+            }
+            n => n,
+        },
     };
     let db = db()?;
     let node = db.transaction(|tx| {
         found(tx, &id)?;
+        if let Some(slots) = change.gpu_slots {
+            // Fewer slots than devices hold would give a slot twice.
+            if repo::gpus::on_node(tx, &id)?
+                .iter()
+                .any(|a| a.slot >= slots)
+            {
+                return Err(Error::Conflict(format!(
+                    "devices hold gpu slots beyond {slots}: move or delete them first"
+                )));
+            }
+        }
         repo::nodes::update(tx, &id, &change)?;
         found(tx, &id)
     })?;
     Ok(platform::http::json(200, &node))
+}
+
+/// `GET /nodes/:id/gpus` (`node:read`): each GPU of the node with its
+/// slots and the devices holding them.
+pub fn gpus(call: &Call) -> Result<Response> {
+    let id = node_id(call)?;
+    let db = db()?;
+    let node = found(&db, &id)?;
+    let held = repo::gpus::on_node(&db, &id)?;
+    let gpus: Vec<_> = node
+        .gpu_devices
+        .iter()
+        .map(|g| {
+            let slots: Vec<_> = held.iter().filter(|a| &a.gpu == g).collect();
+            serde_json::json!({"gpu": g, "slots": node.gpu_slots, "used": slots.len(), "allocations": slots})
+        })
+        .collect();
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"node_id": id, "gpu_slots": node.gpu_slots, "gpus": gpus}),
+    ))
 }
 
 /// Sets a node's status and/or schedulability, with its event.

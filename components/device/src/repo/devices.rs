@@ -427,22 +427,34 @@ pub fn on_node(db: &Db, node: &str) -> Result<Vec<Uuid>, DbError> {
     )
 }
 
+/// A device as its node's desired state lists it.
+pub struct DesiredRow {
+    /// Id.
+    pub id: Uuid,
+    /// Desired-state generation.
+    pub generation: i64,
+    /// `running` or `stopped`.
+    pub desired: String,
+    /// Stored spec.
+    pub spec: serde_json::Value,
+    /// The render node of its GPU slot.
+    pub gpu: Option<String>,
+}
+
 /// The node's desired state: every device not deleted, with its generation.
-pub fn desired_on_node(
-    db: &Db,
-    node: &str,
-) -> Result<Vec<(Uuid, i64, String, serde_json::Value)>, DbError> {
+pub fn desired_on_node(db: &Db, node: &str) -> Result<Vec<DesiredRow>, DbError> {
     db.all(
-        "SELECT id, generation, desired_status, spec FROM devices \
+        "SELECT id, generation, desired_status, spec, gpu_device FROM devices \
          WHERE node_id = $1 AND desired_status <> 'deleted' ORDER BY id",
         &[P::Str(node.into())],
         |r| {
-            Ok((
-                col(r, 0, "devices.id")?,
-                col(r, 1, "devices.generation")?,
-                col(r, 2, "devices.desired_status")?,
-                col(r, 3, "devices.spec")?,
-            ))
+            Ok(DesiredRow {
+                id: col(r, 0, "devices.id")?,
+                generation: col(r, 1, "devices.generation")?,
+                desired: col(r, 2, "devices.desired_status")?,
+                spec: col(r, 3, "devices.spec")?,
+                gpu: col(r, 4, "devices.gpu_device")?,
+            })
         },
     )
 }

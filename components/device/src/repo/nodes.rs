@@ -55,6 +55,10 @@ pub struct Node {
     pub updated_at: String,
     /// Version.
     pub version: i64,
+    /// The GPUs (render nodes) the agent reported.
+    pub gpu_devices: Vec<String>,
+    /// How many devices share one GPU (operator setting).
+    pub gpu_slots: i32,
 }
 
 /// What the host offers.
@@ -68,7 +72,7 @@ pub struct Capacity {
     pub disk_gb: i64,
     /// Most devices.
     pub max_devices: i32,
-    /// GPU slots.
+    /// GPU slots: GPUs × slots per GPU.
     pub gpus: i32,
 }
 
@@ -76,13 +80,14 @@ const COLUMNS: &str = "n.id, n.name, n.address, n.region, n.zone, n.labels, n.ta
      n.schedulable, n.cpu_millis, n.memory_mb, n.disk_gb, n.max_devices, n.gpus, n.cpu_overcommit_pct, \
      n.memory_overcommit_pct, n.usage, n.agent_version, n.last_heartbeat_at, n.secret_sealed IS NOT NULL, \
      n.created_at, n.updated_at, n.version, \
-     coalesce(a.cpu, 0)::int8, coalesce(a.mem, 0)::int8, coalesce(a.disk, 0)::int8, coalesce(a.devices, 0)::int8, coalesce(a.gpus, 0)::int8";
+     coalesce(a.cpu, 0)::int8, coalesce(a.mem, 0)::int8, coalesce(a.disk, 0)::int8, coalesce(a.devices, 0)::int8, coalesce(g.slots, 0)::int8, n.gpu_devices, n.gpu_slots";
 
 /// What the devices of each node take (every device not deleted counts,
 /// stopped ones too: their data and reservation stay on the node).
 const ALLOCATED: &str = "LEFT JOIN (SELECT node_id, sum(cpu_millis) AS cpu, sum(memory_mb) AS mem, \
-     sum(disk_gb) AS disk, count(*) AS devices, sum(gpus) AS gpus FROM devices \
-     WHERE desired_status <> 'deleted' AND node_id IS NOT NULL GROUP BY node_id) a ON a.node_id = n.id";
+     sum(disk_gb) AS disk, count(*) AS devices FROM devices \
+     WHERE desired_status <> 'deleted' AND node_id IS NOT NULL GROUP BY node_id) a ON a.node_id = n.id \
+     LEFT JOIN (SELECT node_id, count(*) AS slots FROM gpu_allocations GROUP BY node_id) g ON g.node_id = n.id";
 
 fn node(r: &[DbValue]) -> Result<Node, DbError> {
     let labels: serde_json::Value = col(r, 5, "nodes.labels")?;
@@ -123,6 +128,8 @@ fn node(r: &[DbValue]) -> Result<Node, DbError> {
             devices: col(r, 27, "allocated.devices")?,
             gpus: col(r, 28, "allocated.gpus")?,
         },
+        gpu_devices: platform::db::strings(r, 29, "nodes.gpu_devices")?,
+        gpu_slots: col(r, 30, "nodes.gpu_slots")?,
     })
 }
 
@@ -287,6 +294,8 @@ pub struct NodeChange {
     pub cpu_overcommit_pct: Option<i32>,
     /// Memory overcommit.
     pub memory_overcommit_pct: Option<i32>,
+    /// Devices per GPU.
+    pub gpu_slots: Option<i32>,
 }
 
 /// Applies an operator's change.
@@ -304,6 +313,7 @@ pub fn update(db: &Db, id: &str, c: &NodeChange) -> Result<(), DbError> {
            labels = coalesce($8, labels), taints = coalesce($9, taints), priority = coalesce($10, priority), \
            cpu_overcommit_pct = coalesce($11, cpu_overcommit_pct), \
            memory_overcommit_pct = coalesce($12, memory_overcommit_pct), \
+           gpu_slots = coalesce($13, gpu_slots), gpus = cardinality(gpu_devices) * coalesce($13, gpu_slots), \
            updated_at = now() AT TIME ZONE 'UTC', version = version + 1 WHERE id = $1",
         &[
             P::Str(id.into()),
@@ -324,6 +334,7 @@ pub fn update(db: &Db, id: &str, c: &NodeChange) -> Result<(), DbError> {
             c.priority.map_or(P::DbNull, P::Int32),
             c.cpu_overcommit_pct.map_or(P::DbNull, P::Int32),
             c.memory_overcommit_pct.map_or(P::DbNull, P::Int32),
+            c.gpu_slots.map_or(P::DbNull, P::Int32),
         ],
     )?;
     Ok(())
@@ -388,6 +399,8 @@ pub struct Report<'a> {
     pub usage: Option<serde_json::Value>,
     /// Agent version.
     pub agent_version: &'a str,
+    /// The GPUs (render nodes) it has.
+    pub gpu_devices: &'a [String],
     /// Whether this is a heartbeat (it counts for liveness).
     pub heartbeat: bool,
 }
@@ -412,7 +425,8 @@ pub fn record_report(db: &Db, id: &str, r: &Report) -> Result<Option<(String, St
     };
     db.execute(
         "UPDATE nodes SET address = CASE WHEN $2 = '' THEN address ELSE $2 END, cpu_millis = $3, memory_mb = $4, \
-           disk_gb = $5, max_devices = $6, gpus = $7, usage = coalesce($8, usage), agent_version = $9, \
+           disk_gb = $5, max_devices = $6, gpu_devices = $7, gpus = cardinality($7::text[]) * gpu_slots, \
+           usage = coalesce($8, usage), agent_version = $9, \
            last_heartbeat_at = CASE WHEN $10 THEN now() AT TIME ZONE 'UTC' ELSE last_heartbeat_at END, \
            status = $11, updated_at = now() AT TIME ZONE 'UTC' WHERE id = $1",
         &[
@@ -422,7 +436,7 @@ pub fn record_report(db: &Db, id: &str, r: &Report) -> Result<Option<(String, St
             P::Int64(r.capacity.memory_mb),
             P::Int64(r.capacity.disk_gb),
             P::Int32(r.capacity.max_devices),
-            P::Int32(r.capacity.gpus),
+            P::ArrayStr(r.gpu_devices.iter().cloned().map(Some).collect()),
             match &r.usage {
                 Some(u) => json(u)?,
                 None => P::DbNull,
