@@ -2,7 +2,9 @@
 //! `lifecycle` holds what several handlers share about a device's state
 //! changing (events, run intervals, operations finishing); `dispatch` what
 //! happens after a commit (commands to agents, quota in `user`);
-//! `device_ops` the operations inside a running phone (shell, files, apps).
+//! `device_ops` the operations inside a running phone (shell, files, apps);
+//! `policy` the lifecycle policy (expiry, idle timeout, session length,
+//! forced release) and its job.
 
 pub mod agent;
 pub mod device_ops;
@@ -12,6 +14,7 @@ pub mod internal;
 pub mod lifecycle;
 pub mod nodes;
 pub mod operations;
+pub mod policy;
 
 use crate::error::{Error, Result};
 use access::Caller;

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod commands;
 pub mod contents;
 pub mod devices;
+pub mod lifecycle;
 pub mod nodes;
 pub mod operations;
 pub mod owners;
