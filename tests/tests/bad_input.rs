@@ -587,14 +587,22 @@ fn cases(f: &Fixture) -> Vec<Case> {
             "/api/v1/device/devices".to_string(),
             Member,
             json!({"name": "p", "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4},
-                   "tags": ["a"], "start": true, "zone": "sh-1", "region": "cn"}),
+                   "tags": ["a"], "start": true, "zone": "sh-1", "region": "cn",
+                   "idle_timeout_secs": 600, "max_session_secs": 3600}),
             &["name"],
         ),
         case(
             "PATCH",
             format!("/api/v1/device/devices/{}", f.device),
             Member,
-            json!({"name": "q", "tags": ["b"]}),
+            json!({"name": "q", "tags": ["b"], "idle_timeout_secs": 600, "max_session_secs": 3600}),
+            &[],
+        ),
+        case(
+            "PATCH",
+            format!("/api/v1/device/devices/{}", f.device),
+            Platform,
+            json!({"expires_at": "2030-01-01T00:00:00Z"}),
             &[],
         ),
         case(
@@ -708,6 +716,9 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/device/internal/events/prune",
     "POST /api/v1/device/internal/events/catch-up",
     "POST /api/v1/device/admin/dead-letters/:id/replay",
+    "POST /api/v1/device/devices/:id/heartbeat",
+    "POST /api/v1/device/devices/:id/release",
+    "POST /api/v1/device/internal/devices/lifecycle",
 ];
 
 /// Routes whose body is not JSON: their bad input is in [`raw_attempts`].
