@@ -10,6 +10,12 @@
 //! - `GET /devices` with 10,000 devices in the table: p50 and p99 of the
 //!   first page as their owner and as platform staff, a status filter, a
 //!   name search and a tag filter.
+//! - the lifecycle job (`POST /internal/devices/lifecycle`: expiry, idle
+//!   and session rules) with 10,000 running devices that all have a
+//!   policy, 10 of them due (idle: each warned and stopped through the
+//!   same path as a user's stop), and with none due; next to what a job
+//!   that scanned every device each tick would read, and the claim query
+//!   without its index.
 //!
 //! Prints figures; asserts nothing about time.
 
@@ -158,7 +164,156 @@ fn lists(app: &TestApp) {
     }
 }
 
+/// The lifecycle job with 10,000 devices of which 10 are due (a second
+/// app without the cron trigger, so that only the benchmark runs the job).
+fn lifecycle_job() {
+    let app = TestApp::spawn_with(Options {
+        disable_triggers: vec!["cron"],
+        ..Options::default()
+    });
+    let admin = app.platform_admin();
+    let (user, _) = app.signed_up_user();
+    let owner = uuid::Uuid::parse_str(&user).unwrap();
+    expect_json(
+        app.post(
+            &format!("{D}/nodes"),
+            &json!({"id": "bench-life"}),
+            admin.t(),
+        ),
+        201,
+    );
+    let mut db = app.db("device");
+    // Every device runs with an idle timeout of an hour, a third of them
+    // also expire within a month; each due time is in the future.
+    db.execute(
+        "INSERT INTO devices (id, name, owner_id, owner_name, owner_email, owner_version, node_id, spec, cpu_millis, \
+           memory_mb, disk_gb, desired_status, observed_status, idle_timeout_secs, session_started_at, \
+           expires_at, expiry_warned_at, lifecycle_due_at) \
+         SELECT gen_random_uuid(), 'phone-' || i, $1, 'Bench', 'bench@example.com', 1, 'bench-life', '{}'::jsonb, 1000, \
+           1024, 4, 'running', 'running', 3600, (now() AT TIME ZONE 'UTC') - make_interval(secs => i % 600), \
+           CASE WHEN i % 3 = 0 THEN (now() AT TIME ZONE 'UTC') + make_interval(days => 2 + i % 28) END, NULL, \
+           (now() AT TIME ZONE 'UTC') + make_interval(secs => 3000 - i % 600) \
+         FROM generate_series(1, 10000) AS i",
+        &[&owner],
+    )
+    .expect("seed 10,000 devices");
+    // Ten of them are idle: stopped at once (their warning first).
+    let due: Vec<uuid::Uuid> = db
+        .query(
+            "UPDATE devices SET idle_timeout_secs = 60 WHERE id IN (SELECT id FROM devices ORDER BY id LIMIT 10) RETURNING id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.execute("ANALYZE devices", &[]).unwrap();
+    let make_due = |db: &mut postgres::Client| {
+        db.execute(
+            "UPDATE devices SET desired_status = 'running', idle_warned_at = NULL, \
+               session_started_at = (now() AT TIME ZONE 'UTC') - interval '1 hour', \
+               lifecycle_due_at = (now() AT TIME ZONE 'UTC') - interval '1 second' WHERE id = ANY($1)",
+            &[&due],
+        )
+        .unwrap();
+    };
+    let job = || {
+        let s = Instant::now();
+        let v = expect_json(
+            app.post_as("scheduler", &format!("{D}/internal/devices/lifecycle")),
+            200,
+        );
+        (s.elapsed(), v)
+    };
+    let (mut busy, mut idle) = (Vec::new(), Vec::new());
+    for i in 0..31 {
+        make_due(&mut db);
+        let (took, v) = job();
+        assert_eq!(
+            (v["stopped"].as_i64(), v["warnings"].as_i64()),
+            (Some(10), Some(10)),
+            "{v}"
+        );
+        if i > 0 {
+            busy.push(took);
+        }
+    }
+    for _ in 0..200 {
+        let (took, v) = job();
+        assert_eq!(v["claimed"], 0, "{v}");
+        idle.push(took);
+    }
+    println!(
+        "devices: lifecycle job, 10,000 devices, 10 due (warned + stopped):      {}",
+        summary(busy)
+    );
+    println!(
+        "devices: lifecycle job, 10,000 devices, none due:                       {}",
+        summary(idle)
+    );
+    // What a job that scanned every device each tick would at least read.
+    let mut scan = Vec::new();
+    for _ in 0..50 {
+        let s = Instant::now();
+        let rows = db
+            .query(
+                "SELECT id, desired_status, observed_status, expires_at::text, expiry_warned_at::text, idle_timeout_secs, \
+                   max_session_secs, last_client_heartbeat_at::text, session_started_at::text, idle_warned_at::text \
+                 FROM devices WHERE desired_status <> 'deleted'",
+                &[],
+            )
+            .unwrap();
+        assert!(rows.len() >= 10_000);
+        scan.push(s.elapsed());
+    }
+    println!(
+        "devices: full scan instead (read every live device's lifecycle, SQL only): {}",
+        summary(scan)
+    );
+    // The claim's selection in Postgres, with its partial index and without.
+    let claim = "EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM devices \
+                 WHERE lifecycle_due_at <= now() AT TIME ZONE 'UTC' ORDER BY lifecycle_due_at LIMIT 100";
+    let plan = |db: &mut postgres::Client| -> (f64, String) {
+        let v: Value = db.query_one(claim, &[]).unwrap().get(0);
+        let p = &v[0];
+        let mut node = &p["Plan"];
+        let mut kinds = Vec::new();
+        loop {
+            kinds.push(node["Node Type"].as_str().unwrap_or("?").to_string());
+            match node["Plans"].get(0) {
+                Some(child) => node = child,
+                None => break,
+            }
+        }
+        (
+            p["Execution Time"].as_f64().unwrap_or(f64::NAN),
+            kinds.join(" > "),
+        )
+    };
+    make_due(&mut db);
+    let (with_index, how) = plan(&mut db);
+    db.batch_execute("SET enable_indexscan = off; SET enable_bitmapscan = off")
+        .unwrap();
+    let (without, how_without) = plan(&mut db);
+    println!(
+        "devices: the claim's selection in Postgres: {with_index:.3} ms ({how}); without the index {without:.3} ms ({how_without})"
+    );
+}
+
+/// Arguments name the parts to run (`agent`, `lists`, `lifecycle-job`);
+/// none runs all of them.
 fn main() {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let part = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if part("lifecycle-job") {
+        lifecycle_job();
+    }
+    if !part("agent") && !part("lists") {
+        return;
+    }
     let app = TestApp::spawn_with(Options {
         env: vec![(
             "SPIN_VARIABLE_DEVICE_IMAGES".into(),
@@ -167,6 +322,10 @@ fn main() {
         ..Options::default()
     });
     println!("devices: the app runs on {:?}", app.host());
-    lifecycle(&app);
-    lists(&app);
+    if part("agent") {
+        lifecycle(&app);
+    }
+    if part("lists") {
+        lists(&app);
+    }
 }

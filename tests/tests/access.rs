@@ -300,6 +300,21 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         ("DELETE", format!("/api/v1/device/devices/{device}"), None),
         (
             "POST",
+            format!("/api/v1/device/devices/{device}/heartbeat"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/v1/device/devices/{device}/release"),
+            None,
+        ),
+        (
+            "PATCH",
+            format!("/api/v1/device/devices/{device}"),
+            Some(json!({"expires_at": "2030-01-01T00:00:00Z"})),
+        ),
+        (
+            "POST",
             format!("/api/v1/device/devices/{device}/start"),
             None,
         ),

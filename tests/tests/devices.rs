@@ -5,7 +5,7 @@
 //! Podman is in `agent_e2e.rs`.
 
 use agent_protocol::messages::{DeviceStatus, RunState};
-use e2e::agent::observed;
+use e2e::agent::{observed, ScriptedAgent};
 use e2e::nodes::{
     bring_online, device_of, enroll, listen, next_command, redis_connection, set_quota, wait_op, D,
 };
@@ -783,4 +783,713 @@ fn a_pushed_file_stays_off_redis_and_only_its_node_fetches_it_while_the_push_run
         app.count("device", "SELECT count(*) FROM operation_contents"),
         0
     );
+}
+
+// Lifecycle: expiry, idle timeout, session length, forced release
+// (components/device/src/domain/lifecycle.rs, handlers/policy.rs).
+
+/// The app with lifecycle settings shortened for a test; the scripted
+/// agents beat once, so nodes are given an hour before they count as silent
+/// (a silent node's devices are `unknown`, which stops the idle clocks).
+fn lifecycle_app(settings: &[(&str, &str)], cron: bool) -> TestApp {
+    let mut env = vec![(
+        "SPIN_VARIABLE_NODE_HEARTBEAT_SECS".to_string(),
+        "3600".to_string(),
+    )];
+    for (k, v) in settings {
+        env.push((format!("SPIN_VARIABLE_{}", k.to_uppercase()), v.to_string()));
+    }
+    TestApp::spawn_with(Options {
+        env,
+        disable_triggers: if cron { vec![] } else { vec!["cron"] },
+        ..Options::default()
+    })
+}
+
+/// A device of `token`'s user, created with `extra` fields and reported
+/// running by its node; its id.
+fn running_device(
+    app: &TestApp,
+    token: &str,
+    agent: &ScriptedAgent,
+    name: &str,
+    extra: Value,
+) -> String {
+    let mut body =
+        json!({"name": name, "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let op = expect_json(app.post(&format!("{D}/devices"), &body, Some(token)), 202);
+    let id = device_of(&op);
+    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
+    assert_eq!(
+        wait_op(app, token, op["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    id
+}
+
+/// A device's events in the outbox, in order: (type, payload).
+fn events_of(app: &TestApp, device: &str) -> Vec<(String, Value)> {
+    app.db("device")
+        .query(
+            "SELECT event_type, payload FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
+            &[&device],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn has_event(app: &TestApp, device: &str, kind: &str) -> bool {
+    events_of(app, device).iter().any(|(t, _)| t == kind)
+}
+
+/// The positions of a device's events of these types, each exactly once.
+fn once_each(app: &TestApp, device: &str, kinds: &[&str]) -> Vec<usize> {
+    let events = events_of(app, device);
+    kinds
+        .iter()
+        .map(|k| {
+            let at: Vec<usize> = (0..events.len()).filter(|i| events[*i].0 == *k).collect();
+            assert_eq!(
+                at.len(),
+                1,
+                "{k} once in {:?}",
+                events.iter().map(|e| &e.0).collect::<Vec<_>>()
+            );
+            at[0]
+        })
+        .collect()
+}
+
+/// The device's operations of a kind, as its owner sees them.
+fn operations_of(app: &TestApp, token: &str, device: &str, kind: &str) -> Vec<Value> {
+    let page = expect_json(
+        app.get(
+            &format!("{D}/operations?device_id={device}&kind={kind}"),
+            Some(token),
+        ),
+        200,
+    );
+    page["items"].as_array().unwrap().clone()
+}
+
+fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time"))
+        .expect("RFC 3339")
+        .with_timezone(&chrono::Utc)
+}
+
+/// Reads the node's channel until a command of each `(op, device)` has
+/// come (other commands are skipped); the operation ids, in `wanted`'s order.
+fn commands_for(
+    pubsub: &mut redis::PubSub,
+    agent: &ScriptedAgent,
+    wanted: &[(&str, &str)],
+) -> Vec<String> {
+    let mut found: Vec<Option<String>> = vec![None; wanted.len()];
+    while found.iter().any(Option::is_none) {
+        let env = next_command(pubsub, agent);
+        let about = env.body["device_id"]
+            .as_str()
+            .or(env.body["device"]["device_id"].as_str());
+        for (i, (op, device)) in wanted.iter().enumerate() {
+            if env.body["op"] == *op && about == Some(*device) {
+                found[i] = env.body["operation_id"].as_str().map(str::to_string);
+            }
+        }
+    }
+    found.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn an_idle_device_is_warned_then_stopped_while_one_in_use_runs_on_and_a_long_session_ends() {
+    // Idle after 20 s without a heartbeat, warned 8 s ahead; the third
+    // device's sessions last 10 s at most.
+    const IDLE: i64 = 20;
+    const LEAD: i64 = 8;
+    let app = lifecycle_app(
+        &[
+            ("device_min_timeout_secs", "1"),
+            ("device_idle_warning_secs", "8"),
+        ],
+        true,
+    );
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 5);
+    let agent = enroll(&app, &admin, "node-life", json!({}));
+    bring_online(&app, &admin, &agent);
+    let mut conn = redis::Client::open(app.redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut pubsub = listen(&mut conn, &agent);
+    let secs = chrono::Duration::seconds;
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (idle, used, long, started, used_deadline) = std::thread::scope(|s| {
+        let (app, token, stop): (&TestApp, &str, _) = (&app, &token, &stop);
+        let used = running_device(
+            app,
+            token,
+            &agent,
+            "used",
+            json!({"idle_timeout_secs": IDLE}),
+        );
+        // Its client heartbeats every second from now on, as a console does.
+        let heartbeat = format!("{D}/devices/{used}/heartbeat");
+        s.spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = expect_json(app.post(&heartbeat, &json!({}), Some(token)), 200);
+                assert_eq!(r["idle_timeout_secs"], IDLE, "{r}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        let idle = running_device(
+            app,
+            token,
+            &agent,
+            "idle",
+            json!({"idle_timeout_secs": IDLE}),
+        );
+        let long = running_device(app, token, &agent, "long", json!({"max_session_secs": 10}));
+        let d = expect_json(app.get(&format!("{D}/devices/{idle}"), Some(token)), 200);
+        assert_eq!(d["idle_timeout_secs"], IDLE);
+        let started = time(&d["session_started_at"]);
+        assert_eq!(time(&d["idle_deadline"]), started + secs(IDLE), "{d}");
+        assert_eq!(d["next_lifecycle_check"], Value::Null, "staff only: {d}");
+        // What the job looks at first is the warning (heartbeats leave it:
+        // they only ever move the deadline later).
+        let v = expect_json(app.get(&format!("{D}/devices/{used}"), admin.t()), 200);
+        let used_deadline = time(&v["session_started_at"]) + secs(IDLE);
+        assert_eq!(
+            time(&v["next_lifecycle_check"]),
+            used_deadline - secs(LEAD),
+            "{v}"
+        );
+
+        app.eventually(Duration::from_secs(60), || {
+            has_event(app, &idle, "device.idle_stopped").then_some(())
+        })
+        .expect("the idle device is stopped");
+        app.eventually(Duration::from_secs(60), || {
+            has_event(app, &long, "device.session_ended").then_some(())
+        })
+        .expect("the long session ends");
+        // Proof that the job looked at `used` after its first idle deadline
+        // and found it in use: a look plans the next check from the last
+        // heartbeat (heartbeat + timeout - lead), so a next check beyond
+        // this bound comes from a heartbeat later than that deadline.
+        app.eventually(Duration::from_secs(90), || {
+            let v = expect_json(app.get(&format!("{D}/devices/{used}"), admin.t()), 200);
+            (time(&v["next_lifecycle_check"]) > used_deadline + secs(IDLE - LEAD)).then_some(())
+        })
+        .expect("the job looks at the device in use again");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (idle, used, long, started, used_deadline)
+    });
+
+    // Idle: warned first, then stopped by the control plane as a user's
+    // stop is: an operation without requester, the command on the node's channel.
+    let order = once_each(&app, &idle, &["device.idle_warning", "device.idle_stopped"]);
+    assert!(order[0] < order[1], "warned before stopped");
+    let warning = events_of(&app, &idle)[order[0]].1.clone();
+    assert_eq!(warning["lifecycle"]["idle_timeout_secs"], IDLE, "{warning}");
+    assert_eq!(
+        time(&warning["lifecycle"]["idle_deadline"]),
+        started + secs(IDLE)
+    );
+    let d = expect_json(app.get(&format!("{D}/devices/{idle}"), Some(&token)), 200);
+    assert_eq!(d["desired_status"], "stopped");
+    let stops = operations_of(&app, &token, &idle, "stop");
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_eq!(stops[0]["requested_by"], Value::Null);
+    // The long session: ended without a warning, also by a stop.
+    once_each(&app, &long, &["device.session_ended"]);
+    assert!(!has_event(&app, &long, "device.idle_warning"));
+    let long_stops = operations_of(&app, &token, &long, "stop");
+    assert_eq!(long_stops.len(), 1, "{long_stops:?}");
+    let sent = commands_for(&mut pubsub, &agent, &[("stop", &idle), ("stop", &long)]);
+    assert_eq!(
+        (json!(sent[0]), json!(sent[1])),
+        (stops[0]["id"].clone(), long_stops[0]["id"].clone())
+    );
+    agent.report(vec![agent.status(&idle, DeviceStatus::Stopped, 2)]);
+    assert_eq!(
+        wait_op(&app, &token, stops[0]["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+
+    // The device in use runs on, never warned.
+    let v = expect_json(app.get(&format!("{D}/devices/{used}"), Some(&token)), 200);
+    assert_eq!(v["desired_status"], "running");
+    assert!(time(&v["last_client_heartbeat_at"]) > used_deadline);
+    let kinds: Vec<String> = events_of(&app, &used).into_iter().map(|e| e.0).collect();
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k.starts_with("device.idle") || k == "device.session_ended"),
+        "{kinds:?}"
+    );
+    assert!(operations_of(&app, &token, &used, "stop").is_empty());
+    // A stopped device takes no heartbeat.
+    let (status, code) = error_code(app.post(
+        &format!("{D}/devices/{idle}/heartbeat"),
+        &json!({}),
+        Some(&token),
+    ))
+    .unwrap();
+    assert_eq!((status, code.as_str()), (409, "conflict"));
+}
+
+#[test]
+fn an_expired_device_is_warned_then_stopped_then_deleted_after_its_grace_period() {
+    let app = lifecycle_app(
+        &[
+            ("device_expiry_warning_secs", "5"),
+            ("device_expiry_grace_secs", "8"),
+        ],
+        true,
+    );
+    let admin = app.platform_admin();
+    let (_, token) = app.signed_up_user();
+    let agent = enroll(&app, &admin, "node-exp", json!({}));
+    bring_online(&app, &admin, &agent);
+    let id = running_device(&app, &token, &agent, "rented", json!({}));
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(12);
+    let expires_text = expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let d = expect_json(
+        app.patch(
+            &format!("{D}/devices/{id}"),
+            &json!({"expires_at": expires_text}),
+            admin.t(),
+        ),
+        200,
+    );
+    assert_eq!(time(&d["expires_at"]), time(&json!(expires_text)));
+
+    app.eventually(Duration::from_secs(60), || {
+        has_event(&app, &id, "device.expiring").then_some(())
+    })
+    .expect("the owner is warned");
+    app.eventually(Duration::from_secs(60), || {
+        has_event(&app, &id, "device.expired").then_some(())
+    })
+    .expect("the device expires");
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(d["desired_status"], "stopped");
+    let stops = operations_of(&app, &token, &id, "stop");
+    assert_eq!((stops.len(), &stops[0]["requested_by"]), (1, &Value::Null));
+    assert_eq!(
+        agent.desired_state().devices[0].state,
+        RunState::Stopped,
+        "its node is told to stop it"
+    );
+    // Expired: its owner cannot start it again.
+    let (status, code) =
+        error_code(app.post(&format!("{D}/devices/{id}/start"), &json!({}), Some(&token))).unwrap();
+    assert_eq!((status, code.as_str()), (409, "conflict"));
+    agent.report(vec![agent.status(&id, DeviceStatus::Stopped, 2)]);
+
+    // After the grace period it is released: deleted as a user's delete is.
+    app.eventually(Duration::from_secs(60), || {
+        has_event(&app, &id, "device.released").then_some(())
+    })
+    .expect("the device is released after its grace period");
+    let deletes = operations_of(&app, &token, &id, "delete");
+    assert_eq!(
+        (deletes.len(), &deletes[0]["requested_by"]),
+        (1, &Value::Null)
+    );
+    assert!(agent.desired_state().devices.is_empty());
+    agent.report(vec![agent.status(&id, DeviceStatus::Removed, 3)]);
+    assert_eq!(
+        wait_op(&app, &token, deletes[0]["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    let order = once_each(
+        &app,
+        &id,
+        &[
+            "device.expiring",
+            "device.expired",
+            "device.released",
+            "device.deleted",
+        ],
+    );
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {order:?}");
+    let events = events_of(&app, &id);
+    let expiring = &events[order[0]].1;
+    assert_eq!(
+        time(&expiring["lifecycle"]["expires_at"]),
+        time(&json!(expires_text))
+    );
+    assert_eq!(
+        time(&expiring["lifecycle"]["delete_at"]),
+        time(&json!(expires_text)) + chrono::Duration::seconds(8)
+    );
+    assert_eq!(events[order[2]].1["lifecycle"]["released_by"], Value::Null);
+    let quota = expect_json(app.get("/api/v1/user/me/quota", Some(&token)), 200);
+    assert_eq!(quota["used"]["devices"], 0, "{quota}");
+}
+
+#[test]
+fn bad_lifecycle_input_is_refused_and_changes_nothing() {
+    // No cron: nothing but the requests below may change anything.
+    let app = lifecycle_app(&[], false);
+    let admin = app.platform_admin();
+    let (_, token) = app.signed_up_user();
+    let agent = enroll(&app, &admin, "node-bad", json!({}));
+    bring_online(&app, &admin, &agent);
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "p", "start": false}),
+            Some(&token),
+        ),
+        202,
+    );
+    let id = device_of(&op);
+    let path = format!("{D}/devices/{id}");
+    let fingerprint = || {
+        (
+            expect_json(app.get(&path, admin.t()), 200),
+            app.count("device", "SELECT count(*) FROM operations"),
+            app.count("device", "SELECT count(*) FROM outbox"),
+            app.count("device", "SELECT count(*) FROM devices"),
+        )
+    };
+    let before = fingerprint();
+    let future = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let past = (chrono::Utc::now() - chrono::Duration::seconds(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let attempts: Vec<(&str, String, Value, Option<&str>, u16)> = vec![
+        (
+            "PATCH",
+            path.clone(),
+            json!({"idle_timeout_secs": -60}),
+            Some(&token),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"idle_timeout_secs": 0}),
+            Some(&token),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"idle_timeout_secs": 59}),
+            Some(&token),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"idle_timeout_secs": 2_592_001}),
+            Some(&token),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"idle_timeout_secs": "600"}),
+            Some(&token),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"idle_timeout_secs": 1.5}),
+            Some(&token),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"max_session_secs": -1}),
+            Some(&token),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"max_session_secs": 1e12}),
+            Some(&token),
+            400,
+        ),
+        // A valid name with a bad timeout changes neither.
+        (
+            "PATCH",
+            path.clone(),
+            json!({"name": "renamed", "max_session_secs": 0}),
+            Some(&token),
+            400,
+        ),
+        // Users do not set their expiry, not even a valid one.
+        (
+            "PATCH",
+            path.clone(),
+            json!({"expires_at": future}),
+            Some(&token),
+            403,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"expires_at": null}),
+            Some(&token),
+            403,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"expires_at": past}),
+            admin.t(),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"expires_at": "next tuesday"}),
+            admin.t(),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"expires_at": "2030-01-01"}),
+            admin.t(),
+            400,
+        ),
+        (
+            "PATCH",
+            path.clone(),
+            json!({"expires_at": 1_900_000_000}),
+            admin.t(),
+            400,
+        ),
+        (
+            "POST",
+            format!("{D}/devices"),
+            json!({"name": "q", "idle_timeout_secs": -1}),
+            Some(&token),
+            400,
+        ),
+        (
+            "POST",
+            format!("{D}/devices"),
+            json!({"name": "q", "expires_at": future}),
+            Some(&token),
+            403,
+        ),
+        (
+            "POST",
+            format!("{D}/devices"),
+            json!({"name": "q", "expires_at": past}),
+            admin.t(),
+            400,
+        ),
+        // Not running: no heartbeat. Not an administrator: no release.
+        (
+            "POST",
+            format!("{path}/heartbeat"),
+            json!({}),
+            Some(&token),
+            409,
+        ),
+        (
+            "POST",
+            format!("{path}/release"),
+            json!({}),
+            Some(&token),
+            403,
+        ),
+    ];
+    for (method, p, body, who, want) in &attempts {
+        let (status, _) = error_code(app.call(method, p, Some(body), *who)).unwrap();
+        assert_eq!(status, *want, "{method} {p} {body}");
+    }
+    assert_eq!(fingerprint(), before, "bad input changed something");
+
+    // Good input: set, shown, cleared; staff see the next check.
+    let d = expect_json(
+        app.patch(
+            &path,
+            &json!({"idle_timeout_secs": 600, "max_session_secs": 3600}),
+            Some(&token),
+        ),
+        200,
+    );
+    assert_eq!(
+        (
+            d["idle_timeout_secs"].as_i64(),
+            d["max_session_secs"].as_i64()
+        ),
+        (Some(600), Some(3600))
+    );
+    let d = expect_json(
+        app.patch(&path, &json!({"idle_timeout_secs": null}), Some(&token)),
+        200,
+    );
+    assert_eq!(
+        (
+            d["idle_timeout_secs"].as_i64(),
+            d["max_session_secs"].as_i64()
+        ),
+        (None, Some(3600))
+    );
+    let d = expect_json(
+        app.patch(&path, &json!({"expires_at": future}), admin.t()),
+        200,
+    );
+    assert_eq!(time(&d["expires_at"]), time(&json!(future)));
+    assert_eq!(
+        time(&d["next_lifecycle_check"]),
+        time(&json!(future)) - chrono::Duration::hours(24),
+        "warned a day ahead: {d}"
+    );
+}
+
+#[test]
+fn only_an_administrator_of_the_devices_tenant_may_release_it_and_nobody_outside_sees_it() {
+    let app = lifecycle_app(&[], true);
+    let platform = app.platform_admin();
+    let (ta, tb) = (
+        app.create_tenant(&platform.token, "life-a"),
+        app.create_tenant(&platform.token, "life-b"),
+    );
+    let admin_of = |tenant: &str| {
+        app.create_user(
+            &platform.token,
+            json!({"tenant_id": tenant, "role_ids": [e2e::roles::TENANT_ADMIN]}),
+        )
+    };
+    let (a_admin, b_admin) = (admin_of(&ta), admin_of(&tb));
+    let owner = app.create_user(&b_admin.token, json!({"role_ids": [e2e::roles::USER]}));
+    let neighbour = app.create_user(&b_admin.token, json!({"role_ids": [e2e::roles::USER]}));
+    let agent = enroll(&app, &platform, "node-rel", json!({}));
+    bring_online(&app, &platform, &agent);
+    let id = running_device(&app, &owner.token, &agent, "b-phone", json!({}));
+    let heartbeat = format!("{D}/devices/{id}/heartbeat");
+    let release = format!("{D}/devices/{id}/release");
+
+    let operations = app.count("device", "SELECT count(*) FROM operations");
+    for (who, path, want) in [
+        (&a_admin, &heartbeat, (404, "not_found")),
+        (&a_admin, &release, (404, "not_found")),
+        (&neighbour, &heartbeat, (404, "not_found")),
+        (&neighbour, &release, (403, "forbidden")),
+        (&owner, &release, (403, "forbidden")),
+    ] {
+        let (status, code) = error_code(app.post(path, &json!({}), who.t())).unwrap();
+        assert_eq!((status, code.as_str()), want, "{} {path}", who.email);
+    }
+    let (status, _) = error_code(app.patch(
+        &format!("{D}/devices/{id}"),
+        &json!({"expires_at": "2031-01-01T00:00:00Z"}),
+        a_admin.t(),
+    ))
+    .unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(
+        app.count("device", "SELECT count(*) FROM operations"),
+        operations
+    );
+    assert!(!has_event(&app, &id, "device.released"));
+
+    // The owner heartbeats; B's administrator releases it.
+    let r = expect_json(app.post(&heartbeat, &json!({}), owner.t()), 200);
+    assert_eq!(r["device_id"], id.as_str());
+    let op = expect_json(app.post(&release, &json!({}), b_admin.t()), 202);
+    assert_eq!(
+        (op["kind"].as_str(), op["requested_by"].as_str()),
+        (Some("delete"), Some(b_admin.id.as_str()))
+    );
+    let released = once_each(&app, &id, &["device.released"])[0];
+    assert_eq!(
+        events_of(&app, &id)[released].1["lifecycle"]["released_by"],
+        b_admin.id.as_str()
+    );
+    assert!(agent.desired_state().devices.is_empty());
+    agent.report(vec![agent.status(&id, DeviceStatus::Removed, 2)]);
+    assert_eq!(
+        wait_op(&app, &owner.token, op["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    let quota = expect_json(app.get("/api/v1/user/me/quota", owner.t()), 200);
+    assert_eq!(quota["used"]["devices"], 0, "{quota}");
+    // Released twice: the device is gone.
+    let (status, _) = error_code(app.post(&release, &json!({}), b_admin.t())).unwrap();
+    assert_eq!(status, 409);
+}
+
+#[test]
+fn overlapping_lifecycle_job_runs_stop_each_due_device_exactly_once() {
+    // No cron: the test runs the job itself, six times at once.
+    let app = lifecycle_app(
+        &[
+            ("device_min_timeout_secs", "1"),
+            ("device_idle_warning_secs", "0"),
+        ],
+        false,
+    );
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 5);
+    let agent = enroll(&app, &admin, "node-ovl", json!({}));
+    bring_online(&app, &admin, &agent);
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            running_device(
+                &app,
+                &token,
+                &agent,
+                &format!("o{i}"),
+                json!({"idle_timeout_secs": 1}),
+            )
+        })
+        .collect();
+    app.eventually(Duration::from_secs(30), || {
+        (app.count(
+            "device",
+            "SELECT count(*) FROM devices WHERE lifecycle_due_at <= now() AT TIME ZONE 'UTC'",
+        ) == 3)
+            .then_some(())
+    })
+    .expect("all three come due");
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    expect_json(
+                        app.post_as("scheduler", &format!("{D}/internal/devices/lifecycle")),
+                        200,
+                    )
+                })
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let stopped: i64 = answers.iter().map(|a| a["stopped"].as_i64().unwrap()).sum();
+    let claimed: i64 = answers.iter().map(|a| a["claimed"].as_i64().unwrap()).sum();
+    assert_eq!((stopped, claimed), (3, 3), "{answers:?}");
+    for id in &ids {
+        let order = once_each(&app, id, &["device.idle_warning", "device.idle_stopped"]);
+        assert!(order[0] < order[1]);
+        assert_eq!(operations_of(&app, &token, id, "stop").len(), 1, "{id}");
+    }
+    // Nothing more is due, so a further run does nothing.
+    let again = expect_json(
+        app.post_as("scheduler", &format!("{D}/internal/devices/lifecycle")),
+        200,
+    );
+    assert_eq!(again["claimed"], 0, "{again}");
 }

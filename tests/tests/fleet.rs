@@ -211,6 +211,8 @@ fn a_template_makes_devices_that_run_its_first_boot_steps_in_order_and_only_its_
         (device["template_id"].as_str(), device["tags"].clone()),
         (Some(tid.as_str()), json!(["qa"]))
     );
+    // The template's lifecycle defaults apply where the request left them out.
+    assert_eq!(device["idle_timeout_secs"], 600, "{device}");
     let provisioning = format!("{devices}/{id}/provisioning");
     let p = expect_json(app.get(&provisioning, a.member.t()), 200);
     assert_eq!(p["status"], "pending");

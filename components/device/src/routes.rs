@@ -7,7 +7,7 @@
 use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::handlers::{
-    agent, device_ops, devices, internal, nodes, operations, snapshots, templates,
+    agent, device_ops, devices, internal, nodes, operations, policy, snapshots, templates,
 };
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
@@ -93,6 +93,9 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "internal/events/catch-up", SCHEDULER, endpoints::catch_up::<Error, Consumer>),
     route("GET", "admin/dead-letters", Permission("event:manage"), endpoints::dead_letters),
     route("POST", "admin/dead-letters/:id/replay", Permission("event:manage"), endpoints::replay::<Error, Consumer>),
+    route("POST", "devices/:id/heartbeat", Permission("device:control"), policy::heartbeat),
+    route("POST", "devices/:id/release", Permission("device:admin"), policy::release),
+    route("POST", "internal/devices/lifecycle", SCHEDULER, policy::job),
 ];
 
 #[cfg(test)]

@@ -86,6 +86,11 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/device/internal/devices/reconcile",
     },
     Job {
+        name: "device.devices.lifecycle",
+        every_secs: 5,
+        path: "/api/v1/device/internal/devices/lifecycle",
+    },
+    Job {
         name: "device.claims.settle",
         every_secs: 30,
         path: "/api/v1/device/internal/claims/settle",

@@ -144,6 +144,42 @@ pub const SNAPSHOT_DELETED: EventType = EventType {
     source: "device",
     schema_version: 1,
 };
+/// A device's expiry is near (its owner's warning; payload `lifecycle.expires_at`).
+pub const DEVICE_EXPIRING: EventType = EventType {
+    name: "device.expiring",
+    source: "device",
+    schema_version: 1,
+};
+/// A device reached its expiry and was stopped; it is deleted after the grace period.
+pub const DEVICE_EXPIRED: EventType = EventType {
+    name: "device.expired",
+    source: "device",
+    schema_version: 1,
+};
+/// A running device had no client heartbeat for a while: it is stopped at its idle deadline.
+pub const DEVICE_IDLE_WARNING: EventType = EventType {
+    name: "device.idle_warning",
+    source: "device",
+    schema_version: 1,
+};
+/// A device was stopped: no client heartbeat within its idle timeout.
+pub const DEVICE_IDLE_STOPPED: EventType = EventType {
+    name: "device.idle_stopped",
+    source: "device",
+    schema_version: 1,
+};
+/// A device was stopped: its session reached the maximum length.
+pub const DEVICE_SESSION_ENDED: EventType = EventType {
+    name: "device.session_ended",
+    source: "device",
+    schema_version: 1,
+};
+/// A device was taken back and deleted: by an administrator, or after its expiry's grace period.
+pub const DEVICE_RELEASED: EventType = EventType {
+    name: "device.released",
+    source: "device",
+    schema_version: 1,
+};
 /// A node was enrolled.
 pub const NODE_ENROLLED: EventType = EventType {
     name: "node.enrolled",
@@ -180,6 +216,12 @@ pub const CATALOGUE: &[EventType] = &[
     SNAPSHOT_FAILED,
     SNAPSHOT_RESTORED,
     SNAPSHOT_DELETED,
+    DEVICE_EXPIRING,
+    DEVICE_EXPIRED,
+    DEVICE_IDLE_WARNING,
+    DEVICE_IDLE_STOPPED,
+    DEVICE_SESSION_ENDED,
+    DEVICE_RELEASED,
     NODE_ENROLLED,
     NODE_STATUS_CHANGED,
 ];

@@ -136,6 +136,40 @@ pub struct Device {
     pub spec: serde_json::Value,
 }
 
+/// `device.expiring`, `.expired`, `.idle_warning`, `.idle_stopped`,
+/// `.session_ended` and `.released` (schema version 1): the device after
+/// the change, as in the other `device.*` events, with its lifecycle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceLifecycle {
+    /// The device.
+    #[serde(flatten)]
+    pub device: Device,
+    /// Its lifecycle at the time.
+    pub lifecycle: Lifecycle,
+}
+
+/// A device's lifecycle in its events; times are RFC 3339 (UTC).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Lifecycle {
+    /// When it expires.
+    pub expires_at: Option<String>,
+    /// When it is deleted once expired (the expiry plus the grace period).
+    pub delete_at: Option<String>,
+    /// Its idle timeout in seconds.
+    pub idle_timeout_secs: Option<i64>,
+    /// When it is stopped unless a client heartbeat comes (while running).
+    pub idle_deadline: Option<String>,
+    /// The last client heartbeat.
+    pub last_client_heartbeat_at: Option<String>,
+    /// Its maximum session length in seconds.
+    pub max_session_secs: Option<i64>,
+    /// When its current (or last) session started.
+    pub session_started_at: Option<String>,
+    /// Who released it (`device.released` by an administrator; null when
+    /// it was released after its expiry's grace period).
+    pub released_by: Option<Uuid>,
+}
+
 /// `node.enrolled` and `node.status_changed` (schema version 1).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Node {

@@ -1,9 +1,11 @@
 //! Types and rules of `device`, free of I/O: device specs and names, the
-//! desired and observed statuses with their transitions, placement, and
-//! the operations the agent carries out inside a phone, and templates.
+//! desired and observed statuses with their transitions, placement, the
+//! operations the agent carries out inside a phone, templates, GPU slots,
+//! and the lifecycle policy (expiry, idle timeout, session length).
 
 pub mod device_ops;
 pub mod gpu;
+pub mod lifecycle;
 pub mod placement;
 pub mod spec;
 pub mod status;

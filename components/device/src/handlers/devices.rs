@@ -5,9 +5,10 @@
 //! committed together, and the command is published only after that commit.
 
 use super::{
-    db as open_db, dispatch, one_of, paged, platform_wide, publish_after_commit, search_query,
-    uuid_query, Call,
+    db as open_db, dispatch, one_of, paged, platform_wide, policy, publish_after_commit,
+    search_query, uuid_query, Call,
 };
+use crate::domain::lifecycle::Cause;
 use crate::domain::placement::{self, Strategy, Toleration};
 use crate::domain::spec::{parse_tags, DeviceName, Spec, SpecInput};
 use crate::domain::status::{transition, Action, Desired, Observed};
@@ -19,6 +20,7 @@ use agent_protocol::messages::{Command, DesiredDevice, Operation as AgentOp, Run
 use agent_protocol::spec::{DeviceId, OperationId};
 use events::catalogue::DEVICE_CREATED;
 use platform::db::Db;
+use platform::http::Ctx;
 use serde::Deserialize;
 use spin_sdk::http::Response;
 use std::collections::BTreeMap;
@@ -70,6 +72,7 @@ pub fn view(caller: &Caller, d: &Device) -> serde_json::Value {
     } else {
         v["node_id"] = serde_json::Value::Null;
     }
+    policy::view(caller, d, &mut v);
     caller.field_rule("device", Some(d.owner_id)).apply(&mut v);
     v
 }
@@ -103,6 +106,12 @@ struct CreateDevice {
     placement: Option<PlacementInput>,
     #[serde(default)]
     template_id: Option<String>,
+    #[serde(default)]
+    idle_timeout_secs: Option<i64>,
+    #[serde(default)]
+    max_session_secs: Option<i64>,
+    #[serde(default)]
+    expires_at: Option<String>,
 }
 
 fn location(what: &str, v: Option<String>) -> Result<Option<String>> {
@@ -186,6 +195,8 @@ pub struct Making {
     pub template: Option<Uuid>,
     /// What it does at its first boot.
     pub steps: Vec<Step>,
+    /// Its lifecycle policy (expiry, idle timeout, session length).
+    pub lifecycle: repo::lifecycle::PolicyChange,
 }
 
 /// `POST /devices`: creates a device for the caller and answers 202 with
@@ -214,6 +225,31 @@ pub fn create(call: &Call) -> Result<Response> {
         None => (b.spec.unwrap_or_default().parse()?, Vec::new()),
     };
     tags.extend(b.tags.iter().cloned());
+    let mut lifecycle = policy::parse(
+        caller,
+        policy::PolicyInput {
+            idle_timeout_secs: b.idle_timeout_secs.map(Some),
+            max_session_secs: b.max_session_secs.map(Some),
+            expires_at: b.expires_at.map(Some),
+        },
+    )?;
+    if let Some((_, t)) = &template {
+        // The template's defaults, where the request leaves a field out.
+        // Its lifetime is the platform's rule for its devices, not the
+        // caller's choice, so it needs no device:admin.
+        if lifecycle.idle_timeout_secs.is_none() {
+            lifecycle.idle_timeout_secs = t.idle_timeout_secs.map(Some);
+        }
+        if lifecycle.max_session_secs.is_none() {
+            lifecycle.max_session_secs = t.max_session_secs.map(Some);
+        }
+        if lifecycle.expires_at.is_none() {
+            let now = chrono::Utc::now().naive_utc();
+            lifecycle.expires_at = t
+                .lifetime_secs
+                .map(|s| Some(now + chrono::Duration::seconds(i64::from(s))));
+        }
+    }
     let placement_in = b.placement.unwrap_or_default();
     let overrides = placement_in.strategy.is_some()
         || !placement_in.node_selector.is_empty()
@@ -249,6 +285,7 @@ pub fn create(call: &Call) -> Result<Response> {
             .as_ref()
             .map(|(_, t)| t.provision_plan())
             .unwrap_or_default(),
+        lifecycle,
     };
     make(call, making)
 }
@@ -272,6 +309,7 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
         pin_node,
         template: template_id,
         steps: plan,
+        lifecycle,
     } = m;
     let key = idempotency_key(call)?;
     let (device_id, op_id) = (Uuid::new_v4(), Uuid::new_v4());
@@ -396,6 +434,7 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
         } else {
             None
         };
+        policy::apply(tx, device_id, &lifecycle)?;
         let d = repo::devices::find(tx, device_id)?.ok_or(Error::NotFound("device"))?;
         repo::operations::placed(tx, op_id, &node.id, d.generation)?;
         let command = Command {
@@ -453,20 +492,49 @@ enum Acted {
     Repeat(Uuid),
 }
 
-/// A lifecycle action on a device, as its operation. `operator` lets
-/// platform staff act on any device they see (node drains).
+/// Who takes a lifecycle action.
+#[derive(Clone, Copy)]
+pub enum Actor<'a> {
+    /// A user, within their data scope, recorded as the requester.
+    User(&'a Caller),
+    /// Platform staff acting on any device they see (node drains): a start
+    /// of a running device is not refused.
+    Operator(&'a Caller),
+    /// The control plane itself (the lifecycle job): no data scope, no
+    /// requester.
+    System,
+}
+
+impl Actor<'_> {
+    /// The user recorded as the operation's requester.
+    fn user_id(self) -> Option<Uuid> {
+        match self {
+            Actor::User(c) | Actor::Operator(c) => Some(c.user_id),
+            Actor::System => None,
+        }
+    }
+}
+
+/// A lifecycle action on a device, as its operation: the one path of every
+/// start, stop, restart and delete, whoever asks. `cause` is the lifecycle
+/// rule (or the administrator's release) behind it: checked under the row
+/// lock and its event written in the same transaction
+/// (`policy::check_action`, `policy::acted`).
 pub fn act(
-    call: &Call,
+    ctx: &Ctx,
+    actor: Actor,
     id: Uuid,
     action: Action,
     key: Option<&str>,
-    operator: bool,
+    cause: Option<Cause>,
 ) -> Result<Operation> {
-    let caller = call.caller()?;
     let db = open_db()?;
-    let d = visible(&db, caller, id)?;
+    let d = match actor {
+        Actor::User(caller) | Actor::Operator(caller) => visible(&db, caller, id)?,
+        Actor::System => repo::devices::find(&db, id)?.ok_or(Error::NotFound("device"))?,
+    };
     let to = transition(d.desired(), action)?;
-    if !operator
+    if !matches!(actor, Actor::Operator(_))
         && action == Action::Start
         && to == d.desired()
         && d.observed() == Observed::Running
@@ -479,7 +547,7 @@ pub fn act(
     let mut reserved = Vec::new();
     if action == Action::Start && repo::claims::live(&open_db()?, id, "run")?.is_empty() {
         let r = dispatch::reserve(
-            call.ctx,
+            ctx,
             d.owner_id,
             &format!("device:{id}:run:{op_id}"),
             &serde_json::json!({"concurrent_devices": 1}),
@@ -491,6 +559,7 @@ pub fn act(
     let outcome = db.transaction(|tx| {
         let d = repo::devices::lock(tx, id)?.ok_or(Error::NotFound("device"))?;
         let to = transition(d.desired(), action)?;
+        policy::check_action(tx, &d, action, cause)?;
         let generation = match action {
             Action::Restart => None,
             _ => Some(repo::devices::set_desired(tx, id, to)?),
@@ -502,7 +571,7 @@ pub fn act(
                 kind: action.kind(),
                 device: Some(id),
                 node: d.node_id.as_deref(),
-                requested_by: Some(caller.user_id),
+                requested_by: actor.user_id(),
                 owner: Some(d.owner_id),
                 tenant: d.tenant_id,
                 department: d.department_id,
@@ -566,28 +635,29 @@ pub fn act(
                 )?;
             }
         }
+        policy::acted(tx, id, cause, actor.user_id())?;
         Ok::<_, Error>(Acted::Done(d.node_id.clone(), releases))
     });
     let (node, releases) = match outcome {
         Ok(Acted::Done(node, releases)) => (node, releases),
         Ok(Acted::Repeat(existing)) => {
             drop(db);
-            dispatch::settle_all(call.ctx, &reserved, false);
+            dispatch::settle_all(ctx, &reserved, false);
             return repo::operations::find(&open_db()?, existing)?
                 .ok_or(Error::NotFound("operation"));
         }
         Err(e) => {
             drop(db);
-            dispatch::settle_all(call.ctx, &reserved, false);
+            dispatch::settle_all(ctx, &reserved, false);
             return Err(e);
         }
     };
-    publish_after_commit(call, &db);
+    platform::outbox::publish_after_commit(&db, &ctx.request_id);
     drop(db);
-    dispatch::settle_all(call.ctx, &reserved, true);
-    dispatch::settle_all(call.ctx, &releases, false);
+    dispatch::settle_all(ctx, &reserved, true);
+    dispatch::settle_all(ctx, &releases, false);
     if let Some(node) = node {
-        dispatch::publish_commands_after_commit(call.ctx, &node);
+        dispatch::publish_commands_after_commit(ctx, &node);
     }
     repo::operations::find(&open_db()?, op_id)?.ok_or(Error::NotFound("operation"))
 }
@@ -595,7 +665,14 @@ pub fn act(
 fn action(call: &Call, a: Action) -> Result<Response> {
     let id = call.id("id", "device")?;
     let key = idempotency_key(call)?;
-    let op = act(call, id, a, key.as_deref(), false)?;
+    let op = act(
+        call.ctx,
+        Actor::User(call.caller()?),
+        id,
+        a,
+        key.as_deref(),
+        None,
+    )?;
     Ok(platform::http::json(202, &op_json(&op)))
 }
 
@@ -688,15 +765,30 @@ struct PatchDevice {
     name: Option<String>,
     #[serde(default)]
     tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "platform::input::nullable")]
+    idle_timeout_secs: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "platform::input::nullable")]
+    max_session_secs: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "platform::input::nullable")]
+    expires_at: Option<Option<String>>,
 }
 
-/// `PATCH /devices/:id`: name and tags.
+/// `PATCH /devices/:id`: name, tags and the lifecycle policy (`expires_at`
+/// by administrators only).
 pub fn patch(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let id = call.id("id", "device")?;
     let b: PatchDevice = call.body()?;
     let name = b.name.as_deref().map(DeviceName::parse).transpose()?;
     let tags = b.tags.as_deref().map(parse_tags).transpose()?;
+    let lifecycle = policy::parse(
+        caller,
+        policy::PolicyInput {
+            idle_timeout_secs: b.idle_timeout_secs,
+            max_session_secs: b.max_session_secs,
+            expires_at: b.expires_at,
+        },
+    )?;
     let db = open_db()?;
     let d = db.transaction(|tx| {
         let d = visible(tx, caller, id)?;
@@ -709,6 +801,7 @@ pub fn patch(call: &Call) -> Result<Response> {
             name.as_ref().map(DeviceName::as_str),
             tags.as_deref(),
         )?;
+        policy::apply(tx, id, &lifecycle)?;
         repo::devices::find(tx, id)?.ok_or(Error::NotFound("device"))
     })?;
     Ok(platform::http::json(200, &view(caller, &d)))

@@ -1,7 +1,7 @@
 //! What follows from a device's observed status changing, in the
 //! transaction of the change: its events (through the outbox), its run
-//! intervals (the metering source), and the operations that were waiting
-//! for it. Called for agents' reports and for the control plane's own
+//! intervals (the metering source), the operations that were waiting
+//! for it, and its lifecycle clocks (`policy`). Called for agents' reports and for the control plane's own
 //! findings (a silent node).
 
 use crate::domain::status::Observed;
@@ -55,6 +55,8 @@ pub fn observed_changed(tx: &Db, before: &Device, after: &Device) -> Result<()> 
         repo::gpus::release(tx, after.id)?;
     }
     finish_waiting(tx, after)?;
+    // Idle and session clocks run only while it runs.
+    super::policy::observed_changed(tx, before, after)?;
     Ok(())
 }
 

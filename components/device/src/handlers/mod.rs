@@ -4,7 +4,9 @@
 //! happens after a commit (commands to agents, quota in `user`);
 //! `device_ops` the operations inside a running phone (shell, files, apps);
 //! `followups` what an operation's end carries on (first-boot steps,
-//! snapshots).
+//! snapshots);
+//! `policy` the lifecycle policy (expiry, idle timeout, session length,
+//! forced release) and its job.
 
 pub mod agent;
 pub mod device_ops;
@@ -15,6 +17,7 @@ pub mod internal;
 pub mod lifecycle;
 pub mod nodes;
 pub mod operations;
+pub mod policy;
 pub mod snapshots;
 pub mod templates;
 

@@ -459,7 +459,14 @@ pub fn drain(call: &Call) -> Result<Response> {
     let ids = repo::devices::on_node(&db()?, &node.id)?;
     let mut operations = Vec::new();
     for id in ids {
-        match devices::act(call, id, Action::Stop, None, true) {
+        match devices::act(
+            call.ctx,
+            devices::Actor::Operator(call.caller()?),
+            id,
+            Action::Stop,
+            None,
+            None,
+        ) {
             Ok(op) => operations.push(op),
             // Already stopped, or deleted meanwhile.
             Err(Error::Conflict(_)) => {}

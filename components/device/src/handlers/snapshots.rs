@@ -324,6 +324,7 @@ pub fn clone(call: &Call) -> Result<Response> {
             kind: "restore",
             input: serde_json::json!({"snapshot_id": snap.id, "source_device_id": snap.device_id}),
         }],
+        lifecycle: Default::default(),
     };
     super::devices::make(call, making)
 }

@@ -5,6 +5,7 @@
 use crate::domain::spec::Spec;
 use crate::domain::status::{Desired, Observed};
 use access::RowFilter;
+use chrono::NaiveDateTime;
 use platform::db::{col, opt_timestamp, opt_uuid, strings, timestamp, Db, DbError};
 use platform::http::Page;
 use platform::query::{paged, ScopeColumns, Where};
@@ -74,13 +75,43 @@ pub struct Device {
     pub version: i64,
     /// The template it was made from.
     pub template_id: Option<Uuid>,
+    /// Its lifecycle policy and marks (the API shows them through
+    /// `handlers::policy::view`).
+    #[serde(skip)]
+    pub lifecycle: Lifecycle,
 }
 
-const COLUMNS: &str = "d.id, d.name, d.owner_id, d.owner_name, d.owner_email, d.tenant_id, d.department_id, \
-     d.node_id, d.spec, d.tags, d.desired_status, d.observed_status, d.status_reason, d.generation, \
-     d.container_id, d.adb_host, d.adb_port, d.placement, d.observed_at, d.created_at, d.updated_at, d.version, d.observed_generation, d.template_id";
+/// A device's lifecycle columns (migrations/device/0010).
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    /// When it expires.
+    pub expires_at: Option<NaiveDateTime>,
+    /// When its owner was warned of that.
+    pub expiry_warned_at: Option<NaiveDateTime>,
+    /// Idle timeout (seconds).
+    pub idle_timeout_secs: Option<i32>,
+    /// Maximum session length (seconds).
+    pub max_session_secs: Option<i32>,
+    /// The last client heartbeat.
+    pub last_client_heartbeat_at: Option<NaiveDateTime>,
+    /// When its agent last saw it start running.
+    pub session_started_at: Option<NaiveDateTime>,
+    /// When its owner was last warned that it is idle.
+    pub idle_warned_at: Option<NaiveDateTime>,
+    /// When the lifecycle job must next look at it.
+    pub due_at: Option<NaiveDateTime>,
+}
 
-fn device(r: &[DbValue]) -> Result<Device, DbError> {
+/// The columns [`device`] decodes, for `SELECT ... FROM devices d` and
+/// `RETURNING`.
+pub const COLUMNS: &str = "d.id, d.name, d.owner_id, d.owner_name, d.owner_email, d.tenant_id, d.department_id, \
+     d.node_id, d.spec, d.tags, d.desired_status, d.observed_status, d.status_reason, d.generation, \
+     d.container_id, d.adb_host, d.adb_port, d.placement, d.observed_at, d.created_at, d.updated_at, d.version, d.observed_generation, \
+     d.expires_at, d.expiry_warned_at, d.idle_timeout_secs, d.max_session_secs, d.last_client_heartbeat_at, \
+     d.session_started_at, d.idle_warned_at, d.lifecycle_due_at, d.template_id";
+
+/// Decodes a row of [`COLUMNS`].
+pub fn device(r: &[DbValue]) -> Result<Device, DbError> {
     Ok(Device {
         id: col(r, 0, "devices.id")?,
         name: col(r, 1, "devices.name")?,
@@ -105,7 +136,17 @@ fn device(r: &[DbValue]) -> Result<Device, DbError> {
         updated_at: timestamp(r, 20, "devices.updated_at")?,
         version: col(r, 21, "devices.version")?,
         observed_generation: col(r, 22, "devices.observed_generation")?,
-        template_id: col(r, 23, "devices.template_id")?,
+        template_id: col(r, 31, "devices.template_id")?,
+        lifecycle: Lifecycle {
+            expires_at: col(r, 23, "devices.expires_at")?,
+            expiry_warned_at: col(r, 24, "devices.expiry_warned_at")?,
+            idle_timeout_secs: col(r, 25, "devices.idle_timeout_secs")?,
+            max_session_secs: col(r, 26, "devices.max_session_secs")?,
+            last_client_heartbeat_at: col(r, 27, "devices.last_client_heartbeat_at")?,
+            session_started_at: col(r, 28, "devices.session_started_at")?,
+            idle_warned_at: col(r, 29, "devices.idle_warned_at")?,
+            due_at: col(r, 30, "devices.lifecycle_due_at")?,
+        },
     })
 }
 
@@ -118,6 +159,22 @@ impl Device {
     /// The observed status.
     pub fn observed(&self) -> Observed {
         Observed::parse(&self.observed_status).unwrap_or(Observed::Unknown)
+    }
+
+    /// What the lifecycle rules read of it.
+    pub fn lifecycle_state(&self) -> crate::domain::lifecycle::State {
+        let l = &self.lifecycle;
+        crate::domain::lifecycle::State {
+            desired: self.desired(),
+            observed: self.observed(),
+            expires_at: l.expires_at,
+            expiry_warned_at: l.expiry_warned_at,
+            idle_timeout_secs: l.idle_timeout_secs.map(i64::from),
+            max_session_secs: l.max_session_secs.map(i64::from),
+            last_client_heartbeat_at: l.last_client_heartbeat_at,
+            session_started_at: l.session_started_at,
+            idle_warned_at: l.idle_warned_at,
+        }
     }
 
     /// Its `row_ref` for the caller's data scope.

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod contents;
 pub mod devices;
 pub mod gpus;
+pub mod lifecycle;
 pub mod nodes;
 pub mod operations;
 pub mod owners;
