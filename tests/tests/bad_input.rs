@@ -642,6 +642,13 @@ fn cases(f: &Fixture) -> Vec<Case> {
         ),
         case(
             "POST",
+            "/api/v1/device/batches".to_string(),
+            Member,
+            json!({"action": "stop", "device_ids": [f.device], "concurrency": 2}),
+            &["action"],
+        ),
+        case(
+            "POST",
             "/api/v1/device/templates".to_string(),
             TenantAdmin,
             json!({"name": "t", "description": "d", "category": "qa", "spec": {"cpu_cores": 1},
@@ -758,6 +765,7 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/device/devices/:id/release",
     "POST /api/v1/device/internal/devices/lifecycle",
     "DELETE /api/v1/device/snapshots/:id",
+    "POST /api/v1/device/internal/batches/advance",
     "DELETE /api/v1/device/templates/:id",
 ];
 

@@ -674,3 +674,224 @@ fn gpu_slots_spread_over_a_nodes_gpus_and_are_never_given_twice_under_concurrenc
         4
     );
 }
+
+/// Plays every node's agent once: each device of its desired state is
+/// reported where it is wanted (running or stopped), at its generation.
+fn converge(agents: &[&ScriptedAgent]) {
+    for agent in agents {
+        let devices: Vec<_> = agent
+            .desired_state()
+            .devices
+            .iter()
+            .map(|d| {
+                let status = match d.state {
+                    agent_protocol::messages::RunState::Running => DeviceStatus::Ready,
+                    agent_protocol::messages::RunState::Stopped => DeviceStatus::Stopped,
+                };
+                e2e::agent::observed(d.device_id.as_str(), status, d.generation)
+            })
+            .collect();
+        let (status, _) = agent.report(vec![agent.heartbeat(devices)]);
+        assert_eq!(status, 200);
+    }
+}
+
+/// Converges the nodes until the batch finishes; the most items seen
+/// running at once.
+fn run_batch(app: &TestApp, token: &str, batch: &str, agents: &[&ScriptedAgent]) -> (Value, i64) {
+    let mut most = 0;
+    for _ in 0..120 {
+        let b = expect_json(app.get(&format!("{D}/batches/{batch}"), Some(token)), 200);
+        most = most.max(b["running"].as_i64().unwrap());
+        if b["status"] == "finished" {
+            return (b, most);
+        }
+        converge(agents);
+    }
+    panic!("batch {batch} did not finish");
+}
+
+#[test]
+fn a_batch_makes_twenty_devices_from_a_template_and_stops_them_with_a_result_per_device() {
+    let app = TestApp::spawn();
+    let platform = app.platform_admin();
+    let (a, b) = (
+        enroll(&app, &platform, "node-b1", json!({})),
+        enroll(&app, &platform, "node-b2", json!({})),
+    );
+    bring_online(&app, &platform, &a);
+    bring_online(&app, &platform, &b);
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &platform, &user, 25);
+    let (_, stranger) = app.signed_up_user();
+    let template = expect_json(
+        app.post(
+            &format!("{D}/templates"),
+            &json!({"name": "small", "visibility": "public", "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}, "tags": ["fleet"]}),
+            platform.t(),
+        ),
+        201,
+    );
+    let batches = format!("{D}/batches");
+
+    // Bad input and missing permissions are refused before anything is recorded.
+    for (bad, code) in [
+        (
+            json!({"action": "reboot", "device_ids": [template["id"]]}),
+            400,
+        ),
+        (
+            json!({"action": "create", "count": 0, "template_id": template["id"]}),
+            400,
+        ),
+        (
+            json!({"action": "create", "count": 2, "template_id": uuid::Uuid::new_v4()}),
+            404,
+        ),
+        (
+            json!({"action": "shell", "filter": {}, "command": "id"}),
+            403,
+        ),
+        (
+            json!({"action": "stop", "filter": {"tag": "nothing-has-this"}}),
+            400,
+        ),
+    ] {
+        assert_eq!(
+            refused(app.post(&batches, &bad, Some(&token))).0,
+            code,
+            "{bad}"
+        );
+    }
+    assert_eq!(app.count("device", "SELECT count(*) FROM batches"), 0);
+
+    // Twenty from the template, five at a time.
+    let made = expect_json(
+        app.post(
+            &batches,
+            &json!({"action": "create", "count": 20, "template_id": template["id"], "name_prefix": "qa", "concurrency": 5}),
+            Some(&token),
+        ),
+        202,
+    );
+    assert_eq!(
+        (made["total"].as_i64(), made["running"].as_i64()),
+        (Some(20), Some(5))
+    );
+    let id = made["id"].as_str().unwrap().to_string();
+    let (done, most) = run_batch(&app, &token, &id, &[&a, &b]);
+    assert!(most <= 5, "at most 5 at once, saw {most}");
+    assert_eq!(
+        (
+            done["succeeded"].as_i64(),
+            done["failed"].as_i64(),
+            done["progress"].as_i64()
+        ),
+        (Some(20), Some(0), Some(100)),
+        "{done}"
+    );
+    let ids: Vec<String> = done["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["device_id"].as_str().unwrap().to_string())
+        .collect();
+    let names: std::collections::BTreeSet<String> = ids
+        .iter()
+        .map(|d| {
+            expect_json(app.get(&format!("{D}/devices/{d}"), Some(&token)), 200)["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, (1..=20).map(|i| format!("qa-{i}")).collect());
+    assert_eq!(
+        expect_json(
+            app.get(
+                &format!("{D}/templates/{}", template["id"].as_str().unwrap()),
+                Some(&token)
+            ),
+            200
+        )["usage_count"],
+        20
+    );
+    // The stranger sees neither the batch nor the devices.
+    assert_eq!(
+        refused(app.get(&format!("{batches}/{id}"), Some(&stranger))).0,
+        404
+    );
+    assert_eq!(
+        expect_json(app.get(&batches, Some(&stranger)), 200)["total"],
+        0
+    );
+
+    // Stop them all, plus a device the requester does not see and one that
+    // does not exist: twenty results, two failures, each saying why.
+    let c = enroll(&app, &platform, "node-b3", json!({}));
+    bring_online(&app, &platform, &c);
+    let theirs = device_of(&expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "theirs"}),
+            Some(&stranger),
+        ),
+        202,
+    ));
+    let mut targets = ids.clone();
+    targets.push(theirs.clone());
+    targets.push(uuid::Uuid::new_v4().to_string());
+    let stop = expect_json(
+        app.post(
+            &batches,
+            &json!({"action": "stop", "device_ids": targets}),
+            Some(&token),
+        ),
+        202,
+    );
+    let (done, most) = run_batch(&app, &token, stop["id"].as_str().unwrap(), &[&a, &b]);
+    assert!(most <= 10, "{most}");
+    assert_eq!(
+        (done["succeeded"].as_i64(), done["failed"].as_i64()),
+        (Some(20), Some(2)),
+        "{done}"
+    );
+    let failed: Vec<_> = done["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "failed")
+        .map(|i| {
+            (
+                i["device_id"].as_str().unwrap().to_string(),
+                i["error_code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(failed[0], (theirs.clone(), "not_found".to_string()));
+    assert_eq!(failed[1].1, "not_found");
+    for d in &ids {
+        let v = expect_json(app.get(&format!("{D}/devices/{d}"), Some(&token)), 200);
+        assert_eq!(v["observed_status"], "stopped", "{v}");
+    }
+    let v = expect_json(
+        app.get(&format!("{D}/devices/{theirs}"), Some(&stranger)),
+        200,
+    );
+    assert_eq!(
+        v["desired_status"], "running",
+        "the stranger's device is untouched"
+    );
+    // Start them again by filter: the requester's devices tagged by the template.
+    let start = expect_json(
+        app.post(
+            &batches,
+            &json!({"action": "start", "filter": {"tag": "fleet"}, "concurrency": 20}),
+            Some(&token),
+        ),
+        202,
+    );
+    assert_eq!(start["total"], 20);
+    let (done, _) = run_batch(&app, &token, start["id"].as_str().unwrap(), &[&a, &b]);
+    assert_eq!(done["succeeded"], 20, "{done}");
+}

@@ -7,7 +7,7 @@
 use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::handlers::{
-    agent, device_ops, devices, internal, nodes, operations, policy, snapshots, templates,
+    agent, batches, device_ops, devices, internal, nodes, operations, policy, snapshots, templates,
 };
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
@@ -57,6 +57,9 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "snapshots/:id", Permission("device:read"), snapshots::get),
     route("DELETE", "snapshots/:id", Permission("device:control"), snapshots::delete),
     route("POST", "snapshots/:id/clone", Permission("device:create"), snapshots::clone),
+    route("POST", "batches", Permission("device:read"), batches::create),
+    route("GET", "batches", Permission("device:read"), batches::list),
+    route("GET", "batches/:id", Permission("device:read"), batches::get),
     route("GET", "templates", Permission("device:read"), templates::list),
     route("POST", "templates", Permission("device:template"), templates::create),
     route("GET", "templates/:id", Permission("device:read"), templates::get),
@@ -87,6 +90,7 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "internal/claims/settle", SCHEDULER, internal::settle_claims),
     route("POST", "internal/devices/reconcile", SCHEDULER, internal::reconcile),
     route("GET", "internal/runs", Service(&["billing"]), internal::runs),
+    route("POST", "internal/batches/advance", SCHEDULER, batches::advance_job),
     route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
     route("GET", "internal/events", Service(&["notification", "billing"]), endpoints::feed),
     route("POST", "internal/events/prune", SCHEDULER, endpoints::prune),

@@ -71,6 +71,11 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/device/internal/nodes/liveness",
     },
     Job {
+        name: "device.batches.advance",
+        every_secs: 5,
+        path: "/api/v1/device/internal/batches/advance",
+    },
+    Job {
         name: "device.commands.relay",
         every_secs: 5,
         path: "/api/v1/device/internal/commands/relay",

@@ -3,6 +3,7 @@
 //! operations the agent carries out inside a phone, templates, GPU slots,
 //! and the lifecycle policy (expiry, idle timeout, session length).
 
+pub mod batch;
 pub mod device_ops;
 pub mod gpu;
 pub mod lifecycle;

@@ -325,6 +325,11 @@ pub fn reports(call: &Call) -> Result<Response> {
     if queued {
         dispatch::publish_commands_after_commit(call.ctx, &node);
     }
+    if applied > 0 {
+        // Items of running batches whose operations just ended make room
+        // for the next ones.
+        super::batches::advance_running(call.ctx);
+    }
     // Released quota of devices whose deletion the agent confirmed is
     // settled by `user`; nothing else here talks to another component.
     Ok(platform::http::json(
@@ -467,8 +472,7 @@ fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<Applied> {
             }
             Err((code, message)) => {
                 repo::operations::finish(tx, op, false, None, Some((code, message)))?;
-                let why = format!("{code}: {message}");
-                followups::operation_finished(tx, &o, false, None, Some(&why))?
+                followups::operation_finished(tx, &o, false, None, Some((code, message)))?
             }
         };
         // A pushed file's contents are not kept once the push has an answer.

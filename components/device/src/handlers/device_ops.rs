@@ -50,6 +50,20 @@ fn run(call: &Call, d: &Device, op: DeviceOp, answer: Answer) -> Result<Response
     let caller = call.caller()?;
     let wait = platform::http::int_query(call.req, "wait", DEFAULT_WAIT_SECS, MAX_WAIT_SECS)?;
     let key = idempotency_key(call)?;
+    let id = record(call.ctx, caller.user_id, d, op, key.as_deref())?;
+    Ok(respond(wait_for(caller, id, wait)?, answer))
+}
+
+/// Records `op` on a running device for `requested_by` (whose right to it
+/// is checked by the caller) and its command, and publishes the command;
+/// the operation's id (the earlier one for a repeated key).
+pub fn record(
+    ctx: &platform::http::Ctx,
+    requested_by: Uuid,
+    d: &Device,
+    op: DeviceOp,
+    key: Option<&str>,
+) -> Result<Uuid> {
     ops::ready(d.desired(), d.observed()).map_err(Error::Conflict)?;
     let op_id = Uuid::new_v4();
     let (kind, timeout_secs) = (op.kind(), op.timeout_secs());
@@ -72,8 +86,8 @@ fn run(call: &Call, d: &Device, op: DeviceOp, answer: Answer) -> Result<Response
             followups::Queued {
                 id: op_id,
                 kind,
-                requested_by: Some(caller.user_id),
-                key: key.as_deref(),
+                requested_by: Some(requested_by),
+                key,
                 timeout_secs,
                 op: agent_op,
             },
@@ -90,9 +104,9 @@ fn run(call: &Call, d: &Device, op: DeviceOp, answer: Answer) -> Result<Response
     drop(db);
     let (id, node) = recorded?;
     if let Some(node) = node {
-        dispatch::publish_commands_after_commit(call.ctx, &node);
+        dispatch::publish_commands_after_commit(ctx, &node);
     }
-    Ok(respond(wait_for(caller, id, wait)?, answer))
+    Ok(id)
 }
 
 /// 202 while it runs; once it succeeded, the bytes asked for (when the

@@ -5,8 +5,7 @@
 //! committed together, and the command is published only after that commit.
 
 use super::{
-    db as open_db, dispatch, one_of, paged, platform_wide, policy, publish_after_commit,
-    search_query, uuid_query, Call,
+    db as open_db, dispatch, one_of, paged, platform_wide, policy, search_query, uuid_query, Call,
 };
 use crate::domain::lifecycle::Cause;
 use crate::domain::placement::{self, Strategy, Toleration};
@@ -132,7 +131,7 @@ fn location(what: &str, v: Option<String>) -> Result<Option<String>> {
 }
 
 /// The deployment's default placement strategy.
-fn default_strategy() -> Strategy {
+pub fn default_strategy() -> Strategy {
     platform::var("placement_strategy")
         .ok()
         .and_then(|s| Strategy::parse(&s))
@@ -172,6 +171,28 @@ pub fn image_allowed(image: &str) -> Result<()> {
 /// An operation as JSON.
 fn op_json(op: &Operation) -> serde_json::Value {
     serde_json::to_value(op).expect("operation serializes")
+}
+
+/// A template's lifecycle defaults, where `lifecycle` leaves a field out.
+/// Its lifetime is the platform's rule for its devices, not the caller's
+/// choice, so it needs no `device:admin`.
+pub fn template_defaults(
+    t: &crate::domain::template::Template,
+    mut lifecycle: repo::lifecycle::PolicyChange,
+) -> repo::lifecycle::PolicyChange {
+    if lifecycle.idle_timeout_secs.is_none() {
+        lifecycle.idle_timeout_secs = t.idle_timeout_secs.map(Some);
+    }
+    if lifecycle.max_session_secs.is_none() {
+        lifecycle.max_session_secs = t.max_session_secs.map(Some);
+    }
+    if lifecycle.expires_at.is_none() {
+        let now = chrono::Utc::now().naive_utc();
+        lifecycle.expires_at = t
+            .lifetime_secs
+            .map(|s| Some(now + chrono::Duration::seconds(i64::from(s))));
+    }
+    lifecycle
 }
 
 /// What a new device is made of, however it was asked for (a spec, a
@@ -234,21 +255,7 @@ pub fn create(call: &Call) -> Result<Response> {
         },
     )?;
     if let Some((_, t)) = &template {
-        // The template's defaults, where the request leaves a field out.
-        // Its lifetime is the platform's rule for its devices, not the
-        // caller's choice, so it needs no device:admin.
-        if lifecycle.idle_timeout_secs.is_none() {
-            lifecycle.idle_timeout_secs = t.idle_timeout_secs.map(Some);
-        }
-        if lifecycle.max_session_secs.is_none() {
-            lifecycle.max_session_secs = t.max_session_secs.map(Some);
-        }
-        if lifecycle.expires_at.is_none() {
-            let now = chrono::Utc::now().naive_utc();
-            lifecycle.expires_at = t
-                .lifetime_secs
-                .map(|s| Some(now + chrono::Duration::seconds(i64::from(s))));
-        }
+        lifecycle = template_defaults(t, lifecycle);
     }
     let placement_in = b.placement.unwrap_or_default();
     let overrides = placement_in.strategy.is_some()
@@ -298,6 +305,32 @@ pub fn create(call: &Call) -> Result<Response> {
 /// reservation is committed and the command published after that commit.
 pub fn make(call: &Call, m: Making) -> Result<Response> {
     let caller = call.caller()?;
+    let owner = Owner {
+        user: caller.user_id,
+        tenant: caller.tenant_id,
+        department: caller.department_id,
+    };
+    let (op, repeat) = make_for(call.ctx, &owner, m, idempotency_key(call)?.as_deref())?;
+    Ok(platform::http::json(
+        if repeat { 200 } else { 202 },
+        &op_json(&op),
+    ))
+}
+
+/// Whose a new device is (and who asks for it).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    /// The user.
+    pub user: Uuid,
+    /// Their tenant.
+    pub tenant: Option<Uuid>,
+    /// Their department.
+    pub department: Option<Uuid>,
+}
+
+/// [`make`] for an owner (the caller, or a batch's requester): the
+/// `create` operation, and whether it is the earlier one of a repeated key.
+pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<(Operation, bool)> {
     image_allowed(&m.spec.image)?;
     let Making {
         name,
@@ -311,9 +344,8 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
         steps: plan,
         lifecycle,
     } = m;
-    let key = idempotency_key(call)?;
     let (device_id, op_id) = (Uuid::new_v4(), Uuid::new_v4());
-    let owner = caller.user_id;
+    let owner = who.user;
 
     // Claim the operation first: only the request that inserts it does the work.
     let db = open_db()?;
@@ -324,17 +356,17 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
             kind: "create",
             device: Some(device_id),
             node: None,
-            requested_by: Some(caller.user_id),
+            requested_by: Some(who.user),
             owner: Some(owner),
-            tenant: caller.tenant_id,
-            department: caller.department_id,
+            tenant: who.tenant,
+            department: who.department,
             generation: None,
-            idempotency_key: key.as_deref(),
+            idempotency_key: key,
             timeout_secs: timeout_secs("create"),
         },
     )? {
         let op = repo::operations::find(&db, existing)?.ok_or(Error::NotFound("operation"))?;
-        return Ok(platform::http::json(200, &op_json(&op)));
+        return Ok((op, true));
     }
     drop(db);
     let fail = |e: Error, claims: &[Uuid]| -> Error {
@@ -342,30 +374,25 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
         if let Ok(db) = Db::open() {
             let _ = repo::operations::finish(&db, op_id, false, None, Some((code, &message)));
         }
-        dispatch::settle_all(call.ctx, claims, false);
+        dispatch::settle_all(ctx, claims, false);
         e
     };
 
     // The tenant's device limit, from `user`.
-    let tenant_max = match caller.tenant_id {
-        Some(t) => dispatch::tenant_max_devices(call.ctx, t).map_err(|e| fail(e, &[]))?,
+    let tenant_max = match who.tenant {
+        Some(t) => dispatch::tenant_max_devices(ctx, t).map_err(|e| fail(e, &[]))?,
         None => None,
     };
     // Quota: the device, and running it.
     let mut claims = Vec::new();
-    let device_claim = dispatch::reserve(
-        call.ctx,
-        owner,
-        &format!("device:{device_id}"),
-        &spec.quota(),
-    )
-    .map_err(|e| fail(e, &claims))?;
+    let device_claim = dispatch::reserve(ctx, owner, &format!("device:{device_id}"), &spec.quota())
+        .map_err(|e| fail(e, &claims))?;
     claims.push(device_claim.id);
     repo::claims::reserved(&open_db()?, device_claim.id, device_id, owner, "device")
         .map_err(|e| fail(e.into(), &claims))?;
     if start {
         let run_claim = dispatch::reserve(
-            call.ctx,
+            ctx,
             owner,
             &format!("device:{device_id}:run:{op_id}"),
             &serde_json::json!({"concurrent_devices": 1}),
@@ -383,7 +410,7 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
     };
     let db = open_db()?;
     let placed = db.transaction(|tx| {
-        if let (Some(t), Some(max)) = (caller.tenant_id, tenant_max) {
+        if let (Some(t), Some(max)) = (who.tenant, tenant_max) {
             repo::devices::lock_tenant(tx, t)?;
             if repo::devices::count_in_tenant(tx, t)? >= max {
                 return Err(Error::QuotaExceeded(format!(
@@ -412,8 +439,8 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
                 id: device_id,
                 name: name.as_str(),
                 owner,
-                tenant: caller.tenant_id,
-                department: caller.department_id,
+                tenant: who.tenant,
+                department: who.department,
                 owner_copy: repo::owners::find(tx, owner)?,
                 node: &node.id,
                 spec: &spec,
@@ -476,12 +503,12 @@ pub fn make(call: &Call, m: Making) -> Result<Response> {
             return Err(fail(e, &claims));
         }
     };
-    publish_after_commit(call, &db);
+    platform::outbox::publish_after_commit(&db, &ctx.request_id);
     drop(db);
-    dispatch::settle_all(call.ctx, &claims, true);
-    dispatch::publish_commands_after_commit(call.ctx, &node);
+    dispatch::settle_all(ctx, &claims, true);
+    dispatch::publish_commands_after_commit(ctx, &node);
     let op = repo::operations::find(&open_db()?, op_id)?.ok_or(Error::NotFound("operation"))?;
-    Ok(platform::http::json(202, &op_json(&op)))
+    Ok((op, false))
 }
 
 /// What a lifecycle action's transaction did.
@@ -503,6 +530,10 @@ pub enum Actor<'a> {
     /// The control plane itself (the lifecycle job): no data scope, no
     /// requester.
     System,
+    /// A batch, for the user who made it: the devices were checked against
+    /// their data scope when the batch was made; a start of a running
+    /// device is not refused (it is already where the batch wants it).
+    Batch(Uuid),
 }
 
 impl Actor<'_> {
@@ -510,6 +541,7 @@ impl Actor<'_> {
     fn user_id(self) -> Option<Uuid> {
         match self {
             Actor::User(c) | Actor::Operator(c) => Some(c.user_id),
+            Actor::Batch(u) => Some(u),
             Actor::System => None,
         }
     }
@@ -531,10 +563,12 @@ pub fn act(
     let db = open_db()?;
     let d = match actor {
         Actor::User(caller) | Actor::Operator(caller) => visible(&db, caller, id)?,
-        Actor::System => repo::devices::find(&db, id)?.ok_or(Error::NotFound("device"))?,
+        Actor::System | Actor::Batch(_) => {
+            repo::devices::find(&db, id)?.ok_or(Error::NotFound("device"))?
+        }
     };
     let to = transition(d.desired(), action)?;
-    if !matches!(actor, Actor::Operator(_))
+    if !matches!(actor, Actor::Operator(_) | Actor::Batch(_))
         && action == Action::Start
         && to == d.desired()
         && d.observed() == Observed::Running

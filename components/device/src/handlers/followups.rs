@@ -176,8 +176,12 @@ pub fn operation_finished(
     op: &Operation,
     ok: bool,
     output: Option<&serde_json::Value>,
-    error: Option<&str>,
+    error: Option<(&str, &str)>,
 ) -> Result<Option<String>> {
+    // A batch's item is the operation's result.
+    repo::batches::finish_item(tx, repo::batches::ItemRef::Operation(op.id), ok, error)?;
+    let error = error.map(|(code, message)| format!("{code}: {message}"));
+    let error = error.as_deref();
     let step = match op.kind.as_str() {
         // First-boot steps are installs and shell commands the platform asked for.
         "install_apk" | "shell" | "restore" if op.requested_by.is_none() => {

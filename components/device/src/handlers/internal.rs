@@ -43,7 +43,7 @@ pub fn expire_operations(call: &Call) -> Result<Response> {
         let mut nodes = std::collections::BTreeSet::new();
         for op in &expired {
             repo::contents::delete(tx, op.id)?;
-            let why = "timeout: the operation did not finish in time";
+            let why = ("timeout", "the operation did not finish in time");
             nodes.extend(followups::operation_finished(
                 tx,
                 op,

@@ -84,10 +84,20 @@ pub fn finish_waiting(tx: &Db, d: &Device) -> Result<()> {
         match outcome {
             Some(Ok(())) => {
                 let result = serde_json::json!({"device_id": d.id, "status": d.observed_status});
-                repo::operations::finish(tx, op.id, true, Some(&result), None)?;
+                if repo::operations::finish(tx, op.id, true, Some(&result), None)? {
+                    super::followups::operation_finished(tx, &op, true, Some(&result), None)?;
+                }
             }
             Some(Err((code, message))) => {
-                repo::operations::finish(tx, op.id, false, None, Some((code, &message)))?;
+                if repo::operations::finish(tx, op.id, false, None, Some((code, &message)))? {
+                    super::followups::operation_finished(
+                        tx,
+                        &op,
+                        false,
+                        None,
+                        Some((code, &message)),
+                    )?;
+                }
             }
             None => {
                 let pct = match observed {

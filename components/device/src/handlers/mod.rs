@@ -9,6 +9,7 @@
 //! forced release) and its job.
 
 pub mod agent;
+pub mod batches;
 pub mod device_ops;
 pub mod devices;
 pub mod dispatch;
