@@ -648,6 +648,13 @@ fn cases(f: &Fixture) -> Vec<Case> {
             &["action"],
         ),
         case(
+            "PUT",
+            "/api/v1/device/templates/00000000-0000-0000-0000-000000000000/pool".to_string(),
+            Platform,
+            json!({"size": 2}),
+            &["size"],
+        ),
+        case(
             "POST",
             "/api/v1/device/templates".to_string(),
             TenantAdmin,
@@ -766,6 +773,7 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/device/internal/devices/lifecycle",
     "DELETE /api/v1/device/snapshots/:id",
     "POST /api/v1/device/internal/batches/advance",
+    "POST /api/v1/device/internal/pools/replenish",
     "DELETE /api/v1/device/templates/:id",
 ];
 

@@ -895,3 +895,138 @@ fn a_batch_makes_twenty_devices_from_a_template_and_stops_them_with_a_result_per
     let (done, _) = run_batch(&app, &token, start["id"].as_str().unwrap(), &[&a, &b]);
     assert_eq!(done["succeeded"], 20, "{done}");
 }
+
+#[test]
+fn a_warm_pool_of_three_serves_a_create_at_once_and_refills() {
+    let app = TestApp::spawn_with(e2e::Options {
+        disable_triggers: vec!["cron"],
+        ..e2e::Options::default()
+    });
+    let platform = app.platform_admin();
+    let agent = enroll(&app, &platform, "node-p", json!({}));
+    bring_online(&app, &platform, &agent);
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &platform, &user, 1);
+    let template = expect_json(
+        app.post(
+            &format!("{D}/templates"),
+            &json!({"name": "warm", "visibility": "public", "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4},
+                    "default_idle_timeout_secs": 900}),
+            platform.t(),
+        ),
+        201,
+    );
+    let tid = template["id"].as_str().unwrap().to_string();
+    let pool = format!("{D}/templates/{tid}/pool");
+    assert_eq!(
+        refused(app.put(&pool, &json!({"size": 3}), Some(&token))).0,
+        403
+    );
+    assert_eq!(
+        refused(app.put(&pool, &json!({"size": 101}), platform.t())).0,
+        400
+    );
+    assert_eq!(
+        refused(app.put(&pool, &json!({"size": "3"}), platform.t())).0,
+        400
+    );
+    let p = expect_json(app.put(&pool, &json!({"size": 3}), platform.t()), 200);
+    assert_eq!(
+        (p["size"].as_i64(), p["ready"].as_i64()),
+        (Some(3), Some(0))
+    );
+    let replenish = || {
+        let r = app.post_as("scheduler", &format!("{D}/internal/pools/replenish"));
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().unwrap()
+    };
+    let ready = || {
+        expect_json(app.get(&pool, platform.t()), 200)["ready"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(replenish()["made"], 3);
+    assert_eq!(
+        replenish()["made"],
+        0,
+        "a second run makes none of them again"
+    );
+    converge(&[&agent]);
+    assert_eq!(ready(), 3);
+    // Pooled devices are nobody's: the user sees none of them.
+    assert_eq!(
+        expect_json(app.get(&format!("{D}/devices"), Some(&token)), 200)["total"],
+        0
+    );
+
+    // A create from the template gets a running device at once.
+    let started = std::time::Instant::now();
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "mine", "template_id": tid}),
+            Some(&token),
+        ),
+        201,
+    );
+    let took = started.elapsed();
+    assert_eq!(
+        (op["kind"].as_str(), op["status"].as_str()),
+        (Some("create"), Some("succeeded")),
+        "{op}"
+    );
+    let id = device_of(&op);
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(
+        (
+            d["name"].as_str(),
+            d["observed_status"].as_str(),
+            d["owner_id"].as_str(),
+            d["idle_timeout_secs"].as_i64()
+        ),
+        (
+            Some("mine"),
+            Some("running"),
+            Some(user.as_str()),
+            Some(900)
+        ),
+        "{d}"
+    );
+    eprintln!("a create from the warm pool answered in {took:?}");
+    let runs = expect_json(
+        app.get(&format!("{D}/devices/{id}/runs"), Some(&token)),
+        200,
+    );
+    assert_eq!(
+        runs["items"][0]["owner_id"].as_str(),
+        Some(user.as_str()),
+        "metered to its user from now on"
+    );
+    assert_eq!(ready(), 2);
+    // The quota holds for pooled devices too: a second one is refused and
+    // leaves the pool as it is.
+    let (status, code) = refused(app.post(
+        &format!("{D}/devices"),
+        &json!({"name": "more", "template_id": tid}),
+        Some(&token),
+    ));
+    assert_eq!((status, code.as_str()), (409, "quota_exceeded"));
+    assert_eq!(ready(), 2);
+
+    // The pool refills, and empties when its size goes to 0.
+    assert_eq!(replenish()["made"], 1);
+    converge(&[&agent]);
+    assert_eq!(ready(), 3);
+    expect_json(app.put(&pool, &json!({"size": 0}), platform.t()), 200);
+    assert_eq!(replenish()["removed"], 3);
+    converge(&[&agent]);
+    let p = expect_json(app.get(&pool, platform.t()), 200);
+    assert_eq!(
+        (p["waiting"].as_i64(), p["ready"].as_i64()),
+        (Some(0), Some(0)),
+        "{p}"
+    );
+    // The user's device was never part of that.
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(d["desired_status"], "running");
+}

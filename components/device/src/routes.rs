@@ -7,7 +7,8 @@
 use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::handlers::{
-    agent, batches, device_ops, devices, internal, nodes, operations, policy, snapshots, templates,
+    agent, batches, device_ops, devices, internal, nodes, operations, policy, pools, snapshots,
+    templates,
 };
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
@@ -65,6 +66,8 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "templates/:id", Permission("device:read"), templates::get),
     route("PATCH", "templates/:id", Permission("device:template"), templates::patch),
     route("DELETE", "templates/:id", Permission("device:template"), templates::delete),
+    route("GET", "templates/:id/pool", Permission("node:read"), pools::get),
+    route("PUT", "templates/:id/pool", Permission("node:manage"), pools::set),
     route("GET", "operations", Permission("device:read"), operations::list),
     route("GET", "operations/:id", Permission("device:read"), operations::get),
     route("GET", "nodes", Permission("node:read"), nodes::list),
@@ -91,6 +94,7 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "internal/devices/reconcile", SCHEDULER, internal::reconcile),
     route("GET", "internal/runs", Service(&["billing"]), internal::runs),
     route("POST", "internal/batches/advance", SCHEDULER, batches::advance_job),
+    route("POST", "internal/pools/replenish", SCHEDULER, pools::replenish),
     route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
     route("GET", "internal/events", Service(&["notification", "billing"]), endpoints::feed),
     route("POST", "internal/events/prune", SCHEDULER, endpoints::prune),

@@ -76,6 +76,11 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/device/internal/batches/advance",
     },
     Job {
+        name: "device.pools.replenish",
+        every_secs: 5,
+        path: "/api/v1/device/internal/pools/replenish",
+    },
+    Job {
         name: "device.commands.relay",
         every_secs: 5,
         path: "/api/v1/device/internal/commands/relay",

@@ -315,6 +315,7 @@ fn start_item(
                 template: Some(template_id),
                 steps: t.provision_plan(),
                 lifecycle: super::devices::template_defaults(&t, Default::default()),
+                pool: None,
                 spec: t.spec,
             };
             let owner = Owner {

@@ -169,7 +169,7 @@ pub fn image_allowed(image: &str) -> Result<()> {
 }
 
 /// An operation as JSON.
-fn op_json(op: &Operation) -> serde_json::Value {
+pub fn op_json(op: &Operation) -> serde_json::Value {
     serde_json::to_value(op).expect("operation serializes")
 }
 
@@ -218,6 +218,9 @@ pub struct Making {
     pub steps: Vec<Step>,
     /// Its lifecycle policy (expiry, idle timeout, session length).
     pub lifecycle: repo::lifecycle::PolicyChange,
+    /// The template whose warm pool it waits in (owned by nobody, holding
+    /// no quota, until a user takes it).
+    pub pool: Option<Uuid>,
 }
 
 /// `POST /devices`: creates a device for the caller and answers 202 with
@@ -293,7 +296,21 @@ pub fn create(call: &Call) -> Result<Response> {
             .map(|(_, t)| t.provision_plan())
             .unwrap_or_default(),
         lifecycle,
+        pool: None,
     };
+    // A warm pool of the template answers at once, with a running device.
+    if let Some((template_id, _)) = &template {
+        let plain = making.start
+            && making.request.zone.is_none()
+            && making.request.region.is_none()
+            && making.request.node_selector.is_empty()
+            && making.request.tolerations.is_empty();
+        if plain {
+            if let Some(op) = super::pools::take(call, *template_id, &making)? {
+                return Ok(platform::http::json(201, &op_json(&op)));
+            }
+        }
+    }
     make(call, making)
 }
 
@@ -343,6 +360,7 @@ pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<
         template: template_id,
         steps: plan,
         lifecycle,
+        pool,
     } = m;
     let (device_id, op_id) = (Uuid::new_v4(), Uuid::new_v4());
     let owner = who.user;
@@ -383,14 +401,18 @@ pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<
         Some(t) => dispatch::tenant_max_devices(ctx, t).map_err(|e| fail(e, &[]))?,
         None => None,
     };
-    // Quota: the device, and running it.
+    // Quota: the device, and running it (a pooled device holds none until
+    // a user takes it).
     let mut claims = Vec::new();
-    let device_claim = dispatch::reserve(ctx, owner, &format!("device:{device_id}"), &spec.quota())
-        .map_err(|e| fail(e, &claims))?;
-    claims.push(device_claim.id);
-    repo::claims::reserved(&open_db()?, device_claim.id, device_id, owner, "device")
-        .map_err(|e| fail(e.into(), &claims))?;
-    if start {
+    if pool.is_none() {
+        let device_claim =
+            dispatch::reserve(ctx, owner, &format!("device:{device_id}"), &spec.quota())
+                .map_err(|e| fail(e, &claims))?;
+        claims.push(device_claim.id);
+        repo::claims::reserved(&open_db()?, device_claim.id, device_id, owner, "device")
+            .map_err(|e| fail(e.into(), &claims))?;
+    }
+    if start && pool.is_none() {
         let run_claim = dispatch::reserve(
             ctx,
             owner,
@@ -449,6 +471,7 @@ pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<
                 placement: serde_json::to_value(&decision).expect("decision serializes"),
                 adb_host: &node.address,
                 template: template_id,
+                pool,
             },
         )?;
         repo::templates::insert_steps(tx, device_id, &plan)?;

@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod nodes;
 pub mod operations;
 pub mod policy;
+pub mod pools;
 pub mod snapshots;
 pub mod templates;
 

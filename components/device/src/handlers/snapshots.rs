@@ -325,6 +325,7 @@ pub fn clone(call: &Call) -> Result<Response> {
             input: serde_json::json!({"snapshot_id": snap.id, "source_device_id": snap.device_id}),
         }],
         lifecycle: Default::default(),
+        pool: None,
     };
     super::devices::make(call, making)
 }

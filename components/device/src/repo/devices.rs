@@ -75,6 +75,8 @@ pub struct Device {
     pub version: i64,
     /// The template it was made from.
     pub template_id: Option<Uuid>,
+    /// The template whose warm pool it waits in (nobody's yet).
+    pub pool_template_id: Option<Uuid>,
     /// Its lifecycle policy and marks (the API shows them through
     /// `handlers::policy::view`).
     #[serde(skip)]
@@ -108,7 +110,7 @@ pub const COLUMNS: &str = "d.id, d.name, d.owner_id, d.owner_name, d.owner_email
      d.node_id, d.spec, d.tags, d.desired_status, d.observed_status, d.status_reason, d.generation, \
      d.container_id, d.adb_host, d.adb_port, d.placement, d.observed_at, d.created_at, d.updated_at, d.version, d.observed_generation, \
      d.expires_at, d.expiry_warned_at, d.idle_timeout_secs, d.max_session_secs, d.last_client_heartbeat_at, \
-     d.session_started_at, d.idle_warned_at, d.lifecycle_due_at, d.template_id";
+     d.session_started_at, d.idle_warned_at, d.lifecycle_due_at, d.template_id, d.pool_template_id";
 
 /// Decodes a row of [`COLUMNS`].
 pub fn device(r: &[DbValue]) -> Result<Device, DbError> {
@@ -137,6 +139,7 @@ pub fn device(r: &[DbValue]) -> Result<Device, DbError> {
         version: col(r, 21, "devices.version")?,
         observed_generation: col(r, 22, "devices.observed_generation")?,
         template_id: col(r, 31, "devices.template_id")?,
+        pool_template_id: col(r, 32, "devices.pool_template_id")?,
         lifecycle: Lifecycle {
             expires_at: col(r, 23, "devices.expires_at")?,
             expiry_warned_at: col(r, 24, "devices.expiry_warned_at")?,
@@ -249,6 +252,8 @@ pub struct NewDevice<'a> {
     pub adb_host: &'a str,
     /// The template it is made from.
     pub template: Option<Uuid>,
+    /// The template whose warm pool it waits in.
+    pub pool: Option<Uuid>,
 }
 
 fn json(v: &impl Serialize) -> Result<P, DbError> {
@@ -262,8 +267,8 @@ pub fn insert(db: &Db, d: &NewDevice) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO devices (id, name, owner_id, tenant_id, department_id, owner_name, owner_email, owner_version, \
            node_id, spec, cpu_millis, memory_mb, disk_gb, gpus, tags, desired_status, observed_status, placement, adb_host, \
-           template_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'creating', $17, $18, $19)",
+           template_id, pool_template_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'creating', $17, $18, $19, $20)",
         &[
             P::Uuid(d.id.to_string()),
             P::Str(d.name.into()),
@@ -284,6 +289,7 @@ pub fn insert(db: &Db, d: &NewDevice) -> Result<(), DbError> {
             json(&d.placement)?,
             P::Str(d.adb_host.into()),
             opt_uuid(d.template),
+            opt_uuid(d.pool),
         ],
     )?;
     Ok(())

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod nodes;
 pub mod operations;
 pub mod owners;
+pub mod pools;
 pub mod runs;
 pub mod snapshots;
 pub mod templates;
