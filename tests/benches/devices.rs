@@ -17,6 +17,11 @@
 //!   that scanned every device each tick would read, and the claim query
 //!   without its index.
 //!
+//! - fleet: a batch creating 100 devices from a template through the whole
+//!   stack (four real agents of 25 devices each, 50 at a time), until every
+//!   device runs, then a batch deleting them; and creates from a warm pool
+//!   of 10 (p50/p99 of the API answer with a running device).
+//!
 //! Prints figures; asserts nothing about time.
 
 use e2e::real_agent::{fake_redroid_image, RealAgent, FAKE_IMAGE_PREFIX};
@@ -300,7 +305,130 @@ fn lifecycle_job() {
     );
 }
 
-/// Arguments name the parts to run (`agent`, `lists`, `lifecycle-job`);
+/// Waits for a batch to finish; how long it took from `since`.
+fn batch_done(app: &TestApp, token: &str, id: &str, since: Instant) -> Duration {
+    loop {
+        let b = expect_json(app.get(&format!("{D}/batches/{id}"), Some(token)), 200);
+        if b["status"] == "finished" {
+            assert_eq!(b["failed"], 0, "{}", b["items"]);
+            return since.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn fleet(app: &TestApp) {
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    expect_json(
+        app.patch(
+            &format!("/api/v1/user/quotas/{user}"),
+            &json!({"max_devices": 500, "max_concurrent_devices": 500, "max_cpu_cores": 1000,
+                    "max_memory_mb": 1_000_000, "max_storage_gb": 100_000}),
+            admin.t(),
+        ),
+        200,
+    );
+    let mut agents = Vec::new();
+    for i in 0..4 {
+        let id = format!("fleet-{i}");
+        let node = expect_json(
+            app.post(
+                &format!("{D}/nodes"),
+                &json!({"id": id, "cpu_overcommit_pct": 1600, "memory_overcommit_pct": 800}),
+                admin.t(),
+            ),
+            201,
+        );
+        agents.push(RealAgent::start_sized(
+            app,
+            &id,
+            node["secret"].as_str().unwrap(),
+            &[],
+            25,
+        ));
+        app.eventually(Duration::from_secs(60), || {
+            let n = expect_json(app.get(&format!("{D}/nodes/{id}"), admin.t()), 200);
+            (n["status"] == "online").then_some(())
+        })
+        .expect("the node comes online");
+    }
+    let template = expect_json(
+        app.post(
+            &format!("{D}/templates"),
+            &json!({"name": "bench", "visibility": "public",
+                    "spec": {"image": fake_redroid_image(), "cpu_cores": 1, "memory_mb": 512, "storage_gb": 2}}),
+            admin.t(),
+        ),
+        201,
+    );
+    let tid = template["id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    let b = expect_json(
+        app.post(
+            &format!("{D}/batches"),
+            &json!({"action": "create", "count": 100, "template_id": tid, "concurrency": 50}),
+            Some(&token),
+        ),
+        202,
+    );
+    let took = batch_done(app, &token, b["id"].as_str().unwrap(), t);
+    println!(
+        "fleet: batch create of 100 devices from a template, 4 real agents, 50 at a time: {:.1} s until all run ({:.2} devices/s)",
+        took.as_secs_f64(),
+        100.0 / took.as_secs_f64()
+    );
+    let t = Instant::now();
+    let b = expect_json(
+        app.post(
+            &format!("{D}/batches"),
+            &json!({"action": "delete", "filter": {}, "concurrency": 50}),
+            Some(&token),
+        ),
+        202,
+    );
+    let took = batch_done(app, &token, b["id"].as_str().unwrap(), t);
+    println!(
+        "fleet: batch delete of those 100: {:.1} s",
+        took.as_secs_f64()
+    );
+
+    // A warm pool of 10; creates from it, waiting for the refill between rounds.
+    let pool = format!("{D}/templates/{tid}/pool");
+    expect_json(app.put(&pool, &json!({"size": 10}), admin.t()), 200);
+    let mut answers = Vec::new();
+    for round in 0..4 {
+        app.eventually(Duration::from_secs(120), || {
+            let p = expect_json(app.get(&pool, admin.t()), 200);
+            (p["ready"] == 10).then_some(())
+        })
+        .expect("the pool fills");
+        for i in 0..10 {
+            let t = Instant::now();
+            let op = expect_json(
+                app.post(
+                    &format!("{D}/devices"),
+                    &json!({"name": format!("w{round}-{i}"), "template_id": tid}),
+                    Some(&token),
+                ),
+                201,
+            );
+            let took = t.elapsed();
+            assert_eq!(op["status"], "succeeded");
+            // The first round pays for connections and caches: not counted.
+            if round > 0 {
+                answers.push(took);
+            }
+        }
+    }
+    println!(
+        "fleet: create from a warm pool (API answer with a running device): {}",
+        summary(answers)
+    );
+    drop(agents);
+}
+
+/// Arguments name the parts to run (`agent`, `lists`, `lifecycle-job`, `fleet`);
 /// none runs all of them.
 fn main() {
     let only: Vec<String> = std::env::args()
@@ -311,7 +439,7 @@ fn main() {
     if part("lifecycle-job") {
         lifecycle_job();
     }
-    if !part("agent") && !part("lists") {
+    if !part("agent") && !part("lists") && !part("fleet") {
         return;
     }
     let app = TestApp::spawn_with(Options {
@@ -327,5 +455,8 @@ fn main() {
     }
     if part("lists") {
         lists(&app);
+    }
+    if part("fleet") {
+        fleet(&app);
     }
 }

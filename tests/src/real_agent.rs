@@ -111,6 +111,18 @@ impl RealAgent {
     /// [`RealAgent::start`], downloading APKs only from under these URL
     /// prefixes (the agent's `apk_url_prefixes`; none turns downloads off).
     pub fn start_with(app: &TestApp, node: &str, secret: &str, apk_url_prefixes: &[&str]) -> Self {
+        Self::start_sized(app, node, secret, apk_url_prefixes, 8)
+    }
+
+    /// [`RealAgent::start_with`] for a node that takes `max_devices`
+    /// devices (with as many ADB ports), working on up to 16 at once.
+    pub fn start_sized(
+        app: &TestApp,
+        node: &str,
+        secret: &str,
+        apk_url_prefixes: &[&str],
+        max_devices: u16,
+    ) -> Self {
         let dir = app.dir().join(format!("agent-{node}"));
         std::fs::create_dir_all(dir.join("data")).expect("agent dir");
         let secret_file = dir.join("node.secret");
@@ -118,7 +130,7 @@ impl RealAgent {
         let metrics = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port");
-        let (first, last) = ports(10);
+        let (first, last) = ports(max_devices + 2);
         let config = dir.join("agent.toml");
         let text = format!(
             r#"node_id = "{node}"
@@ -137,8 +149,8 @@ heartbeat_interval_ms = 300
 removal_grace_ms = 500
 boot_timeout_ms = 30000
 stop_timeout_ms = 2000
-max_concurrency = 4
-max_devices = 8
+max_concurrency = {concurrency}
+max_devices = {max_devices}
 apk_url_prefixes = {prefixes}
 
 [labels]
@@ -149,6 +161,7 @@ zone = "sh-1"
             redis = app.redis_url(),
             base = app.base,
             data = dir.join("data").display(),
+            concurrency = if max_devices > 8 { 16 } else { 4 },
             prefixes = toml::Value::Array(
                 apk_url_prefixes
                     .iter()

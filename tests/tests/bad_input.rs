@@ -774,6 +774,8 @@ const NO_BODY: &[&str] = &[
     "DELETE /api/v1/device/snapshots/:id",
     "POST /api/v1/device/internal/batches/advance",
     "POST /api/v1/device/internal/pools/replenish",
+    "POST /api/v1/device/internal/devices/failover",
+    "POST /api/v1/device/devices/:id/recover",
     "DELETE /api/v1/device/templates/:id",
 ];
 

@@ -1030,3 +1030,165 @@ fn a_warm_pool_of_three_serves_a_create_at_once_and_refills() {
     let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
     assert_eq!(d["desired_status"], "running");
 }
+
+#[test]
+fn a_lost_nodes_fresh_devices_are_made_again_elsewhere_and_its_return_duplicates_nothing() {
+    let app = TestApp::spawn_with(e2e::Options {
+        disable_triggers: vec!["cron"],
+        env: vec![
+            ("SPIN_VARIABLE_NODE_HEARTBEAT_SECS".into(), "1".into()),
+            ("SPIN_VARIABLE_FAILOVER_AFTER_SECS".into(), "2".into()),
+        ],
+        ..e2e::Options::default()
+    });
+    let platform = app.platform_admin();
+    let (a, b) = (
+        enroll(&app, &platform, "node-fa", json!({"priority": 10})),
+        enroll(&app, &platform, "node-fb", json!({})),
+    );
+    bring_online(&app, &platform, &a);
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &platform, &user, 5);
+    let create = |name: &str, policy: &str| {
+        device_of(&expect_json(
+            app.post(
+                &format!("{D}/devices"),
+                &json!({"name": name, "recover_policy": policy}),
+                Some(&token),
+            ),
+            202,
+        ))
+    };
+    assert_eq!(
+        refused(app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "x", "recover_policy": "snapshot"}),
+            Some(&token)
+        ))
+        .0,
+        400
+    );
+    let (fresh, stay) = (create("fresh", "fresh"), create("stay", "none"));
+    converge(&[&a]);
+    bring_online(&app, &platform, &b);
+    let on = |id: &str| expect_json(app.get(&format!("{D}/devices/{id}"), platform.t()), 200);
+    assert_eq!(on(&fresh)["node_id"], "node-fa");
+    // An operator cannot "recover" a device whose node is online.
+    assert_eq!(
+        refused(app.post(
+            &format!("{D}/devices/{fresh}/recover"),
+            &json!({}),
+            platform.t()
+        ))
+        .0,
+        409
+    );
+
+    // node-fa falls silent: unreachable after three missed heartbeats, then
+    // past failover_after_secs its `fresh` device is made again on node-fb.
+    let job = |path: &str| {
+        let r = app.post_as("scheduler", &format!("{D}/internal/{path}"));
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().unwrap()
+    };
+    app.eventually(std::time::Duration::from_secs(30), || {
+        converge(&[&b]);
+        job("nodes/liveness");
+        let v = job("devices/failover");
+        (v["recovered"] == 1).then_some(())
+    })
+    .expect("the failover job recovers the device");
+    let d = on(&fresh);
+    assert_eq!(
+        (d["node_id"].as_str(), d["observed_status"].as_str()),
+        (Some("node-fb"), Some("creating")),
+        "{d}"
+    );
+    assert_eq!(
+        on(&stay)["node_id"],
+        "node-fa",
+        "a device without the policy waits for its node"
+    );
+    converge(&[&b]);
+    let d = on(&fresh);
+    assert_eq!(d["observed_status"], "running", "{d}");
+    let rec = expect_json(
+        app.get(&format!("{D}/devices/{fresh}/recoveries"), Some(&token)),
+        200,
+    );
+    assert_eq!(
+        (
+            rec["items"][0]["from_node"].as_str(),
+            rec["items"][0]["to_node"].as_str(),
+            rec["items"][0]["reason"].as_str()
+        ),
+        (Some("node-fa"), Some("node-fb"), Some("node_lost")),
+        "{rec}"
+    );
+    assert!(rec["items"][0]["lost"]
+        .as_str()
+        .unwrap()
+        .contains("node-fa"));
+    assert!(events_of(&app, &fresh).contains(&"device.recovered".to_string()));
+    // Nothing more is due: the next run recovers nothing.
+    assert_eq!(job("devices/failover")["recovered"], 0);
+
+    // node-fa comes back: its desired state no longer holds the moved
+    // device, and what it still reports about it changes nothing.
+    let back = a.desired_state();
+    assert!(back.devices.iter().all(|x| x.device_id.as_str() != fresh));
+    assert!(back.devices.iter().any(|x| x.device_id.as_str() == stay));
+    let (_, answer) = a.report(vec![a.heartbeat(vec![
+        e2e::agent::observed(&fresh, DeviceStatus::Ready, 1),
+        e2e::agent::observed(&stay, DeviceStatus::Ready, 1),
+    ])]);
+    assert!(answer["applied"].as_i64().unwrap() >= 1, "{answer}");
+    let d = on(&fresh);
+    assert_eq!(
+        (d["node_id"].as_str(), d["observed_status"].as_str()),
+        (Some("node-fb"), Some("running"))
+    );
+    assert_eq!(
+        app.count(
+            "device",
+            "SELECT count(*) FROM devices WHERE desired_status <> 'deleted'"
+        ),
+        2,
+        "no device was duplicated"
+    );
+    // An operator recovers the other one by hand once its node is lost again.
+    app.eventually(std::time::Duration::from_secs(30), || {
+        converge(&[&b]);
+        job("nodes/liveness");
+        (on(&stay)["observed_status"] == "unknown").then_some(())
+    })
+    .expect("node-fa is lost again");
+    assert_eq!(
+        refused(app.post(
+            &format!("{D}/devices/{stay}/recover"),
+            &json!({}),
+            Some(&token)
+        ))
+        .0,
+        403
+    );
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices/{stay}/recover"),
+            &json!({}),
+            platform.t(),
+        ),
+        202,
+    );
+    assert_eq!(op["kind"], "recover");
+    converge(&[&b]);
+    assert_eq!(
+        wait_op(&app, &platform.token, op["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    let rec = expect_json(
+        app.get(&format!("{D}/devices/{stay}/recoveries"), Some(&token)),
+        200,
+    );
+    assert_eq!(rec["items"][0]["reason"], "operator");
+}

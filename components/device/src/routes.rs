@@ -7,8 +7,8 @@
 use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::handlers::{
-    agent, batches, device_ops, devices, internal, nodes, operations, policy, pools, snapshots,
-    templates,
+    agent, batches, device_ops, devices, failover, internal, nodes, operations, policy, pools,
+    snapshots, templates,
 };
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
@@ -51,6 +51,8 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "devices/:id/packages", Permission("device:control"), device_ops::packages),
     route("GET", "devices/:id/properties", Permission("device:control"), device_ops::properties),
     route("GET", "devices/:id/provisioning", Permission("device:read"), templates::provisioning),
+    route("POST", "devices/:id/recover", Permission("node:manage"), failover::recover_now),
+    route("GET", "devices/:id/recoveries", Permission("device:read"), failover::recoveries),
     route("POST", "devices/:id/snapshots", Permission("device:control"), snapshots::take),
     route("GET", "devices/:id/snapshots", Permission("device:read"), snapshots::of_device),
     route("POST", "devices/:id/restore", Permission("device:control"), snapshots::restore),
@@ -95,6 +97,7 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "internal/runs", Service(&["billing"]), internal::runs),
     route("POST", "internal/batches/advance", SCHEDULER, batches::advance_job),
     route("POST", "internal/pools/replenish", SCHEDULER, pools::replenish),
+    route("POST", "internal/devices/failover", SCHEDULER, failover::job),
     route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
     route("GET", "internal/events", Service(&["notification", "billing"]), endpoints::feed),
     route("POST", "internal/events/prune", SCHEDULER, endpoints::prune),

@@ -81,6 +81,11 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/device/internal/pools/replenish",
     },
     Job {
+        name: "device.failover",
+        every_secs: 5,
+        path: "/api/v1/device/internal/devices/failover",
+    },
+    Job {
         name: "device.commands.relay",
         every_secs: 5,
         path: "/api/v1/device/internal/commands/relay",

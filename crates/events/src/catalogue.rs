@@ -180,6 +180,13 @@ pub const DEVICE_RELEASED: EventType = EventType {
     source: "device",
     schema_version: 1,
 };
+/// A device was made again on another node after its node was lost (or an
+/// operator recovered it); `reason` says from where and what was lost.
+pub const DEVICE_RECOVERED: EventType = EventType {
+    name: "device.recovered",
+    source: "device",
+    schema_version: 1,
+};
 /// A node was enrolled.
 pub const NODE_ENROLLED: EventType = EventType {
     name: "node.enrolled",
@@ -222,6 +229,7 @@ pub const CATALOGUE: &[EventType] = &[
     DEVICE_IDLE_STOPPED,
     DEVICE_SESSION_ENDED,
     DEVICE_RELEASED,
+    DEVICE_RECOVERED,
     NODE_ENROLLED,
     NODE_STATUS_CHANGED,
 ];

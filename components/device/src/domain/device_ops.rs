@@ -63,6 +63,7 @@ pub const KINDS: &[&str] = &[
     "snapshot",
     "restore",
     "delete_snapshot",
+    "recover",
 ];
 
 /// A shell command: 1 to 4096 characters, no NUL (it becomes an argument

@@ -102,6 +102,18 @@ impl Observed {
     }
 }
 
+/// What an agent's report means for a device its owner wants as
+/// `desired`: `removed` is final only for a device being deleted; for one
+/// that should exist, its container is merely gone (an agent briefly
+/// without it in its desired state) and its node makes it again, so it
+/// reads as `creating` rather than ending the device for good.
+pub fn reported(desired: Desired, observed: Observed) -> Observed {
+    match (desired, observed) {
+        (Desired::Running | Desired::Stopped, Observed::Deleted) => Observed::Creating,
+        (_, o) => o,
+    }
+}
+
 /// The lifecycle actions a user asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -217,6 +229,26 @@ impl NodeStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removed_is_final_only_for_a_device_being_deleted() {
+        assert_eq!(
+            reported(Desired::Deleted, Observed::Deleted),
+            Observed::Deleted
+        );
+        assert_eq!(
+            reported(Desired::Running, Observed::Deleted),
+            Observed::Creating
+        );
+        assert_eq!(
+            reported(Desired::Stopped, Observed::Deleted),
+            Observed::Creating
+        );
+        assert_eq!(
+            reported(Desired::Running, Observed::Running),
+            Observed::Running
+        );
+    }
 
     #[test]
     fn lifecycle_transitions_refuse_illegal_moves() {

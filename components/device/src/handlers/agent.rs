@@ -447,7 +447,10 @@ fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<Applied> {
         // Lifecycle operations finish when the device is seen in the state
         // they asked for (the agent's result may come before its status);
         // a failed result ends them at once.
-        let lifecycle_op = matches!(o.kind.as_str(), "create" | "start" | "stop" | "delete");
+        let lifecycle_op = matches!(
+            o.kind.as_str(),
+            "create" | "start" | "stop" | "delete" | "recover"
+        );
         if r.ok && lifecycle_op {
             repo::operations::progress(tx, op, 90)?;
             return Ok(Applied::Ok);

@@ -316,6 +316,7 @@ fn start_item(
                 steps: t.provision_plan(),
                 lifecycle: super::devices::template_defaults(&t, Default::default()),
                 pool: None,
+                recover_policy: "none",
                 spec: t.spec,
             };
             let owner = Owner {

@@ -106,6 +106,8 @@ struct CreateDevice {
     #[serde(default)]
     template_id: Option<String>,
     #[serde(default)]
+    recover_policy: Option<String>,
+    #[serde(default)]
     idle_timeout_secs: Option<i64>,
     #[serde(default)]
     max_session_secs: Option<i64>,
@@ -221,6 +223,8 @@ pub struct Making {
     /// The template whose warm pool it waits in (owned by nobody, holding
     /// no quota, until a user takes it).
     pub pool: Option<Uuid>,
+    /// What happens when its node is lost: `none` or `fresh`.
+    pub recover_policy: &'static str,
 }
 
 /// `POST /devices`: creates a device for the caller and answers 202 with
@@ -297,6 +301,12 @@ pub fn create(call: &Call) -> Result<Response> {
             .unwrap_or_default(),
         lifecycle,
         pool: None,
+        recover_policy: b
+            .recover_policy
+            .as_deref()
+            .map(super::failover::policy)
+            .transpose()?
+            .unwrap_or("none"),
     };
     // A warm pool of the template answers at once, with a running device.
     if let Some((template_id, _)) = &template {
@@ -361,6 +371,7 @@ pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<
         steps: plan,
         lifecycle,
         pool,
+        recover_policy,
     } = m;
     let (device_id, op_id) = (Uuid::new_v4(), Uuid::new_v4());
     let owner = who.user;
@@ -475,6 +486,9 @@ pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<
             },
         )?;
         repo::templates::insert_steps(tx, device_id, &plan)?;
+        if recover_policy != "none" {
+            repo::recoveries::set_policy(tx, device_id, recover_policy)?;
+        }
         // A GPU slot, under the node's lock that placement holds; placement
         // counted the node's free slots, the primary key guards the rest.
         let gpu = if spec.needs_gpu() {
@@ -487,23 +501,7 @@ pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<
         policy::apply(tx, device_id, &lifecycle)?;
         let d = repo::devices::find(tx, device_id)?.ok_or(Error::NotFound("device"))?;
         repo::operations::placed(tx, op_id, &node.id, d.generation)?;
-        let command = Command {
-            operation_id: OperationId::parse(&op_id.to_string())
-                .map_err(|e| platform::Problem::internal(e.to_string()))?,
-            op: AgentOp::Create {
-                device: DesiredDevice {
-                    device_id: DeviceId::parse(&device_id.to_string())
-                        .map_err(|e| platform::Problem::internal(e.to_string()))?,
-                    generation: d.generation as u64,
-                    state: if start {
-                        RunState::Running
-                    } else {
-                        RunState::Stopped
-                    },
-                    spec: super::agent::agent_spec(&spec, gpu.as_deref())?,
-                },
-            },
-        };
+        let command = create_command(op_id, device_id, d.generation, start, &spec, gpu.as_deref())?;
         repo::commands::queue(
             tx,
             &node.id,
@@ -532,6 +530,33 @@ pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<
     dispatch::publish_commands_after_commit(ctx, &node);
     let op = repo::operations::find(&open_db()?, op_id)?.ok_or(Error::NotFound("operation"))?;
     Ok((op, false))
+}
+
+/// The agent's `create` command for a device at `generation`.
+pub fn create_command(
+    op_id: Uuid,
+    device_id: Uuid,
+    generation: i64,
+    start: bool,
+    spec: &Spec,
+    gpu: Option<&str>,
+) -> Result<Command> {
+    let internal = |e: agent_protocol::spec::SpecError| platform::Problem::internal(e.to_string());
+    Ok(Command {
+        operation_id: OperationId::parse(&op_id.to_string()).map_err(internal)?,
+        op: AgentOp::Create {
+            device: DesiredDevice {
+                device_id: DeviceId::parse(&device_id.to_string()).map_err(internal)?,
+                generation: generation as u64,
+                state: if start {
+                    RunState::Running
+                } else {
+                    RunState::Stopped
+                },
+                spec: super::agent::agent_spec(spec, gpu)?,
+            },
+        },
+    })
 }
 
 /// What a lifecycle action's transaction did.
@@ -821,6 +846,8 @@ struct PatchDevice {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
+    recover_policy: Option<String>,
+    #[serde(default)]
     tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "platform::input::nullable")]
     idle_timeout_secs: Option<Option<i64>>,
@@ -838,6 +865,11 @@ pub fn patch(call: &Call) -> Result<Response> {
     let b: PatchDevice = call.body()?;
     let name = b.name.as_deref().map(DeviceName::parse).transpose()?;
     let tags = b.tags.as_deref().map(parse_tags).transpose()?;
+    let recover_policy = b
+        .recover_policy
+        .as_deref()
+        .map(super::failover::policy)
+        .transpose()?;
     let lifecycle = policy::parse(
         caller,
         policy::PolicyInput {
@@ -859,6 +891,9 @@ pub fn patch(call: &Call) -> Result<Response> {
             tags.as_deref(),
         )?;
         policy::apply(tx, id, &lifecycle)?;
+        if let Some(p) = recover_policy {
+            repo::recoveries::set_policy(tx, id, p)?;
+        }
         repo::devices::find(tx, id)?.ok_or(Error::NotFound("device"))
     })?;
     Ok(platform::http::json(200, &view(caller, &d)))

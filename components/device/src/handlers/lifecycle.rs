@@ -71,14 +71,18 @@ pub fn finish_waiting(tx: &Db, d: &Device) -> Result<()> {
         };
         let outcome = match op.kind.as_str() {
             "create" | "start" if reached(Observed::Running) => Some(Ok(())),
+            // A recovered device is made again as it was wanted.
+            "recover" if reached(Observed::Running) || reached(Observed::Stopped) => Some(Ok(())),
             "stop" if reached(Observed::Stopped) => Some(Ok(())),
             "delete" if observed == Observed::Deleted => Some(Ok(())),
-            "create" | "start" | "restart" | "stop" if observed == Observed::Failed => Some(Err((
-                "device_failed",
-                d.status_reason
-                    .clone()
-                    .unwrap_or_else(|| "the device failed".into()),
-            ))),
+            "create" | "start" | "restart" | "stop" | "recover" if observed == Observed::Failed => {
+                Some(Err((
+                    "device_failed",
+                    d.status_reason
+                        .clone()
+                        .unwrap_or_else(|| "the device failed".into()),
+                )))
+            }
             _ => None,
         };
         match outcome {

@@ -13,6 +13,7 @@ pub mod batches;
 pub mod device_ops;
 pub mod devices;
 pub mod dispatch;
+pub mod failover;
 pub mod followups;
 pub mod internal;
 pub mod lifecycle;

@@ -273,6 +273,7 @@ fn replenish_one(ctx: &Ctx, pool: &repo::pools::Pool) -> Result<(usize, usize)> 
             steps: t.provision_plan(),
             lifecycle: Default::default(),
             pool: Some(pool.template_id),
+            recover_policy: "none",
         };
         let nobody = Owner {
             user: NOBODY,

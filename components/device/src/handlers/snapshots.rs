@@ -326,6 +326,7 @@ pub fn clone(call: &Call) -> Result<Response> {
         }],
         lifecycle: Default::default(),
         pool: None,
+        recover_policy: "none",
     };
     super::devices::make(call, making)
 }

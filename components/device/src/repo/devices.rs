@@ -77,6 +77,8 @@ pub struct Device {
     pub template_id: Option<Uuid>,
     /// The template whose warm pool it waits in (nobody's yet).
     pub pool_template_id: Option<Uuid>,
+    /// What happens when its node is lost: `none` or `fresh`.
+    pub recover_policy: String,
     /// Its lifecycle policy and marks (the API shows them through
     /// `handlers::policy::view`).
     #[serde(skip)]
@@ -110,7 +112,7 @@ pub const COLUMNS: &str = "d.id, d.name, d.owner_id, d.owner_name, d.owner_email
      d.node_id, d.spec, d.tags, d.desired_status, d.observed_status, d.status_reason, d.generation, \
      d.container_id, d.adb_host, d.adb_port, d.placement, d.observed_at, d.created_at, d.updated_at, d.version, d.observed_generation, \
      d.expires_at, d.expiry_warned_at, d.idle_timeout_secs, d.max_session_secs, d.last_client_heartbeat_at, \
-     d.session_started_at, d.idle_warned_at, d.lifecycle_due_at, d.template_id, d.pool_template_id";
+     d.session_started_at, d.idle_warned_at, d.lifecycle_due_at, d.template_id, d.pool_template_id, d.recover_policy";
 
 /// Decodes a row of [`COLUMNS`].
 pub fn device(r: &[DbValue]) -> Result<Device, DbError> {
@@ -140,6 +142,7 @@ pub fn device(r: &[DbValue]) -> Result<Device, DbError> {
         observed_generation: col(r, 22, "devices.observed_generation")?,
         template_id: col(r, 31, "devices.template_id")?,
         pool_template_id: col(r, 32, "devices.pool_template_id")?,
+        recover_policy: col(r, 33, "devices.recover_policy")?,
         lifecycle: Lifecycle {
             expires_at: col(r, 23, "devices.expires_at")?,
             expiry_warned_at: col(r, 24, "devices.expiry_warned_at")?,
@@ -428,6 +431,7 @@ pub fn observe(
     if before.node_id.as_deref() != Some(node) {
         return Ok(None);
     }
+    let status = crate::domain::status::reported(before.desired(), o.status);
     let updated = db.execute(
         "UPDATE devices SET observed_status = $2, container_id = coalesce($3, container_id), \
            adb_port = coalesce($4, adb_port), status_reason = $5, observed_at = $6::text::timestamptz AT TIME ZONE 'UTC', \
@@ -438,7 +442,7 @@ pub fn observe(
            AND observed_status <> 'deleted'",
         &[
             P::Uuid(id.to_string()),
-            P::Str(o.status.as_str().into()),
+            P::Str(status.as_str().into()),
             o.container_id.map_or(P::DbNull, |c| P::Str(c.into())),
             o.adb_port.map_or(P::DbNull, P::Int32),
             o.reason.map_or(P::DbNull, |r| P::Str(r.into())),

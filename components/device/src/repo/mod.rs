@@ -13,6 +13,7 @@ pub mod nodes;
 pub mod operations;
 pub mod owners;
 pub mod pools;
+pub mod recoveries;
 pub mod runs;
 pub mod snapshots;
 pub mod templates;
