@@ -32,8 +32,11 @@ CREATE TABLE templates (
     version                bigint NOT NULL DEFAULT 1,
     CHECK ((visibility = 'public') = (tenant_id IS NULL) OR visibility = 'private')
 );
-CREATE UNIQUE INDEX templates_name ON templates (coalesce(tenant_id::text, ''), visibility, lower(name))
-    WHERE deleted_at IS NULL;
+-- Names are unique where a template is seen: among public ones, in a
+-- tenant, or among one user's private ones.
+CREATE UNIQUE INDEX templates_name ON templates (
+    coalesce(tenant_id::text, CASE WHEN visibility = 'private' THEN owner_id::text ELSE '' END),
+    visibility, lower(name)) WHERE deleted_at IS NULL;
 CREATE INDEX templates_tenant ON templates (tenant_id, created_at DESC) WHERE deleted_at IS NULL;
 
 ALTER TABLE devices ADD COLUMN template_id uuid REFERENCES templates (id);

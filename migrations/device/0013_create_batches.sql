@@ -19,8 +19,12 @@ CREATE TABLE batches (
     failed        integer NOT NULL DEFAULT 0,
     created_at    timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     updated_at    timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
-    finished_at   timestamp
+    finished_at   timestamp,
+    -- The requester's Idempotency-Key: a retried request gets this batch.
+    idempotency_key text
 );
+CREATE UNIQUE INDEX batches_idempotency ON batches (requested_by, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE INDEX batches_running ON batches (created_at) WHERE status = 'running';
 CREATE INDEX batches_requester ON batches (requested_by, created_at DESC);
 CREATE INDEX batches_tenant ON batches (tenant_id, created_at DESC);

@@ -102,3 +102,53 @@ pub fn next_command(pubsub: &mut redis::PubSub, agent: &ScriptedAgent) -> Envelo
     )
     .expect("signed by the node's secret")
 }
+
+/// `POST /devices` with each body at once, from one thread each (a client
+/// that retries an overloaded app's 502/503 with the same idempotency key,
+/// `<key>-<i>`); each answer's status and error code.
+pub fn concurrent_creates(
+    app: &TestApp,
+    token: &str,
+    bodies: Vec<Value>,
+    key: &str,
+) -> Vec<(u16, String)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| {
+                s.spawn(move || {
+                    let r = crate::retrying(|| {
+                        app.post_idempotent(
+                            &format!("{D}/devices"),
+                            &body,
+                            Some(token),
+                            &format!("{key}-{i}"),
+                        )
+                    });
+                    let status = r.status().as_u16();
+                    let v: Value = r.json().unwrap_or(Value::Null);
+                    (
+                        status,
+                        v["error"]["code"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// How many answers made a device (202, or 200 for a retry answered with
+/// the operation its lost first try made) and how many were refused with `code`.
+pub fn made_and_refused(outcomes: &[(u16, String)], code: &str) -> (usize, usize) {
+    let made = outcomes
+        .iter()
+        .filter(|(s, _)| matches!(*s, 200 | 202))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|(s, c)| *s == 409 && c == code)
+        .count();
+    (made, refused)
+}

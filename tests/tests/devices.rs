@@ -7,9 +7,10 @@
 use agent_protocol::messages::{DeviceStatus, RunState};
 use e2e::agent::{observed, ScriptedAgent};
 use e2e::nodes::{
-    bring_online, device_of, enroll, listen, next_command, redis_connection, set_quota, wait_op, D,
+    bring_online, concurrent_creates, device_of, enroll, listen, made_and_refused, next_command,
+    redis_connection, set_quota, wait_op, D,
 };
-use e2e::{error_code, expect_json, retrying, Options, Session, TestApp};
+use e2e::{error_code, expect_json, Options, Session, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -291,31 +292,9 @@ fn thirty_concurrent_creates_against_a_quota_of_five_make_exactly_five_devices()
     set_quota(&app, &admin, &user, 5);
     let agent = enroll(&app, &admin, "node-e", json!({}));
     bring_online(&app, &admin, &agent);
-    let outcomes: Vec<(u16, String)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..30)
-            .map(|i| {
-                let (app, token) = (&app, &token);
-                s.spawn(move || {
-                    // Clients retry an overloaded app's 502/503 with the same key.
-                    let body = json!({"name": format!("p{i}"), "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}});
-                    let r = retrying(|| app.post_idempotent(&format!("{D}/devices"), &body, Some(token), &format!("create-{i}")));
-                    let status = r.status().as_u16();
-                    let body: Value = r.json().unwrap_or(Value::Null);
-                    (status, body["error"]["code"].as_str().unwrap_or("").to_string())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    // 200: a retry answered with the operation its lost first try made.
-    let made = outcomes
-        .iter()
-        .filter(|(s, _)| matches!(*s, 200 | 202))
-        .count();
-    let refused = outcomes
-        .iter()
-        .filter(|(s, c)| *s == 409 && c == "quota_exceeded")
-        .count();
+    let body = |i: usize| json!({"name": format!("p{i}"), "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}});
+    let outcomes = concurrent_creates(&app, &token, (0..30).map(body).collect(), "create");
+    let (made, refused) = made_and_refused(&outcomes, "quota_exceeded");
     assert_eq!((made, refused), (5, 25), "{outcomes:?}");
     assert_eq!(agent.desired_state().devices.len(), 5);
     assert_eq!(

@@ -9,7 +9,8 @@
 use agent_protocol::messages::DeviceStatus;
 use e2e::agent::ScriptedAgent;
 use e2e::nodes::{
-    bring_online, device_of, enroll, listen, next_command, redis_connection, set_quota, wait_op, D,
+    bring_online, concurrent_creates, device_of, enroll, listen, made_and_refused, next_command,
+    redis_connection, set_quota, wait_op, D,
 };
 use e2e::{error_code, expect_json, roles, Session, TestApp};
 use serde_json::{json, Value};
@@ -564,38 +565,8 @@ fn gpu_slots_spread_over_a_nodes_gpus_and_are_never_given_twice_under_concurrenc
 
     // Twelve concurrent creates for four slots: four devices, each its own slot.
     let gpu = |i: usize| json!({"name": format!("g{i}"), "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4, "gpu_mode": "host"}});
-    let outcomes: Vec<(u16, String)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..12)
-            .map(|i| {
-                let (app, token, body) = (&app, &token, gpu(i));
-                s.spawn(move || {
-                    let r = e2e::retrying(|| {
-                        app.post_idempotent(
-                            &format!("{D}/devices"),
-                            &body,
-                            Some(token),
-                            &format!("gpu-{i}"),
-                        )
-                    });
-                    let status = r.status().as_u16();
-                    let v: Value = r.json().unwrap_or(Value::Null);
-                    (
-                        status,
-                        v["error"]["code"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let made = outcomes
-        .iter()
-        .filter(|(s, _)| matches!(*s, 200 | 202))
-        .count();
-    let full = outcomes
-        .iter()
-        .filter(|(s, c)| *s == 409 && c == "no_capacity")
-        .count();
+    let outcomes = concurrent_creates(&app, &token, (0..12).map(gpu).collect(), "gpu");
+    let (made, full) = made_and_refused(&outcomes, "no_capacity");
     assert_eq!((made, full), (4, 8), "{outcomes:?}");
     let gpus = expect_json(app.get(&format!("{node}/gpus"), platform.t()), 200);
     let used: Vec<_> = gpus["gpus"]
@@ -841,14 +812,17 @@ fn a_batch_makes_twenty_devices_from_a_template_and_stops_them_with_a_result_per
     let mut targets = ids.clone();
     targets.push(theirs.clone());
     targets.push(uuid::Uuid::new_v4().to_string());
+    // A retried request (same Idempotency-Key) gets the first batch.
+    let body = json!({"action": "stop", "device_ids": targets});
     let stop = expect_json(
-        app.post(
-            &batches,
-            &json!({"action": "stop", "device_ids": targets}),
-            Some(&token),
-        ),
+        app.post_idempotent(&batches, &body, Some(&token), "stop-all"),
         202,
     );
+    let again = expect_json(
+        app.post_idempotent(&batches, &body, Some(&token), "stop-all"),
+        200,
+    );
+    assert_eq!(again["id"], stop["id"]);
     let (done, most) = run_batch(&app, &token, stop["id"].as_str().unwrap(), &[&a, &b]);
     assert!(most <= 10, "{most}");
     assert_eq!(
@@ -1113,7 +1087,7 @@ fn a_lost_nodes_fresh_devices_are_made_again_elsewhere_and_its_return_duplicates
     let d = on(&fresh);
     assert_eq!(d["observed_status"], "running", "{d}");
     let rec = expect_json(
-        app.get(&format!("{D}/devices/{fresh}/recoveries"), Some(&token)),
+        app.get(&format!("{D}/devices/{fresh}/recoveries"), platform.t()),
         200,
     );
     assert_eq!(
@@ -1125,10 +1099,19 @@ fn a_lost_nodes_fresh_devices_are_made_again_elsewhere_and_its_return_duplicates
         (Some("node-fa"), Some("node-fb"), Some("node_lost")),
         "{rec}"
     );
-    assert!(rec["items"][0]["lost"]
-        .as_str()
-        .unwrap()
-        .contains("node-fa"));
+    assert!(rec["items"][0]["lost"].as_str().unwrap().contains("data"));
+    // Its owner sees the record, but not which nodes (as in the device itself).
+    let theirs = expect_json(
+        app.get(&format!("{D}/devices/{fresh}/recoveries"), Some(&token)),
+        200,
+    );
+    assert_eq!(
+        (
+            theirs["items"][0]["from_node"].clone(),
+            theirs["items"][0]["reason"].as_str()
+        ),
+        (Value::Null, Some("node_lost"))
+    );
     assert!(events_of(&app, &fresh).contains(&"device.recovered".to_string()));
     // Nothing more is due: the next run recovers nothing.
     assert_eq!(job("devices/failover")["recovered"], 0);

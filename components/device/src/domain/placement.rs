@@ -147,6 +147,20 @@ pub struct Request {
     pub tolerations: Vec<Toleration>,
 }
 
+impl Request {
+    /// A request with no zone, region, selector or tolerations: any node
+    /// that has room (batches, pools, clones, recoveries).
+    pub fn anywhere(needs: Resources) -> Self {
+        Self {
+            needs,
+            zone: None,
+            region: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+        }
+    }
+}
+
 /// The outcome of a placement.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {

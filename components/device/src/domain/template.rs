@@ -4,7 +4,7 @@
 //! template is always one a device can be made from; `provision_plan` turns
 //! one into the ordered steps the first boot runs.
 
-use super::device_ops::{ApkUrl, Sha256Hex, ShellCommand};
+use super::device_ops::{ApkUrl, Sha256Hex, ShellCommand, MAX_COMMAND_CHARS};
 use super::spec::{parse_tags, DeviceName, Spec, SpecInput};
 use crate::error::Error;
 use serde::{Deserialize, Serialize};
@@ -338,13 +338,22 @@ impl Template {
                 input: serde_json::json!({"url": url.as_str(), "sha256": sha.as_str()}),
             })
             .collect();
-        if !self.properties.is_empty() {
-            let command = self
-                .properties
-                .iter()
-                .map(|(k, v)| format!("setprop {k} '{v}'"))
-                .collect::<Vec<_>>()
-                .join(" && ");
+        // As few `setprop` commands as fit the shell command's limit.
+        let mut command = String::new();
+        for (k, v) in &self.properties {
+            let one = format!("setprop {k} '{v}'");
+            if !command.is_empty() && command.len() + 4 + one.len() > MAX_COMMAND_CHARS {
+                steps.push(Step {
+                    kind: "shell",
+                    input: serde_json::json!({"command": std::mem::take(&mut command)}),
+                });
+            }
+            if !command.is_empty() {
+                command.push_str(" && ");
+            }
+            command.push_str(&one);
+        }
+        if !command.is_empty() {
             steps.push(Step {
                 kind: "shell",
                 input: serde_json::json!({"command": command}),
@@ -418,6 +427,30 @@ mod tests {
             plan[2].input["command"],
             "echo ready > /data/local/tmp/ready"
         );
+    }
+
+    #[test]
+    fn many_long_properties_become_several_commands_each_within_the_limit() {
+        let properties: serde_json::Map<String, serde_json::Value> = (0..MAX_PROPERTIES)
+            .map(|i| {
+                (
+                    format!("persist.qa.{i:02}.{}", "p".repeat(80)),
+                    serde_json::json!("v".repeat(91)),
+                )
+            })
+            .collect();
+        let t = input(serde_json::json!({"name": "t", "properties": properties}))
+            .parse()
+            .unwrap();
+        let plan = t.provision_plan();
+        assert!(plan.len() > 1);
+        let mut set = 0;
+        for s in &plan {
+            let c = s.input["command"].as_str().unwrap();
+            assert!(ShellCommand::parse(c).is_ok(), "{} characters", c.len());
+            set += c.matches("setprop ").count();
+        }
+        assert_eq!(set, MAX_PROPERTIES);
     }
 
     #[test]

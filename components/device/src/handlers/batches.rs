@@ -128,9 +128,10 @@ pub fn create(call: &Call) -> Result<Response> {
             Vec::new(),
         ),
     };
+    let key = super::devices::idempotency_key(call)?;
     let id = Uuid::new_v4();
-    db.transaction(|tx| {
-        repo::batches::insert(
+    let inserted = db.transaction(|tx| {
+        let inserted = repo::batches::insert(
             tx,
             &repo::batches::NewBatch {
                 id,
@@ -141,8 +142,13 @@ pub fn create(call: &Call) -> Result<Response> {
                 input: &batch.input,
                 concurrency: batch.concurrency,
                 devices: &devices,
+                key: key.as_deref(),
             },
         )?;
+        if let Err(existing) = inserted {
+            // A retried request: the batch it made first.
+            return Ok::<_, Error>(Err(existing));
+        }
         for seq in &unseen {
             repo::batches::finish_item(
                 tx,
@@ -154,9 +160,12 @@ pub fn create(call: &Call) -> Result<Response> {
                 )),
             )?;
         }
-        Ok::<_, Error>(())
+        Ok(Ok(()))
     })?;
     drop(db);
+    if let Err(existing) = inserted {
+        return Ok(platform::http::json(200, &view(&open_db()?, existing)?));
+    }
     advance(call.ctx, id);
     Ok(platform::http::json(202, &view(&open_db()?, id)?))
 }
@@ -228,6 +237,11 @@ pub fn advance(ctx: &Ctx, id: Uuid) -> usize {
 
 fn try_advance(ctx: &Ctx, id: Uuid) -> Result<usize> {
     let db = open_db()?;
+    // Items whose operation ended before they recorded it end now.
+    for (seq, ok, code, error) in repo::batches::ended_unrecorded(&db, id)? {
+        let err = code.as_deref().zip(error.as_deref());
+        repo::batches::finish_item(&db, ItemRef::Seq(id, seq), ok, err)?;
+    }
     let claimed = db.transaction(|tx| Ok::<_, Error>(repo::batches::claim(tx, id)?))?;
     if claimed.is_empty() {
         return Ok(0);
@@ -242,14 +256,17 @@ fn try_advance(ctx: &Ctx, id: Uuid) -> Result<usize> {
         match started {
             Ok((op, made)) => {
                 db.transaction(|tx| {
-                    repo::batches::started(tx, id, *seq, op.id, made)?;
-                    // An operation that ended already (a repeat) is the result.
-                    if op.status != "running" {
-                        let err = op.error_code.as_deref().zip(op.error.as_deref());
+                    // Under the operation's row lock: an end that comes
+                    // meanwhile either sees the item's operation, or has
+                    // already happened and is read here.
+                    let now = repo::operations::lock(tx, op.id)?.unwrap_or(op);
+                    repo::batches::started(tx, id, *seq, now.id, made)?;
+                    if now.status != "running" {
+                        let err = now.error_code.as_deref().zip(now.error.as_deref());
                         repo::batches::finish_item(
                             tx,
                             ItemRef::Seq(id, *seq),
-                            op.status == "succeeded",
+                            now.status == "succeeded",
                             err,
                         )?;
                     }
@@ -301,13 +318,7 @@ fn start_item(
             let name = DeviceName::parse(&item_name(&text("name_prefix"), seq as usize + 1))?;
             let making = Making {
                 name,
-                request: crate::domain::placement::Request {
-                    needs: t.spec.resources(),
-                    zone: None,
-                    region: None,
-                    node_selector: Default::default(),
-                    tolerations: Vec::new(),
-                },
+                request: crate::domain::placement::Request::anywhere(t.spec.resources()),
                 tags: t.tags.clone(),
                 start: b.input["start"].as_bool().unwrap_or(true),
                 strategy: super::devices::default_strategy(),

@@ -578,6 +578,9 @@ pub enum Actor<'a> {
     /// The control plane itself (the lifecycle job): no data scope, no
     /// requester.
     System,
+    /// A warm pool's replenish job trimming the pool: only a device still
+    /// waiting in that pool (one a user has just taken is not touched).
+    Pool(Uuid),
     /// A batch, for the user who made it: the devices were checked against
     /// their data scope when the batch was made; a start of a running
     /// device is not refused (it is already where the batch wants it).
@@ -590,7 +593,7 @@ impl Actor<'_> {
         match self {
             Actor::User(c) | Actor::Operator(c) => Some(c.user_id),
             Actor::Batch(u) => Some(u),
-            Actor::System => None,
+            Actor::System | Actor::Pool(_) => None,
         }
     }
 }
@@ -611,7 +614,7 @@ pub fn act(
     let db = open_db()?;
     let d = match actor {
         Actor::User(caller) | Actor::Operator(caller) => visible(&db, caller, id)?,
-        Actor::System | Actor::Batch(_) => {
+        Actor::System | Actor::Batch(_) | Actor::Pool(_) => {
             repo::devices::find(&db, id)?.ok_or(Error::NotFound("device"))?
         }
     };
@@ -640,6 +643,11 @@ pub fn act(
     let db = open_db()?;
     let outcome = db.transaction(|tx| {
         let d = repo::devices::lock(tx, id)?.ok_or(Error::NotFound("device"))?;
+        if let Actor::Pool(t) = actor {
+            if d.pool_template_id != Some(t) {
+                return Err(Error::Conflict("a user has taken the device".into()));
+            }
+        }
         let to = transition(d.desired(), action)?;
         policy::check_action(tx, &d, action, cause)?;
         let generation = match action {

@@ -73,13 +73,7 @@ pub fn recover(ctx: &Ctx, actor: Actor, id: Uuid) -> Result<Operation> {
             .parse()?;
         let nodes = repo::nodes::lock_candidates(tx)?;
         let views: Vec<_> = nodes.iter().filter(|n| n.id != from).map(|n| n.view()).collect();
-        let request = placement::Request {
-            needs: spec.resources(),
-            zone: None,
-            region: None,
-            node_selector: Default::default(),
-            tolerations: Vec::new(),
-        };
+        let request = placement::Request::anywhere(spec.resources());
         let decision =
             placement::place(&views, &request, Strategy::LeastLoaded).map_err(Error::NoCapacity)?;
         let to = nodes
@@ -89,6 +83,8 @@ pub fn recover(ctx: &Ctx, actor: Actor, id: Uuid) -> Result<Operation> {
         // The lost node's GPU slot goes with it; the new node gives one.
         repo::gpus::release(tx, id)?;
         repo::runs::close(tx, id, "node_lost")?;
+        // Its template's first-boot work is done again on the new node.
+        repo::templates::reset_steps(tx, id)?;
         let generation = repo::recoveries::moved(
             tx,
             id,
@@ -132,7 +128,7 @@ pub fn recover(ctx: &Ctx, actor: Actor, id: Uuid) -> Result<Operation> {
             .and_then(|n| n.last_heartbeat_at)
             .unwrap_or_else(|| "its last report".into());
         let lost_what = format!(
-            "the data the device had on {from} (its /data, apps installed, files; snapshots kept there) as of {since}"
+            "its data on the lost node (its /data, apps installed, files; snapshots kept there) as of {since}"
         );
         repo::recoveries::record(
             tx,
@@ -148,7 +144,7 @@ pub fn recover(ctx: &Ctx, actor: Actor, id: Uuid) -> Result<Operation> {
         )?;
         let after = repo::devices::find(tx, id)?.ok_or(Error::NotFound("device"))?;
         let mut payload = after.event(Some(&d.observed_status));
-        payload.reason = Some(format!("recovered from {from} to {}: lost {lost_what}", to.id));
+        payload.reason = Some(format!("made again on another node: lost {lost_what}"));
         platform::outbox::enqueue(tx, &DEVICE_RECOVERED, &id.to_string(), after.version, &payload)?;
         Ok::<_, Error>(to.id.clone())
     })?;
@@ -175,10 +171,18 @@ pub fn recoveries(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let db = open_db()?;
     let d = visible(&db, caller, call.id("id", "device")?)?;
+    let mut items = serde_json::to_value(repo::recoveries::of_device(&db, d.id)?).expect("json");
+    // Node ids are for those who may read nodes, as in the device itself.
+    if !caller.can("node:read") {
+        for item in items.as_array_mut().into_iter().flatten() {
+            item["from_node"] = serde_json::Value::Null;
+            item["to_node"] = serde_json::Value::Null;
+        }
+    }
     Ok(platform::http::json(
         200,
         &serde_json::json!({"device_id": d.id, "recover_policy": repo::recoveries::policy(&db, d.id)?,
-                            "items": repo::recoveries::of_device(&db, d.id)?}),
+                            "items": items}),
     ))
 }
 
@@ -192,7 +196,15 @@ pub fn job(call: &Call) -> Result<Response> {
         match recover(call.ctx, Actor::System, *id) {
             Ok(_) => recovered += 1,
             Err(Error::NoCapacity(_)) | Err(Error::Conflict(_)) => waiting += 1,
-            Err(e) => return Err(e),
+            // One device's trouble never holds up the others.
+            Err(e) => {
+                waiting += 1;
+                let p: platform::Problem = e.into();
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"level": "warn", "request_id": call.ctx.request_id, "msg": "recovery failed", "device": id, "cause": p.internal.unwrap_or(p.message)})
+                );
+            }
         }
     }
     Ok(platform::http::json(

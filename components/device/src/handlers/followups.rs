@@ -86,6 +86,9 @@ pub enum Provisioning {
     Done,
     /// A step runs, or the device does not run now (it goes on when it does).
     Waiting,
+    /// A stored step could not be made into a command: it failed, the rest
+    /// were skipped, and `device.provisioned` says why.
+    Failed,
 }
 
 /// Starts a device's next first-boot step, when none runs and the device
@@ -118,10 +121,50 @@ pub fn provision_next(tx: &Db, device: Uuid) -> Result<Provisioning> {
     if !can {
         return Ok(Provisioning::Waiting);
     }
+    let made = step_command(&step, device);
+    let (kind, timeout_secs, agent_op) = match made {
+        Ok(m) => m,
+        Err(e) => {
+            // Never an error for the report that brought the device up: the
+            // step fails, and the device says why.
+            let p: platform::Problem = e.into();
+            let why = format!("step {} cannot run: {}", step.seq, p.message);
+            repo::templates::fail_step(tx, device, step.seq, &why)?;
+            provisioned(tx, device, Some(&why))?;
+            return Ok(Provisioning::Failed);
+        }
+    };
+    let id = Uuid::new_v4();
+    let queued = queue(
+        tx,
+        &d,
+        &node,
+        Queued {
+            id,
+            kind,
+            requested_by: None,
+            key: None,
+            timeout_secs,
+            op: agent_op,
+        },
+    )?;
+    if queued.is_ok() {
+        repo::templates::step_running(tx, device, step.seq, id)?;
+    }
+    Ok(Provisioning::Started(node))
+}
+
+/// The operation kind, deadline and agent command of a stored first-boot
+/// step; stored steps were parsed from a template, and parsing them again
+/// keeps one rule.
+fn step_command(
+    step: &repo::templates::Step,
+    device: Uuid,
+) -> Result<(&'static str, i32, AgentOp)> {
     let text = |k: &str| step.input[k].as_str().unwrap_or_default().to_string();
     let bad = |what: &str| platform::Problem::internal(format!("stored step: {what}"));
     // Stored steps were parsed from a template; parsing again keeps one rule.
-    let (kind, timeout_secs, agent_op) = match step.kind.as_str() {
+    Ok(match step.kind.as_str() {
         "restore" => (
             "restore",
             super::snapshots::TIMEOUT_SECS,
@@ -148,25 +191,7 @@ pub fn provision_next(tx: &Db, device: Uuid) -> Result<Provisioning> {
             let (kind, timeout) = (op.kind(), op.timeout_secs());
             (kind, timeout, op.into_agent(agent_device_id(device)?).0)
         }
-    };
-    let id = Uuid::new_v4();
-    let queued = queue(
-        tx,
-        &d,
-        &node,
-        Queued {
-            id,
-            kind,
-            requested_by: None,
-            key: None,
-            timeout_secs,
-            op: agent_op,
-        },
-    )?;
-    if queued.is_ok() {
-        repo::templates::step_running(tx, device, step.seq, id)?;
-    }
-    Ok(Provisioning::Started(node))
+    })
 }
 
 /// What follows an operation's end, in its transaction; returns the node
@@ -204,7 +229,7 @@ pub fn operation_finished(
                 provisioned(tx, device, (!ok).then(|| error.unwrap_or("a step failed")))?;
                 None
             }
-            Provisioning::Waiting => None,
+            Provisioning::Waiting | Provisioning::Failed => None,
         });
     }
     if !matches!(op.kind.as_str(), "snapshot" | "restore" | "delete_snapshot") {

@@ -346,7 +346,9 @@ pub fn patch(call: &Call) -> Result<Response> {
     let node = db.transaction(|tx| {
         found(tx, &id)?;
         if let Some(slots) = change.gpu_slots {
-            // Fewer slots than devices hold would give a slot twice.
+            // Under the node's row lock, which creates take too: fewer
+            // slots than devices hold would give a slot twice.
+            repo::nodes::lock_one(tx, &id)?;
             if repo::gpus::on_node(tx, &id)?
                 .iter()
                 .any(|a| a.slot >= slots)

@@ -72,10 +72,16 @@ pub fn get(call: &Call) -> Result<Response> {
 /// when the pool turns out empty.
 pub fn take(call: &Call, template: Uuid, m: &Making) -> Result<Option<Operation>> {
     let caller = call.caller()?;
-    if !repo::pools::has_ready(&open_db()?, template)? {
+    let spec = serde_json::to_value(&m.spec).expect("spec serializes");
+    if !repo::pools::has_ready(&open_db()?, template, &spec)? {
         return Ok(None);
     }
     let key = super::devices::idempotency_key(call)?;
+    // The tenant's device limit holds for pooled devices as for any other.
+    let tenant_max = match caller.tenant_id {
+        Some(t) => dispatch::tenant_max_devices(call.ctx, t)?,
+        None => None,
+    };
     let op_id = Uuid::new_v4();
     let owner = caller.user_id;
     let device_claim =
@@ -95,6 +101,18 @@ pub fn take(call: &Call, template: Uuid, m: &Making) -> Result<Option<Operation>
     let claims = [device_claim.id, run_claim.id];
     let db = open_db()?;
     let taken = db.transaction(|tx| {
+        if let (Some(t), Some(max)) = (caller.tenant_id, tenant_max) {
+            repo::devices::lock_tenant(tx, t)?;
+            if repo::devices::count_in_tenant(tx, t)? >= max {
+                return Err(Error::QuotaExceeded(format!(
+                    "the tenant's device limit {max} is reached"
+                )));
+            }
+        }
+        // A device first, so that an empty pool leaves nothing behind.
+        let Some(d) = repo::pools::take_one(tx, template, &spec)? else {
+            return Ok::<_, Error>(None);
+        };
         let inserted = repo::operations::insert(
             tx,
             &NewOperation {
@@ -112,11 +130,9 @@ pub fn take(call: &Call, template: Uuid, m: &Making) -> Result<Option<Operation>
             },
         )?;
         if let Err(existing) = inserted {
-            return Ok::<_, Error>(Some(Err(existing)));
+            // The device goes back to waiting: this transaction changes nothing else.
+            return Ok(Some(Err(existing)));
         }
-        let Some(d) = repo::pools::take_one(tx, template)? else {
-            return Ok(None);
-        };
         repo::pools::assign(
             tx,
             d.id,
@@ -131,6 +147,9 @@ pub fn take(call: &Call, template: Uuid, m: &Making) -> Result<Option<Operation>
         )?;
         repo::claims::reserved(tx, device_claim.id, d.id, owner, "device")?;
         repo::claims::reserved(tx, run_claim.id, d.id, owner, "run")?;
+        if m.recover_policy != "none" {
+            repo::recoveries::set_policy(tx, d.id, m.recover_policy)?;
+        }
         // Metering: from now on the device runs for its user.
         repo::runs::close(tx, d.id, "assigned")?;
         let d = repo::devices::find(tx, d.id)?.ok_or(Error::NotFound("device"))?;
@@ -217,9 +236,15 @@ fn replenish_one(ctx: &Ctx, pool: &repo::pools::Pool) -> Result<(usize, usize)> 
     let waiting = repo::pools::waiting(&db, pool.template_id)?;
     let template = repo::templates::find(&db, pool.template_id)?;
     drop(db);
+    // Failed devices, and ones made with an older spec of the template,
+    // go; the others count.
+    let spec = template
+        .as_ref()
+        .and_then(|t| t.input().parse().ok())
+        .map(|t| serde_json::to_value(&t.spec).expect("spec serializes"));
     let (failed, live): (Vec<_>, Vec<_>) = waiting
         .iter()
-        .partition(|d| d.observed() == Observed::Failed);
+        .partition(|d| d.observed() == Observed::Failed || spec.as_ref() != Some(&d.spec));
     let size = if template.is_some() {
         pool.size as usize
     } else {
@@ -234,7 +259,7 @@ fn replenish_one(ctx: &Ctx, pool: &repo::pools::Pool) -> Result<(usize, usize)> 
     for id in &excess {
         match act(
             ctx,
-            Actor::System,
+            Actor::Pool(pool.template_id),
             *id,
             Action::Delete,
             Some(&format!("pool-trim-{id}")),
@@ -257,13 +282,7 @@ fn replenish_one(ctx: &Ctx, pool: &repo::pools::Pool) -> Result<(usize, usize)> 
                 "pool {}",
                 &pool.template_id.simple().to_string()[..8]
             ))?,
-            request: crate::domain::placement::Request {
-                needs: t.spec.resources(),
-                zone: None,
-                region: None,
-                node_selector: Default::default(),
-                tolerations: Vec::new(),
-            },
+            request: crate::domain::placement::Request::anywhere(t.spec.resources()),
             spec: t.spec.clone(),
             tags: t.tags.clone(),
             start: true,

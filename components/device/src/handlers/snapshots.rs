@@ -307,13 +307,7 @@ pub fn clone(call: &Call) -> Result<Response> {
         .parse()?;
     let making = super::devices::Making {
         name: DeviceName::parse(&b.name)?,
-        request: crate::domain::placement::Request {
-            needs: spec.resources(),
-            zone: None,
-            region: None,
-            node_selector: Default::default(),
-            tolerations: Vec::new(),
-        },
+        request: crate::domain::placement::Request::anywhere(spec.resources()),
         spec,
         tags: crate::domain::spec::parse_tags(&b.tags)?,
         start: b.start.unwrap_or(true),

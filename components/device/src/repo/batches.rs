@@ -126,13 +126,26 @@ pub struct NewBatch<'a> {
     pub concurrency: i32,
     /// One entry per item: its device, if known.
     pub devices: &'a [Option<Uuid>],
+    /// The requester's idempotency key.
+    pub key: Option<&'a str>,
 }
 
-/// Inserts a batch and its pending items.
-pub fn insert(db: &Db, b: &NewBatch) -> Result<(), DbError> {
+/// Inserts a batch and its pending items; `Err(existing)` when the
+/// requester used the key before (nothing is inserted then).
+pub fn insert(db: &Db, b: &NewBatch) -> Result<Result<(), Uuid>, DbError> {
+    if let Some(key) = b.key {
+        let existing = db.one(
+            "SELECT id FROM batches WHERE requested_by = $1 AND idempotency_key = $2",
+            &[P::Uuid(b.requested_by.to_string()), P::Str(key.into())],
+            |r| col::<Uuid>(r, 0, "batches.id"),
+        )?;
+        if let Some(id) = existing {
+            return Ok(Err(id));
+        }
+    }
     db.execute(
-        "INSERT INTO batches (id, action, requested_by, tenant_id, department_id, input, concurrency, total) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO batches (id, action, requested_by, tenant_id, department_id, input, concurrency, total, \
+           idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             P::Uuid(b.id.to_string()),
             P::Str(b.action.into()),
@@ -142,6 +155,7 @@ pub fn insert(db: &Db, b: &NewBatch) -> Result<(), DbError> {
             spin_sdk::pg4::jsonb(b.input).map_err(|e| DbError::Other(e.to_string()))?,
             P::Int32(b.concurrency),
             P::Int32(b.devices.len() as i32),
+            b.key.map_or(P::DbNull, |k| P::Str(k.into())),
         ],
     )?;
     // One statement for every item: a batch of a thousand is one round trip.
@@ -153,7 +167,30 @@ pub fn insert(db: &Db, b: &NewBatch) -> Result<(), DbError> {
             P::ArrayStr(b.devices.iter().map(|d| d.map(|u| u.to_string())).collect()),
         ],
     )?;
-    Ok(())
+    Ok(Ok(()))
+}
+
+/// Running items of a batch whose operation has ended (an end that came
+/// before the item knew its operation): the item, and how it ended.
+#[allow(clippy::type_complexity)]
+pub fn ended_unrecorded(
+    db: &Db,
+    id: Uuid,
+) -> Result<Vec<(i32, bool, Option<String>, Option<String>)>, DbError> {
+    db.all(
+        "SELECT i.seq, o.status = 'succeeded', o.error_code, o.error FROM batch_items i \
+         JOIN operations o ON o.id = i.operation_id \
+         WHERE i.batch_id = $1 AND i.status = 'running' AND o.status <> 'running'",
+        &[P::Uuid(id.to_string())],
+        |r| {
+            Ok((
+                col(r, 0, "seq")?,
+                col(r, 1, "ok")?,
+                col(r, 2, "error_code")?,
+                col(r, 3, "error")?,
+            ))
+        },
+    )
 }
 
 /// A batch by id.

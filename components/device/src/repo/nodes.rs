@@ -187,6 +187,15 @@ pub fn lock_candidates(db: &Db) -> Result<Vec<Node>, DbError> {
     )
 }
 
+/// Locks a node's row until the transaction ends (as placement does).
+pub fn lock_one(db: &Db, id: &str) -> Result<(), DbError> {
+    db.query(
+        "SELECT id FROM nodes WHERE id = $1 FOR UPDATE",
+        &[P::Str(id.into())],
+    )?;
+    Ok(())
+}
+
 /// A page of nodes with optional filters.
 pub fn list(
     db: &Db,

@@ -193,6 +193,15 @@ pub fn progress(db: &Db, id: Uuid, pct: i32) -> Result<(), DbError> {
     Ok(())
 }
 
+/// An operation, locked until the transaction ends.
+pub fn lock(db: &Db, id: Uuid) -> Result<Option<Operation>, DbError> {
+    db.one(
+        &format!("SELECT {COLUMNS} FROM operations o WHERE o.id = $1 FOR UPDATE"),
+        &[P::Uuid(id.to_string())],
+        operation,
+    )
+}
+
 /// Finishes a running operation (a finished one stays as it is); returns
 /// whether this call finished it.
 pub fn finish(

@@ -22,6 +22,15 @@ pub struct Pool {
     pub updated_at: String,
 }
 
+fn pool(r: &[spin_sdk::pg4::DbValue]) -> Result<Pool, DbError> {
+    Ok(Pool {
+        template_id: col(r, 0, "template_id")?,
+        size: col(r, 1, "size")?,
+        updated_by: col(r, 2, "updated_by")?,
+        updated_at: timestamp(r, 3, "updated_at")?,
+    })
+}
+
 /// Sets a template's pool size.
 pub fn set(db: &Db, template: Uuid, size: i32, by: Uuid) -> Result<(), DbError> {
     db.execute(
@@ -41,14 +50,7 @@ pub fn find(db: &Db, template: Uuid) -> Result<Option<Pool>, DbError> {
     db.one(
         "SELECT template_id, size, updated_by, updated_at FROM warm_pools WHERE template_id = $1",
         &[P::Uuid(template.to_string())],
-        |r| {
-            Ok(Pool {
-                template_id: col(r, 0, "template_id")?,
-                size: col(r, 1, "size")?,
-                updated_by: col(r, 2, "updated_by")?,
-                updated_at: timestamp(r, 3, "updated_at")?,
-            })
-        },
+        pool,
     )
 }
 
@@ -57,14 +59,7 @@ pub fn all(db: &Db) -> Result<Vec<Pool>, DbError> {
     db.all(
         "SELECT template_id, size, updated_by, updated_at FROM warm_pools ORDER BY template_id",
         &[],
-        |r| {
-            Ok(Pool {
-                template_id: col(r, 0, "template_id")?,
-                size: col(r, 1, "size")?,
-                updated_by: col(r, 2, "updated_by")?,
-                updated_at: timestamp(r, 3, "updated_at")?,
-            })
-        },
+        pool,
     )
 }
 
@@ -99,27 +94,42 @@ pub fn waiting(db: &Db, template: Uuid) -> Result<Vec<Device>, DbError> {
     )
 }
 
-/// Takes one running device of a template's pool (locked; one a
-/// concurrent take holds is skipped), if any.
-pub fn take_one(db: &Db, template: Uuid) -> Result<Option<Device>, DbError> {
+/// Which pooled devices are ready to give: running, made with the
+/// template's spec as it is now, their first-boot steps all done.
+const READY: &str = "d.pool_template_id = $1 AND d.desired_status = 'running' \
+     AND d.observed_status = 'running' AND d.spec = $2 \
+     AND NOT EXISTS (SELECT 1 FROM provision_steps s WHERE s.device_id = d.id \
+                     AND s.status IN ('pending', 'running'))";
+
+/// Takes one ready device of a template's pool (locked; one a concurrent
+/// take holds is skipped), if any.
+pub fn take_one(
+    db: &Db,
+    template: Uuid,
+    spec: &serde_json::Value,
+) -> Result<Option<Device>, DbError> {
     db.one(
         &format!(
-            "SELECT {COLUMNS} FROM devices d WHERE d.pool_template_id = $1 \
-               AND d.desired_status = 'running' AND d.observed_status = 'running' \
+            "SELECT {COLUMNS} FROM devices d WHERE {READY} \
              ORDER BY d.created_at, d.id LIMIT 1 FOR UPDATE SKIP LOCKED"
         ),
-        &[P::Uuid(template.to_string())],
+        &[
+            P::Uuid(template.to_string()),
+            spin_sdk::pg4::jsonb(spec).map_err(|e| DbError::Other(e.to_string()))?,
+        ],
         device,
     )
 }
 
 /// Whether a template's pool has a running device now (a cheap look before
 /// reserving quota for one).
-pub fn has_ready(db: &Db, template: Uuid) -> Result<bool, DbError> {
+pub fn has_ready(db: &Db, template: Uuid, spec: &serde_json::Value) -> Result<bool, DbError> {
     let r = db.query(
-        "SELECT 1 FROM devices WHERE pool_template_id = $1 AND desired_status = 'running' \
-           AND observed_status = 'running' LIMIT 1",
-        &[P::Uuid(template.to_string())],
+        &format!("SELECT 1 FROM devices d WHERE {READY} LIMIT 1"),
+        &[
+            P::Uuid(template.to_string()),
+            spin_sdk::pg4::jsonb(spec).map_err(|e| DbError::Other(e.to_string()))?,
+        ],
     )?;
     Ok(!r.rows.is_empty())
 }

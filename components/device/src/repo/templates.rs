@@ -404,6 +404,32 @@ pub fn step_running(db: &Db, device: Uuid, seq: i32, op: Uuid) -> Result<(), DbE
     Ok(())
 }
 
+/// Makes a device's apps, properties and commands pending again (it is
+/// made afresh on another node, without what they did on the lost one).
+pub fn reset_steps(db: &Db, device: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE provision_steps SET status = 'pending', operation_id = NULL, error = NULL, \
+           updated_at = now() AT TIME ZONE 'UTC' WHERE device_id = $1 AND kind IN ('install_apk', 'shell')",
+        &[P::Uuid(device.to_string())],
+    )?;
+    Ok(())
+}
+
+/// Fails a step that could not be started, and skips the steps after it.
+pub fn fail_step(db: &Db, device: Uuid, seq: i32, error: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE provision_steps SET status = CASE WHEN seq = $2 THEN 'failed' ELSE 'skipped' END, \
+           error = CASE WHEN seq = $2 THEN $3 ELSE error END, updated_at = now() AT TIME ZONE 'UTC' \
+         WHERE device_id = $1 AND seq >= $2 AND status = 'pending'",
+        &[
+            P::Uuid(device.to_string()),
+            P::Int32(seq),
+            P::Str(error.chars().take(2000).collect()),
+        ],
+    )?;
+    Ok(())
+}
+
 /// Finishes the running step of an operation; returns its device when the
 /// operation was one. A failed step skips the steps after it.
 pub fn step_finished(
