@@ -488,31 +488,27 @@ fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<Applied> {
     })
 }
 
-/// Marks the devices of nodes that went silent `unknown`.
+/// Marks the devices of nodes that went silent `unknown`, with the nodes'
+/// events, in the caller's transaction.
 pub fn nodes_went_silent(db: &Db, nodes: &[String]) -> Result<usize> {
     let mut n = 0;
     for node in nodes {
-        db.transaction(|tx| {
-            node_status_event(
-                tx,
-                node,
-                NodeStatus::Online.as_str(),
-                NodeStatus::Unreachable.as_str(),
-            )
-        })?;
+        node_status_event(
+            db,
+            node,
+            NodeStatus::Online.as_str(),
+            NodeStatus::Unreachable.as_str(),
+        )?;
         for id in repo::devices::on_node(db, node)? {
-            db.transaction(|tx| {
-                if let Some((before, after)) = repo::devices::set_observed(
-                    tx,
-                    id,
-                    Observed::Unknown,
-                    Some("its node stopped reporting"),
-                )? {
-                    lifecycle::observed_changed(tx, &before, &after)?;
-                    n += 1;
-                }
-                Ok::<_, Error>(())
-            })?;
+            if let Some((before, after)) = repo::devices::set_observed(
+                db,
+                id,
+                Observed::Unknown,
+                Some("its node stopped reporting"),
+            )? {
+                lifecycle::observed_changed(db, &before, &after)?;
+                n += 1;
+            }
         }
     }
     Ok(n)

@@ -23,8 +23,13 @@ fn heartbeat_secs() -> i32 {
 /// heartbeat intervals become `unreachable`, their devices `unknown`.
 pub fn liveness(call: &Call) -> Result<Response> {
     let db = db()?;
-    let silent = repo::nodes::mark_unreachable(&db, heartbeat_secs() * MISSED_HEARTBEATS)?;
-    let devices = agent::nodes_went_silent(&db, &silent)?;
+    // One transaction: nobody sees a node unreachable whose devices still
+    // read as running.
+    let (silent, devices) = db.transaction(|tx| {
+        let silent = repo::nodes::mark_unreachable(tx, heartbeat_secs() * MISSED_HEARTBEATS)?;
+        let devices = agent::nodes_went_silent(tx, &silent)?;
+        Ok::<_, Error>((silent, devices))
+    })?;
     super::publish_after_commit(call, &db);
     Ok(platform::http::json(
         200,
