@@ -808,3 +808,108 @@ fn a_phone_from_a_template_has_its_app_and_a_snapshot_brings_its_data_back() {
     let s = expect_json(app.get(&format!("{D}/snapshots/{snap}"), owner), 200);
     assert_eq!(s["status"], "deleted", "{s}");
 }
+
+#[test]
+fn a_batch_of_twenty_and_a_warm_pool_run_on_a_real_agent() {
+    let app = app_with(&[]);
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 30);
+    // One node that takes 24 of the small test phones (CPU overcommitted).
+    let id = node_id("fleet");
+    let node = expect_json(
+        app.post(
+            &format!("{D}/nodes"),
+            &json!({"id": id, "cpu_overcommit_pct": 1600, "memory_overcommit_pct": 800}),
+            admin.t(),
+        ),
+        201,
+    );
+    let agent = RealAgent::start_sized(&app, &id, node["secret"].as_str().unwrap(), &[], 24);
+    wait_node(&app, &admin, &agent, "online");
+    let template = expect_json(
+        app.post(
+            &format!("{D}/templates"),
+            &json!({"name": "small", "visibility": "public",
+                    "spec": {"image": fake_redroid_image(), "cpu_cores": 1, "memory_mb": 512, "storage_gb": 2}}),
+            admin.t(),
+        ),
+        201,
+    );
+    let tid = template["id"].as_str().unwrap().to_string();
+    let finished = |batch: &Value| -> Value {
+        let path = format!("{D}/batches/{}", batch["id"].as_str().unwrap());
+        app.eventually(Duration::from_secs(180), || {
+            let b = expect_json(app.get(&path, Some(&token)), 200);
+            (b["status"] == "finished").then_some(b)
+        })
+        .unwrap_or_else(|_| panic!("batch never finished; agent log:\n{}", agent.log()))
+    };
+
+    // Twenty phones from the template, ten at a time: twenty running containers.
+    let made = expect_json(
+        app.post(
+            &format!("{D}/batches"),
+            &json!({"action": "create", "count": 20, "template_id": tid, "concurrency": 10}),
+            Some(&token),
+        ),
+        202,
+    );
+    let done = finished(&made);
+    assert_eq!(
+        (done["succeeded"].as_i64(), done["failed"].as_i64()),
+        (Some(20), Some(0)),
+        "{done}"
+    );
+    let running = agent.containers().iter().filter(|c| c.running).count();
+    assert_eq!(running, 20);
+    // Stopped by a batch, with a result per phone: twenty stopped containers.
+    let ids: Vec<Value> = done["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["device_id"].clone())
+        .collect();
+    let stop = expect_json(
+        app.post(
+            &format!("{D}/batches"),
+            &json!({"action": "stop", "device_ids": ids}),
+            Some(&token),
+        ),
+        202,
+    );
+    let done = finished(&stop);
+    assert_eq!(done["succeeded"], 20, "{done}");
+    assert!(done["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["status"] == "succeeded"));
+    assert_eq!(agent.containers().iter().filter(|c| c.running).count(), 0);
+
+    // A warm pool of two (filled by the scheduler's job) hands out a
+    // running phone at once, and fills up again.
+    let pool = format!("{D}/templates/{tid}/pool");
+    expect_json(app.put(&pool, &json!({"size": 2}), admin.t()), 200);
+    let ready = |n: i64| {
+        app.eventually(Duration::from_secs(120), || {
+            let p = expect_json(app.get(&pool, admin.t()), 200);
+            (p["ready"].as_i64() == Some(n)).then_some(())
+        })
+        .unwrap_or_else(|_| panic!("the pool never had {n} ready; agent log:\n{}", agent.log()))
+    };
+    ready(2);
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "warm", "template_id": tid}),
+            Some(&token),
+        ),
+        201,
+    );
+    assert_eq!(op["status"], "succeeded", "{op}");
+    let phone = device_of(&op);
+    assert_eq!(device(&app, &token, &phone)["observed_status"], "running");
+    assert!(agent.container_of(&phone).is_some_and(|c| c.running));
+    ready(2);
+}
