@@ -24,7 +24,9 @@
 //!
 //! Prints figures; asserts nothing about time.
 
-use e2e::real_agent::{fake_redroid_image, RealAgent, FAKE_IMAGE_PREFIX};
+use e2e::real_agent::{
+    dense_node, fake_redroid_image, small_template, RealAgent, FAKE_IMAGE_PREFIX,
+};
 use e2e::{expect_json, Options, TestApp};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -329,40 +331,10 @@ fn fleet(app: &TestApp) {
         ),
         200,
     );
-    let mut agents = Vec::new();
-    for i in 0..4 {
-        let id = format!("fleet-{i}");
-        let node = expect_json(
-            app.post(
-                &format!("{D}/nodes"),
-                &json!({"id": id, "cpu_overcommit_pct": 1600, "memory_overcommit_pct": 800}),
-                admin.t(),
-            ),
-            201,
-        );
-        agents.push(RealAgent::start_sized(
-            app,
-            &id,
-            node["secret"].as_str().unwrap(),
-            &[],
-            25,
-        ));
-        app.eventually(Duration::from_secs(60), || {
-            let n = expect_json(app.get(&format!("{D}/nodes/{id}"), admin.t()), 200);
-            (n["status"] == "online").then_some(())
-        })
-        .expect("the node comes online");
-    }
-    let template = expect_json(
-        app.post(
-            &format!("{D}/templates"),
-            &json!({"name": "bench", "visibility": "public",
-                    "spec": {"image": fake_redroid_image(), "cpu_cores": 1, "memory_mb": 512, "storage_gb": 2}}),
-            admin.t(),
-        ),
-        201,
-    );
-    let tid = template["id"].as_str().unwrap().to_string();
+    let agents: Vec<RealAgent> = (0..4)
+        .map(|i| dense_node(app, &admin, &format!("fleet-{i}"), 25))
+        .collect();
+    let tid = small_template(app, &admin, "bench");
     let t = Instant::now();
     let b = expect_json(
         app.post(

@@ -270,3 +270,41 @@ impl Drop for RealAgent {
         let _ = std::fs::remove_dir_all(self.dir.join("data"));
     }
 }
+
+/// Enrols node `id` for many of the small test phones (CPU and memory
+/// overcommitted), starts its agent for `max_devices` and waits until the
+/// node is online.
+pub fn dense_node(app: &TestApp, admin: &crate::Session, id: &str, max_devices: u16) -> RealAgent {
+    let path = "/api/v1/device/nodes";
+    let node = crate::expect_json(
+        app.post(
+            path,
+            &serde_json::json!({"id": id, "cpu_overcommit_pct": 1600, "memory_overcommit_pct": 800}),
+            admin.t(),
+        ),
+        201,
+    );
+    let secret = node["secret"].as_str().expect("the secret, once");
+    let agent = RealAgent::start_sized(app, id, secret, &[], max_devices);
+    app.eventually(Duration::from_secs(60), || {
+        let n = crate::expect_json(app.get(&format!("{path}/{id}"), admin.t()), 200);
+        (n["status"] == "online").then_some(())
+    })
+    .unwrap_or_else(|_| panic!("node {id} never came online; agent log:\n{}", agent.log()));
+    agent
+}
+
+/// A public template of the smallest test phone (1 core, 512 MiB, 2 GiB);
+/// its id.
+pub fn small_template(app: &TestApp, admin: &crate::Session, name: &str) -> String {
+    let t = crate::expect_json(
+        app.post(
+            "/api/v1/device/templates",
+            &serde_json::json!({"name": name, "visibility": "public",
+                    "spec": {"image": fake_redroid_image(), "cpu_cores": 1, "memory_mb": 512, "storage_gb": 2}}),
+            admin.t(),
+        ),
+        201,
+    );
+    t["id"].as_str().expect("template id").to_string()
+}

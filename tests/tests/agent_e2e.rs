@@ -8,7 +8,9 @@
 //! every device operation (shell, files, apps, ...) runs inside the phone.
 
 use e2e::nodes::{device_of, set_quota, D};
-use e2e::real_agent::{fake_redroid_image, RealAgent, FAKE_IMAGE_PREFIX};
+use e2e::real_agent::{
+    dense_node, fake_redroid_image, small_template, RealAgent, FAKE_IMAGE_PREFIX,
+};
 use e2e::{error_code, expect_json, Options, Session, TestApp};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -815,28 +817,9 @@ fn a_batch_of_twenty_and_a_warm_pool_run_on_a_real_agent() {
     let admin = app.platform_admin();
     let (user, token) = app.signed_up_user();
     set_quota(&app, &admin, &user, 30);
-    // One node that takes 24 of the small test phones (CPU overcommitted).
-    let id = node_id("fleet");
-    let node = expect_json(
-        app.post(
-            &format!("{D}/nodes"),
-            &json!({"id": id, "cpu_overcommit_pct": 1600, "memory_overcommit_pct": 800}),
-            admin.t(),
-        ),
-        201,
-    );
-    let agent = RealAgent::start_sized(&app, &id, node["secret"].as_str().unwrap(), &[], 24);
-    wait_node(&app, &admin, &agent, "online");
-    let template = expect_json(
-        app.post(
-            &format!("{D}/templates"),
-            &json!({"name": "small", "visibility": "public",
-                    "spec": {"image": fake_redroid_image(), "cpu_cores": 1, "memory_mb": 512, "storage_gb": 2}}),
-            admin.t(),
-        ),
-        201,
-    );
-    let tid = template["id"].as_str().unwrap().to_string();
+    // One node that takes 24 of the small test phones.
+    let agent = dense_node(&app, &admin, &node_id("fleet"), 24);
+    let tid = small_template(&app, &admin, "small");
     let finished = |batch: &Value| -> Value {
         let path = format!("{D}/batches/{}", batch["id"].as_str().unwrap());
         app.eventually(Duration::from_secs(180), || {
