@@ -322,6 +322,7 @@ async fn execute(
 ) -> Result<serde_json::Value, AgentError> {
     match op {
         Operation::Create { device } => create(shared, device).await,
+        Operation::Reset { device } => reset(shared, device).await,
         Operation::Start {
             device_id,
             generation,
@@ -528,6 +529,55 @@ async fn create(
         tracing::info!(device = %id, "create with an older generation ignored");
     }
     reconcile::reconcile_device(shared, &id).await?;
+    if device.state == RunState::Running {
+        wait_ready(shared, &id).await
+    } else {
+        Ok(json!({"device_id": id, "status": "stopped"}))
+    }
+}
+
+/// A new phone: the container and `/data` are removed and the device made
+/// again, empty, from `device`. A reset older than the desired state the
+/// agent holds is refused (`cancelled`): a later change superseded it.
+async fn reset(
+    shared: &Arc<Shared>,
+    device: DesiredDevice,
+) -> Result<serde_json::Value, AgentError> {
+    device.spec.validate()?;
+    let id = device.device_id.clone();
+    let applied = shared
+        .desired
+        .lock()
+        .expect("desired lock")
+        .upsert(device.clone());
+    if !applied {
+        return Err(AgentError::NoLongerDesired(format!(
+            "{id} (a newer change superseded the reset)"
+        )));
+    }
+    {
+        let lock = shared.device_lock(&id);
+        let _g = lock.lock().await;
+        let port = owned(shared, &id)
+            .await?
+            .and_then(|c| c.labels.get(LABEL_ADB_PORT)?.parse().ok());
+        reconcile::remove_container(shared, &shared.container_name(&id)).await?;
+        let ddir = spec::device_dir(&shared.cfg.data_root, &id);
+        for gone in [ddir.join("data"), ddir.join("image-override.json")] {
+            let r = if gone.is_dir() {
+                tokio::fs::remove_dir_all(&gone).await
+            } else {
+                tokio::fs::remove_file(&gone).await
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tokio::fs::create_dir_all(ddir.join("data")).await?;
+        reconcile::create_device(shared, &device, port).await?;
+    }
     if device.state == RunState::Running {
         wait_ready(shared, &id).await
     } else {

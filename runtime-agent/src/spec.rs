@@ -225,6 +225,23 @@ mod tests {
         let mut s = sample_spec();
         s.extra_boot_args.insert("ro.evil".into(), "1".into());
         assert!(s.validate().is_err());
+        // The identity properties may be set, with spaces but no quotes.
+        let mut s = sample_spec();
+        s.extra_boot_args
+            .insert("ro.product.model".into(), "Pixel 8 Pro".into());
+        s.extra_boot_args
+            .insert("androidboot.serialno".into(), "AB12".into());
+        assert!(s.validate().is_ok());
+        assert!(s
+            .boot_args()
+            .contains(&"ro.product.model=Pixel 8 Pro".to_string()));
+        s.extra_boot_args
+            .insert("ro.product.model".into(), "a\"b".into());
+        assert!(s.validate().is_err());
+        let mut s = sample_spec();
+        s.extra_boot_args
+            .insert("androidboot.redroid_net_proxy_host".into(), "a b".into());
+        assert!(s.validate().is_err());
         let mut s = sample_spec();
         s.gpu.node = Some("/etc/passwd".into());
         assert!(s.validate().is_err());

@@ -328,6 +328,21 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
             format!("/api/v1/device/devices/{device}/restart"),
             None,
         ),
+        (
+            "PUT",
+            format!("/api/v1/device/devices/{device}/identity"),
+            Some(json!({"model": "Pixel 8"})),
+        ),
+        (
+            "PUT",
+            format!("/api/v1/device/devices/{device}/network"),
+            Some(json!({"dns": ["1.1.1.1"]})),
+        ),
+        (
+            "POST",
+            format!("/api/v1/device/devices/{device}/renew"),
+            Some(json!({})),
+        ),
         ("GET", format!("/api/v1/device/devices/{device}/runs"), None),
         (
             "GET",

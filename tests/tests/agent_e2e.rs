@@ -896,3 +896,173 @@ fn a_batch_of_twenty_and_a_warm_pool_run_on_a_real_agent() {
     assert!(agent.container_of(&phone).is_some_and(|c| c.running));
     ready(2);
 }
+
+#[test]
+fn a_phone_says_the_identity_and_uses_the_network_it_is_given_and_renewing_it_makes_a_new_phone() {
+    let app = app_with(&[]);
+    let admin = app.platform_admin();
+    let (_user, token) = app.signed_up_user();
+    let agent = enrolled_agent(&app, &admin, "persona");
+    let owner = Some(token.as_str());
+    let spec = json!({
+        "image": fake_redroid_image(),
+        "identity": {"brand": "google", "manufacturer": "Google", "model": "Pixel 8 Pro",
+                     "fingerprint": "google/husky/husky:14/AP1A.240305.019/1:user/release-keys"},
+        "network": {"proxy": {"type": "http", "host": "proxy.corp.example", "port": 3128,
+                               "exclude": ["*.corp.example"]},
+                    "dns": ["9.9.9.9", "149.112.112.112"]}
+    });
+    let op = create(&app, &token, "persona", json!({"spec": spec}));
+    let id = device_of(&op);
+    succeeded(&app, &token, &op, &[&agent]);
+    let dev = format!("{D}/devices/{id}");
+    // The container boots with them as redroid boot arguments, each its own
+    // argument (the model keeps its spaces)...
+    let boot_args = || {
+        let c = agent.container_of(&id).expect("container");
+        agent.exec(&c.name, &["cat", "/boot-args"])
+    };
+    let args = boot_args();
+    for want in [
+        "ro.product.model=Pixel 8 Pro",
+        "ro.product.brand=google",
+        "ro.build.fingerprint=google/husky/husky:14/AP1A.240305.019/1:user/release-keys",
+        "androidboot.redroid_net_proxy_type=static",
+        "androidboot.redroid_net_proxy_host=proxy.corp.example",
+        "androidboot.redroid_net_proxy_port=3128",
+        "androidboot.redroid_net_proxy_exclude_list=*.corp.example",
+        "androidboot.redroid_net_ndns=2",
+        "androidboot.redroid_net_dns1=9.9.9.9",
+        "androidboot.redroid_net_dns2=149.112.112.112",
+    ] {
+        assert!(args.contains(want), "{want} missing from {args}");
+    }
+    // ...and the phone reports them as its properties.
+    let props = expect_json(app.get(&format!("{dev}/properties?wait=20"), owner), 200);
+    assert_eq!(
+        props["result"]["properties"]["ro.product.brand"], "google",
+        "{props}"
+    );
+    let d = device(&app, &token, &id);
+    assert_eq!(d["spec"]["identity"]["model"], "Pixel 8 Pro", "{d}");
+
+    // A file under /data survives a network change, which makes the
+    // container again at a new generation.
+    let push = |text: &str| {
+        let v = expect_json(
+            app.call_raw(
+                "PUT",
+                &format!("{dev}/files?path=/data/local/tmp/mine.txt&wait=20"),
+                "application/octet-stream",
+                text.as_bytes().to_vec(),
+                admin.t(),
+            ),
+            200,
+        );
+        assert_eq!(v["status"], "succeeded", "{v}");
+    };
+    let pull = || {
+        app.get(
+            &format!("{dev}/files?path=/data/local/tmp/mine.txt&wait=20"),
+            admin.t(),
+        )
+    };
+    push("kept");
+    let before = d["generation"].as_i64().unwrap();
+    let changed = expect_json(
+        app.call(
+            "PUT",
+            &format!("{dev}/network"),
+            Some(&json!({"dns": ["1.1.1.1"]})),
+            owner,
+        ),
+        202,
+    );
+    assert_eq!(changed["operation"]["kind"], "reconfigure", "{changed}");
+    succeeded(&app, &token, &changed["operation"], &[&agent]);
+    let args = boot_args();
+    assert!(
+        args.contains("androidboot.redroid_net_dns1=1.1.1.1"),
+        "{args}"
+    );
+    assert!(
+        !args.contains("redroid_net_proxy"),
+        "the proxy is gone: {args}"
+    );
+    assert!(
+        args.contains("ro.product.model=Pixel 8 Pro"),
+        "the identity stays: {args}"
+    );
+    let r = pull();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().as_ref(), b"kept");
+    assert_eq!(
+        device(&app, &token, &id)["generation"].as_i64(),
+        Some(before + 1)
+    );
+
+    // A SOCKS proxy is refused and changes nothing.
+    let r = app.call(
+        "PUT",
+        &format!("{dev}/network"),
+        Some(&json!({"proxy": {"type": "socks5", "host": "h", "port": 1080}})),
+        owner,
+    );
+    let (status, code) = error_code(r).expect("the error shape");
+    assert_eq!((status, code.as_str()), (400, "invalid_input"));
+    assert_eq!(
+        device(&app, &token, &id)["generation"].as_i64(),
+        Some(before + 1)
+    );
+
+    // Renewing: a new serial number, a new model, and /data wiped.
+    let renewed = expect_json(
+        app.post(
+            &format!("{dev}/renew"),
+            &json!({"identity": {"brand": "samsung", "model": "SM-S928B"}}),
+            owner,
+        ),
+        202,
+    );
+    assert_eq!(renewed["operation"]["kind"], "renew", "{renewed}");
+    succeeded(&app, &token, &renewed["operation"], &[&agent]);
+    let d = device(&app, &token, &id);
+    let serial = d["spec"]["identity"]["serial"]
+        .as_str()
+        .expect("a serial")
+        .to_string();
+    assert_eq!(serial.len(), 16, "{d}");
+    assert_eq!(d["spec"]["identity"]["model"], "SM-S928B");
+    let args = boot_args();
+    assert!(
+        args.contains(&format!("androidboot.serialno={serial}")),
+        "{args}"
+    );
+    assert!(args.contains("ro.product.model=SM-S928B"), "{args}");
+    assert!(!args.contains("Pixel"), "{args}");
+    let c = agent.container_of(&id).expect("container");
+    let listing = agent.exec(&c.name, &["ls", "-R", "/data"]);
+    assert!(
+        !listing.contains("mine.txt"),
+        "the old /data is gone: {listing}"
+    );
+    let r = pull();
+    let failed = r.headers()["content-type"] == "application/json";
+    let v: Value = r.json().expect("a failed pull answers the operation");
+    assert!(
+        failed && v["status"] == "failed",
+        "the old /data is gone: {v}"
+    );
+    // Renewed again: yet another serial.
+    let again = expect_json(app.post(&format!("{dev}/renew"), &json!({}), owner), 202);
+    succeeded(&app, &token, &again["operation"], &[&agent]);
+    let d = device(&app, &token, &id);
+    assert_ne!(
+        d["spec"]["identity"]["serial"].as_str(),
+        Some(serial.as_str())
+    );
+    assert_eq!(
+        d["spec"]["identity"]["model"], "SM-S928B",
+        "the identity it had stays"
+    );
+}

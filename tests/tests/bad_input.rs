@@ -627,6 +627,27 @@ fn cases(f: &Fixture) -> Vec<Case> {
             &[],
         ),
         case(
+            "PUT",
+            format!("/api/v1/device/devices/{}/identity", f.device),
+            Member,
+            json!({"brand": "google", "model": "Pixel 8", "serial": "ABC123"}),
+            &[],
+        ),
+        case(
+            "PUT",
+            format!("/api/v1/device/devices/{}/network", f.device),
+            Member,
+            json!({"proxy": {"type": "http", "host": "proxy.example", "port": 3128}, "dns": ["1.1.1.1"]}),
+            &[],
+        ),
+        case(
+            "POST",
+            format!("/api/v1/device/devices/{}/renew", f.device),
+            Member,
+            json!({"identity": {"model": "Pixel 8"}}),
+            &[],
+        ),
+        case(
             "POST",
             format!("/api/v1/device/devices/{}/restore", f.device),
             Member,
@@ -837,6 +858,47 @@ fn raw_attempts(f: &Fixture) -> Vec<Raw> {
             400,
         );
     }
+    for bad in [
+        json!({"model": ""}),
+        json!({"model": "say \"hi\""}),
+        json!({"model": "x".repeat(93)}),
+        json!({"fingerprint": "has spaces"}),
+        json!({"serial": "not-alnum"}),
+        json!({"imei": "490154203237518"}),
+    ] {
+        add(
+            "PUT",
+            format!("{dev}/identity"),
+            Member,
+            json_body(bad.clone()),
+            400,
+        );
+        add(
+            "POST",
+            format!("{dev}/renew"),
+            Member,
+            json_body(json!({"identity": bad})),
+            400,
+        );
+    }
+    for bad in [
+        json!({"proxy": {"type": "socks5", "host": "h", "port": 1080}}),
+        json!({"proxy": {"type": "http", "host": "h", "port": 0}}),
+        json!({"proxy": {"type": "http", "host": "a b", "port": 80}}),
+        json!({"proxy": {"type": "http", "host": "h", "port": 80, "exclude": ["a b"]}}),
+        json!({"proxy": {"type": "pac", "url": "file:///etc/passwd"}}),
+        json!({"dns": ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5"]}),
+        json!({"dns": ["resolver.example"]}),
+    ] {
+        add("PUT", format!("{dev}/network"), Member, json_body(bad), 400);
+    }
+    add(
+        "POST",
+        format!("{dev}/renew"),
+        Member,
+        json_body(json!({"wipe": false})),
+        400,
+    );
     add(
         "POST",
         format!("{dev}/shell?wait=31"),

@@ -7,8 +7,8 @@
 use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::handlers::{
-    agent, batches, device_ops, devices, failover, internal, nodes, operations, policy, pools,
-    snapshots, templates,
+    agent, batches, device_ops, devices, failover, identity, internal, nodes, operations, policy,
+    pools, snapshots, templates,
 };
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
@@ -39,6 +39,9 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "devices/:id/start", Permission("device:control"), devices::start),
     route("POST", "devices/:id/stop", Permission("device:control"), devices::stop),
     route("POST", "devices/:id/restart", Permission("device:control"), devices::restart),
+    route("PUT", "devices/:id/identity", Permission("device:update"), identity::put_identity),
+    route("PUT", "devices/:id/network", Permission("device:update"), identity::put_network),
+    route("POST", "devices/:id/renew", Permission("device:update"), identity::renew),
     route("GET", "devices/:id/placement", Permission("node:read"), devices::placement),
     route("GET", "devices/:id/runs", Permission("device:read"), devices::runs),
     route("POST", "devices/:id/shell", Permission("device:shell"), device_ops::shell),

@@ -457,6 +457,13 @@ pub enum Operation {
         /// The device as desired.
         device: DesiredDevice,
     },
+    /// A new phone: remove the container and empty the data directory, then
+    /// make the device again from `device` (its new identity). Android makes
+    /// a new Android id on the empty `/data`.
+    Reset {
+        /// The device as desired after the reset.
+        device: DesiredDevice,
+    },
     /// Start a stopped device.
     Start {
         /// Device.

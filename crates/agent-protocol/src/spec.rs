@@ -304,6 +304,18 @@ pub struct Resources {
     pub pids: u32,
 }
 
+/// The `ro.*` properties a device spec may set through redroid's boot
+/// arguments (its identity); every other extra boot argument is an
+/// `androidboot.*` one.
+pub const IDENTITY_PROPERTIES: &[&str] = &[
+    "ro.product.brand",
+    "ro.product.manufacturer",
+    "ro.product.model",
+    "ro.product.device",
+    "ro.product.name",
+    "ro.build.fingerprint",
+];
+
 /// What the control plane wants one device to look like. Its hash goes into a
 /// label so a changed spec is noticed and the container rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,7 +329,8 @@ pub struct DeviceSpec {
     pub gpu: Gpu,
     /// Resource limits.
     pub resources: Resources,
-    /// Further `androidboot.*` boot arguments, such as DNS or proxy settings.
+    /// Further boot arguments: `androidboot.*` ones (DNS, proxy, serial
+    /// number) and the identity properties ([`IDENTITY_PROPERTIES`]).
     #[serde(default)]
     pub extra_boot_args: BTreeMap<String, String>,
 }
@@ -377,13 +390,23 @@ impl DeviceSpec {
             )?;
         }
         for (k, v) in &self.extra_boot_args {
+            let name_ok = k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_'));
+            let ok = if IDENTITY_PROPERTIES.contains(&k.as_str()) {
+                // Model names have spaces ("Pixel 8 Pro"): each boot argument
+                // is its own container argument, never split by a shell.
+                !v.is_empty()
+                    && v.len() <= 92
+                    && v.bytes()
+                        .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b'\'' | b'\\'))
+            } else {
+                k.starts_with("androidboot.") && v.bytes().all(|b| b.is_ascii_graphic())
+            };
             range(
                 "extra_boot_args",
-                k.starts_with("androidboot.")
-                    && k.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_'))
-                    && v.bytes().all(|b| b.is_ascii_graphic()),
-                "keys must be androidboot.* names and values printable ASCII without spaces",
+                name_ok && ok,
+                "keys must be androidboot.* names or identity properties, values printable ASCII (spaces only in identity properties)",
             )?;
         }
         Ok(())

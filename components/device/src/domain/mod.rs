@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod device_ops;
 pub mod gpu;
+pub mod identity;
 pub mod lifecycle;
 pub mod placement;
 pub mod spec;

@@ -4,6 +4,7 @@
 //! one every agent can run; the caller's own limits (quota) are checked by
 //! `user` when the resources are reserved.
 
+use super::identity::{Identity, Network};
 use crate::error::Error;
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +104,12 @@ pub struct Spec {
     pub image: String,
     /// GPU use.
     pub gpu_mode: GpuMode,
+    /// The Android properties it reports (absent: the image's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// Its proxy and DNS servers (absent: the host's network as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
 }
 
 /// Android versions and their redroid images (the catalogue an operator
@@ -125,6 +132,8 @@ pub struct SpecInput {
     android_version: Option<String>,
     image: Option<String>,
     gpu_mode: Option<GpuMode>,
+    identity: Option<serde_json::Value>,
+    network: Option<serde_json::Value>,
 }
 
 fn in_range(name: &str, v: i32, lo: i32, hi: i32) -> Result<i32, Error> {
@@ -203,11 +212,31 @@ impl SpecInput {
             android_version: version,
             image,
             gpu_mode: self.gpu_mode.unwrap_or(GpuMode::Guest),
+            identity: self
+                .identity
+                .map(super::identity::parse_identity)
+                .transpose()?,
+            network: self
+                .network
+                .map(super::identity::parse_network)
+                .transpose()?,
         })
     }
 }
 
 impl Spec {
+    /// The boot arguments its identity and network settings take.
+    pub fn extra_boot_args(&self) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(i) = &self.identity {
+            i.boot_args(&mut out);
+        }
+        if let Some(n) = &self.network {
+            n.boot_args(&mut out);
+        }
+        out
+    }
+
     /// Whether the device needs a GPU slot on its node.
     pub fn needs_gpu(&self) -> bool {
         !matches!(self.gpu_mode, GpuMode::Guest)

@@ -156,7 +156,7 @@ pub fn agent_spec(s: &crate::domain::spec::Spec, gpu: Option<&str>) -> Result<ps
             memory_mb: s.memory_mb as u32,
             pids: 4096,
         },
-        extra_boot_args: BTreeMap::new(),
+        extra_boot_args: s.extra_boot_args(),
     };
     spec.validate()
         .map_err(|e| Problem::internal(format!("a stored spec the agent refuses: {e}")))?;

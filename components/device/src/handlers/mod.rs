@@ -15,6 +15,7 @@ pub mod devices;
 pub mod dispatch;
 pub mod failover;
 pub mod followups;
+pub mod identity;
 pub mod internal;
 pub mod lifecycle;
 pub mod nodes;

@@ -67,13 +67,19 @@ fn must_be_stopped(desired: Desired, observed: Observed, what: &str) -> Result<(
     }
 }
 
-/// What a snapshot request recorded.
-enum Recorded {
+/// What a request for an agent operation recorded.
+pub(super) enum Recorded {
     New(Uuid, String),
     Repeat(Uuid),
 }
 
-fn answer(call: &Call, recorded: Result<Recorded>, snapshot: Option<Uuid>) -> Result<Response> {
+/// 202 with the operation (and the snapshot, if any), its command published
+/// once the transaction has committed.
+pub(super) fn answer(
+    call: &Call,
+    recorded: Result<Recorded>,
+    snapshot: Option<Uuid>,
+) -> Result<Response> {
     let (op_id, node) = match recorded? {
         Recorded::New(op, node) => (op, Some(node)),
         Recorded::Repeat(op) => (op, None),

@@ -566,3 +566,29 @@ pub fn update_owner(
         ],
     )
 }
+
+/// Replaces a device's spec (its identity or network) as a desired-state
+/// change: the generation grows by one; returns it.
+pub fn set_spec(db: &Db, id: Uuid, spec: &Spec) -> Result<i64, DbError> {
+    let rows = db.query(
+        "UPDATE devices SET spec = $2, generation = generation + 1, updated_at = now() AT TIME ZONE 'UTC', \
+         version = version + 1 WHERE id = $1 RETURNING generation",
+        &[P::Uuid(id.to_string()), json(spec)?],
+    )?;
+    match rows.rows.first() {
+        Some(r) => col(r, 0, "devices.generation"),
+        None => Err(DbError::Other(format!("device {id} is gone"))),
+    }
+}
+
+/// The render node of a device's GPU slot, if it holds one.
+pub fn gpu_of(db: &Db, id: Uuid) -> Result<Option<String>, DbError> {
+    let rows = db.query(
+        "SELECT gpu_device FROM devices WHERE id = $1",
+        &[P::Uuid(id.to_string())],
+    )?;
+    match rows.rows.first() {
+        Some(r) => col(r, 0, "devices.gpu_device"),
+        None => Ok(None),
+    }
+}
