@@ -25,7 +25,6 @@ use platform::http::Ctx;
 use platform::router::Params;
 use platform::Problem;
 use spin_sdk::http::{Request, Response};
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// How far an agent's signing time may be from ours.
