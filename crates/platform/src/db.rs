@@ -45,8 +45,60 @@ impl From<pg4::PgError> for DbError {
                     _ => DbError::Other(d.as_text),
                 }
             }
+            // Spin 4.1 serves `spin:postgres@4.0.0` queries through its
+            // newer interface and hands some server errors back as text (the
+            // SQLSTATE only inside it): read the code from the text, so a
+            // lock or statement time-out is still back-pressure, not a 500.
+            pg4::PgError::QueryFailed(QueryError::Text(t)) => match sqlstate_in(&t) {
+                Some("23505") => DbError::Unique(String::new()),
+                Some("23503" | "23514" | "23502") => DbError::Constraint(String::new()),
+                Some("55P03" | "57014") => DbError::Busy(t),
+                Some(c) if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03") => {
+                    DbError::Unavailable(t)
+                }
+                _ => DbError::Other(t),
+            },
             other => DbError::Other(other.to_string()),
         }
+    }
+}
+
+/// The SQLSTATE a server error's text carries (`code: "57014"`, or
+/// tokio-postgres' `SqlState(E57014)`).
+fn sqlstate_in(text: &str) -> Option<&str> {
+    let after = |marker: &str| {
+        let at = text.find(marker)? + marker.len();
+        let code = text.get(at..at + 5)?;
+        code.bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+            .then_some(code)
+    };
+    after("SqlState(E").or_else(|| after("code: \""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_error_handed_back_as_text_keeps_its_meaning() {
+        // As Spin 4.1 answers a lock time-out of a `query` (abridged).
+        let text = r#"Error::QueryFailed(QueryError::DbError(DbError { as-text: "Error { kind: Db, cause: Some(DbError { severity: \"ERROR\", code: SqlState(E55P03), message: \"canceling statement due to lock timeout\" }) }", code: "55P03" }))"#;
+        let e = DbError::from(pg4::PgError::QueryFailed(QueryError::Text(text.into())));
+        assert!(matches!(e, DbError::Busy(_)), "{e:?}");
+        assert_eq!(Problem::from(e).status, 503);
+        let unique = r#"db error: code: "23505", message: "duplicate key""#;
+        assert!(matches!(
+            DbError::from(pg4::PgError::QueryFailed(QueryError::Text(unique.into()))),
+            DbError::Unique(_)
+        ));
+        let other = "something else entirely";
+        assert!(matches!(
+            DbError::from(pg4::PgError::QueryFailed(QueryError::Text(other.into()))),
+            DbError::Other(_)
+        ));
+        assert_eq!(sqlstate_in("code: SqlState(E57014)"), Some("57014"));
+        assert_eq!(sqlstate_in("SqlState(E12"), None);
     }
 }
 
