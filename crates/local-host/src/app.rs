@@ -53,6 +53,10 @@ pub struct App {
     pub manifest: Manifest,
     /// Resolved application variables.
     pub variables: Variables,
+    /// Instances that inbound requests, Redis messages and cron ticks may
+    /// have alive at once ([`ENTRY_INSTANCES`]); beyond it they wait, first
+    /// come first served, instead of failing to instantiate.
+    entries: Arc<tokio::sync::Semaphore>,
 }
 
 /// Options for loading the app.
@@ -67,8 +71,14 @@ pub struct LoadOptions {
     pub runtime: crate::runtime_config::RuntimeConfig,
 }
 
-/// Most instances alive at once; beyond this, requests wait for a slot.
+/// Most instances alive at once (the pooling allocator's reservation).
 const MAX_INSTANCES: u32 = 256;
+
+/// Instances entering the app from outside (HTTP requests, Redis messages,
+/// cron ticks) alive at once; the rest of [`MAX_INSTANCES`] is for the
+/// chained requests they make, which never wait (a request waiting for a
+/// slot for its own chained call could wait forever).
+pub const ENTRY_INSTANCES: usize = 192;
 
 fn engine() -> Result<Engine> {
     let mut config = Config::new();
@@ -266,6 +276,7 @@ impl App {
             route_components,
             manifest,
             variables,
+            entries: Arc::new(tokio::sync::Semaphore::new(ENTRY_INSTANCES)),
         }))
     }
 
@@ -273,6 +284,15 @@ impl App {
         self.components
             .get(id)
             .ok_or_else(|| anyhow!("no component {id:?}"))
+    }
+
+    /// A place for one more instance entering the app, waited for.
+    async fn entry(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.entries
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| anyhow!("the app is shutting down"))
     }
 
     fn store(self: &Arc<Self>, component: &Arc<LoadedComponent>) -> Store<State> {
@@ -404,6 +424,12 @@ impl App {
         }
         let req = http::Request::from_parts(parts, body);
 
+        // Chained requests (no route) run in their caller's place.
+        let entry = if chained {
+            None
+        } else {
+            Some(self.entry().await?)
+        };
         let mut store = self.store(component);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
@@ -412,6 +438,8 @@ impl App {
             .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let task = tokio::task::spawn(async move {
+            // Held until the instance (and the store) is gone.
+            let _entry = entry;
             let proxy = proxy.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
@@ -439,6 +467,7 @@ impl App {
             .redis_trigger
             .clone()
             .ok_or_else(|| anyhow!("component {id:?} has no redis trigger"))?;
+        let _entry = self.entry().await?;
         let mut store = self.store(&component);
         let instance = pre.instantiate_async(&mut store).await?;
         match instance
@@ -458,6 +487,7 @@ impl App {
             .cron_trigger
             .clone()
             .ok_or_else(|| anyhow!("component {id:?} has no cron trigger"))?;
+        let _entry = self.entry().await?;
         let mut store = self.store(&component);
         let instance = pre.instantiate_async(&mut store).await?;
         let metadata = crate::bindings::cron::Metadata { timestamp };

@@ -22,102 +22,155 @@ use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 use wasmtime::component::Resource;
 
-/// Idle connections kept per address; beyond this a returned connection closes.
-const MAX_IDLE_PER_ADDRESS: usize = 16;
+/// Connections a pool holds at most, checked out and idle together (Spin
+/// 4.1's `CONNECTION_POOL_SIZE`, a deadpool pool per component and address):
+/// a guest asking for one more waits, first come first served, until one is
+/// returned.
+pub const POOL_SIZE: usize = 64;
 
-/// The app's connection pools, one per address (shared by components with
-/// the same address, as in Spin), and Spin's `[outbound_pg]
-/// max_connections`: at most that many connections are open in guests at
-/// once across the app; a guest opening one more waits until one is
-/// dropped (Spin's runtime config sets no wait time-out).
+/// One component's pool for one address.
+struct Pool {
+    /// Connections returned and not closed.
+    idle: Mutex<Vec<Client>>,
+    /// One permit per connection checked out (or being made).
+    size: Arc<tokio::sync::Semaphore>,
+}
+
+/// The app's connection pools, one per component and address (as in Spin
+/// 4.1, where each component has its own client factory), and Spin's
+/// `[outbound_pg] max_connections`: at most that many connections are open
+/// in guests at once across the app; a guest opening one more waits until
+/// one is dropped (Spin's runtime config sets no wait time-out).
 #[derive(Default)]
 pub struct PgPool {
-    idle: Mutex<HashMap<String, Vec<Client>>>,
+    pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
     permits: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// A connection taken from a [`Pool`], with its place in that pool.
+struct Taken {
+    client: Client,
+    pool: Arc<Pool>,
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl PgPool {
     /// A pool with an optional bound on connections open at once.
     pub fn new(max_connections: Option<usize>) -> Self {
         Self {
-            idle: Mutex::default(),
+            pools: Mutex::default(),
             permits: max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         }
     }
 
-    async fn get(&self, address: &str) -> Result<Client, Error> {
+    fn pool(&self, component: &str, address: &str) -> Arc<Pool> {
+        self.pools
+            .lock()
+            .expect("pool lock")
+            .entry((component.to_owned(), address.to_owned()))
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    idle: Mutex::default(),
+                    size: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE)),
+                })
+            })
+            .clone()
+    }
+
+    async fn get(&self, component: &str, address: &str) -> Result<Taken, Error> {
+        let pool = self.pool(component, address);
+        let place = pool
+            .size
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::ConnectionFailed("connection pool closed".into()))?;
         loop {
-            let candidate = self
-                .idle
-                .lock()
-                .expect("pool lock")
-                .get_mut(address)
-                .and_then(Vec::pop);
+            let candidate = pool.idle.lock().expect("pool lock").pop();
             match candidate {
-                Some(c) if !c.is_closed() => return Ok(c),
+                Some(c) if !c.is_closed() => {
+                    return Ok(Taken {
+                        client: c,
+                        pool,
+                        _place: place,
+                    })
+                }
                 Some(_) => continue,
                 None => break,
             }
         }
-        let mut config: tokio_postgres::Config = address
-            .parse()
-            .map_err(|e| Error::ConnectionFailed(format!("invalid address: {e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        if !matches!(
-            config.get_ssl_mode(),
-            tokio_postgres::config::SslMode::Disable
-        ) {
-            return Err(Error::ConnectionFailed(
-                "the local host connects without TLS: add sslmode=disable to the address".into(),
-            ));
-        }
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| Error::ConnectionFailed(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
-            }
-        });
-        Ok(client)
+        let client = connect(address).await?;
+        Ok(Taken {
+            client,
+            pool,
+            _place: place,
+        })
     }
+}
 
-    fn put(&self, address: String, client: Client) {
-        if client.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().expect("pool lock");
-        let list = idle.entry(address).or_default();
-        if list.len() < MAX_IDLE_PER_ADDRESS {
-            list.push(client);
-        }
+/// A new connection to `address`.
+async fn connect(address: &str) -> Result<Client, Error> {
+    let mut config: tokio_postgres::Config = address
+        .parse()
+        .map_err(|e| Error::ConnectionFailed(format!("invalid address: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
     }
+    if !matches!(
+        config.get_ssl_mode(),
+        tokio_postgres::config::SslMode::Disable
+    ) {
+        return Err(Error::ConnectionFailed(
+            "the local host connects without TLS: add sslmode=disable to the address".into(),
+        ));
+    }
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        // The server's reason ("too many connections for role ..."), not
+        // only "db error": the guest tells a full role from an outage.
+        Error::ConnectionFailed(match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        })
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
 }
 
 /// The host side of a guest's `connection` resource.
 pub struct PgConnection {
-    address: String,
-    client: Option<Client>,
-    pool: Arc<PgPool>,
+    taken: Option<Taken>,
     /// Held while the guest holds the connection (released on drop).
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for PgConnection {
     fn drop(&mut self) {
-        // Spin returns the connection without resetting it: deliberately the same.
-        if let Some(c) = self.client.take() {
-            self.pool.put(std::mem::take(&mut self.address), c);
+        // Spin returns the connection without resetting it: deliberately the
+        // same. A closed one leaves the pool.
+        if let Some(t) = self.taken.take() {
+            if t.client.is_closed() {
+                return;
+            }
+            // Back to the pool (its place is given up just after). A pool
+            // never holds more than POOL_SIZE connections: one is made only
+            // by a holder of a place that found none idle, and a returned one
+            // gives its place up.
+            t.pool.idle.lock().expect("pool lock").push(t.client);
         }
     }
 }
 
 impl PgConnection {
     fn client(&self) -> &Client {
-        self.client.as_ref().expect("client present until drop")
+        &self
+            .taken
+            .as_ref()
+            .expect("client present until drop")
+            .client
     }
 }
 
@@ -141,14 +194,12 @@ impl pg::HostConnection for State {
             ),
             None => None,
         };
-        let client = match pool.get(&address).await {
-            Ok(c) => c,
+        let taken = match pool.get(&self.component.id, &address).await {
+            Ok(t) => t,
             Err(e) => return Ok(Err(e)),
         };
         let conn = PgConnection {
-            address,
-            client: Some(client),
-            pool,
+            taken: Some(taken),
             _permit: permit,
         };
         Ok(Ok(self.table.push(conn)?))
