@@ -96,6 +96,7 @@ pub fn services() -> Result<()> {
         }
         wait_for("127.0.0.1:5432", "postgres")?;
     }
+    postgres_capacity()?;
     if !listening("127.0.0.1:6379") {
         if !have("redis-server") {
             apt_update()?;
@@ -117,6 +118,38 @@ pub fn services() -> Result<()> {
         wait_for("127.0.0.1:6379", "redis")?;
     }
     Ok(())
+}
+
+/// Raises the server's `max_connections` to what every role's limit needs
+/// (`migrator::admin::SERVER_MAX_CONNECTIONS`) when it is lower, restarting
+/// the cluster (the setting is read at start only).
+fn postgres_capacity() -> Result<()> {
+    use migrator::admin::{psql, SERVER_MAX_CONNECTIONS};
+    let current: u32 = psql("SHOW max_connections")
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .trim()
+        .parse()
+        .context("max_connections")?;
+    if current >= SERVER_MAX_CONNECTIONS {
+        return Ok(());
+    }
+    println!("xtask: raising Postgres max_connections from {current} to {SERVER_MAX_CONNECTIONS} (restart)");
+    psql(&format!(
+        "ALTER SYSTEM SET max_connections = {SERVER_MAX_CONNECTIONS}"
+    ))
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let versions =
+        std::fs::read_dir("/etc/postgresql").context("no postgres cluster configured")?;
+    for v in versions.flatten() {
+        let v = v.file_name().to_string_lossy().to_string();
+        run(Command::new("pg_ctlcluster").args([
+            "--skip-systemctl-redirect",
+            &v,
+            "main",
+            "restart",
+        ]))?;
+    }
+    wait_for("127.0.0.1:5432", "postgres")
 }
 
 /// Socket of the Podman service that serves the Docker Engine API.

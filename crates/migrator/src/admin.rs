@@ -64,10 +64,18 @@ fn ident_ok(s: &str) -> bool {
 
 /// Server connections a component's role may hold at once, across every
 /// replica (`CONNECTION LIMIT`): the local installation's and the tests'
-/// value. A deployment sizes it: roles × limit within the server's
-/// `max_connections`, and at least the runtime config's `[outbound_pg]
-/// max_connections` per replica (docs/architecture.md, "Bounded resources").
-pub const ROLE_CONNECTION_LIMIT: u32 = 20;
+/// value. It equals the hosts' connection pool per component (Spin 4.1 pools
+/// at most 64 per component and address; the local host the same), so one
+/// replica never meets it: a request beyond the pool waits in the pool's
+/// queue, first come first served. A deployment sets it to 64 × replicas
+/// (or lower, when requests beyond it may wait for a slot and then get 503;
+/// see docs/architecture.md, "Bounded resources"), with roles × limit within
+/// the server's `max_connections`.
+pub const ROLE_CONNECTION_LIMIT: u32 = 64;
+
+/// The server's `max_connections` the local installation and the tests need:
+/// every role's limit, with room for the tests' own connections.
+pub const SERVER_MAX_CONNECTIONS: u32 = 600;
 
 /// Creates (or updates the password of) role `name` and database `name`
 /// owned by it, with CONNECT revoked from everyone else.
