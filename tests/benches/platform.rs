@@ -189,7 +189,7 @@ async fn measure(
     }
 }
 
-/// Login throughput: dominated by Argon2id (m=19456 KiB, t=2, p=1) in wasm.
+/// Login throughput: dominated by Argon2id (m=7168 KiB, t=5, p=1) in wasm.
 fn login_bench(app: &TestApp, server: &str) {
     const LOGINS: usize = 100;
     app.register("bench@example.com", "correct horse battery", "Bench");
@@ -223,7 +223,7 @@ fn login_bench(app: &TestApp, server: &str) {
     let total = t0.elapsed().as_secs_f64();
     lat.sort();
     println!(
-        "login    POST /auth/login on {server} (argon2id m=19456KiB t=2 p=1, 2 clients): {:.1} logins/s, p50 {:.1} ms, p99 {:.1} ms",
+        "login    POST /auth/login on {server} (argon2id m=7168KiB t=5 p=1, 2 clients): {:.1} logins/s, p50 {:.1} ms, p99 {:.1} ms",
         LOGINS as f64 / total,
         lat[LOGINS / 2].as_secs_f64() * 1000.0,
         lat[LOGINS * 99 / 100].as_secs_f64() * 1000.0

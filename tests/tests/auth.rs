@@ -595,3 +595,56 @@ fn a_tenant_whose_contract_ended_is_suspended_by_its_job() {
     );
     assert_eq!(t["status"], "suspended");
 }
+
+#[test]
+fn a_password_hashed_with_the_earlier_parameters_still_logs_in_and_is_rehashed_at_that_login() {
+    let app = TestApp::spawn();
+    let email = "rehash@example.com";
+    let r = app.register(email, e2e::PASSWORD, "Rehash");
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uid = uuid::Uuid::parse_str(&id).unwrap();
+    // As the earlier release stored it: Argon2id at 19 MiB, 2 passes.
+    let old = "$argon2id$v=19$m=19456,t=2,p=1$QUzMMsxamgDG2MCLyqDuZA$OLzfQItyLEH1dIqbz6HTN7mNUMxxt7iBPCjcxmH6IQ0";
+    let auth = || app.db("auth");
+    let version = |db: &mut postgres::Client| -> (String, i64) {
+        let r = db
+            .query_one(
+                "SELECT password_hash, version FROM credentials WHERE user_id = $1",
+                &[&uid],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    auth()
+        .execute(
+            "UPDATE credentials SET password_hash = $2 WHERE user_id = $1",
+            &[&uid, &old],
+        )
+        .unwrap();
+    let (_, before) = version(&mut auth());
+    // A wrong password neither logs in nor touches the hash.
+    let r = app.post(
+        "/api/v1/auth/login",
+        &json!({"email": email, "password": "wrong horse battery"}),
+        None,
+    );
+    assert_eq!(r.status(), 401);
+    assert_eq!(version(&mut auth()).0, old);
+    let v = login(&app, email, e2e::PASSWORD);
+    assert!(v["access_token"].is_string(), "{v}");
+    let (hash, after) = version(&mut auth());
+    assert!(hash.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{hash}");
+    // The same password, so no new credential version (sessions and keys stay).
+    assert_eq!(after, before);
+    let v = login(&app, email, e2e::PASSWORD);
+    assert!(v["access_token"].is_string(), "{v}");
+    assert_eq!(
+        version(&mut auth()).0,
+        hash,
+        "a current hash stays as it is"
+    );
+}

@@ -1,9 +1,9 @@
-//! Password hashing, bounded. Argon2id takes 19 MiB per hash, so N logins at
-//! once would cost N × 19 MiB: a login flood would be a memory flood. Every
+//! Password hashing, bounded. Argon2id takes 7 MiB per hash (`domain::password`), so N logins at
+//! once would cost N × 7 MiB: a login flood would be a memory flood. Every
 //! hash or verification therefore runs in one of `hash_slots` slots
 //! (variable, default 4), held as a transaction-scoped Postgres advisory
 //! lock on the request's own connection, so the bound holds across every
-//! instance and replica: at most `hash_slots` × 19 MiB of hashing memory at
+//! instance and replica: at most `hash_slots` × 7 MiB of hashing memory at
 //! once. A request that finds every slot taken waits for one up to
 //! [`SLOT_WAIT`], then gets 503 with `Retry-After`, having changed nothing.
 
@@ -37,9 +37,15 @@ fn in_slot<T>(db: &Db, f: impl FnOnce() -> T) -> Result<T, Error> {
             |r| col::<i32>(r, 0, "slot"),
         )?;
         if free.is_none() {
-            // Every slot is busy: wait on one (chosen by the clock, so
-            // waiters spread over the slots), for a bounded time.
-            let slot = (platform::now_unix() % i64::from(n)) as i32 + 1;
+            // Every slot is busy: wait on one, in turn (a ticket), so that
+            // waiters spread over every slot and each slot's lock queue
+            // serves its waiters first come first served; for a bounded time.
+            let ticket = tx
+                .one("SELECT nextval('hash_slot_tickets')", &[], |r| {
+                    col::<i64>(r, 0, "ticket")
+                })?
+                .unwrap_or(0);
+            let slot = (ticket % i64::from(n)) as i32 + 1;
             tx.execute(&format!("SET LOCAL lock_timeout = '{SLOT_WAIT}'"), &[])?;
             // A lock timeout is `DbError::Busy`: 503 with `Retry-After`.
             tx.query(

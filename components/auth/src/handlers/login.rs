@@ -58,5 +58,12 @@ pub fn post(call: &super::Call) -> Result<Response, Error> {
         return Err(Error::BadCredentials);
     };
     repo::clear_failed_logins(&db, &key)?;
+    // A hash made with earlier parameters is replaced now that the password
+    // is at hand; when no hashing slot is free it waits for the next login.
+    if !password::is_current(&cred.password_hash) {
+        if let Ok(new_hash) = hashing::hash(&db, &body.password) {
+            repo::upgrade_hash(&db, cred.user_id, &cred.password_hash, &new_hash)?;
+        }
+    }
     super::session::issue(&db, cred.user_id, None)
 }

@@ -379,6 +379,20 @@ pub fn credentials_of(db: &Db, user: Uuid) -> Result<Option<(String, String)>, D
         .transpose()
 }
 
+/// Replaces a hash of the same password made with earlier parameters (no new
+/// version: the password did not change), unless it changed meanwhile.
+pub fn upgrade_hash(db: &Db, user: Uuid, old: &str, new: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE credentials SET password_hash = $3 WHERE user_id = $1 AND password_hash = $2",
+        &[
+            P::Uuid(user.to_string()),
+            P::Str(old.into()),
+            P::Str(new.into()),
+        ],
+    )?;
+    Ok(())
+}
+
 /// Replaces a password hash; returns the credentials' new version.
 pub fn set_password(db: &Db, user: Uuid, hash: &str) -> Result<i64, DbError> {
     let rows = db.query(
