@@ -43,13 +43,22 @@ impl Shot {
     }
 }
 
+/// One answer: its status (`0` for a connection error), whether a 503 said
+/// when to retry, and the body of the first answer that is neither 2xx nor
+/// back-pressure (to say what went wrong).
+struct Answers {
+    all: Vec<(u16, Duration)>,
+    /// 503s without `Retry-After`: not the documented back-pressure.
+    bare_503: usize,
+    /// The body of the first answer that was not 2xx.
+    unexpected: Option<String>,
+}
+
 /// Sends `shot` until `stop`; returns (status, latency) of each answer.
-async fn client(
-    addr: std::net::SocketAddr,
-    shot: Arc<Shot>,
-    stop: Arc<AtomicBool>,
-) -> Vec<(u16, Duration)> {
+async fn client(addr: std::net::SocketAddr, shot: Arc<Shot>, stop: Arc<AtomicBool>) -> Answers {
     let mut out = Vec::new();
+    let mut bare_503 = 0;
+    let mut unexpected = None;
     let mut s: Option<TcpStream> = None;
     let mut buf = Vec::with_capacity(16384);
     while !stop.load(Ordering::Relaxed) {
@@ -95,6 +104,12 @@ async fn client(
                 None => buf.ends_with(b"\r\n0\r\n\r\n"),
             };
             if done {
+                if status == 503 && !head.contains("\r\nretry-after:") {
+                    bare_503 += 1;
+                }
+                if !(200..300).contains(&status) && unexpected.is_none() {
+                    unexpected = Some(String::from_utf8_lossy(&buf[end + 4..]).into_owned());
+                }
                 break Some(status);
             }
         };
@@ -106,7 +121,11 @@ async fn client(
             }
         }
     }
-    out
+    Answers {
+        all: out,
+        bare_503,
+        unexpected,
+    }
 }
 
 /// Resident memory (KiB) of every process in a process group.
@@ -153,6 +172,8 @@ struct Row {
     statuses: BTreeMap<u16, usize>,
     peak_rss_mib: f64,
     peak_pg: i64,
+    bare_503: usize,
+    unexpected: Option<String>,
 }
 
 async fn run(app: &TestApp, shot: Shot, clients: usize) -> Row {
@@ -193,8 +214,12 @@ async fn run(app: &TestApp, shot: Shot, clients: usize) -> Row {
     tokio::time::sleep(Duration::from_secs(SECONDS)).await;
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
+    let (mut bare_503, mut unexpected) = (0, None);
     for t in tasks {
-        all.extend(t.await.unwrap());
+        let a = t.await.unwrap();
+        all.extend(a.all);
+        bare_503 += a.bare_503;
+        unexpected = unexpected.or(a.unexpected);
     }
     let elapsed = t0.elapsed().as_secs_f64();
     sampler.join().unwrap();
@@ -219,6 +244,8 @@ async fn run(app: &TestApp, shot: Shot, clients: usize) -> Row {
         statuses,
         peak_rss_mib: peak_rss.load(Ordering::Relaxed) as f64 / 1024.0,
         peak_pg: peak_pg.load(Ordering::Relaxed) as i64,
+        bare_503,
+        unexpected,
     }
 }
 
@@ -228,6 +255,10 @@ fn main() {
         hosts.push(("spin", Host::Spin(spin)));
     }
     hosts.push(("local", Host::Local(e2e::local_host_binary())));
+    // `LOAD_HOSTS=spin` or `=local` runs one host only.
+    if let Ok(only) = std::env::var("LOAD_HOSTS") {
+        hosts.retain(|(name, _)| only.split(',').any(|o| o == *name));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -280,6 +311,12 @@ fn main() {
                     "{name:<6} {route:<28} {clients:>5} {:>9.0} {:>8.1} {:>9.1} {:>9.0} {:>8}  {:?}",
                     r.rps, r.p50, r.p99, r.peak_rss_mib, r.peak_pg, r.statuses
                 );
+                if r.bare_503 > 0 {
+                    println!("       {} × 503 without Retry-After", r.bare_503);
+                }
+                if let Some(body) = r.unexpected {
+                    println!("       first answer other than 2xx: {body}");
+                }
                 // Let lockouts and queues drain between rows.
                 std::thread::sleep(Duration::from_secs(2));
             }
