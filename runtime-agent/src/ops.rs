@@ -514,26 +514,40 @@ async fn execute(
     }
 }
 
+/// Takes `device` into the local desired state once its spec is checked;
+/// whether it was newer than the copy held.
+fn adopt(shared: &Shared, device: &DesiredDevice) -> Result<bool, AgentError> {
+    device.spec.validate()?;
+    Ok(shared
+        .desired
+        .lock()
+        .expect("desired lock")
+        .upsert(device.clone()))
+}
+
+/// The answer of an operation that made `device`: once it boots, or at
+/// once when it is to stay stopped.
+async fn made(
+    shared: &Arc<Shared>,
+    device: &DesiredDevice,
+) -> Result<serde_json::Value, AgentError> {
+    if device.state == RunState::Running {
+        wait_ready(shared, &device.device_id).await
+    } else {
+        Ok(json!({"device_id": device.device_id, "status": "stopped"}))
+    }
+}
+
 async fn create(
     shared: &Arc<Shared>,
     device: DesiredDevice,
 ) -> Result<serde_json::Value, AgentError> {
-    device.spec.validate()?;
     let id = device.device_id.clone();
-    let applied = shared
-        .desired
-        .lock()
-        .expect("desired lock")
-        .upsert(device.clone());
-    if !applied {
+    if !adopt(shared, &device)? {
         tracing::info!(device = %id, "create with an older generation ignored");
     }
     reconcile::reconcile_device(shared, &id).await?;
-    if device.state == RunState::Running {
-        wait_ready(shared, &id).await
-    } else {
-        Ok(json!({"device_id": id, "status": "stopped"}))
-    }
+    made(shared, &device).await
 }
 
 /// A new phone: the container and `/data` are removed and the device made
@@ -543,14 +557,8 @@ async fn reset(
     shared: &Arc<Shared>,
     device: DesiredDevice,
 ) -> Result<serde_json::Value, AgentError> {
-    device.spec.validate()?;
     let id = device.device_id.clone();
-    let applied = shared
-        .desired
-        .lock()
-        .expect("desired lock")
-        .upsert(device.clone());
-    if !applied {
+    if !adopt(shared, &device)? {
         return Err(AgentError::NoLongerDesired(format!(
             "{id} (a newer change superseded the reset)"
         )));
@@ -578,11 +586,7 @@ async fn reset(
         tokio::fs::create_dir_all(ddir.join("data")).await?;
         reconcile::create_device(shared, &device, port).await?;
     }
-    if device.state == RunState::Running {
-        wait_ready(shared, &id).await
-    } else {
-        Ok(json!({"device_id": id, "status": "stopped"}))
-    }
+    made(shared, &device).await
 }
 
 fn set_state(
