@@ -189,6 +189,23 @@ pub fn podman() -> Result<()> {
             .status()
             .is_ok_and(|s| s.success())
     };
+    // A long-running service was seen to stop starting containers ("write
+    // child: broken pipe") while still answering pings: every setup starts
+    // it afresh (containers and images stay; a running agent reconnects).
+    if ping() {
+        let _ = Command::new("pkill")
+            .args([
+                "-f",
+                &format!("podman system service --time=0 unix://{PODMAN_SOCKET}"),
+            ])
+            .status();
+        for _ in 0..50 {
+            if !ping() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     if !ping() {
         std::fs::create_dir_all("/run/cloudphone")?;
         let _ = std::fs::remove_file(PODMAN_SOCKET);
