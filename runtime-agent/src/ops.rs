@@ -709,6 +709,30 @@ async fn copy_tree(from: &Path, to: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Bytes of the regular files under `dir` (links not followed): what a
+/// snapshot's data copy takes on disk, give or take block rounding.
+async fn tree_bytes(dir: PathBuf) -> Result<u64, AgentError> {
+    tokio::task::spawn_blocking(move || {
+        let mut total = 0u64;
+        let mut todo = vec![dir];
+        while let Some(d) = todo.pop() {
+            for entry in std::fs::read_dir(&d)? {
+                let entry = entry?;
+                let meta = entry.file_type()?;
+                if meta.is_dir() {
+                    todo.push(entry.path());
+                } else if meta.is_file() {
+                    total += entry.metadata()?.len();
+                }
+            }
+        }
+        Ok::<_, std::io::Error>(total)
+    })
+    .await
+    .map_err(|e| AgentError::Io(std::io::Error::other(e)))?
+    .map_err(AgentError::Io)
+}
+
 async fn snapshot(
     shared: &Arc<Shared>,
     id: &DeviceId,
@@ -730,18 +754,40 @@ async fn snapshot(
     labels.insert(spec::LABEL_DEVICE.to_owned(), id.to_string());
     labels.insert(spec::LABEL_NODE.to_owned(), shared.cfg.node_id.to_string());
     labels.insert("io.cloudphone.snapshot-id".to_owned(), snap.to_string());
-    let image_id = shared
-        .engine
-        .commit(&c.name, &repo, snap.as_str(), &labels)
-        .await?;
-    // A commit misses the bind-mounted /data, so the data directory is copied too.
-    let data = spec::device_dir(&shared.cfg.data_root, id).join("data");
-    copy_tree(&data, &dir.join("data")).await?;
+    // A running phone is frozen (every process, by the cgroup freezer) for
+    // the commit and the copy, so the copy is of one instant: consistent as
+    // after a power cut, which Android's storage survives. It is thawed
+    // whatever happens.
+    let paused = c.running;
+    if paused {
+        shared.engine.pause(&c.name).await?;
+    }
+    let taken = async {
+        let image_id = shared
+            .engine
+            .commit(&c.name, &repo, snap.as_str(), &labels)
+            .await?;
+        // A commit misses the bind-mounted /data, so the data directory is copied too.
+        let data = spec::device_dir(&shared.cfg.data_root, id).join("data");
+        copy_tree(&data, &dir.join("data")).await?;
+        Ok::<_, AgentError>(image_id)
+    }
+    .await;
+    if paused {
+        if let Err(e) = shared.engine.unpause(&c.name).await {
+            tracing::error!(device = %id, error = %e, "could not thaw a device after its snapshot");
+            return Err(e.into());
+        }
+    }
+    let image_id = taken?;
+    let data_bytes = tree_bytes(dir.join("data")).await?;
     let out = json!({
         "device_id": id,
         "snapshot_id": snap,
         "image": format!("{repo}:{snap}"),
         "image_id": image_id,
+        "data_bytes": data_bytes,
+        "paused": paused,
         "created_at": chrono::Utc::now().to_rfc3339(),
     });
     tokio::fs::write(&marker, serde_json::to_vec(&out).expect("json")).await?;

@@ -341,6 +341,23 @@ async fn snapshot_then_restore_brings_back_data_directory_files() {
         )
         .await;
     assert!(r.ok, "{r:?}");
+    // The running phone was frozen for the copy, which holds the pushed file,
+    // and thawed afterwards: a command runs in it at once.
+    assert_eq!(r.output["paused"], true, "{r:?}");
+    assert!(r.output["data_bytes"].as_u64().unwrap() >= 15, "{r:?}");
+    let r = env
+        .call(
+            "op-after-snap",
+            Operation::Shell {
+                device_id: dev("d1"),
+                command: "echo thawed".into(),
+                timeout_ms: Some(5000),
+                max_output_bytes: None,
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.output["stdout"].as_str().unwrap().trim(), "thawed");
 
     std::fs::remove_file(env.data_dir("d1").join("user/hello.txt")).unwrap();
     std::fs::write(env.data_dir("d1").join("after.txt"), b"x").unwrap();

@@ -334,6 +334,16 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
             Some(json!({"model": "Pixel 8"})),
         ),
         (
+            "GET",
+            format!("/api/v1/device/devices/{device}/snapshot-policy"),
+            None,
+        ),
+        (
+            "PUT",
+            format!("/api/v1/device/devices/{device}/snapshot-policy"),
+            Some(json!({"every_secs": 86400})),
+        ),
+        (
             "PUT",
             format!("/api/v1/device/devices/{device}/network"),
             Some(json!({"dns": ["1.1.1.1"]})),

@@ -628,6 +628,13 @@ fn cases(f: &Fixture) -> Vec<Case> {
         ),
         case(
             "PUT",
+            format!("/api/v1/device/devices/{}/snapshot-policy", f.device),
+            Member,
+            json!({"every_secs": 86400, "keep_last": 3, "max_age_secs": 604800, "applies_to": "all"}),
+            &[],
+        ),
+        case(
+            "PUT",
             format!("/api/v1/device/devices/{}/identity", f.device),
             Member,
             json!({"brand": "google", "model": "Pixel 8", "serial": "ABC123"}),
@@ -854,6 +861,22 @@ fn raw_attempts(f: &Fixture) -> Vec<Raw> {
             "POST",
             format!("{dev}/shell"),
             TenantAdmin,
+            json_body(bad),
+            400,
+        );
+    }
+    for bad in [
+        json!({"every_secs": 59}),
+        json!({"every_secs": 86400.5}),
+        json!({"keep_last": 100}),
+        json!({"max_age_secs": 0}),
+        json!({"applies_to": "manual"}),
+        json!({"every_secs": 86400, "retain": 3}),
+    ] {
+        add(
+            "PUT",
+            format!("{dev}/snapshot-policy"),
+            Member,
             json_body(bad),
             400,
         );

@@ -2,8 +2,9 @@
 //! scripted agents that sign exactly as the runtime agent does: who sees
 //! and changes which templates, a device made from a template runs its
 //! apps, properties and commands one at a time in order (and a failed step
-//! skips the rest), snapshots of stopped devices are taken, restored and
-//! deleted through their node, and outlive their device. The real agent
+//! skips the rest), snapshots are taken, restored and deleted through
+//! their node, and outlive their device; a snapshot policy takes them on
+//! time, keeps the newest and charges their storage. The real agent
 //! against Podman is in `agent_e2e.rs`.
 
 use agent_protocol::messages::DeviceStatus;
@@ -333,17 +334,18 @@ fn snapshots_of_stopped_devices_are_taken_restored_and_deleted_through_their_nod
     );
     let id = device_of(&op);
     assert_eq!(next_command(&mut pubsub, &agent).body["op"], "create");
+
+    // A phone on its way up is not snapshotted; nothing is recorded.
+    let take = format!("{D}/devices/{id}/snapshots");
+    let (status, code) = refused(app.post(&take, &json!({}), Some(&token)));
+    assert_eq!((status, code.as_str()), (409, "conflict"));
+    assert_eq!(app.count("device", "SELECT count(*) FROM snapshots"), 0);
+
     agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
     assert_eq!(
         wait_op(&app, &token, op["id"].as_str().unwrap())["status"],
         "succeeded"
     );
-
-    // A running phone is not snapshotted; nothing is recorded.
-    let take = format!("{D}/devices/{id}/snapshots");
-    let (status, code) = refused(app.post(&take, &json!({}), Some(&token)));
-    assert_eq!((status, code.as_str()), (409, "conflict"));
-    assert_eq!(app.count("device", "SELECT count(*) FROM snapshots"), 0);
     // Bad input and strangers.
     assert_eq!(
         refused(app.post(&take, &json!({"name": "a/b"}), Some(&token))).0,
@@ -538,6 +540,316 @@ fn snapshots_of_stopped_devices_are_taken_restored_and_deleted_through_their_nod
             "snapshot.deleted"
         ]
     );
+}
+
+/// Runs the snapshot job once; what it did.
+fn maintain(app: &TestApp) -> Value {
+    expect_json(
+        app.post_as("scheduler", &format!("{D}/internal/snapshots/maintain")),
+        200,
+    )
+}
+
+/// The storage the user's quota holds, in GiB.
+fn used_storage(app: &TestApp, admin: &Session, user: &str) -> i64 {
+    let q = expect_json(
+        app.get(&format!("/api/v1/user/quotas/{user}"), admin.t()),
+        200,
+    );
+    q["used"]["storage_gb"].as_i64().unwrap()
+}
+
+/// Makes the device's automatic backup due (as if a day had passed), runs
+/// the job, which must take it, answers it with `bytes` of data, and runs
+/// the job again; the snapshot and what the second run did.
+fn backup(
+    app: &TestApp,
+    agent: &ScriptedAgent,
+    pubsub: &mut redis::PubSub,
+    id: &str,
+    bytes: u64,
+) -> (String, Value) {
+    app.db("device")
+        .execute(
+            "UPDATE snapshot_policies SET next_backup_at = now() AT TIME ZONE 'UTC' - interval '1 second' WHERE device_id = $1",
+            &[&uuid::Uuid::parse_str(id).unwrap()],
+        )
+        .unwrap();
+    let done = maintain(app);
+    assert_eq!(done["backups"], 1, "{done}");
+    let cmd = next_command(pubsub, agent);
+    assert_eq!(cmd.body["op"], "snapshot");
+    let snap = cmd.body["snapshot_id"].as_str().unwrap().to_string();
+    answer(
+        agent,
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": snap, "image": "i", "image_id": "sha256:2", "data_bytes": bytes, "paused": true}),
+    );
+    (snap, maintain(app))
+}
+
+#[test]
+fn a_snapshot_policy_backs_up_on_time_keeps_the_newest_and_charges_storage_until_it_is_full() {
+    const GIB: u64 = 1 << 30;
+    let app = e2e::TestApp::spawn_with(e2e::Options {
+        disable_triggers: vec!["cron"],
+        ..e2e::Options::default()
+    });
+    let platform = app.platform_admin();
+    let agent = enroll(&app, &platform, "node-b", json!({}));
+    bring_online(&app, &platform, &agent);
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &platform, &user, 5);
+    // Room for the device's 16 GiB disk and 4 GiB of snapshots.
+    expect_json(
+        app.patch(
+            &format!("/api/v1/user/quotas/{user}"),
+            &json!({"max_storage_gb": 20}),
+            platform.t(),
+        ),
+        200,
+    );
+    let (_, stranger) = app.signed_up_user();
+    let mut conn = redis_connection(&app);
+    let mut pubsub = listen(&mut conn, &agent);
+    let op = expect_json(
+        app.post(&format!("{D}/devices"), &json!({"name": "b"}), Some(&token)),
+        202,
+    );
+    let id = device_of(&op);
+    assert_eq!(next_command(&mut pubsub, &agent).body["op"], "create");
+    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
+    assert_eq!(
+        wait_op(&app, &token, op["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    assert_eq!(used_storage(&app, &platform, &user), 16);
+
+    // No policy until one is set; bad ones change nothing.
+    let policy = format!("{D}/devices/{id}/snapshot-policy");
+    let none = expect_json(app.get(&policy, Some(&token)), 200);
+    assert_eq!(
+        (none["every_secs"].clone(), none["version"].clone()),
+        (Value::Null, json!(0))
+    );
+    for bad in [
+        json!({"every_secs": 60}),
+        json!({"every_secs": 400 * 24 * 3600}),
+        json!({"keep_last": 0}),
+        json!({"keep_last": 21}),
+        json!({"max_age_secs": -1}),
+        json!({"applies_to": "some"}),
+        json!({"every": 3600}),
+        json!([]),
+    ] {
+        let (status, code) = refused(app.put(&policy, &bad, Some(&token)));
+        assert_eq!((status, code.as_str()), (400, "invalid_input"), "{bad}");
+    }
+    assert_eq!(
+        refused(app.put(&policy, &json!({}), Some(&stranger))).0,
+        404
+    );
+    assert_eq!(refused(app.get(&policy, Some(&stranger))).0, 404);
+    assert_eq!(
+        app.count("device", "SELECT count(*) FROM snapshot_policies"),
+        0
+    );
+
+    // A running phone is snapshotted (its agent freezes it for the copy).
+    // The user's own snapshot is charged its size, at least 1 GiB.
+    let taken = expect_json(
+        app.post(
+            &format!("{D}/devices/{id}/snapshots"),
+            &json!({"name": "mine"}),
+            Some(&token),
+        ),
+        202,
+    );
+    let mine = taken["snapshot"]["id"].as_str().unwrap().to_string();
+    let cmd = next_command(&mut pubsub, &agent);
+    assert_eq!(cmd.body["op"], "snapshot");
+    answer(
+        &agent,
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": mine, "image": "i", "image_id": "sha256:1", "data_bytes": 100, "paused": true}),
+    );
+    let done = maintain(&app);
+    assert_eq!(
+        (done["charged"].clone(), done["backups"].clone()),
+        (json!(1), json!(0)),
+        "{done}"
+    );
+    let s = expect_json(app.get(&format!("{D}/snapshots/{mine}"), Some(&token)), 200);
+    assert_eq!(
+        (
+            s["origin"].as_str(),
+            s["data_bytes"].as_i64(),
+            s["storage_gb"].as_i64(),
+            s["quota_state"].as_str()
+        ),
+        (Some("manual"), Some(100), Some(1), Some("held"))
+    );
+    assert_eq!(used_storage(&app, &platform, &user), 17);
+    // Charging again charges nothing more.
+    assert_eq!(maintain(&app)["charged"], 0);
+    assert_eq!(used_storage(&app, &platform, &user), 17);
+
+    // Daily backups, the newest two kept.
+    let set = expect_json(
+        app.put(
+            &policy,
+            &json!({"every_secs": 86400, "keep_last": 2}),
+            Some(&token),
+        ),
+        200,
+    );
+    assert_eq!(
+        (
+            set["every_secs"].clone(),
+            set["keep_last"].clone(),
+            set["applies_to"].clone()
+        ),
+        (json!(86400), json!(2), json!("scheduled"))
+    );
+    assert!(set["next_backup_at"].is_string(), "{set}");
+    // Not due yet: the job takes nothing.
+    assert_eq!(maintain(&app)["backups"], 0);
+
+    // Each backup falls due (the clock moved on by a day), is taken through
+    // the node and charged.
+    let (first, done) = backup(&app, &agent, &mut pubsub, &id, GIB);
+    assert_eq!(done["charged"], 1, "{done}");
+    let (second, _) = backup(&app, &agent, &mut pubsub, &id, GIB / 2);
+    assert_eq!(used_storage(&app, &platform, &user), 19);
+    let s = expect_json(
+        app.get(&format!("{D}/snapshots/{second}"), Some(&token)),
+        200,
+    );
+    assert_eq!(
+        (s["origin"].as_str(), s["status"].as_str()),
+        (Some("scheduled"), Some("ready"))
+    );
+    let p = expect_json(app.get(&policy, Some(&token)), 200);
+    assert!(
+        p["last_backup_at"].is_string() && p["last_skipped"].is_null(),
+        "{p}"
+    );
+
+    // A third pushes the first out: charged, then the first is deleted
+    // through the node and its charge given back. The user's own stays.
+    let (third, done) = backup(&app, &agent, &mut pubsub, &id, GIB);
+    assert_eq!(
+        (done["charged"].clone(), done["expired"].clone()),
+        (json!(1), json!(1)),
+        "{done}"
+    );
+    assert_eq!(used_storage(&app, &platform, &user), 20);
+    let cmd = next_command(&mut pubsub, &agent);
+    assert_eq!(
+        (cmd.body["op"].as_str(), cmd.body["snapshot_id"].as_str()),
+        (Some("delete_snapshot"), Some(first.as_str()))
+    );
+    answer(
+        &agent,
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": first, "status": "deleted"}),
+    );
+    let done = maintain(&app);
+    assert_eq!(done["released"], 1, "{done}");
+    assert_eq!(used_storage(&app, &platform, &user), 19);
+    let left = expect_json(
+        app.get(&format!("{D}/devices/{id}/snapshots"), Some(&token)),
+        200,
+    );
+    let mut ids = e2e::ids(&left);
+    ids.sort();
+    let mut want = vec![mine.clone(), second.clone(), third.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // A backup bigger than the room left is refused: `snapshot.failed`
+    // with the reason, deleted through the node, nothing held.
+    let (big, done) = backup(&app, &agent, &mut pubsub, &id, 3 * GIB);
+    // Refused and, in the same run, expired.
+    assert_eq!(
+        (done["refused"].clone(), done["expired"].clone()),
+        (json!(1), json!(1)),
+        "{done}"
+    );
+    assert_eq!(used_storage(&app, &platform, &user), 19);
+    let s = expect_json(app.get(&format!("{D}/snapshots/{big}"), Some(&token)), 200);
+    assert_eq!(
+        (s["status"].as_str(), s["quota_state"].as_str()),
+        (Some("deleting"), Some("refused"))
+    );
+    assert!(
+        s["error"].as_str().unwrap().contains("storage quota"),
+        "{s}"
+    );
+    assert_eq!(
+        events_of(&app, &big),
+        ["snapshot.created", "snapshot.failed"]
+    );
+    let cmd = next_command(&mut pubsub, &agent);
+    assert_eq!(
+        (cmd.body["op"].as_str(), cmd.body["snapshot_id"].as_str()),
+        (Some("delete_snapshot"), Some(big.as_str()))
+    );
+    answer(
+        &agent,
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": big, "status": "deleted"}),
+    );
+    let s = expect_json(app.get(&format!("{D}/snapshots/{big}"), Some(&token)), 200);
+    assert_eq!(
+        (s["status"].as_str(), s["quota_state"].as_str()),
+        (Some("deleted"), Some("released"))
+    );
+    assert!(
+        s["error"].as_str().unwrap().contains("storage quota"),
+        "{s}"
+    );
+
+    // Retention over every snapshot, by age: none may be older than an
+    // hour. Moving the clock on deletes all three, the user's own too.
+    expect_json(
+        app.put(
+            &policy,
+            &json!({"max_age_secs": 3600, "applies_to": "all"}),
+            Some(&token),
+        ),
+        200,
+    );
+    assert_eq!(maintain(&app)["expired"], 0);
+    app.db("device")
+        .execute(
+            "UPDATE snapshots SET expires_at = expires_at - interval '2 hours' WHERE device_id = $1 AND status = 'ready'",
+            &[&uuid::Uuid::parse_str(&id).unwrap()],
+        )
+        .unwrap();
+    let done = maintain(&app);
+    assert_eq!(
+        (done["expired"].clone(), done["backups"].clone()),
+        (json!(3), json!(0)),
+        "{done}"
+    );
+    for _ in 0..3 {
+        let cmd = next_command(&mut pubsub, &agent);
+        assert_eq!(cmd.body["op"], "delete_snapshot");
+        answer(
+            &agent,
+            cmd.body["operation_id"].as_str().unwrap(),
+            true,
+            json!({"device_id": id, "snapshot_id": cmd.body["snapshot_id"], "status": "deleted"}),
+        );
+    }
+    let done = maintain(&app);
+    assert_eq!(done["released"], 3, "{done}");
+    assert_eq!(used_storage(&app, &platform, &user), 16);
 }
 
 #[test]

@@ -7,8 +7,8 @@
 use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::handlers::{
-    agent, batches, device_ops, devices, failover, identity, internal, nodes, operations, policy,
-    pools, snapshots, templates,
+    agent, backups, batches, device_ops, devices, failover, identity, internal, nodes, operations,
+    policy, pools, snapshots, templates,
 };
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
@@ -58,6 +58,8 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "devices/:id/recoveries", Permission("device:read"), failover::recoveries),
     route("POST", "devices/:id/snapshots", Permission("device:control"), snapshots::take),
     route("GET", "devices/:id/snapshots", Permission("device:read"), snapshots::of_device),
+    route("GET", "devices/:id/snapshot-policy", Permission("device:read"), backups::get_policy),
+    route("PUT", "devices/:id/snapshot-policy", Permission("device:control"), backups::put_policy),
     route("POST", "devices/:id/restore", Permission("device:control"), snapshots::restore),
     route("GET", "snapshots", Permission("device:read"), snapshots::list),
     route("GET", "snapshots/:id", Permission("device:read"), snapshots::get),
@@ -101,6 +103,7 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "internal/batches/advance", SCHEDULER, batches::advance_job),
     route("POST", "internal/pools/replenish", SCHEDULER, pools::replenish),
     route("POST", "internal/devices/failover", SCHEDULER, failover::job),
+    route("POST", "internal/snapshots/maintain", SCHEDULER, backups::job),
     route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
     route("GET", "internal/events", Service(&["notification", "billing"]), endpoints::feed),
     route("POST", "internal/events/prune", SCHEDULER, endpoints::prune),

@@ -86,6 +86,11 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/device/internal/devices/failover",
     },
     Job {
+        name: "device.snapshots.maintain",
+        every_secs: 5,
+        path: "/api/v1/device/internal/snapshots/maintain",
+    },
+    Job {
         name: "device.commands.relay",
         every_secs: 5,
         path: "/api/v1/device/internal/commands/relay",

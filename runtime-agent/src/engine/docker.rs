@@ -85,6 +85,21 @@ fn not_modified(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// A refusal because the container already is as asked (Docker answers 409
+/// "is already paused", Podman 409/500 "is paused" / "is not paused").
+fn already(e: &bollard::errors::Error, state: &str) -> bool {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 304 | 409 | 500,
+            message,
+        } => {
+            let m = message.to_ascii_lowercase();
+            m.contains(&format!("is {state}")) || m.contains(&format!("already {state}"))
+        }
+        _ => false,
+    }
+}
+
 fn secs(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
@@ -150,6 +165,23 @@ impl Engine for DockerEngine {
             Ok(()) => Ok(()),
             Err(e) if not_modified(&e) => Ok(()),
             Err(e) => Err(map_err(&format!("stop {name}"), e)),
+        }
+    }
+
+    async fn pause(&self, name: &str) -> EngineResult<()> {
+        match self.docker.pause_container(name).await {
+            Ok(()) => Ok(()),
+            // Already paused (Docker answers 409 "is already paused").
+            Err(e) if already(&e, "paused") => Ok(()),
+            Err(e) => Err(map_err(&format!("pause {name}"), e)),
+        }
+    }
+
+    async fn unpause(&self, name: &str) -> EngineResult<()> {
+        match self.docker.unpause_container(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if already(&e, "not paused") => Ok(()),
+            Err(e) => Err(map_err(&format!("unpause {name}"), e)),
         }
     }
 
@@ -346,8 +378,11 @@ impl Engine for DockerEngine {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        // The caller pauses a running container itself (and copies /data
+        // while it is paused), so the engine must not pause or unpause it.
         let mut opts = CommitContainerOptionsBuilder::new()
             .container(name)
+            .pause(false)
             .repo(repo)
             .tag(tag);
         if !labels.is_empty() {

@@ -19,6 +19,8 @@ pub struct FakeContainer {
     pub info: ContainerInfo,
     /// The spec it was created from.
     pub spec: ContainerSpec,
+    /// Frozen by `pause`.
+    pub paused: bool,
 }
 
 /// Call counters, for assertions.
@@ -34,6 +36,8 @@ pub struct FakeCounters {
     pub removes: AtomicU64,
     /// `exec` calls.
     pub execs: AtomicU64,
+    /// `pause` calls that froze a container.
+    pub pauses: AtomicU64,
 }
 
 /// The fake engine.
@@ -90,10 +94,14 @@ impl FakeEngine {
             running,
             image: spec.image.clone(),
         };
-        self.containers
-            .lock()
-            .expect("lock")
-            .insert(spec.name.clone(), FakeContainer { info, spec });
+        self.containers.lock().expect("lock").insert(
+            spec.name.clone(),
+            FakeContainer {
+                info,
+                spec,
+                paused: false,
+            },
+        );
     }
 
     fn with<T>(&self, name: &str, f: impl FnOnce(&mut FakeContainer) -> T) -> EngineResult<T> {
@@ -133,6 +141,23 @@ impl Engine for FakeEngine {
             .clone())
     }
 
+    async fn pause(&self, name: &str) -> EngineResult<()> {
+        self.with(name, |c| {
+            if !c.info.running {
+                return Err(EngineError::Conflict(format!("{name} is not running")));
+            }
+            if !c.paused {
+                c.paused = true;
+                self.counters.pauses.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })?
+    }
+
+    async fn unpause(&self, name: &str) -> EngineResult<()> {
+        self.with(name, |c| c.paused = false)
+    }
+
     async fn start(&self, name: &str) -> EngineResult<()> {
         self.counters.starts.fetch_add(1, Ordering::Relaxed);
         self.with(name, |c| c.info.running = true)
@@ -140,7 +165,10 @@ impl Engine for FakeEngine {
 
     async fn stop(&self, name: &str, _timeout: Duration) -> EngineResult<()> {
         self.counters.stops.fetch_add(1, Ordering::Relaxed);
-        self.with(name, |c| c.info.running = false)
+        self.with(name, |c| {
+            c.info.running = false;
+            c.paused = false;
+        })
     }
 
     async fn restart(&self, name: &str, _timeout: Duration) -> EngineResult<()> {

@@ -74,6 +74,11 @@ pub trait Engine: Send + Sync + 'static {
     async fn start(&self, name: &str) -> EngineResult<()>;
     /// Stops a container, waiting up to `timeout` before killing it.
     async fn stop(&self, name: &str, timeout: Duration) -> EngineResult<()>;
+    /// Freezes every process of a running container (the cgroup freezer);
+    /// pausing a paused one succeeds.
+    async fn pause(&self, name: &str) -> EngineResult<()>;
+    /// Thaws a paused container; unpausing one that is not paused succeeds.
+    async fn unpause(&self, name: &str) -> EngineResult<()>;
     /// Restarts a container.
     async fn restart(&self, name: &str, timeout: Duration) -> EngineResult<()>;
     /// Removes a container, stopping it first.

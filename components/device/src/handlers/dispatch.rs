@@ -144,20 +144,25 @@ pub fn reserve(
     }
 }
 
-/// Commits or releases a reservation in `user` and records the outcome;
-/// errors leave the claim for the settle job.
-pub fn settle(ctx: &Ctx, reservation: Uuid, commit: bool) -> Result<()> {
+/// Commits or releases a reservation in `user`.
+pub fn settle_reservation(ctx: &Ctx, reservation: Uuid, commit: bool) -> Result<()> {
     let url = format!(
         "http://user.spin.internal/api/v1/user/internal/quotas/reservations/{reservation}/{}",
         if commit { "commit" } else { "release" }
     );
     let resp = platform::http::chain(ctx, Method::Post, &url, None)?;
     match *resp.status() {
-        200 => {}
+        200 => Ok(()),
         // An expired or unknown reservation holds nothing any more.
-        404 | 409 if !commit => {}
-        s => return Err(Error::Upstream(format!("user {url} answered {s}"))),
+        404 | 409 if !commit => Ok(()),
+        s => Err(Error::Upstream(format!("user {url} answered {s}"))),
     }
+}
+
+/// Commits or releases a device's reservation in `user` and records the
+/// outcome; errors leave the claim for the settle job.
+pub fn settle(ctx: &Ctx, reservation: Uuid, commit: bool) -> Result<()> {
+    settle_reservation(ctx, reservation, commit)?;
     repo::claims::set_state(
         &Db::open()?,
         reservation,

@@ -6,9 +6,11 @@
 //! `followups` what an operation's end carries on (first-boot steps,
 //! snapshots);
 //! `policy` the lifecycle policy (expiry, idle timeout, session length,
-//! forced release) and its job.
+//! forced release) and its job; `backups` the snapshot policy
+//! (automatic snapshots, retention) and the storage snapshots are charged.
 
 pub mod agent;
+pub mod backups;
 pub mod batches;
 pub mod device_ops;
 pub mod devices;

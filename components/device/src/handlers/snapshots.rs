@@ -6,10 +6,12 @@
 //! outlives its device until deleted, and is seen by whoever may see the
 //! device's owner's devices.
 //!
-//! Only a stopped device is snapshotted: the agent copies `/data` as files,
-//! and a copy of a running Android's data would not be consistent. The
-//! answer says so (409) rather than stopping the device behind the
-//! caller's back.
+//! A running device is snapshotted too: its agent freezes the container
+//! (every process) for the commit and the copy of `/data`, so the copy is
+//! of one instant, crash-consistent; a device on its way between running
+//! and stopped is refused (409). A restore needs the device stopped.
+//! Automatic snapshots, retention and the storage charge are in
+//! `backups`.
 
 use super::devices::{idempotency_key, visible as visible_device};
 use super::{db as open_db, dispatch, followups, one_of, paged, uuid_query, Call};
@@ -97,7 +99,8 @@ pub(super) fn answer(
 }
 
 /// `POST /devices/:id/snapshots` (`device:control`): takes a snapshot of a
-/// stopped device; 202 with the snapshot (`creating`) and its operation.
+/// running or stopped device; 202 with the snapshot (`creating`) and its
+/// operation.
 pub fn take(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let id = call.id("id", "device")?;
@@ -126,48 +129,19 @@ pub fn take(call: &Call) -> Result<Response> {
     let (op_id, snap) = (Uuid::new_v4(), Uuid::new_v4());
     let db = open_db()?;
     let recorded = db.transaction(|tx| {
-        let d = repo::devices::lock(tx, id)?.ok_or(Error::NotFound("device"))?;
-        must_be_stopped(
-            d.desired(),
-            d.observed(),
-            "a running phone's data cannot be copied consistently",
-        )?;
-        let node = d
-            .node_id
-            .clone()
-            .ok_or_else(|| Error::Conflict("the device has no node".into()))?;
-        if repo::snapshots::count_live(tx, id)? >= MAX_PER_DEVICE {
-            return Err(Error::Conflict(format!(
-                "the device has {MAX_PER_DEVICE} snapshots: delete one first"
-            )));
-        }
-        let op = AgentOp::Snapshot {
-            device_id: followups::agent_device_id(id)?,
-            snapshot_id: snapshot_id(snap)?,
-        };
-        let q = followups::Queued {
-            id: op_id,
-            kind: "snapshot",
-            requested_by: Some(caller.user_id),
-            key: key.as_deref(),
-            timeout_secs: TIMEOUT_SECS,
-            op,
-        };
-        if let Err(existing) = followups::queue(tx, &d, &node, q)? {
-            return Ok(Recorded::Repeat(existing));
-        }
-        repo::snapshots::insert(
+        start_take(
             tx,
-            &repo::snapshots::NewSnapshot {
-                id: snap,
-                device: &d,
-                node: &node,
+            &Taking {
+                device: id,
+                snapshot: snap,
+                operation: op_id,
+                requested_by: Some(caller.user_id),
+                key: key.as_deref(),
                 name: &name,
                 description: &description,
-                operation: op_id,
+                origin: "manual",
             },
-        )?;
-        Ok(Recorded::New(op_id, node))
+        )
     });
     drop(db);
     let snapshot = match &recorded {
@@ -175,6 +149,115 @@ pub fn take(call: &Call) -> Result<Response> {
         _ => None,
     };
     answer(call, recorded, snapshot)
+}
+
+/// A snapshot to take.
+pub(super) struct Taking<'a> {
+    pub device: Uuid,
+    pub snapshot: Uuid,
+    pub operation: Uuid,
+    pub requested_by: Option<Uuid>,
+    pub key: Option<&'a str>,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub origin: &'static str,
+}
+
+/// Why a device cannot be snapshotted now, if it cannot: it must be
+/// running (the agent freezes it for the copy) or stopped, not on its way
+/// between the two.
+fn must_be_settled(desired: Desired, observed: Observed) -> Result<()> {
+    match (desired, observed) {
+        (Desired::Stopped, Observed::Stopped) | (Desired::Running, Observed::Running) => Ok(()),
+        (Desired::Deleted, _) | (_, Observed::Deleted) => {
+            Err(Error::Conflict("the device is deleted".into()))
+        }
+        (_, o) => Err(Error::Conflict(format!(
+            "the device is {}: wait until it is running or stopped",
+            o.as_str()
+        ))),
+    }
+}
+
+/// Records a snapshot being taken and queues its operation, in the
+/// caller's transaction.
+pub(super) fn start_take(tx: &Db, t: &Taking) -> Result<Recorded> {
+    let d = repo::devices::lock(tx, t.device)?.ok_or(Error::NotFound("device"))?;
+    must_be_settled(d.desired(), d.observed())?;
+    let node = d
+        .node_id
+        .clone()
+        .ok_or_else(|| Error::Conflict("the device has no node".into()))?;
+    if repo::snapshots::count_live(tx, t.device)? >= MAX_PER_DEVICE {
+        return Err(Error::Conflict(format!(
+            "the device has {MAX_PER_DEVICE} snapshots: delete one first"
+        )));
+    }
+    let q = followups::Queued {
+        id: t.operation,
+        kind: "snapshot",
+        requested_by: t.requested_by,
+        key: t.key,
+        timeout_secs: TIMEOUT_SECS,
+        op: AgentOp::Snapshot {
+            device_id: followups::agent_device_id(t.device)?,
+            snapshot_id: snapshot_id(t.snapshot)?,
+        },
+    };
+    if let Err(existing) = followups::queue(tx, &d, &node, q)? {
+        return Ok(Recorded::Repeat(existing));
+    }
+    repo::snapshots::insert(
+        tx,
+        &repo::snapshots::NewSnapshot {
+            id: t.snapshot,
+            device: &d,
+            node: &node,
+            name: t.name,
+            description: t.description,
+            operation: t.operation,
+            origin: t.origin,
+        },
+    )?;
+    Ok(Recorded::New(t.operation, node))
+}
+
+/// Starts deleting a snapshot (its node's agent removes image and data),
+/// in the caller's transaction.
+pub(super) fn start_delete(
+    tx: &Db,
+    id: Uuid,
+    operation: Uuid,
+    requested_by: Option<Uuid>,
+    key: Option<&str>,
+) -> Result<Recorded> {
+    let s = repo::snapshots::lock(tx, id)?.ok_or(Error::NotFound("snapshot"))?;
+    match s.status.as_str() {
+        "ready" | "failed" => {}
+        "deleted" => return Err(Error::Conflict("the snapshot is deleted".into())),
+        other => {
+            return Err(Error::Conflict(format!(
+                "the snapshot is {other}: wait for that to finish"
+            )))
+        }
+    }
+    let d = repo::devices::find(tx, s.device_id)?.ok_or(Error::NotFound("device"))?;
+    let q = followups::Queued {
+        id: operation,
+        kind: "delete_snapshot",
+        requested_by,
+        key,
+        timeout_secs: TIMEOUT_SECS,
+        op: AgentOp::DeleteSnapshot {
+            device_id: followups::agent_device_id(s.device_id)?,
+            snapshot_id: snapshot_id(id)?,
+        },
+    };
+    if let Err(existing) = followups::queue(tx, &d, &s.node_id, q)? {
+        return Ok(Recorded::Repeat(existing));
+    }
+    repo::snapshots::deleting(tx, id, operation)?;
+    Ok(Recorded::New(operation, s.node_id.clone()))
 }
 
 #[derive(Deserialize)]
@@ -245,35 +328,8 @@ pub fn delete(call: &Call) -> Result<Response> {
     let key = idempotency_key(call)?;
     let op_id = Uuid::new_v4();
     let db = open_db()?;
-    let recorded = db.transaction(|tx| {
-        let s = repo::snapshots::lock(tx, id)?.ok_or(Error::NotFound("snapshot"))?;
-        match s.status.as_str() {
-            "ready" | "failed" => {}
-            "deleted" => return Err(Error::Conflict("the snapshot is deleted".into())),
-            other => {
-                return Err(Error::Conflict(format!(
-                    "the snapshot is {other}: wait for that to finish"
-                )))
-            }
-        }
-        let d = repo::devices::find(tx, s.device_id)?.ok_or(Error::NotFound("device"))?;
-        let q = followups::Queued {
-            id: op_id,
-            kind: "delete_snapshot",
-            requested_by: Some(caller.user_id),
-            key: key.as_deref(),
-            timeout_secs: TIMEOUT_SECS,
-            op: AgentOp::DeleteSnapshot {
-                device_id: followups::agent_device_id(s.device_id)?,
-                snapshot_id: snapshot_id(id)?,
-            },
-        };
-        if let Err(existing) = followups::queue(tx, &d, &s.node_id, q)? {
-            return Ok(Recorded::Repeat(existing));
-        }
-        repo::snapshots::deleting(tx, id, op_id)?;
-        Ok(Recorded::New(op_id, s.node_id.clone()))
-    });
+    let recorded =
+        db.transaction(|tx| start_delete(tx, id, op_id, Some(caller.user_id), key.as_deref()));
     drop(db);
     answer(call, recorded, Some(id))
 }

@@ -15,5 +15,6 @@ pub mod owners;
 pub mod pools;
 pub mod recoveries;
 pub mod runs;
+pub mod snapshot_policies;
 pub mod snapshots;
 pub mod templates;

@@ -1,6 +1,7 @@
 //! Snapshots of devices: taken, restored and deleted by the device's node's
 //! agent; each row follows its operations.
 
+use crate::domain::snapshot_policy::storage_gb;
 use access::RowFilter;
 use platform::db::{col, opt_timestamp, opt_uuid, timestamp, Db, DbError};
 use platform::http::Page;
@@ -50,6 +51,20 @@ pub struct Snapshot {
     pub operation_id: Uuid,
     /// How often it was restored.
     pub restores: i32,
+    /// `manual` (asked for) or `scheduled` (the device's snapshot policy).
+    pub origin: String,
+    /// Bytes of its `/data` copy, as the agent measured them.
+    pub data_bytes: Option<i64>,
+    /// What it costs the owner's storage quota, in GiB.
+    pub storage_gb: Option<i32>,
+    /// When retention deletes it.
+    pub expires_at: Option<String>,
+    /// Its charge to the owner's storage quota: `none`, `pending`, `held`,
+    /// `refused`, `releasing` or `released`.
+    pub quota_state: String,
+    /// The reservation in `user` that holds the charge.
+    #[serde(skip)]
+    pub reservation_id: Option<Uuid>,
     /// Taken (asked for).
     pub created_at: String,
     /// Ready.
@@ -62,7 +77,8 @@ pub struct Snapshot {
 
 const COLUMNS: &str = "s.id, s.device_id, s.node_id, s.owner_id, s.tenant_id, s.department_id, s.name, \
      s.description, s.status, s.generation, s.image, s.error, s.operation_id, s.restores, s.created_at, \
-     s.ready_at, s.deleted_at, s.version";
+     s.ready_at, s.deleted_at, s.version, s.origin, s.data_bytes, s.storage_gb, s.expires_at, \
+     s.quota_state, s.reservation_id";
 
 fn snapshot(r: &[DbValue]) -> Result<Snapshot, DbError> {
     Ok(Snapshot {
@@ -84,6 +100,12 @@ fn snapshot(r: &[DbValue]) -> Result<Snapshot, DbError> {
         ready_at: opt_timestamp(r, 15, "snapshots.ready_at")?,
         deleted_at: opt_timestamp(r, 16, "snapshots.deleted_at")?,
         version: col(r, 17, "snapshots.version")?,
+        origin: col(r, 18, "snapshots.origin")?,
+        data_bytes: col(r, 19, "snapshots.data_bytes")?,
+        storage_gb: col(r, 20, "snapshots.storage_gb")?,
+        expires_at: opt_timestamp(r, 21, "snapshots.expires_at")?,
+        quota_state: col(r, 22, "snapshots.quota_state")?,
+        reservation_id: col(r, 23, "snapshots.reservation_id")?,
     })
 }
 
@@ -125,13 +147,15 @@ pub struct NewSnapshot<'a> {
     pub description: &'a str,
     /// The operation that takes it.
     pub operation: Uuid,
+    /// `manual` or `scheduled`.
+    pub origin: &'static str,
 }
 
 /// Inserts a snapshot being taken.
 pub fn insert(db: &Db, s: &NewSnapshot) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO snapshots (id, device_id, node_id, owner_id, tenant_id, department_id, name, description, \
-           generation, operation_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+           generation, operation_id, origin) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         &[
             P::Uuid(s.id.to_string()),
             P::Uuid(s.device.id.to_string()),
@@ -143,6 +167,7 @@ pub fn insert(db: &Db, s: &NewSnapshot) -> Result<(), DbError> {
             P::Str(s.description.into()),
             P::Int64(s.device.generation),
             P::Uuid(s.operation.to_string()),
+            P::Str(s.origin.into()),
         ],
     )?;
     Ok(())
@@ -216,11 +241,18 @@ pub fn operation_finished(
             .map_or(P::DbNull, |s| P::Str(s.chars().take(300).collect()))
     };
     let err = error.map_or(P::DbNull, |e| P::Str(e.chars().take(2000).collect()));
+    // An agent older than `data_bytes` is charged the minimum.
+    let data_bytes = output
+        .and_then(|o| o["data_bytes"].as_u64())
+        .map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let taken = db.one(
         &format!(
             "UPDATE snapshots s SET status = CASE WHEN $2 THEN 'ready' ELSE 'failed' END, \
                image = $3, image_id = $4, error = $5, \
-               ready_at = CASE WHEN $2 THEN now() AT TIME ZONE 'UTC' END, version = version + 1 \
+               ready_at = CASE WHEN $2 THEN now() AT TIME ZONE 'UTC' END, \
+               data_bytes = $6, storage_gb = $7, \
+               quota_state = CASE WHEN $2 THEN 'pending' ELSE 'none' END, \
+               quota_updated_at = now() AT TIME ZONE 'UTC', version = version + 1 \
              WHERE s.operation_id = $1 AND s.status = 'creating' RETURNING {COLUMNS}"
         ),
         &[
@@ -229,6 +261,8 @@ pub fn operation_finished(
             text(output, "image"),
             text(output, "image_id"),
             err.clone(),
+            data_bytes.map_or(P::DbNull, P::Int64),
+            P::Int32(storage_gb(data_bytes.unwrap_or(0))),
         ],
         snapshot,
     )?;
@@ -238,7 +272,12 @@ pub fn operation_finished(
     let deleted = db.one(
         &format!(
             "UPDATE snapshots s SET status = CASE WHEN $2 THEN 'deleted' ELSE 'ready' END, \
-               error = $3, deleted_at = CASE WHEN $2 THEN now() AT TIME ZONE 'UTC' END, version = version + 1 \
+               error = coalesce($3, s.error), deleted_at = CASE WHEN $2 THEN now() AT TIME ZONE 'UTC' END, \
+               quota_state = CASE WHEN NOT $2 THEN s.quota_state \
+                                  WHEN s.quota_state IN ('pending', 'held') THEN 'releasing' \
+                                  WHEN s.quota_state = 'refused' THEN 'released' \
+                                  ELSE s.quota_state END, \
+               quota_updated_at = now() AT TIME ZONE 'UTC', version = version + 1 \
              WHERE s.delete_operation_id = $1 AND s.status = 'deleting' RETURNING {COLUMNS}"
         ),
         &[P::Uuid(op.to_string()), P::Boolean(ok), err],
@@ -282,4 +321,94 @@ pub fn list(
         page,
         snapshot,
     )
+}
+
+/// Applies a device's retention to its ready snapshots: those beyond the
+/// newest `keep_last` expire now, the others `max_age_secs` after they
+/// were ready, and those retention does not cover (a user's own under a
+/// `scheduled` policy, or every one without a policy) never. Only charged
+/// snapshots count: one not charged yet cannot push a kept one out, and one
+/// refused for quota keeps the expiry that removes it.
+pub fn apply_retention(db: &Db, device: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "WITH p AS (SELECT keep_last, max_age_secs, applies_to FROM snapshot_policies WHERE device_id = $1), \
+         ranked AS ( \
+           SELECT s.id, s.ready_at, \
+                  (p.applies_to = 'all' OR s.origin = 'scheduled') AS covered, \
+                  row_number() OVER (PARTITION BY (p.applies_to = 'all' OR s.origin = 'scheduled') \
+                                     ORDER BY s.ready_at DESC, s.id) AS rank \
+           FROM snapshots s LEFT JOIN p ON true \
+           WHERE s.device_id = $1 AND s.status = 'ready' AND s.quota_state NOT IN ('pending', 'refused')) \
+         UPDATE snapshots s SET expires_at = CASE \
+             WHEN NOT coalesce(r.covered, false) THEN NULL \
+             WHEN p.keep_last IS NOT NULL AND r.rank > p.keep_last THEN now() AT TIME ZONE 'UTC' \
+             WHEN p.max_age_secs IS NOT NULL THEN r.ready_at + make_interval(secs => p.max_age_secs) \
+             ELSE NULL END \
+         FROM ranked r LEFT JOIN p ON true \
+         WHERE s.id = r.id",
+        &[P::Uuid(device.to_string())],
+    )?;
+    Ok(())
+}
+
+/// Up to `limit` ready snapshots whose retention time has passed.
+pub fn expired(db: &Db, limit: i64) -> Result<Vec<Uuid>, DbError> {
+    db.all(
+        "SELECT id FROM snapshots WHERE status = 'ready' AND expires_at <= now() AT TIME ZONE 'UTC' \
+         ORDER BY expires_at LIMIT $1",
+        &[P::Int64(limit)],
+        |r| col(r, 0, "snapshots.id"),
+    )
+}
+
+/// Up to `limit` snapshots whose storage charge is to be made (`pending`)
+/// or given back (`releasing`), oldest first.
+pub fn quota_due(db: &Db, limit: i64) -> Result<Vec<Snapshot>, DbError> {
+    db.all(
+        &format!(
+            "SELECT {COLUMNS} FROM snapshots s WHERE s.quota_state IN ('pending', 'releasing') \
+             ORDER BY s.quota_updated_at LIMIT $1"
+        ),
+        &[P::Int64(limit)],
+        snapshot,
+    )
+}
+
+/// Moves a snapshot's charge from one state to another (only from `from`);
+/// returns whether it moved.
+pub fn set_quota(
+    db: &Db,
+    id: Uuid,
+    from: &str,
+    to: &str,
+    reservation: Option<Uuid>,
+) -> Result<bool, DbError> {
+    let n = db.execute(
+        "UPDATE snapshots SET quota_state = $3, reservation_id = coalesce($4, reservation_id), \
+           quota_updated_at = now() AT TIME ZONE 'UTC', version = version + 1 \
+         WHERE id = $1 AND quota_state = $2",
+        &[
+            P::Uuid(id.to_string()),
+            P::Str(from.into()),
+            P::Str(to.into()),
+            reservation.map_or(P::DbNull, |r| P::Uuid(r.to_string())),
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// A snapshot the owner's storage quota has no room for: refused, with the
+/// reason, and expired so that it is deleted (again, if a delete fails).
+pub fn refuse(db: &Db, id: Uuid, why: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE snapshots SET quota_state = 'refused', error = $2, \
+           expires_at = now() AT TIME ZONE 'UTC', quota_updated_at = now() AT TIME ZONE 'UTC', \
+           version = version + 1 \
+         WHERE id = $1",
+        &[
+            P::Uuid(id.to_string()),
+            P::Str(why.chars().take(2000).collect()),
+        ],
+    )?;
+    Ok(())
 }
