@@ -219,19 +219,21 @@ enum Charge {
     Released,
 }
 
-fn key(s: &Snapshot) -> String {
-    format!("snapshot:{}", s.id)
+/// The reservation of a snapshot's storage in `user`: made once, and found
+/// again by its key `snapshot:<id>`.
+fn reserve_storage(ctx: &Ctx, s: &Snapshot) -> Result<dispatch::Reservation> {
+    let gb = s.storage_gb.unwrap_or(1).max(1);
+    dispatch::reserve(
+        ctx,
+        s.owner_id,
+        &format!("snapshot:{}", s.id),
+        &serde_json::json!({"storage_gb": gb}),
+    )
 }
 
 /// Charges a ready snapshot to its owner's storage quota, or refuses it.
 fn charge(ctx: &Ctx, s: &Snapshot) -> Result<Charge> {
-    let gb = s.storage_gb.unwrap_or(1).max(1);
-    match dispatch::reserve(
-        ctx,
-        s.owner_id,
-        &key(s),
-        &serde_json::json!({"storage_gb": gb}),
-    ) {
+    match reserve_storage(ctx, s) {
         Ok(r) => {
             dispatch::settle_reservation(ctx, r.id, true)?;
             // Charged, it counts for retention: it may push an older one out.
@@ -275,13 +277,7 @@ fn release(ctx: &Ctx, s: &Snapshot) -> Result<Charge> {
     let reservation = match s.reservation_id {
         Some(r) => Some(r),
         None => {
-            let gb = s.storage_gb.unwrap_or(1).max(1);
-            match dispatch::reserve(
-                ctx,
-                s.owner_id,
-                &key(s),
-                &serde_json::json!({"storage_gb": gb}),
-            ) {
+            match reserve_storage(ctx, s) {
                 Ok(r) => Some(r.id),
                 // Nothing was ever held.
                 Err(Error::QuotaExceeded(_) | Error::Conflict(_)) => None,
