@@ -17,6 +17,10 @@
 //!   that scanned every device each tick would read, and the claim query
 //!   without its index.
 //!
+//! - the snapshot job (`POST /internal/snapshots/maintain`: automatic
+//!   snapshots, storage charges, retention) with 10,000 devices that all
+//!   have a policy and a snapshot, 10 backups due per run, and none due.
+//!
 //! - fleet: a batch creating 100 devices from a template through the whole
 //!   stack (four real agents of 25 devices each, 50 at a time), until every
 //!   device runs, then a batch deleting them; and creates from a warm pool
@@ -171,6 +175,92 @@ fn lists(app: &TestApp) {
     }
 }
 
+/// 10,000 running devices of one user on node `node` (enrolled, with no
+/// agent), straight into `device`'s table: each runs with an idle timeout
+/// of an hour, a third of them also expire within a month, and every due
+/// time is in the future. A connection to `device`'s database.
+fn seed_devices(app: &TestApp, node: &str) -> postgres::Client {
+    let admin = app.platform_admin();
+    let (user, _) = app.signed_up_user();
+    let owner = uuid::Uuid::parse_str(&user).unwrap();
+    expect_json(
+        app.post(&format!("{D}/nodes"), &json!({"id": node}), admin.t()),
+        201,
+    );
+    let mut db = app.db("device");
+    db.execute(
+        "INSERT INTO devices (id, name, owner_id, owner_name, owner_email, owner_version, node_id, spec, cpu_millis, \
+           memory_mb, disk_gb, desired_status, observed_status, idle_timeout_secs, session_started_at, \
+           expires_at, expiry_warned_at, lifecycle_due_at) \
+         SELECT gen_random_uuid(), 'phone-' || i, $1, 'Bench', 'bench@example.com', 1, $2, '{}'::jsonb, 1000, \
+           1024, 4, 'running', 'running', 3600, (now() AT TIME ZONE 'UTC') - make_interval(secs => i % 600), \
+           CASE WHEN i % 3 = 0 THEN (now() AT TIME ZONE 'UTC') + make_interval(days => 2 + i % 28) END, NULL, \
+           (now() AT TIME ZONE 'UTC') + make_interval(secs => 3000 - i % 600) \
+         FROM generate_series(1, 10000) AS i",
+        &[&owner, &node],
+    )
+    .expect("seed 10,000 devices");
+    db
+}
+
+/// The snapshot job (`POST /internal/snapshots/maintain`) with 10,000
+/// devices that all have a daily snapshot policy and one charged snapshot
+/// each, 10 of them due for a backup per run (each run takes other ones);
+/// and with none due.
+fn snapshot_job() {
+    let app = TestApp::spawn_with(Options {
+        disable_triggers: vec!["cron"],
+        ..Options::default()
+    });
+    let mut db = seed_devices(&app, "bench-snap");
+    db.batch_execute(
+        "INSERT INTO snapshot_policies (device_id, every_secs, keep_last, next_backup_at) \
+           SELECT id, 86400, 7, (now() AT TIME ZONE 'UTC') + interval '1 hour' FROM devices; \
+         INSERT INTO snapshots (id, device_id, node_id, owner_id, name, status, generation, operation_id, \
+             origin, ready_at, data_bytes, storage_gb, quota_state, expires_at) \
+           SELECT gen_random_uuid(), id, node_id, owner_id, 'auto', 'ready', 1, gen_random_uuid(), 'scheduled', \
+             now() AT TIME ZONE 'UTC', 1000, 1, 'held', (now() AT TIME ZONE 'UTC') + interval '30 days' FROM devices; \
+         ANALYZE snapshot_policies; ANALYZE snapshots",
+    )
+    .expect("seed policies and snapshots");
+    let job = || {
+        let s = Instant::now();
+        let v = expect_json(
+            app.post_as("scheduler", &format!("{D}/internal/snapshots/maintain")),
+            200,
+        );
+        (s.elapsed(), v)
+    };
+    let mut busy = Vec::new();
+    for i in 0..31 {
+        db.execute(
+            "UPDATE snapshot_policies SET next_backup_at = (now() AT TIME ZONE 'UTC') - interval '1 second' \
+             WHERE device_id IN (SELECT device_id FROM snapshot_policies ORDER BY device_id OFFSET $1 LIMIT 10)",
+            &[&(i * 10_i64)],
+        )
+        .unwrap();
+        let (took, v) = job();
+        assert_eq!(v["backups"], 10, "{v}");
+        if i > 0 {
+            busy.push(took);
+        }
+    }
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        let (took, v) = job();
+        assert_eq!(v["backups"], 0, "{v}");
+        idle.push(took);
+    }
+    println!(
+        "devices: snapshot job, 10,000 policies, 10 backups due (queued):       {}",
+        summary(busy)
+    );
+    println!(
+        "devices: snapshot job, 10,000 policies and snapshots, none due:        {}",
+        summary(idle)
+    );
+}
+
 /// The lifecycle job with 10,000 devices of which 10 are due (a second
 /// app without the cron trigger, so that only the benchmark runs the job).
 fn lifecycle_job() {
@@ -178,32 +268,7 @@ fn lifecycle_job() {
         disable_triggers: vec!["cron"],
         ..Options::default()
     });
-    let admin = app.platform_admin();
-    let (user, _) = app.signed_up_user();
-    let owner = uuid::Uuid::parse_str(&user).unwrap();
-    expect_json(
-        app.post(
-            &format!("{D}/nodes"),
-            &json!({"id": "bench-life"}),
-            admin.t(),
-        ),
-        201,
-    );
-    let mut db = app.db("device");
-    // Every device runs with an idle timeout of an hour, a third of them
-    // also expire within a month; each due time is in the future.
-    db.execute(
-        "INSERT INTO devices (id, name, owner_id, owner_name, owner_email, owner_version, node_id, spec, cpu_millis, \
-           memory_mb, disk_gb, desired_status, observed_status, idle_timeout_secs, session_started_at, \
-           expires_at, expiry_warned_at, lifecycle_due_at) \
-         SELECT gen_random_uuid(), 'phone-' || i, $1, 'Bench', 'bench@example.com', 1, 'bench-life', '{}'::jsonb, 1000, \
-           1024, 4, 'running', 'running', 3600, (now() AT TIME ZONE 'UTC') - make_interval(secs => i % 600), \
-           CASE WHEN i % 3 = 0 THEN (now() AT TIME ZONE 'UTC') + make_interval(days => 2 + i % 28) END, NULL, \
-           (now() AT TIME ZONE 'UTC') + make_interval(secs => 3000 - i % 600) \
-         FROM generate_series(1, 10000) AS i",
-        &[&owner],
-    )
-    .expect("seed 10,000 devices");
+    let mut db = seed_devices(&app, "bench-life");
     // Ten of them are idle: stopped at once (their warning first).
     let due: Vec<uuid::Uuid> = db
         .query(
@@ -400,7 +465,8 @@ fn fleet(app: &TestApp) {
     drop(agents);
 }
 
-/// Arguments name the parts to run (`agent`, `lists`, `lifecycle-job`, `fleet`);
+/// Arguments name the parts to run (`agent`, `lists`, `lifecycle-job`,
+/// `snapshot-job`, `fleet`);
 /// none runs all of them.
 fn main() {
     let only: Vec<String> = std::env::args()
@@ -410,6 +476,9 @@ fn main() {
     let part = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     if part("lifecycle-job") {
         lifecycle_job();
+    }
+    if part("snapshot-job") {
+        snapshot_job();
     }
     if !part("agent") && !part("lists") && !part("fleet") {
         return;

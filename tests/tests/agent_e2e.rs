@@ -792,6 +792,9 @@ fn a_phone_from_a_template_has_its_app_and_a_snapshot_brings_its_data_back() {
         "done",
         &agent,
     );
+    // The restore made its container again: the phone's report that it is
+    // up may come a moment after the step's result.
+    wait_field(&app, &token, &copy, "observed_status", "running", &agent);
     let r = app.get(
         &format!("{copy}/files?path=/data/local/tmp/state.txt&wait=20"),
         admin.t(),
