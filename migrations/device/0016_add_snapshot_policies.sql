@@ -23,6 +23,10 @@ CREATE TABLE snapshot_policies (
 CREATE INDEX snapshot_policies_due ON snapshot_policies (next_backup_at)
     WHERE next_backup_at IS NOT NULL;
 
+-- A template's snapshot policy, given to each device made from it
+-- (`{every_secs, keep_last, max_age_secs, applies_to}`; NULL: none).
+ALTER TABLE templates ADD COLUMN default_snapshot_policy jsonb;
+
 -- `origin`: taken on request (`manual`) or by the policy (`scheduled`).
 -- `data_bytes`: the size of the copied /data, as the agent measured it;
 -- `storage_gb` what the owner's storage quota is charged for it (whole GiB,

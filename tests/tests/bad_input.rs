@@ -803,6 +803,7 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/device/internal/batches/advance",
     "POST /api/v1/device/internal/pools/replenish",
     "POST /api/v1/device/internal/devices/failover",
+    "POST /api/v1/device/internal/snapshots/maintain",
     "POST /api/v1/device/devices/:id/recover",
     "DELETE /api/v1/device/templates/:id",
 ];

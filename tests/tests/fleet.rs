@@ -850,6 +850,61 @@ fn a_snapshot_policy_backs_up_on_time_keeps_the_newest_and_charges_storage_until
     let done = maintain(&app);
     assert_eq!(done["released"], 3, "{done}");
     assert_eq!(used_storage(&app, &platform, &user), 16);
+
+    // A template's snapshot policy is given to each device made from it;
+    // one shorter than the deployment allows is refused.
+    let templates = format!("{D}/templates");
+    for bad in [
+        json!({"every_secs": 60}),
+        json!({"keep_last": 0}),
+        json!({"every_secs": 86400, "often": true}),
+        json!("daily"),
+    ] {
+        let body = json!({"name": "daily", "default_snapshot_policy": bad});
+        let (status, code) = refused(app.post(&templates, &body, platform.t()));
+        assert_eq!((status, code.as_str()), (400, "invalid_input"), "{bad}");
+    }
+    assert_eq!(app.count("device", "SELECT count(*) FROM templates"), 0);
+    let t = expect_json(
+        app.post(
+            &templates,
+            &json!({"name": "daily", "visibility": "public", "default_snapshot_policy": {"every_secs": 86400, "keep_last": 3}}),
+            platform.t(),
+        ),
+        201,
+    );
+    assert_eq!(t["default_snapshot_policy"]["keep_last"], 3, "{t}");
+    expect_json(
+        app.patch(
+            &format!("/api/v1/user/quotas/{user}"),
+            &json!({"max_storage_gb": 100}),
+            platform.t(),
+        ),
+        200,
+    );
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "from-daily", "template_id": t["id"]}),
+            Some(&token),
+        ),
+        202,
+    );
+    let made = device_of(&op);
+    let p = expect_json(
+        app.get(&format!("{D}/devices/{made}/snapshot-policy"), Some(&token)),
+        200,
+    );
+    assert_eq!(
+        (
+            p["every_secs"].clone(),
+            p["keep_last"].clone(),
+            p["applies_to"].clone()
+        ),
+        (json!(86400), json!(3), json!("scheduled")),
+        "{p}"
+    );
+    assert!(p["next_backup_at"].is_string(), "{p}");
 }
 
 #[test]

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// The longest backup interval and retention age: a year.
 pub const MAX_SECS: i64 = 366 * 24 * 3600;
+/// Most snapshots one device keeps (delete one to take another).
+pub const MAX_PER_DEVICE: i64 = 20;
 
 /// Which snapshots retention removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -69,6 +71,25 @@ pub struct Policy {
     pub max_age_secs: Option<i32>,
     /// Which snapshots retention removes.
     pub applies_to: AppliesTo,
+}
+
+impl Policy {
+    /// As a template stores it (and `PolicyInput` reads it back).
+    pub fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "every_secs": self.every_secs, "keep_last": self.keep_last,
+            "max_age_secs": self.max_age_secs, "applies_to": self.applies_to.as_str(),
+        })
+    }
+
+    /// The shortest interval or age it sets, if any.
+    pub fn shortest_secs(self) -> Option<i64> {
+        [self.every_secs, self.max_age_secs]
+            .into_iter()
+            .flatten()
+            .map(i64::from)
+            .min()
+    }
 }
 
 impl PolicyInput {

@@ -1,10 +1,11 @@
 //! Device templates: a spec and image, tags, the apps installed and the
 //! system properties and commands applied at a device's first boot, and the
-//! defaults of its lifecycle policy. Parsed here whole, so that a stored
+//! defaults of its lifecycle and snapshot policies. Parsed here whole, so that a stored
 //! template is always one a device can be made from; `provision_plan` turns
 //! one into the ordered steps the first boot runs.
 
 use super::device_ops::{ApkUrl, Sha256Hex, ShellCommand, MAX_COMMAND_CHARS};
+use super::snapshot_policy::{Policy, PolicyInput, MAX_PER_DEVICE};
 use super::spec::{parse_tags, DeviceName, Spec, SpecInput};
 use crate::error::Error;
 use serde::{Deserialize, Serialize};
@@ -131,6 +132,11 @@ pub struct TemplateInput {
     #[serde(default, deserialize_with = "platform::input::nullable")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_max_session_secs: Option<Option<i32>>,
+    /// The snapshot policy its devices get (as `PUT
+    /// /devices/:id/snapshot-policy` takes it).
+    #[serde(default, deserialize_with = "platform::input::nullable")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_snapshot_policy: Option<Option<serde_json::Value>>,
 }
 
 /// A category: 1-32 of `a-z0-9-_`.
@@ -218,6 +224,8 @@ pub struct Template {
     pub idle_timeout_secs: Option<i32>,
     /// Longest session default (seconds).
     pub max_session_secs: Option<i32>,
+    /// The snapshot policy its devices get.
+    pub snapshot_policy: Option<Policy>,
 }
 
 impl TemplateInput {
@@ -238,7 +246,8 @@ impl TemplateInput {
             init_commands,
             default_lifetime_secs,
             default_idle_timeout_secs,
-            default_max_session_secs
+            default_max_session_secs,
+            default_snapshot_policy
         );
         self
     }
@@ -312,6 +321,14 @@ impl TemplateInput {
                 "default_max_session_secs",
                 self.default_max_session_secs,
             )?,
+            snapshot_policy: match self.default_snapshot_policy.clone().flatten() {
+                None => None,
+                Some(v) => Some(
+                    serde_json::from_value::<PolicyInput>(v)
+                        .map_err(|e| Error::Invalid(format!("default_snapshot_policy: {e}")))?
+                        .parse(i64::from(POLICY_SECS.0), MAX_PER_DEVICE)?,
+                ),
+            },
         })
     }
 }

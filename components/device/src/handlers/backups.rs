@@ -31,6 +31,18 @@ const BATCH: i64 = 50;
 /// due after this).
 const LEASE_SECS: i64 = 300;
 
+/// Refuses a policy (a device's or a template's) with an interval or age
+/// shorter than the deployment allows.
+pub(super) fn check_min(p: crate::domain::snapshot_policy::Policy) -> Result<()> {
+    let min = min_secs();
+    match p.shortest_secs() {
+        Some(s) if s < min => Err(Error::Invalid(format!(
+            "snapshot intervals and ages must be at least {min} seconds"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The shortest backup interval and retention age (Spin variable
 /// `device_min_backup_secs`, default 3600).
 fn min_secs() -> i64 {

@@ -328,6 +328,7 @@ fn start_item(
                 lifecycle: super::devices::template_defaults(&t, Default::default()),
                 pool: None,
                 recover_policy: "none",
+                snapshot_policy: t.snapshot_policy,
                 spec: t.spec,
             };
             let owner = Owner {

@@ -225,6 +225,9 @@ pub struct Making {
     pub pool: Option<Uuid>,
     /// What happens when its node is lost: `none` or `fresh`.
     pub recover_policy: &'static str,
+    /// Its snapshot policy (a template's; a pooled device gets it when a
+    /// user takes it).
+    pub snapshot_policy: Option<crate::domain::snapshot_policy::Policy>,
 }
 
 /// `POST /devices`: creates a device for the caller and answers 202 with
@@ -307,6 +310,7 @@ pub fn create(call: &Call) -> Result<Response> {
             .map(super::failover::policy)
             .transpose()?
             .unwrap_or("none"),
+        snapshot_policy: template.as_ref().and_then(|(_, t)| t.snapshot_policy),
     };
     // A warm pool of the template answers at once, with a running device.
     if let Some((template_id, _)) = &template {
@@ -372,6 +376,7 @@ pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<
         lifecycle,
         pool,
         recover_policy,
+        snapshot_policy,
     } = m;
     let (device_id, op_id) = (Uuid::new_v4(), Uuid::new_v4());
     let owner = who.user;
@@ -488,6 +493,9 @@ pub fn make_for(ctx: &Ctx, who: &Owner, m: Making, key: Option<&str>) -> Result<
         repo::templates::insert_steps(tx, device_id, &plan)?;
         if recover_policy != "none" {
             repo::recoveries::set_policy(tx, device_id, recover_policy)?;
+        }
+        if let (Some(p), None) = (&snapshot_policy, pool) {
+            repo::snapshot_policies::put(tx, device_id, p)?;
         }
         // A GPU slot, under the node's lock that placement holds; placement
         // counted the node's free slots, the primary key guards the rest.

@@ -158,6 +158,9 @@ pub fn take(call: &Call, template: Uuid, m: &Making) -> Result<Option<Operation>
         repo::lifecycle::start_session(tx, d.id)?;
         super::policy::apply(tx, d.id, &m.lifecycle)?;
         super::policy::recompute(tx, d.id)?;
+        if let Some(p) = &m.snapshot_policy {
+            repo::snapshot_policies::put(tx, d.id, p)?;
+        }
         tx.execute(
             "UPDATE operations SET device_id = $2, node_id = $3, generation = $4 WHERE id = $1",
             &[
@@ -293,6 +296,8 @@ fn replenish_one(ctx: &Ctx, pool: &repo::pools::Pool) -> Result<(usize, usize)> 
             lifecycle: Default::default(),
             pool: Some(pool.template_id),
             recover_policy: "none",
+            // Given when a user takes it, not while it waits.
+            snapshot_policy: None,
         };
         let nobody = Owner {
             user: NOBODY,

@@ -27,8 +27,7 @@ use serde::Deserialize;
 use spin_sdk::http::Response;
 use uuid::Uuid;
 
-/// Most snapshots one device keeps (delete one to take another).
-pub const MAX_PER_DEVICE: i64 = 20;
+pub use crate::domain::snapshot_policy::MAX_PER_DEVICE;
 /// How long taking, restoring or deleting a snapshot may take: a commit of
 /// the container and a copy of up to the device's whole storage.
 pub const TIMEOUT_SECS: i32 = 1800;
@@ -383,6 +382,7 @@ pub fn clone(call: &Call) -> Result<Response> {
         lifecycle: Default::default(),
         pool: None,
         recover_policy: "none",
+        snapshot_policy: None,
     };
     super::devices::make(call, making)
 }

@@ -106,6 +106,8 @@ pub fn create(call: &Call) -> Result<Response> {
     )?;
     let t = input.parse()?;
     super::devices::image_allowed(&t.spec.image)?;
+    t.snapshot_policy
+        .map_or(Ok(()), super::backups::check_min)?;
     let id = Uuid::new_v4();
     let db = open_db()?;
     let maker = repo::templates::Maker {
@@ -143,6 +145,8 @@ pub fn patch(call: &Call) -> Result<Response> {
         let current = changeable(tx, caller, id)?;
         let t = current.input().merged(change).parse()?;
         super::devices::image_allowed(&t.spec.image)?;
+        t.snapshot_policy
+            .map_or(Ok(()), super::backups::check_min)?;
         repo::templates::update(tx, id, &t)?.ok_or_else(taken)?;
         repo::templates::find(tx, id)?.ok_or(Error::NotFound("template"))
     })?;

@@ -41,6 +41,8 @@ pub struct Stored {
     pub default_idle_timeout_secs: Option<i32>,
     /// Longest session default (seconds).
     pub default_max_session_secs: Option<i32>,
+    /// The snapshot policy its devices get.
+    pub default_snapshot_policy: Option<serde_json::Value>,
     /// Devices made from it.
     pub usage_count: i64,
     /// Created.
@@ -54,7 +56,7 @@ pub struct Stored {
 const COLUMNS: &str = "t.id, t.name, t.description, t.category, t.visibility, t.owner_id, t.tenant_id, \
      t.spec, t.tags, t.preinstalled_apps, t.properties, t.init_commands, \
      t.default_lifetime_secs, t.default_idle_timeout_secs, t.default_max_session_secs, t.usage_count, \
-     t.created_at, t.updated_at, t.version";
+     t.created_at, t.updated_at, t.version, t.default_snapshot_policy";
 
 fn stored(r: &[DbValue]) -> Result<Stored, DbError> {
     Ok(Stored {
@@ -77,6 +79,7 @@ fn stored(r: &[DbValue]) -> Result<Stored, DbError> {
         created_at: timestamp(r, 16, "templates.created_at")?,
         updated_at: timestamp(r, 17, "templates.updated_at")?,
         version: col(r, 18, "templates.version")?,
+        default_snapshot_policy: col(r, 19, "templates.default_snapshot_policy")?,
     })
 }
 
@@ -101,6 +104,7 @@ impl Stored {
             default_lifetime_secs: Some(self.default_lifetime_secs),
             default_idle_timeout_secs: Some(self.default_idle_timeout_secs),
             default_max_session_secs: Some(self.default_max_session_secs),
+            default_snapshot_policy: Some(self.default_snapshot_policy.clone()),
         }
     }
 }
@@ -138,11 +142,15 @@ fn contents(t: &Template) -> Result<Vec<P>, DbError> {
         opt_i32(t.lifetime_secs),
         opt_i32(t.idle_timeout_secs),
         opt_i32(t.max_session_secs),
+        match &t.snapshot_policy {
+            Some(p) => json(&p.to_json())?,
+            None => P::DbNull,
+        },
     ])
 }
 
 /// The columns [`contents`] fills.
-const CONTENT_COLUMNS: [&str; 11] = [
+const CONTENT_COLUMNS: [&str; 12] = [
     "name",
     "description",
     "category",
@@ -154,6 +162,7 @@ const CONTENT_COLUMNS: [&str; 11] = [
     "default_lifetime_secs",
     "default_idle_timeout_secs",
     "default_max_session_secs",
+    "default_snapshot_policy",
 ];
 
 /// Inserts a template; `None` when its name is taken where it is visible.
