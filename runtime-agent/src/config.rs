@@ -245,6 +245,9 @@ pub struct FileConfig {
     pub labels: Option<BTreeMap<String, String>>,
     /// URL prefixes `install_apk` may download from; default: `control_plane_url`.
     pub apk_url_prefixes: Option<Vec<String>>,
+    /// Prefix of container names (default `cloudphone-`); only agents
+    /// sharing one engine, as in tests, need another.
+    pub container_name_prefix: Option<String>,
 }
 
 /// Flags and environment variables; each overrides the file.
@@ -508,6 +511,20 @@ impl Config {
         }
         if let Some(v) = file.labels {
             c.labels = v;
+        }
+        if let Some(v) = file.container_name_prefix {
+            // A container name is [a-zA-Z0-9][a-zA-Z0-9_.-]*; the device id follows.
+            let ok = v.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+                && v.len() <= 64
+                && v.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch));
+            if !ok {
+                return Err(invalid(
+                    "container_name_prefix",
+                    "must be 1-64 of letters, digits, '_', '.', '-', starting with a letter or digit".into(),
+                ));
+            }
+            c.container_name_prefix = v;
         }
         if let Some(v) = file.apk_url_prefixes {
             c.apk_url_policy = ApkUrlPolicy::parse(&v)?;

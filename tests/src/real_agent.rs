@@ -152,6 +152,9 @@ stop_timeout_ms = 2000
 max_concurrency = {concurrency}
 max_devices = {max_devices}
 apk_url_prefixes = {prefixes}
+# Every test agent shares one engine, as two hosts never would: its own
+# container names keep a device moved between them from clashing.
+container_name_prefix = "cp-{node}-"
 
 [labels]
 zone = "sh-1"

@@ -363,6 +363,82 @@ fn two_agents_share_the_work_and_a_frozen_one_is_noticed_and_welcomed_back() {
     assert!(a.container_of(&on_a).expect("container").running);
 }
 
+#[test]
+fn a_lost_nodes_auto_recover_phone_comes_up_on_the_other_node_and_the_old_one_does_not_keep_it() {
+    let app = app_with(&[
+        ("SPIN_VARIABLE_NODE_HEARTBEAT_SECS", "1"),
+        ("SPIN_VARIABLE_FAILOVER_AFTER_SECS", "3"),
+    ]);
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 4);
+    let a = enrolled_agent(&app, &admin, "lost");
+    // The phone goes to a: b is cordoned until it is made.
+    let b = enrolled_agent(&app, &admin, "spare");
+    let cordon = format!("{D}/nodes/{}/cordon", b.node);
+    expect_json(app.post(&cordon, &json!({}), admin.t()), 200);
+    let op = create(&app, &token, "kept", json!({"recover_policy": "fresh"}));
+    let id = device_of(&op);
+    succeeded(&app, &token, &op, &[&a, &b]);
+    assert!(a.container_of(&id).is_some(), "made on the first node");
+    expect_json(
+        app.post(
+            &format!("{D}/nodes/{}/uncordon", b.node),
+            &json!({}),
+            admin.t(),
+        ),
+        200,
+    );
+
+    // a freezes: past the failover time, the phone is made again on b and runs.
+    // (Node ids show to those who may read nodes: the administrator.)
+    let staff = admin.token.as_str();
+    let lost_at = std::time::Instant::now();
+    a.signal("STOP");
+    app.eventually(Duration::from_secs(90), || {
+        let d = device(&app, staff, &id);
+        (d["node_id"] == b.node.as_str() && d["observed_status"] == "running").then_some(())
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "the phone never ran on the spare node: {}\nspare agent log:\n{}",
+            device(&app, staff, &id),
+            b.log()
+        )
+    });
+    let took = lost_at.elapsed();
+    assert!(b.container_of(&id).expect("a container on b").running);
+    let recoveries = expect_json(
+        app.get(&format!("{D}/devices/{id}/recoveries"), Some(&token)),
+        200,
+    );
+    assert_eq!(
+        recoveries["items"].as_array().map(Vec::len),
+        Some(1),
+        "{recoveries}"
+    );
+    assert_eq!(
+        recoveries["items"][0]["reason"], "node_lost",
+        "{recoveries}"
+    );
+    eprintln!("failover: the phone ran on the spare node {took:?} after its node froze");
+
+    // a thaws: its agent removes its copy, and b's phone runs on.
+    a.signal("CONT");
+    wait_node(&app, &admin, &a, "online");
+    app.eventually(Duration::from_secs(30), || {
+        a.container_of(&id).is_none().then_some(())
+    })
+    .unwrap_or_else(|_| panic!("the old node kept the phone; log:\n{}", a.log()));
+    let d = device(&app, staff, &id);
+    assert_eq!(
+        (d["node_id"].as_str(), d["observed_status"].as_str()),
+        (Some(b.node.as_str()), Some("running")),
+        "{d}"
+    );
+    assert!(b.container_of(&id).expect("still on b").running);
+}
+
 /// Serves `body` to every request on a local port, from a thread that
 /// lives as long as the test (a download source for APKs); its base URL.
 fn serve_file(body: Vec<u8>) -> String {
