@@ -38,6 +38,10 @@ pub struct DeviceRuntime {
     pub last_status: Option<DeviceStatus>,
     /// The generation last reported with it.
     pub last_generation: Option<u64>,
+    /// The ADB port its container last had: a container made again (one
+    /// removed behind the agent's back) takes it back, so the phone's
+    /// address does not change.
+    pub last_port: Option<u16>,
 }
 
 impl DeviceRuntime {
@@ -392,6 +396,41 @@ pub async fn reconcile_device(shared: &Arc<Shared>, id: &DeviceId) -> Result<(),
     Ok(())
 }
 
+/// Reserves `port` again for a device whose container had it, if no other
+/// container of this node holds it and nothing else binds it; the engine
+/// may take a moment to let go of a removed container's port, so it is
+/// tried for up to two seconds.
+async fn take_back(shared: &Shared, port: u16) -> Result<bool, AgentError> {
+    let range = shared.cfg.port_range;
+    if !(range.start..=range.end).contains(&port) {
+        return Ok(false);
+    }
+    let node = shared.cfg.node_id.as_str();
+    let held = shared
+        .engine
+        .list(&[(LABEL_MANAGED, "true"), (LABEL_NODE, node)])
+        .await?
+        .iter()
+        .any(|c| c.labels.get(LABEL_ADB_PORT).and_then(|p| p.parse().ok()) == Some(port));
+    if held {
+        return Ok(false);
+    }
+    for _ in 0..20 {
+        {
+            let mut reserved = shared.reserved_ports.lock().expect("ports lock");
+            if reserved.contains(&port) {
+                return Ok(false);
+            }
+            if std::net::TcpListener::bind((shared.cfg.adb_bind_address.as_str(), port)).is_ok() {
+                reserved.insert(port);
+                return Ok(true);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(false)
+}
+
 /// Picks the lowest free port in the range, skipping ports held by this
 /// node's containers, ports reserved by creates in flight, and ports some
 /// other process has bound.
@@ -477,7 +516,10 @@ pub async fn create_device(
     }
     let port = match port {
         Some(p) => p,
-        None => allocate_port(shared).await?,
+        None => match shared.with_runtime(id, |rt| rt.last_port) {
+            Some(p) if take_back(shared, p).await? => p,
+            _ => allocate_port(shared).await?,
+        },
     };
     let result = async {
         let dir = spec::device_dir(&shared.cfg.data_root, id);
@@ -650,6 +692,9 @@ pub async fn refresh_inventory(
         for id in &ids {
             let c = observed.get(id);
             let rt = rts.entry(id.clone()).or_default();
+            if let Some(p) = c.and_then(|c| c.labels.get(LABEL_ADB_PORT)?.parse().ok()) {
+                rt.last_port = Some(p);
+            }
             let status = status_of(desired.get(id), c, Some(rt));
             let dev = ObservedDevice {
                 device_id: id.to_string(),

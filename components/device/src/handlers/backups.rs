@@ -137,7 +137,12 @@ pub fn job(call: &Call) -> Result<Response> {
             Ok(Charge::Held) => done.charged += 1,
             Ok(Charge::Refused) => done.refused += 1,
             Ok(Charge::Released) => done.released += 1,
-            Err(e) => defer("charge", s.id, e, &mut done),
+            Err(e) => {
+                // To the back of the queue, so that one that keeps failing
+                // does not hold up the others.
+                repo::snapshots::touch_quota(&open_db()?, s.id)?;
+                defer("charge", s.id, e, &mut done)
+            }
         }
     }
 
@@ -243,7 +248,10 @@ fn reserve_storage(ctx: &Ctx, s: &Snapshot) -> Result<dispatch::Reservation> {
     )
 }
 
-/// Charges a ready snapshot to its owner's storage quota, or refuses it.
+/// Charges a ready snapshot to its owner's storage quota, or refuses it
+/// when there is no room. An owner who cannot hold resources now (locked,
+/// or in a suspended tenant) is not a reason to delete their data: the
+/// charge waits.
 fn charge(ctx: &Ctx, s: &Snapshot) -> Result<Charge> {
     match reserve_storage(ctx, s) {
         Ok(r) => {
@@ -257,7 +265,7 @@ fn charge(ctx: &Ctx, s: &Snapshot) -> Result<Charge> {
             })?;
             Ok(Charge::Held)
         }
-        Err(Error::QuotaExceeded(why) | Error::Conflict(why)) => {
+        Err(Error::QuotaExceeded(why)) => {
             let db = open_db()?;
             db.transaction(|tx| {
                 match repo::snapshots::lock(tx, s.id)? {
@@ -291,8 +299,9 @@ fn release(ctx: &Ctx, s: &Snapshot) -> Result<Charge> {
         None => {
             match reserve_storage(ctx, s) {
                 Ok(r) => Some(r.id),
-                // Nothing was ever held.
-                Err(Error::QuotaExceeded(_) | Error::Conflict(_)) => None,
+                // No reservation under the key, and no room for one:
+                // nothing was ever held.
+                Err(Error::QuotaExceeded(_)) => None,
                 Err(e) => return Err(e),
             }
         }

@@ -397,6 +397,15 @@ pub fn set_quota(
     Ok(n == 1)
 }
 
+/// Puts a snapshot's pending charge or refund at the back of the queue.
+pub fn touch_quota(db: &Db, id: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE snapshots SET quota_updated_at = now() AT TIME ZONE 'UTC' WHERE id = $1",
+        &[P::Uuid(id.to_string())],
+    )?;
+    Ok(())
+}
+
 /// A snapshot the owner's storage quota has no room for: refused, with the
 /// reason, and expired so that it is deleted (again, if a delete fails).
 pub fn refuse(db: &Db, id: Uuid, why: &str) -> Result<(), DbError> {
