@@ -353,7 +353,9 @@ async fn execute(
                     rt.booting_since = Some(Instant::now());
                 });
             }
-            wait_ready(shared, &device_id).await
+            let mut out = wait_ready(shared, &device_id).await?;
+            out["restarted"] = json!(true);
+            Ok(out)
         }
         Operation::Delete {
             device_id,

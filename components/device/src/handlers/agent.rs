@@ -370,7 +370,17 @@ fn apply(db: &Db, node: &str, env: &Envelope) -> Result<Applied> {
         }
         "command_result" => {
             let result = parse!(CommandResult);
-            return command_result(db, node, &result);
+            let applied = command_result(db, node, &result)?;
+            // A restart answers once the phone has booted again: that is
+            // also what the phone is, as of this message, so a status the
+            // agent observed while it was booting (sent earlier, arriving
+            // later) does not show it booting after the restart succeeded.
+            if let Some(seen) = restarted(&result) {
+                if observe(db, node, &seen, &env.sent_at)? {
+                    return Ok(Applied::Queued);
+                }
+            }
+            return Ok(applied);
         }
         other => return Ok(Applied::Refused(format!("unknown kind {other}"))),
     }
@@ -425,6 +435,28 @@ fn observe(db: &Db, node: &str, d: &ObservedDevice, sent_at: &str) -> Result<boo
 /// Finishes the operation a command result answers (once). A result for
 /// an operation of another node is refused: a node answers only for the
 /// commands sent to it.
+/// The phone a successful `restart` result says is up again.
+fn restarted(r: &CommandResult) -> Option<ObservedDevice> {
+    let out = &r.output;
+    if !r.ok || out["status"] != "ready" || out.get("device_id").is_none() {
+        return None;
+    }
+    // Only a restart answers `ready` without changing the desired state;
+    // creates and starts are seen through their own status reports.
+    if out.get("restarted") != Some(&serde_json::Value::Bool(true)) {
+        return None;
+    }
+    Some(ObservedDevice {
+        device_id: out["device_id"].as_str()?.to_string(),
+        status: proto::DeviceStatus::Ready,
+        container_id: out["container_id"].as_str().map(str::to_string),
+        adb_port: out["adb_port"].as_u64().and_then(|p| u16::try_from(p).ok()),
+        spec_hash: None,
+        generation: None,
+        reason: None,
+    })
+}
+
 fn command_result(db: &Db, node: &str, r: &CommandResult) -> Result<Applied> {
     let Ok(op) = Uuid::parse_str(&r.operation_id) else {
         return Ok(Applied::Refused(
