@@ -151,9 +151,8 @@ pub fn job(call: &Call) -> Result<Response> {
         let db = open_db()?;
         let recorded = db.transaction(|tx| {
             // Still expired under the lock (a new policy may have kept it).
-            match repo::snapshots::lock(tx, id)? {
-                Some(s) if s.status == "ready" && still_expired(tx, id)? => {}
-                _ => return Ok(None),
+            if !repo::snapshots::lock_expired(tx, id)? {
+                return Ok(None);
             }
             snapshots::start_delete(tx, id, Uuid::new_v4(), None, None).map(Some)
         });
@@ -172,19 +171,6 @@ pub fn job(call: &Call) -> Result<Response> {
     }
     platform::outbox::publish_after_commit(&open_db()?, &ctx.request_id);
     Ok(platform::http::json(200, &done))
-}
-
-fn still_expired(tx: &platform::db::Db, id: Uuid) -> Result<bool> {
-    let r = tx.query(
-        "SELECT expires_at <= now() AT TIME ZONE 'UTC' FROM snapshots WHERE id = $1",
-        &[spin_sdk::pg4::ParameterValue::Uuid(id.to_string())],
-    )?;
-    Ok(r.rows
-        .first()
-        .map(|row| platform::db::col::<Option<bool>>(row, 0, "expired"))
-        .transpose()?
-        .flatten()
-        .unwrap_or(false))
 }
 
 /// Takes a device's due backup: `Ok(node)` when its operation was queued,

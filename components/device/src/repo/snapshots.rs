@@ -361,6 +361,17 @@ pub fn expired(db: &Db, limit: i64) -> Result<Vec<Uuid>, DbError> {
     )
 }
 
+/// Locks a snapshot if it is ready and its retention time has passed;
+/// whether it is.
+pub fn lock_expired(db: &Db, id: Uuid) -> Result<bool, DbError> {
+    let r = db.query(
+        "SELECT 1 FROM snapshots WHERE id = $1 AND status = 'ready' \
+           AND expires_at <= now() AT TIME ZONE 'UTC' FOR UPDATE",
+        &[P::Uuid(id.to_string())],
+    )?;
+    Ok(!r.rows.is_empty())
+}
+
 /// Up to `limit` snapshots whose storage charge is to be made (`pending`)
 /// or given back (`releasing`), oldest first.
 pub fn quota_due(db: &Db, limit: i64) -> Result<Vec<Snapshot>, DbError> {
