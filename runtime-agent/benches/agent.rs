@@ -88,6 +88,7 @@ async fn real_engine() {
                 &format!("bench-create-{i}"),
                 Operation::Create {
                     device: env.device(&id, RunState::Running),
+                    import: None,
                 },
             )
             .await;

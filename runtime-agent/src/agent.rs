@@ -471,13 +471,25 @@ pub(crate) fn http_client() -> reqwest::Client {
         .expect("http client builds")
 }
 
-/// Signs an HTTP request to the control plane.
+/// Signs an HTTP request with a JSON body (or none) to the control plane.
 pub fn signed_request(
     client: &reqwest::Client,
     cfg: &Config,
     method: reqwest::Method,
     path: &str,
     body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    signed_request_of(client, cfg, method, path, body, "application/json")
+}
+
+/// Signs an HTTP request to the control plane with a body of `content_type`.
+pub fn signed_request_of(
+    client: &reqwest::Client,
+    cfg: &Config,
+    method: reqwest::Method,
+    path: &str,
+    body: Vec<u8>,
+    content_type: &str,
 ) -> reqwest::RequestBuilder {
     let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
     let input = protocol::http_signing_input(
@@ -496,7 +508,7 @@ pub fn signed_request(
             protocol::HEADER_SIGNATURE,
             cfg.secret.sign(input.as_bytes()),
         )
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(body)
 }
 

@@ -6,6 +6,7 @@
 //! HTTP) is described in `docs/agent-protocol.md`.
 
 pub mod agent;
+pub mod archive;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -321,7 +321,13 @@ async fn execute(
     op: Operation,
 ) -> Result<serde_json::Value, AgentError> {
     match op {
-        Operation::Create { device } => create(shared, device).await,
+        Operation::Create { device, import } => {
+            if let Some(archive) = &import {
+                // Before the device is taken in, so it is never made from an empty /data.
+                crate::archive::import(shared, &device.device_id, archive).await?;
+            }
+            create(shared, device).await
+        }
         Operation::Reset { device } => reset(shared, device).await,
         Operation::Start {
             device_id,
@@ -374,7 +380,23 @@ async fn execute(
         Operation::Snapshot {
             device_id,
             snapshot_id,
-        } => snapshot(shared, &device_id, &snapshot_id).await,
+            archive,
+        } => {
+            let mut out = snapshot(shared, &device_id, &snapshot_id).await?;
+            if archive {
+                // The snapshot stands on its node whatever becomes of its archive.
+                let data =
+                    snapshot_dir(&shared.cfg.data_root, &device_id, &snapshot_id).join("data");
+                match crate::archive::upload(&shared.cfg, &data, &snapshot_id).await {
+                    Ok(a) => out["archive"] = a,
+                    Err(e) => {
+                        tracing::warn!(device = %device_id, snapshot = %snapshot_id, error = %e, "snapshot archive upload failed");
+                        out["archive_error"] = json!(e.to_string());
+                    }
+                }
+            }
+            Ok(out)
+        }
         Operation::Restore {
             device_id,
             snapshot_id,

@@ -224,6 +224,9 @@ pub struct ControlPlaneState {
     pub contents: Mutex<HashMap<String, Vec<u8>>>,
     /// Content requests served, found or not.
     pub content_fetches: AtomicU64,
+    /// Snapshot archive chunks by snapshot id and number, as uploaded (the
+    /// real control plane also checks the snapshot's node and state).
+    pub archives: Mutex<HashMap<(String, u32), Vec<u8>>>,
     /// When set, every API call answers 503.
     pub down: AtomicBool,
     /// When set, desired-state responses are signed with this key instead
@@ -412,6 +415,25 @@ async fn handle(
             match st.contents.lock().expect("lock").get(op) {
                 Some(data) => reply(200, data.clone()),
                 None => reply(404, Vec::new()),
+            }
+        }
+        (m, rest) if rest.starts_with("snapshots/") && rest.contains("/archive/") => {
+            let mut parts = rest["snapshots/".len()..].split("/archive/");
+            let snap = parts.next().unwrap_or_default().to_owned();
+            let Some(seq) = parts.next().and_then(|n| n.parse::<u32>().ok()) else {
+                return reply(404, Vec::new());
+            };
+            let mut archives = st.archives.lock().expect("lock");
+            match m {
+                "PUT" if body.len() > protocol::ARCHIVE_CHUNK_BYTES => reply(413, Vec::new()),
+                "PUT" => {
+                    archives.insert((snap, seq), body.to_vec());
+                    reply(204, Vec::new())
+                }
+                _ => match archives.get(&(snap, seq)) {
+                    Some(data) => reply(200, data.clone()),
+                    None => reply(404, Vec::new()),
+                },
             }
         }
         _ => reply(404, Vec::new()),

@@ -181,6 +181,7 @@ async fn an_agent_killed_mid_create_adopts_the_container_on_restart_and_duplicat
         "op-create",
         Operation::Create {
             device: env.device("d1", RunState::Running),
+            import: None,
         },
     )
     .await;
@@ -199,6 +200,7 @@ async fn an_agent_killed_mid_create_adopts_the_container_on_restart_and_duplicat
         "op-create",
         Operation::Create {
             device: env.device("d1", RunState::Running),
+            import: None,
         },
     )
     .await;
@@ -222,6 +224,7 @@ async fn an_agent_killed_mid_create_adopts_the_container_on_restart_and_duplicat
         "op-create",
         Operation::Create {
             device: env.device("d1", RunState::Running),
+            import: None,
         },
     )
     .await;
@@ -337,6 +340,7 @@ async fn snapshot_then_restore_brings_back_data_directory_files() {
             Operation::Snapshot {
                 device_id: dev("d1"),
                 snapshot_id: snap.clone(),
+                archive: false,
             },
         )
         .await;
@@ -488,6 +492,7 @@ async fn an_exhausted_port_range_gives_a_clear_error() {
             "op-d2",
             Operation::Create {
                 device: env.device("d2", RunState::Running),
+                import: None,
             },
         )
         .await;
@@ -571,6 +576,7 @@ async fn create_and_delete_by_command_repeat_cleanly() {
                 &format!("op-create-{i}"),
                 Operation::Create {
                     device: env.device(&id, RunState::Running),
+                    import: None,
                 },
             )
             .await;
@@ -700,6 +706,7 @@ async fn the_agent_survives_a_restart_of_redis_and_reports_while_it_is_down() {
         "op-after-restart",
         Operation::Create {
             device: env.device("d1", RunState::Running),
+            import: None,
         },
     )
     .await;

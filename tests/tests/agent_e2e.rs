@@ -364,7 +364,8 @@ fn two_agents_share_the_work_and_a_frozen_one_is_noticed_and_welcomed_back() {
 }
 
 #[test]
-fn a_lost_nodes_auto_recover_phone_comes_up_on_the_other_node_and_the_old_one_does_not_keep_it() {
+fn a_lost_nodes_phone_comes_up_on_the_other_node_with_its_snapshots_data_and_the_old_one_does_not_keep_it(
+) {
     let app = app_with(&[
         ("SPIN_VARIABLE_NODE_HEARTBEAT_SECS", "1"),
         ("SPIN_VARIABLE_FAILOVER_AFTER_SECS", "3"),
@@ -377,7 +378,7 @@ fn a_lost_nodes_auto_recover_phone_comes_up_on_the_other_node_and_the_old_one_do
     let b = enrolled_agent(&app, &admin, "spare");
     let cordon = format!("{D}/nodes/{}/cordon", b.node);
     expect_json(app.post(&cordon, &json!({}), admin.t()), 200);
-    let op = create(&app, &token, "kept", json!({"recover_policy": "fresh"}));
+    let op = create(&app, &token, "kept", json!({"recover_policy": "snapshot"}));
     let id = device_of(&op);
     succeeded(&app, &token, &op, &[&a, &b]);
     assert!(a.container_of(&id).is_some(), "made on the first node");
@@ -390,8 +391,46 @@ fn a_lost_nodes_auto_recover_phone_comes_up_on_the_other_node_and_the_old_one_do
         200,
     );
 
-    // a freezes: past the failover time, the phone is made again on b and runs.
-    // (Node ids show to those who may read nodes: the administrator.)
+    // A file under /data, a snapshot of the running phone (archived in the
+    // control plane, as its policy asks), then a change after it.
+    let dev = format!("{D}/devices/{id}");
+    let file = "/data/local/tmp/state.txt";
+    let push = |text: &str| {
+        let v = expect_json(
+            app.call_raw(
+                "PUT",
+                &format!("{dev}/files?path={file}&wait=20"),
+                "application/octet-stream",
+                text.as_bytes().to_vec(),
+                admin.t(),
+            ),
+            200,
+        );
+        assert_eq!(v["status"], "succeeded", "{v}");
+    };
+    push("before the snapshot");
+    let taken = expect_json(
+        app.post(
+            &format!("{dev}/snapshots"),
+            &json!({"name": "kept"}),
+            Some(&token),
+        ),
+        202,
+    );
+    succeeded(&app, &token, &taken["operation"], &[&a, &b]);
+    let snap = taken["snapshot"]["id"].as_str().unwrap().to_string();
+    let s = expect_json(app.get(&format!("{D}/snapshots/{snap}"), Some(&token)), 200);
+    assert_eq!(s["status"], "ready", "{s}");
+    assert!(
+        s["archived_at"].is_string(),
+        "the snapshot is archived: {s}"
+    );
+    assert!(s["archive_bytes"].as_i64().unwrap_or(0) > 0, "{s}");
+    push("after the snapshot");
+
+    // a freezes: past the failover time, the phone is made again on b from
+    // the snapshot, and runs. (Node ids show to those who may read nodes:
+    // the administrator.)
     let staff = admin.token.as_str();
     let lost_at = std::time::Instant::now();
     a.signal("STOP");
@@ -408,20 +447,26 @@ fn a_lost_nodes_auto_recover_phone_comes_up_on_the_other_node_and_the_old_one_do
     });
     let took = lost_at.elapsed();
     assert!(b.container_of(&id).expect("a container on b").running);
-    let recoveries = expect_json(
-        app.get(&format!("{D}/devices/{id}/recoveries"), Some(&token)),
-        200,
-    );
+    let r = app.get(&format!("{dev}/files?path={file}&wait=20"), admin.t());
+    assert_eq!(r.status(), 200);
     assert_eq!(
-        recoveries["items"].as_array().map(Vec::len),
-        Some(1),
-        "{recoveries}"
+        r.bytes().unwrap().as_ref(),
+        b"before the snapshot",
+        "the phone has its snapshot's data"
     );
-    assert_eq!(
-        recoveries["items"][0]["reason"], "node_lost",
-        "{recoveries}"
+    let recoveries = expect_json(app.get(&format!("{dev}/recoveries"), Some(&token)), 200);
+    let items = recoveries["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{recoveries}");
+    assert_eq!(items[0]["reason"], "node_lost", "{recoveries}");
+    assert_eq!(items[0]["snapshot_id"], snap.as_str(), "{recoveries}");
+    assert!(
+        items[0]["lost"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&snap),
+        "the record says what was lost: {recoveries}"
     );
-    eprintln!("failover: the phone ran on the spare node {took:?} after its node froze");
+    eprintln!("failover: the phone ran on the spare node with its snapshot's data {took:?} after its node froze");
 
     // a thaws: its agent removes its copy, and b's phone runs on.
     a.signal("CONT");

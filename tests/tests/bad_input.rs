@@ -809,7 +809,10 @@ const NO_BODY: &[&str] = &[
 ];
 
 /// Routes whose body is not JSON: their bad input is in [`raw_attempts`].
-const RAW_BODY: &[&str] = &["PUT /api/v1/device/devices/:id/files"];
+const RAW_BODY: &[&str] = &[
+    "PUT /api/v1/device/devices/:id/files",
+    "PUT /api/v1/device/agent/nodes/:node_id/snapshots/:snapshot_id/archive/:seq",
+];
 
 /// One request with a bad value of its own (a query parameter, a path
 /// segment, a raw body, a JSON value breaking a rule), and the status it
@@ -1000,6 +1003,21 @@ fn raw_attempts(f: &Fixture) -> Vec<Raw> {
         415,
     );
     add("PUT", push, TenantAdmin, octets((8 << 20) + 1), 413);
+    // A snapshot archive chunk, signed by the node: empty, too large, not raw bytes.
+    let chunk = agent_protocol::messages::snapshot_archive_path(
+        f.agent.node.as_str(),
+        &uuid::Uuid::new_v4().to_string(),
+        0,
+    );
+    add("PUT", chunk.clone(), Agent, octets(0), 400);
+    add("PUT", chunk.clone(), Agent, octets((4 << 20) + 1), 413);
+    add(
+        "PUT",
+        chunk,
+        Agent,
+        (Some("application/json"), b"{}".to_vec()),
+        415,
+    );
     for (url, sha) in [
         ("ftp://cp.example/a.apk", digest.clone()),
         ("http://user:pw@cp.example/a.apk", digest.clone()),
@@ -1376,6 +1394,19 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
         );
     }
     for r in &raws {
+        if matches!(r.who, Who::Agent) {
+            let resp = f.agent.request_typed(
+                r.method,
+                &r.path,
+                r.body.clone(),
+                r.content_type.unwrap_or_default(),
+            );
+            let (status, code) =
+                error_code(resp).unwrap_or_else(|e| panic!("{} {}: {e}", r.method, r.path));
+            assert_eq!(status, r.want, "{} {:.200} ({code})", r.method, r.path);
+            tried += 1;
+            continue;
+        }
         let mut req = reqwest::blocking::Client::new()
             .request(
                 reqwest::Method::from_bytes(r.method.as_bytes()).unwrap(),

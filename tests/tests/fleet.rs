@@ -1403,7 +1403,7 @@ fn a_lost_nodes_fresh_devices_are_made_again_elsewhere_and_its_return_duplicates
     assert_eq!(
         refused(app.post(
             &format!("{D}/devices"),
-            &json!({"name": "x", "recover_policy": "snapshot"}),
+            &json!({"name": "x", "recover_policy": "later"}),
             Some(&token)
         ))
         .0,
@@ -1541,4 +1541,239 @@ fn a_lost_nodes_fresh_devices_are_made_again_elsewhere_and_its_return_duplicates
         200,
     );
     assert_eq!(rec["items"][0]["reason"], "operator");
+}
+
+#[test]
+fn snapshot_archives_come_only_from_their_node_and_go_only_to_the_node_the_device_is_recovered_on()
+{
+    let app = TestApp::spawn_with(e2e::Options {
+        env: vec![
+            ("SPIN_VARIABLE_NODE_HEARTBEAT_SECS".into(), "1".into()),
+            ("SPIN_VARIABLE_FAILOVER_AFTER_SECS".into(), "2".into()),
+        ],
+        ..e2e::Options::default()
+    });
+    let platform = app.platform_admin();
+    let (a, b) = (
+        enroll(&app, &platform, "node-xa", json!({"priority": 10})),
+        enroll(&app, &platform, "node-xb", json!({})),
+    );
+    bring_online(&app, &platform, &a);
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &platform, &user, 5);
+    let mut conn = redis_connection(&app);
+    let mut on_a = listen(&mut conn, &a);
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "kept", "recover_policy": "snapshot"}),
+            Some(&token),
+        ),
+        202,
+    );
+    let id = device_of(&op);
+    assert_eq!(next_command(&mut on_a, &a).body["op"], "create");
+    let take = |name: &str| {
+        let taken = expect_json(
+            app.post(
+                &format!("{D}/devices/{id}/snapshots"),
+                &json!({"name": name}),
+                Some(&token),
+            ),
+            202,
+        );
+        taken["snapshot"]["id"].as_str().unwrap().to_string()
+    };
+    let chunk = |agent: &ScriptedAgent, method: &str, snap: &str, seq: u32, body: Vec<u8>| {
+        let path = agent_protocol::messages::snapshot_archive_path(agent.node.as_str(), snap, seq);
+        let r = agent.request_typed(method, &path, body, "application/octet-stream");
+        let status = r.status().as_u16();
+        (status, r.bytes().unwrap().to_vec())
+    };
+    let chunks_of = |snap: &str| {
+        app.count(
+            "device",
+            &format!("SELECT count(*) FROM snapshot_archive_chunks WHERE snapshot_id = '{snap}'"),
+        )
+    };
+    let snapshot =
+        |snap: &str| expect_json(app.get(&format!("{D}/snapshots/{snap}"), Some(&token)), 200);
+
+    // The snapshot command of a device with the policy asks for an archive;
+    // only its node may upload it, and only while it is taken.
+    let (_, up) = a.report(vec![a.status(&id, DeviceStatus::Ready, 1)]);
+    assert_eq!(up["applied"], 1, "{up}");
+    let first = take("first");
+    let cmd = next_command(&mut on_a, &a);
+    assert_eq!(
+        (cmd.body["op"].as_str(), cmd.body["archive"].as_bool()),
+        (Some("snapshot"), Some(true)),
+        "{:?}",
+        cmd.body
+    );
+    assert_eq!(
+        chunk(&b, "PUT", &first, 0, vec![9; 10]).0,
+        404,
+        "another node"
+    );
+    let (c0, c1) = (vec![1u8; 1000], vec![2u8; 500]);
+    assert_eq!(chunk(&a, "PUT", &first, 0, vec![7; 1000]).0, 204);
+    assert_eq!(
+        chunk(&a, "PUT", &first, 0, c0.clone()).0,
+        204,
+        "the same chunk again replaces it"
+    );
+    assert_eq!(chunk(&a, "PUT", &first, 1, c1.clone()).0, 204);
+    assert_eq!(chunk(&a, "GET", &first, 0, vec![]).0, 404, "not kept yet");
+    let whole = [c0.clone(), c1].concat();
+    let sha = agent_protocol::messages::sha256_hex(&whole);
+    answer(
+        &a,
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": first, "image": "localhost/s:1", "image_id": "sha256:1",
+               "data_bytes": 1500, "archive": {"bytes": 1500, "sha256": sha, "chunks": 2}}),
+    );
+    let s = snapshot(&first);
+    assert_eq!(
+        (
+            s["status"].as_str(),
+            s["archive_bytes"].as_i64(),
+            s["archive_error"].as_str()
+        ),
+        (Some("ready"), Some(1500), None),
+        "{s}"
+    );
+    assert!(s["archived_at"].is_string(), "{s}");
+    assert_eq!(
+        chunk(&a, "PUT", &first, 2, vec![3; 10]).0,
+        404,
+        "taken: closed"
+    );
+    // Served to the node the device is on, and to no other.
+    assert_eq!(chunk(&a, "GET", &first, 0, vec![]), (200, c0.clone()));
+    assert_eq!(chunk(&b, "GET", &first, 0, vec![]).0, 404);
+    assert_eq!(chunk(&a, "GET", &first, 2, vec![]).0, 404);
+
+    // An archive whose chunks do not add up to what the result names is
+    // dropped, and so is one whose upload failed; the snapshots stand.
+    let second = take("second");
+    let cmd = next_command(&mut on_a, &a);
+    assert_eq!(chunk(&a, "PUT", &second, 0, vec![5; 10]).0, 204);
+    answer(
+        &a,
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": second, "image": "localhost/s:2", "data_bytes": 10,
+               "archive": {"bytes": 1500, "sha256": sha, "chunks": 2}}),
+    );
+    let s = snapshot(&second);
+    assert_eq!(s["status"], "ready", "{s}");
+    assert!(s["archived_at"].is_null(), "{s}");
+    assert!(
+        s["archive_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("chunks"),
+        "{s}"
+    );
+    assert_eq!(chunks_of(&second), 0);
+    let third = take("third");
+    let cmd = next_command(&mut on_a, &a);
+    answer(
+        &a,
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"device_id": id, "snapshot_id": third, "image": "localhost/s:3", "data_bytes": 10,
+               "archive_error": "download failed: connection refused"}),
+    );
+    let s = snapshot(&third);
+    assert_eq!(
+        (s["status"].as_str(), s["archive_error"].as_str()),
+        (
+            Some("ready"),
+            Some("archive: download failed: connection refused")
+        ),
+        "{s}"
+    );
+
+    // node-xa falls silent: the device is made on node-xb from its newest
+    // archived snapshot (the first), whose chunks node-xb may now read.
+    bring_online(&app, &platform, &b);
+    let mut conn_b = redis_connection(&app);
+    let mut on_b = listen(&mut conn_b, &b);
+    let job = |path: &str| {
+        let r = app.post_as("scheduler", &format!("{D}/internal/{path}"));
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().unwrap()
+    };
+    app.eventually(std::time::Duration::from_secs(30), || {
+        let (status, _) = b.report(vec![b.heartbeat(vec![])]);
+        assert_eq!(status, 200);
+        job("nodes/liveness");
+        (job("devices/failover")["recovered"] == 1).then_some(())
+    })
+    .expect("the failover job recovers the device");
+    let cmd = next_command(&mut on_b, &b);
+    assert_eq!(cmd.body["op"], "create", "{:?}", cmd.body);
+    assert_eq!(
+        cmd.body["import"],
+        json!({"snapshot_id": first, "bytes": 1500, "sha256": sha, "chunks": 2})
+    );
+    assert_eq!(chunk(&b, "GET", &first, 0, vec![]), (200, c0));
+    assert_eq!(
+        chunk(&a, "GET", &first, 0, vec![]).0,
+        404,
+        "the old node no longer"
+    );
+    let rec = expect_json(
+        app.get(&format!("{D}/devices/{id}/recoveries"), Some(&token)),
+        200,
+    );
+    assert_eq!(rec["recover_policy"], "snapshot", "{rec}");
+    assert_eq!(rec["items"][0]["snapshot_id"], first.as_str(), "{rec}");
+    assert!(
+        rec["items"][0]["lost"].as_str().unwrap().contains(&first),
+        "{rec}"
+    );
+
+    // The import fails on node-xb (say the archive did not check out): the
+    // record says so.
+    answer(
+        &b,
+        cmd.body["operation_id"].as_str().unwrap(),
+        false,
+        json!({}),
+    );
+    let rec = expect_json(
+        app.get(&format!("{D}/devices/{id}/recoveries"), Some(&token)),
+        200,
+    );
+    assert!(
+        rec["items"][0]["lost"]
+            .as_str()
+            .unwrap()
+            .contains("the recover operation failed: device_command_failed: it failed"),
+        "{rec}"
+    );
+
+    // Deleting the snapshot (on the node that keeps it) deletes its archive.
+    assert_eq!(chunks_of(&first), 2);
+    let gone = expect_json(
+        app.delete(&format!("{D}/snapshots/{first}"), Some(&token)),
+        202,
+    );
+    let cmd = next_command(&mut on_a, &a);
+    assert_eq!(cmd.body["op"], "delete_snapshot");
+    answer(
+        &a,
+        cmd.body["operation_id"].as_str().unwrap(),
+        true,
+        json!({"status": "deleted"}),
+    );
+    assert_eq!(
+        wait_op(&app, &token, gone["operation"]["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    assert_eq!(chunks_of(&first), 0);
 }

@@ -94,6 +94,8 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "agent/nodes/:node_id/register", Agent, agent::register),
     route("POST", "agent/nodes/:node_id/reports", Agent, agent::reports),
     route("GET", "agent/nodes/:node_id/operations/:operation_id/content", Agent, agent::operation_content),
+    route("PUT", "agent/nodes/:node_id/snapshots/:snapshot_id/archive/:seq", Agent, agent::put_archive_chunk),
+    route("GET", "agent/nodes/:node_id/snapshots/:snapshot_id/archive/:seq", Agent, agent::get_archive_chunk),
     route("POST", "internal/nodes/liveness", SCHEDULER, internal::liveness),
     route("POST", "internal/operations/expire", SCHEDULER, internal::expire_operations),
     route("POST", "internal/commands/relay", SCHEDULER, internal::relay),

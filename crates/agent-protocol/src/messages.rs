@@ -60,6 +60,16 @@ pub fn operation_content_path(node: &str, operation: &str) -> String {
     format!("{AGENT_API}/{node}/operations/{operation}/content")
 }
 
+/// `PUT` (one chunk of a snapshot's archive, from the snapshot's node while
+/// it is taken) and `GET` (the same chunk, to the node a device restored
+/// from it is placed on): raw bytes, at most [`ARCHIVE_CHUNK_BYTES`].
+pub fn snapshot_archive_path(node: &str, snapshot: &str, seq: u32) -> String {
+    format!("{AGENT_API}/{node}/snapshots/{snapshot}/archive/{seq}")
+}
+
+/// The size of every chunk of a snapshot archive but the last.
+pub const ARCHIVE_CHUNK_BYTES: usize = 4 << 20;
+
 /// Lower-case hex sha256 of `data`: the digest a `push_file` command names
 /// for the contents the agent fetches.
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -438,6 +448,21 @@ pub struct Heartbeat {
     pub uptime_s: u64,
 }
 
+/// A snapshot archive the control plane keeps: a tar of the snapshot's
+/// `/data` copy (numeric owners, modes and links kept), in chunks of
+/// [`ARCHIVE_CHUNK_BYTES`] numbered from 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRef {
+    /// The snapshot.
+    pub snapshot_id: SnapshotId,
+    /// Bytes of the whole archive.
+    pub bytes: u64,
+    /// Lower-case hex sha256 of the whole archive.
+    pub sha256: String,
+    /// How many chunks.
+    pub chunks: u32,
+}
+
 /// Body of a `command` message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
@@ -456,6 +481,10 @@ pub enum Operation {
     Create {
         /// The device as desired.
         device: DesiredDevice,
+        /// The archived snapshot whose `/data` the device starts with
+        /// (a failover from a snapshot); without it, an empty `/data`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        import: Option<ArchiveRef>,
     },
     /// A new phone: remove the container and empty the data directory, then
     /// make the device again from `device` (its new identity). Android makes
@@ -496,6 +525,11 @@ pub enum Operation {
         device_id: DeviceId,
         /// Snapshot id.
         snapshot_id: SnapshotId,
+        /// Also upload a tar archive of the `/data` copy to the control
+        /// plane ([`snapshot_archive_path`]), so that another node can make
+        /// the device from it; the result then names it under `archive`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        archive: bool,
     },
     /// Remove a snapshot's image and data copy.
     DeleteSnapshot {

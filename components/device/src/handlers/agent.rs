@@ -130,6 +130,56 @@ pub fn operation_content(call: &Call) -> Result<Response> {
     ))
 }
 
+/// The snapshot and chunk number of an archive route; 404 for ids and
+/// numbers no archive has.
+fn archive_chunk_params(call: &Call) -> Result<(Uuid, i32)> {
+    let gone = || Error::NotFound("snapshot archive chunk");
+    let snap = Uuid::parse_str(call.params.get("snapshot_id")).map_err(|_| gone())?;
+    let seq = call
+        .params
+        .get("seq")
+        .parse::<i32>()
+        .ok()
+        .filter(|n| (0..1 << 20).contains(n))
+        .ok_or_else(gone)?;
+    Ok((snap, seq))
+}
+
+/// `PUT /agent/nodes/:node_id/snapshots/:snapshot_id/archive/:seq`: one
+/// chunk (1 byte to 4 MiB) of the archive of a snapshot the node is taking;
+/// 204. The same chunk again replaces it. 404 for a snapshot not being
+/// taken on that node; the snapshot's result then says whether the chunks
+/// add up to the archive it names.
+pub fn put_archive_chunk(call: &Call) -> Result<Response> {
+    let node = call.agent()?.to_string();
+    let (snap, seq) = archive_chunk_params(call)?;
+    let body = platform::http::raw_body_within(
+        call.req,
+        proto::ARCHIVE_CHUNK_BYTES,
+        "application/octet-stream",
+    )?;
+    if body.is_empty() {
+        return Err(Error::Invalid("a chunk is at least 1 byte".into()));
+    }
+    match repo::archives::store_chunk(&db()?, snap, &node, seq, body.to_vec())? {
+        repo::archives::Upload::Stored => Ok(platform::http::no_content()),
+        repo::archives::Upload::NotTaking => Err(Error::NotFound("snapshot being taken")),
+    }
+}
+
+/// `GET /agent/nodes/:node_id/snapshots/:snapshot_id/archive/:seq`: one
+/// chunk of a kept snapshot archive, to the node the snapshot's device is
+/// placed on (it is being made there from the snapshot); 404 otherwise.
+/// Not signed: the agent checks the whole archive against the sha256 in
+/// its signed command.
+pub fn get_archive_chunk(call: &Call) -> Result<Response> {
+    let node = call.agent()?.to_string();
+    let (snap, seq) = archive_chunk_params(call)?;
+    let data = repo::archives::chunk_for_node(&db()?, snap, &node, seq)?
+        .ok_or(Error::NotFound("snapshot archive chunk"))?;
+    Ok(platform::http::bytes(200, "application/octet-stream", data))
+}
+
 /// The spec the agent runs: redroid's settings from the device's spec.
 /// `gpu` is the render node of the GPU slot the device holds, if any.
 pub fn agent_spec(s: &crate::domain::spec::Spec, gpu: Option<&str>) -> Result<pspec::DeviceSpec> {

@@ -563,6 +563,7 @@ pub fn create_command(
                 },
                 spec: super::agent::agent_spec(spec, gpu)?,
             },
+            import: None,
         },
     })
 }

@@ -1,12 +1,15 @@
 //! Failover: a device whose node stays unreachable (or is revoked) past
-//! `failover_after_secs` and whose recover policy is `fresh` is made again
-//! on another node, without the data it had on the lost one; operators can
-//! recover any device of a node that is not online. The device keeps its
-//! id and gets a new generation on its new node; its GPU slot on the lost
-//! node is released; the recovery is recorded with what was lost, and
-//! `device.recovered` says so. A lost node that comes back finds the device
-//! gone from its desired state and removes its container, and its reports
-//! about it are ignored (they come from a node that no longer has it).
+//! `failover_after_secs` and whose recover policy is `fresh` or `snapshot`
+//! is made again on another node: `fresh` without the data it had on the
+//! lost one, `snapshot` with the `/data` of its newest snapshot archived in
+//! the control plane (fresh when it has none). Operators can recover any
+//! device of a node that is not online. The device keeps its id and gets a
+//! new generation on its new node; its GPU slot on the lost node is
+//! released; the recovery is recorded with what was lost (and the snapshot
+//! it came from), and `device.recovered` says so. A lost node that comes
+//! back finds the device gone from its desired state and removes its
+//! container, and its reports about it are ignored (they come from a node
+//! that no longer has it).
 
 use super::devices::{create_command, visible, Actor};
 use super::{db as open_db, dispatch, Call};
@@ -15,6 +18,8 @@ use crate::domain::spec::{Spec, SpecInput};
 use crate::domain::status::{Desired, NodeStatus};
 use crate::error::{Error, Result};
 use crate::repo::{self, operations::NewOperation, operations::Operation};
+use agent_protocol::messages::{ArchiveRef, Operation as AgentOp};
+use agent_protocol::spec::SnapshotId;
 use events::catalogue::DEVICE_RECOVERED;
 use platform::http::Ctx;
 use spin_sdk::http::Response;
@@ -30,15 +35,28 @@ fn after_secs() -> i32 {
         .unwrap_or(300)
 }
 
-/// A recover policy as a request gives it: `none` or `fresh`.
+/// A recover policy as a request gives it: `none`, `fresh` or `snapshot`.
 pub fn policy(raw: &str) -> Result<&'static str> {
     match raw {
         "none" => Ok("none"),
         "fresh" => Ok("fresh"),
+        "snapshot" => Ok("snapshot"),
         _ => Err(Error::Invalid(
-            "recover_policy must be none or fresh".into(),
+            "recover_policy must be none, fresh or snapshot".into(),
         )),
     }
+}
+
+/// The archive a recovered device's `/data` comes from, for the agent.
+fn import_ref(a: &repo::archives::Archived) -> Result<ArchiveRef> {
+    let internal = |e: String| platform::Problem::internal(format!("stored archive: {e}"));
+    Ok(ArchiveRef {
+        snapshot_id: SnapshotId::parse(&a.snapshot.to_string())
+            .map_err(|e| internal(e.to_string()))?,
+        bytes: u64::try_from(a.bytes).map_err(|e| internal(e.to_string()))?,
+        sha256: a.sha256.clone(),
+        chunks: u32::try_from(a.chunks).map_err(|e| internal(e.to_string()))?,
+    })
 }
 
 /// Makes a device again on another node; the `recover` operation.
@@ -83,8 +101,16 @@ pub fn recover(ctx: &Ctx, actor: Actor, id: Uuid) -> Result<Operation> {
         // The lost node's GPU slot goes with it; the new node gives one.
         repo::gpus::release(tx, id)?;
         repo::runs::close(tx, id, "node_lost")?;
-        // Its template's first-boot work is done again on the new node.
-        repo::templates::reset_steps(tx, id)?;
+        // With its policy, it comes back with its newest archived snapshot's data.
+        let archived = if d.recover_policy == "snapshot" {
+            repo::archives::newest(tx, id)?
+        } else {
+            None
+        };
+        if archived.is_none() {
+            // Its template's first-boot work is done again on the fresh data.
+            repo::templates::reset_steps(tx, id)?;
+        }
         let generation = repo::recoveries::moved(
             tx,
             id,
@@ -117,7 +143,10 @@ pub fn recover(ctx: &Ctx, actor: Actor, id: Uuid) -> Result<Operation> {
         )?;
         debug_assert!(inserted.is_ok());
         let start = d.desired() == Desired::Running;
-        let command = create_command(op_id, id, generation, start, &spec, gpu.as_deref())?;
+        let mut command = create_command(op_id, id, generation, start, &spec, gpu.as_deref())?;
+        if let (AgentOp::Create { import, .. }, Some(a)) = (&mut command.op, &archived) {
+            *import = Some(import_ref(a)?);
+        }
         repo::commands::queue(
             tx,
             &to.id,
@@ -127,9 +156,20 @@ pub fn recover(ctx: &Ctx, actor: Actor, id: Uuid) -> Result<Operation> {
         let since = lost
             .and_then(|n| n.last_heartbeat_at)
             .unwrap_or_else(|| "its last report".into());
-        let lost_what = format!(
-            "its data on the lost node (its /data, apps installed, files; snapshots kept there) as of {since}"
-        );
+        let lost_what = match &archived {
+            Some(a) => format!(
+                "what changed since snapshot {} of {} (its /data comes from that snapshot; \
+                 changes outside /data and the snapshots kept on the lost node stay there)",
+                a.snapshot, a.taken_at
+            ),
+            None if d.recover_policy == "snapshot" => format!(
+                "its data on the lost node (its /data, apps installed, files; snapshots kept there) \
+                 as of {since}: it had no archived snapshot"
+            ),
+            None => format!(
+                "its data on the lost node (its /data, apps installed, files; snapshots kept there) as of {since}"
+            ),
+        };
         repo::recoveries::record(
             tx,
             &repo::recoveries::NewRecovery {
@@ -140,6 +180,7 @@ pub fn recover(ctx: &Ctx, actor: Actor, id: Uuid) -> Result<Operation> {
                 by,
                 lost: &lost_what,
                 operation: op_id,
+                snapshot: archived.as_ref().map(|a| a.snapshot),
             },
         )?;
         let after = repo::devices::find(tx, id)?.ok_or(Error::NotFound("device"))?;

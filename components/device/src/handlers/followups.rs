@@ -232,11 +232,17 @@ pub fn operation_finished(
             Provisioning::Waiting | Provisioning::Failed => None,
         });
     }
+    if op.kind == "recover" && !ok {
+        // What the recovery record says came back did not.
+        repo::recoveries::failed(tx, op.id, error.unwrap_or("the recover operation failed"))?;
+        return Ok(None);
+    }
     if !matches!(op.kind.as_str(), "snapshot" | "restore" | "delete_snapshot") {
         return Ok(None);
     }
     match repo::snapshots::operation_finished(tx, op.id, ok, output, error)? {
         Some(repo::snapshots::Finished::Taken(s)) => {
+            archive_taken(tx, s.id, ok, output)?;
             let t = if ok {
                 &SNAPSHOT_CREATED
             } else {
@@ -245,6 +251,7 @@ pub fn operation_finished(
             platform::outbox::enqueue(tx, t, &s.id.to_string(), s.version, &s.event())?;
         }
         Some(repo::snapshots::Finished::Deleted(s)) if ok => {
+            repo::archives::drop_chunks(tx, s.id)?;
             platform::outbox::enqueue(
                 tx,
                 &SNAPSHOT_DELETED,
@@ -258,6 +265,35 @@ pub fn operation_finished(
         None => {}
     }
     Ok(None)
+}
+
+/// Seals the archive a snapshot's result names (`archive`: bytes, sha256,
+/// chunks), or records why there is none (`archive_error`); a failed
+/// snapshot keeps nothing uploaded.
+fn archive_taken(
+    tx: &Db,
+    snapshot: Uuid,
+    ok: bool,
+    output: Option<&serde_json::Value>,
+) -> Result<()> {
+    let out = output.filter(|_| ok);
+    let claimed = out.map(|o| &o["archive"]).and_then(|a| {
+        let sha256 = a["sha256"].as_str()?;
+        let ok = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        Some(repo::archives::Claimed {
+            bytes: i64::try_from(a["bytes"].as_u64()?).ok()?,
+            sha256: ok.then_some(sha256)?,
+            chunks: i32::try_from(a["chunks"].as_u64()?).ok()?,
+        })
+    });
+    match (claimed, out.and_then(|o| o["archive_error"].as_str())) {
+        (Some(c), _) => {
+            repo::archives::seal(tx, snapshot, &c)?;
+        }
+        (None, Some(why)) => repo::archives::fail(tx, snapshot, &format!("archive: {why}"))?,
+        (None, None) => repo::archives::drop_chunks(tx, snapshot)?,
+    }
+    Ok(())
 }
 
 /// Counts a restore of the snapshot a restore's output names, with its event.

@@ -131,7 +131,10 @@ fn remake(
             op: if wipe {
                 AgentOp::Reset { device }
             } else {
-                AgentOp::Create { device }
+                AgentOp::Create {
+                    device,
+                    import: None,
+                }
             },
         };
         if let Err(existing) = followups::queue(tx, &d, &node, q)? {

@@ -201,6 +201,8 @@ pub(super) fn start_take(tx: &Db, t: &Taking) -> Result<Recorded> {
         op: AgentOp::Snapshot {
             device_id: followups::agent_device_id(t.device)?,
             snapshot_id: snapshot_id(t.snapshot)?,
+            // Kept off the node too when the device is to be recovered from it.
+            archive: d.recover_policy == "snapshot",
         },
     };
     if let Err(existing) = followups::queue(tx, &d, &node, q)? {

@@ -2,6 +2,7 @@
 //! transactions they open with `Db::transaction`; nothing here builds a
 //! response or talks to another component.
 
+pub mod archives;
 pub mod batches;
 pub mod claims;
 pub mod commands;

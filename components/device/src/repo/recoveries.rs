@@ -84,6 +84,8 @@ pub struct Recovery {
     pub lost: String,
     /// The operation that made it again.
     pub operation_id: Uuid,
+    /// The snapshot its data came from; `None`: made fresh.
+    pub snapshot_id: Option<Uuid>,
     /// When.
     pub created_at: String,
 }
@@ -104,13 +106,15 @@ pub struct NewRecovery<'a> {
     pub lost: &'a str,
     /// Operation.
     pub operation: Uuid,
+    /// The snapshot its data came from.
+    pub snapshot: Option<Uuid>,
 }
 
 /// Records a recovery.
 pub fn record(db: &Db, r: &NewRecovery) -> Result<(), DbError> {
     db.execute(
-        "INSERT INTO device_recoveries (id, device_id, from_node, to_node, reason, requested_by, lost, operation_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO device_recoveries (id, device_id, from_node, to_node, reason, requested_by, lost, operation_id, \
+           snapshot_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             P::Uuid(Uuid::new_v4().to_string()),
             P::Uuid(r.device.to_string()),
@@ -120,6 +124,23 @@ pub fn record(db: &Db, r: &NewRecovery) -> Result<(), DbError> {
             platform::db::opt_uuid(r.by),
             P::Str(r.lost.into()),
             P::Uuid(r.operation.to_string()),
+            platform::db::opt_uuid(r.snapshot),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Notes on the recovery an operation carried out that the operation
+/// failed: the device may not have been made as recorded (a snapshot's
+/// archive that did not check out is not used, and the node's agent makes
+/// the device from its desired state with an empty `/data`).
+pub fn failed(db: &Db, operation: Uuid, error: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE device_recoveries SET lost = left(lost || '; the recover operation failed: ' || $2, 4000) \
+         WHERE operation_id = $1",
+        &[
+            P::Uuid(operation.to_string()),
+            P::Str(error.chars().take(500).collect()),
         ],
     )?;
     Ok(())
@@ -128,7 +149,7 @@ pub fn record(db: &Db, r: &NewRecovery) -> Result<(), DbError> {
 /// A device's recoveries, newest first.
 pub fn of_device(db: &Db, id: Uuid) -> Result<Vec<Recovery>, DbError> {
     db.all(
-        "SELECT id, from_node, to_node, reason, requested_by, lost, operation_id, created_at \
+        "SELECT id, from_node, to_node, reason, requested_by, lost, operation_id, created_at, snapshot_id \
          FROM device_recoveries WHERE device_id = $1 ORDER BY created_at DESC LIMIT 100",
         &[P::Uuid(id.to_string())],
         |r| {
@@ -141,6 +162,7 @@ pub fn of_device(db: &Db, id: Uuid) -> Result<Vec<Recovery>, DbError> {
                 lost: col(r, 5, "lost")?,
                 operation_id: col(r, 6, "operation_id")?,
                 created_at: timestamp(r, 7, "created_at")?,
+                snapshot_id: col(r, 8, "snapshot_id")?,
             })
         },
     )

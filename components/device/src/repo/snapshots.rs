@@ -65,6 +65,14 @@ pub struct Snapshot {
     /// The reservation in `user` that holds the charge.
     #[serde(skip)]
     pub reservation_id: Option<Uuid>,
+    /// Bytes of its archive in the control plane (a device whose recover
+    /// policy is `snapshot` has its snapshots archived there, so that
+    /// another node can make it from one).
+    pub archive_bytes: Option<i64>,
+    /// When its archive was kept; `None`: it has none.
+    pub archived_at: Option<String>,
+    /// Why an archive asked for was not kept.
+    pub archive_error: Option<String>,
     /// Taken (asked for).
     pub created_at: String,
     /// Ready.
@@ -78,7 +86,7 @@ pub struct Snapshot {
 const COLUMNS: &str = "s.id, s.device_id, s.node_id, s.owner_id, s.tenant_id, s.department_id, s.name, \
      s.description, s.status, s.generation, s.image, s.error, s.operation_id, s.restores, s.created_at, \
      s.ready_at, s.deleted_at, s.version, s.origin, s.data_bytes, s.storage_gb, s.expires_at, \
-     s.quota_state, s.reservation_id";
+     s.quota_state, s.reservation_id, s.archive_bytes, s.archived_at, s.archive_error";
 
 fn snapshot(r: &[DbValue]) -> Result<Snapshot, DbError> {
     Ok(Snapshot {
@@ -106,6 +114,9 @@ fn snapshot(r: &[DbValue]) -> Result<Snapshot, DbError> {
         expires_at: opt_timestamp(r, 21, "snapshots.expires_at")?,
         quota_state: col(r, 22, "snapshots.quota_state")?,
         reservation_id: col(r, 23, "snapshots.reservation_id")?,
+        archive_bytes: col(r, 24, "snapshots.archive_bytes")?,
+        archived_at: opt_timestamp(r, 25, "snapshots.archived_at")?,
+        archive_error: col(r, 26, "snapshots.archive_error")?,
     })
 }
 
