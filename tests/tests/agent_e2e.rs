@@ -941,8 +941,8 @@ fn a_batch_of_twenty_and_a_warm_pool_run_on_a_real_agent() {
     let admin = app.platform_admin();
     let (user, token) = app.signed_up_user();
     set_quota(&app, &admin, &user, 30);
-    // One node that takes 24 of the small test phones.
-    let agent = dense_node(&app, &admin, &node_id("fleet"), 24);
+    // One node that takes 25 of the small test phones.
+    let agent = dense_node(&app, &admin, &node_id("fleet"), 25);
     let tid = small_template(&app, &admin, "small");
     let finished = |batch: &Value| -> Value {
         let path = format!("{D}/batches/{}", batch["id"].as_str().unwrap());
@@ -994,10 +994,10 @@ fn a_batch_of_twenty_and_a_warm_pool_run_on_a_real_agent() {
         .all(|i| i["status"] == "succeeded"));
     assert_eq!(agent.containers().iter().filter(|c| c.running).count(), 0);
 
-    // A warm pool of two (filled by the scheduler's job) hands out a
+    // A warm pool of three (filled by the scheduler's job) hands out a
     // running phone at once, and fills up again.
     let pool = format!("{D}/templates/{tid}/pool");
-    expect_json(app.put(&pool, &json!({"size": 2}), admin.t()), 200);
+    expect_json(app.put(&pool, &json!({"size": 3}), admin.t()), 200);
     let ready = |n: i64| {
         app.eventually(Duration::from_secs(120), || {
             let p = expect_json(app.get(&pool, admin.t()), 200);
@@ -1005,7 +1005,7 @@ fn a_batch_of_twenty_and_a_warm_pool_run_on_a_real_agent() {
         })
         .unwrap_or_else(|_| panic!("the pool never had {n} ready; agent log:\n{}", agent.log()))
     };
-    ready(2);
+    ready(3);
     let op = expect_json(
         app.post(
             &format!("{D}/devices"),
@@ -1018,7 +1018,109 @@ fn a_batch_of_twenty_and_a_warm_pool_run_on_a_real_agent() {
     let phone = device_of(&op);
     assert_eq!(device(&app, &token, &phone)["observed_status"], "running");
     assert!(agent.container_of(&phone).is_some_and(|c| c.running));
-    ready(2);
+    ready(3);
+}
+
+/// The device's events, oldest first (from `device`'s outbox).
+fn event_types(app: &TestApp, device: &str) -> Vec<String> {
+    app.db("device")
+        .query(
+            "SELECT event_type FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
+            &[&device],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Whether `first` comes before `then` among the device's events.
+fn in_order(app: &TestApp, device: &str, first: &str, then: &str) -> bool {
+    let kinds = event_types(app, device);
+    let at = |k: &str| kinds.iter().position(|t| t == k);
+    matches!((at(first), at(then)), (Some(a), Some(b)) if a < b)
+}
+
+#[test]
+fn an_idle_phone_is_stopped_and_an_expired_one_removed_from_a_real_agent_with_warnings_first() {
+    // Idle after 10 s without a client heartbeat, warned 4 s ahead; an
+    // expiring phone is warned 4 s ahead and released 4 s after expiry.
+    let app = app_with(&[
+        ("SPIN_VARIABLE_DEVICE_MIN_TIMEOUT_SECS", "1"),
+        ("SPIN_VARIABLE_DEVICE_IDLE_WARNING_SECS", "4"),
+        ("SPIN_VARIABLE_DEVICE_EXPIRY_WARNING_SECS", "4"),
+        ("SPIN_VARIABLE_DEVICE_EXPIRY_GRACE_SECS", "4"),
+    ]);
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 4);
+    let agent = enrolled_agent(&app, &admin, "lifecycle");
+    let idle_op = create(&app, &token, "idle", json!({"idle_timeout_secs": 10}));
+    let rented_op = create(&app, &token, "rented", json!({}));
+    let (idle, rented) = (device_of(&idle_op), device_of(&rented_op));
+    succeeded(&app, &token, &idle_op, &[&agent]);
+    succeeded(&app, &token, &rented_op, &[&agent]);
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(8);
+    expect_json(
+        app.patch(
+            &format!("{D}/devices/{rented}"),
+            &json!({"expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
+            admin.t(),
+        ),
+        200,
+    );
+
+    // Nobody uses the idle phone: warned, then its container is stopped.
+    app.eventually(Duration::from_secs(90), || {
+        agent
+            .container_of(&idle)
+            .is_some_and(|c| !c.running)
+            .then_some(())
+    })
+    .unwrap_or_else(|_| panic!("the idle phone still runs; agent log:\n{}", agent.log()));
+    assert!(
+        in_order(&app, &idle, "device.idle_warning", "device.idle_stopped"),
+        "{:?}",
+        event_types(&app, &idle)
+    );
+    wait_field(
+        &app,
+        &token,
+        &format!("{D}/devices/{idle}"),
+        "observed_status",
+        "stopped",
+        &agent,
+    );
+
+    // The rented phone: warned, expired (stopped), then released after the
+    // grace period: its container is gone and the device deleted.
+    app.eventually(Duration::from_secs(90), || {
+        agent.container_of(&rented).is_none().then_some(())
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "the expired phone is still there; agent log:\n{}",
+            agent.log()
+        )
+    });
+    assert!(
+        in_order(&app, &rented, "device.expiring", "device.expired")
+            && in_order(&app, &rented, "device.expired", "device.released"),
+        "{:?}",
+        event_types(&app, &rented)
+    );
+    wait_field(
+        &app,
+        &token,
+        &format!("{D}/devices/{rented}"),
+        "observed_status",
+        "deleted",
+        &agent,
+    );
+    assert!(
+        agent.container_of(&idle).is_some(),
+        "the idle phone is kept, stopped"
+    );
 }
 
 #[test]
