@@ -26,6 +26,12 @@
 //!   device runs, then a batch deleting them; and creates from a warm pool
 //!   of 10 (p50/p99 of the API answer with a running device).
 //!
+//! - archive: failover from a snapshot with 64 MiB under `/data`, two
+//!   real agents: the snapshot with its archive (tar, 4 MiB chunks through
+//!   Spin into Postgres) against one without, and the time from the node's
+//!   freeze until the phone runs on the other node with the data, and the
+//!   `recover` operation's own time (download, check, untar, boot).
+//!
 //! Prints figures; asserts nothing about time.
 
 use e2e::real_agent::{
@@ -465,8 +471,149 @@ fn fleet(app: &TestApp) {
     drop(agents);
 }
 
+fn secs_between(a: &Value, b: &Value) -> f64 {
+    let t = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time")).expect("rfc 3339")
+    };
+    (t(b) - t(a)).num_milliseconds() as f64 / 1e3
+}
+
+/// Failover from a snapshot with 64 MiB of data (see the module's notes).
+fn archive() {
+    const MIB: usize = 64;
+    let app = TestApp::spawn_with(Options {
+        env: vec![
+            (
+                "SPIN_VARIABLE_DEVICE_IMAGES".into(),
+                format!("redroid/redroid:,{FAKE_IMAGE_PREFIX}"),
+            ),
+            ("SPIN_VARIABLE_NODE_HEARTBEAT_SECS".into(), "1".into()),
+            ("SPIN_VARIABLE_FAILOVER_AFTER_SECS".into(), "3".into()),
+        ],
+        ..Options::default()
+    });
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    expect_json(
+        app.patch(
+            &format!("/api/v1/user/quotas/{user}"),
+            &json!({"max_devices": 10, "max_storage_gb": 1000}),
+            admin.t(),
+        ),
+        200,
+    );
+    let a = dense_node(&app, &admin, "archive-a", 4);
+    let tid = small_template(&app, &admin, "archive");
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "kept", "template_id": tid, "recover_policy": "snapshot"}),
+            Some(&token),
+        ),
+        202,
+    );
+    wait_done(&app, &token, &op);
+    let id = op["device_id"].as_str().unwrap().to_string();
+    let b = dense_node(&app, &admin, "archive-b", 4);
+    // Data that does not compress, written straight into the phone's /data.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..MIB << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(a.device_data(&id).join("big.bin"), &data).expect("write /data");
+    let snapshot = |name: &str| {
+        let t = Instant::now();
+        let taken = expect_json(
+            app.post(
+                &format!("{D}/devices/{id}/snapshots"),
+                &json!({"name": name}),
+                Some(&token),
+            ),
+            202,
+        );
+        wait_done(&app, &token, &taken["operation"]);
+        let took = t.elapsed();
+        let s = expect_json(
+            app.get(
+                &format!(
+                    "{D}/snapshots/{}",
+                    taken["snapshot"]["id"].as_str().unwrap()
+                ),
+                Some(&token),
+            ),
+            200,
+        );
+        (took, s)
+    };
+    let policy = |p: &str| {
+        expect_json(
+            app.patch(
+                &format!("{D}/devices/{id}"),
+                &json!({"recover_policy": p}),
+                Some(&token),
+            ),
+            200,
+        );
+    };
+    policy("fresh");
+    let (plain, _) = snapshot("plain");
+    policy("snapshot");
+    let (archived, s) = snapshot("archived");
+    assert!(s["archived_at"].is_string(), "{s}");
+    let bytes = s["archive_bytes"].as_f64().unwrap() / f64::from(1 << 20);
+    println!(
+        "archive: snapshot of a running phone with {MIB} MiB under /data: {:.2} s without an archive, {:.2} s with ({bytes:.1} MiB archived: {:.0} MiB/s for the archive)",
+        plain.as_secs_f64(),
+        archived.as_secs_f64(),
+        bytes / (archived.as_secs_f64() - plain.as_secs_f64()).max(1e-3)
+    );
+    let t = Instant::now();
+    a.signal("STOP");
+    loop {
+        let d = expect_json(app.get(&format!("{D}/devices/{id}"), admin.t()), 200);
+        if d["node_id"] == "archive-b" && d["observed_status"] == "running" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "never recovered: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let total = t.elapsed();
+    assert_eq!(
+        std::fs::read(b.device_data(&id).join("big.bin")).expect("the data came along"),
+        data
+    );
+    let rec = expect_json(
+        app.get(&format!("{D}/devices/{id}/recoveries"), Some(&token)),
+        200,
+    );
+    let op = expect_json(
+        app.get(
+            &format!(
+                "{D}/operations/{}",
+                rec["items"][0]["operation_id"].as_str().unwrap()
+            ),
+            Some(&token),
+        ),
+        200,
+    );
+    println!(
+        "archive: failover with {MIB} MiB from the snapshot: running on the other node {:.1} s after its node froze (heartbeat 1 s, failover after 3 s); the recover operation (download, check, untar, boot) took {:.1} s",
+        total.as_secs_f64(),
+        secs_between(&op["created_at"], &op["finished_at"])
+    );
+    a.signal("CONT");
+}
+
 /// Arguments name the parts to run (`agent`, `lists`, `lifecycle-job`,
-/// `snapshot-job`, `fleet`);
+/// `snapshot-job`, `fleet`, `archive`);
 /// none runs all of them.
 fn main() {
     let only: Vec<String> = std::env::args()
@@ -479,6 +626,9 @@ fn main() {
     }
     if part("snapshot-job") {
         snapshot_job();
+    }
+    if part("archive") {
+        archive();
     }
     if !part("agent") && !part("lists") && !part("fleet") {
         return;

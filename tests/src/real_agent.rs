@@ -223,6 +223,11 @@ zone = "sh-1"
         assert!(ok, "kill -{sig} {pid}");
     }
 
+    /// The `/data` directory of a device on this node, as the agent keeps it.
+    pub fn device_data(&self, id: &str) -> PathBuf {
+        self.dir.join("data").join("devices").join(id).join("data")
+    }
+
     /// The agent's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
