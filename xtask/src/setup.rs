@@ -242,9 +242,24 @@ fn wait_for(addr: &str, what: &str) -> Result<()> {
     bail!("{what} did not start listening on {addr}")
 }
 
+/// Debian's Android tools, with which the APK tests make real APKs
+/// (`aapt`, `zipalign`, `apksigner`; `keytool` comes with the JRE
+/// `apksigner` needs).
+pub fn android_tools() -> Result<()> {
+    if !["aapt", "zipalign", "apksigner", "keytool"]
+        .iter()
+        .all(|b| have(b))
+    {
+        apt_update()?;
+        apt_install(&["aapt", "zipalign", "apksigner"])?;
+    }
+    Ok(())
+}
+
 /// Everything.
 pub fn all() -> Result<()> {
     wasm_toolchain()?;
     services()?;
+    android_tools()?;
     podman()
 }
