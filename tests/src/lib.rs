@@ -7,6 +7,7 @@
 //! Typed helpers (`register`, `login`, ...) keep the tests readable.
 
 pub mod agent;
+pub mod apks;
 pub mod nodes;
 pub mod real_agent;
 
