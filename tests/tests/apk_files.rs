@@ -126,10 +126,10 @@ fn damaged_and_hostile_files_are_refused_with_the_reason() {
         Err(apk::ApkError::NotZip)
     );
     // Truncated: the end record is gone, or the directory is.
-    assert_eq!(
+    assert!(matches!(
         apk::inspect(&good[..good.len() / 2].to_vec()),
-        Err(apk::ApkError::NotZip)
-    );
+        Err(apk::ApkError::Truncated(_))
+    ));
     let tail = good.len() - 22;
     let mut cut = good[..100].to_vec();
     cut.extend_from_slice(&good[tail..]);

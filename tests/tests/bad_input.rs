@@ -76,6 +76,8 @@ struct Fixture {
     agent: e2e::agent::ScriptedAgent,
     /// A device of the member's on it.
     device: String,
+    /// An open APK upload of the member's (1 byte, no chunk yet).
+    upload: String,
 }
 
 fn fixture(app: &TestApp) -> Fixture {
@@ -177,7 +179,12 @@ fn fixture(app: &TestApp) -> Fixture {
         (200, Some(1)),
         "{answer}"
     );
+    let upload = id(expect_json(
+        app.post("/api/v1/app/uploads", &json!({"size": 1}), member.t()),
+        201,
+    ));
     Fixture {
+        upload,
         platform,
         admin,
         member,
@@ -716,6 +723,20 @@ fn cases(f: &Fixture) -> Vec<Case> {
         ),
         case(
             "POST",
+            "/api/v1/app/uploads".to_string(),
+            Member,
+            json!({"size": 1000}),
+            &["size"],
+        ),
+        case(
+            "POST",
+            format!("/api/v1/app/uploads/{}/complete", f.upload),
+            Member,
+            json!({"visibility": "private", "category": "tools", "tags": ["a"]}),
+            &[],
+        ),
+        case(
+            "POST",
             format!("/api/v1/device/agent/nodes/{}/register", f.node),
             Agent,
             serde_json::to_value(f.agent.registration()).unwrap(),
@@ -806,12 +827,14 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/device/internal/snapshots/maintain",
     "POST /api/v1/device/devices/:id/recover",
     "DELETE /api/v1/device/templates/:id",
+    "DELETE /api/v1/app/uploads/:id",
 ];
 
 /// Routes whose body is not JSON: their bad input is in [`raw_attempts`].
 const RAW_BODY: &[&str] = &[
     "PUT /api/v1/device/devices/:id/files",
     "PUT /api/v1/device/agent/nodes/:node_id/snapshots/:snapshot_id/archive/:seq",
+    "PUT /api/v1/app/uploads/:id/chunks/:seq",
 ];
 
 /// One request with a bad value of its own (a query parameter, a path
@@ -1003,6 +1026,28 @@ fn raw_attempts(f: &Fixture) -> Vec<Raw> {
         415,
     );
     add("PUT", push, TenantAdmin, octets((8 << 20) + 1), 413);
+    // An APK chunk of the member's 1-byte upload: another length, a seq
+    // outside it, too large, not raw bytes.
+    let chunks = format!("/api/v1/app/uploads/{}/chunks", f.upload);
+    add("PUT", format!("{chunks}/0"), Member, octets(2), 400);
+    add("PUT", format!("{chunks}/0"), Member, octets(0), 400);
+    add("PUT", format!("{chunks}/1"), Member, octets(1), 400);
+    add("PUT", format!("{chunks}/-1"), Member, octets(1), 400);
+    add("PUT", format!("{chunks}/x"), Member, octets(1), 400);
+    add(
+        "PUT",
+        format!("{chunks}/0"),
+        Member,
+        octets((8 << 20) + 1),
+        413,
+    );
+    add(
+        "PUT",
+        format!("{chunks}/0"),
+        Member,
+        (Some("application/json"), b"{}".to_vec()),
+        415,
+    );
     // A snapshot archive chunk, signed by the node: empty, too large, not raw bytes.
     let chunk = agent_protocol::messages::snapshot_archive_path(
         f.agent.node.as_str(),

@@ -1,6 +1,16 @@
 //! The `app` component: the APK catalogue and install records. Owns
-//! `cloudphone_app`. Served under `/api/v1/app/...`; this first cut serves
-//! only its health route.
+//! `cloudphone_app`. Serves `/api/v1/app/...`: uploads of APKs in chunks
+//! (kept in the database), each read by the `apk` crate on completion, so
+//! what the catalogue says about a version comes from the file itself, and
+//! the applications and versions callers may see.
+
+// Natively only the unit tests use the code; the entry point is wasm-only.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+mod error;
+mod handlers;
+mod repo;
+mod routes;
 
 /// Spin's export macro generates `unsafe` glue: it is confined to this module,
 /// and compiled only for wasm32 (natively the unit tests run without it).
@@ -11,6 +21,6 @@ mod entry {
 
     #[spin_sdk::http_component]
     fn handle(req: Request) -> Response {
-        platform::router::serve_health_only("app", req)
+        platform::router::serve(&crate::routes::COMPONENT, req)
     }
 }

@@ -65,10 +65,17 @@ impl Archive {
         }
         let tail_len = EOCD_SEARCH.min(len);
         let tail = src.read(len - tail_len, tail_len as usize)?;
-        let at = (0..=tail.len() - 22)
+        let Some(at) = (0..=tail.len() - 22)
             .rev()
             .find(|&i| u32_at(&tail, i) == Some(EOCD))
-            .ok_or(ApkError::NotZip)?;
+        else {
+            // A zip's first entry without its end: cut off.
+            return Err(if u32_at(&src.read(0, 4)?, 0) == Some(LOCAL) {
+                ApkError::Truncated("the end of the archive is missing".into())
+            } else {
+                ApkError::NotZip
+            });
+        };
         let eocd_offset = len - tail_len + at as u64;
         let e = &tail[at..];
         let bad = || ApkError::NotZip;

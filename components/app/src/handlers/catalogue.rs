@@ -1,0 +1,72 @@
+//! The catalogue as callers see it: their own applications, those shared
+//! with their tenant, or (platform staff) all; with their versions.
+
+use super::{db, seen, short_text, Call};
+use crate::error::{Error, Result};
+use crate::repo::{self, catalogue::Application};
+use spin_sdk::http::Response;
+
+/// An application the caller sees (404 otherwise).
+fn visible(call: &Call, db: &platform::db::Db, id: uuid::Uuid) -> Result<Application> {
+    let caller = call.caller()?;
+    match repo::catalogue::find(db, id)? {
+        Some(a) if seen(caller).sees(&a) => Ok(a),
+        _ => Err(Error::NotFound("application")),
+    }
+}
+
+/// `GET /applications?q=&package=&visibility=&category=&page=&per_page=`
+/// (`app:read`): newest change first.
+pub fn list(call: &Call) -> Result<Response> {
+    let caller = call.caller()?;
+    let q = short_text(call.query("q"), "q", 100)?;
+    let package = short_text(call.query("package"), "package", 255)?;
+    let category = short_text(call.query("category"), "category", 50)?;
+    let visibility = platform::input::one_of(
+        call.query("visibility"),
+        "visibility",
+        &["private", "tenant"],
+    )?;
+    let page = call.page()?;
+    let (items, total) = repo::catalogue::list(
+        &db()?,
+        &seen(caller),
+        &repo::catalogue::Filter {
+            q,
+            package,
+            visibility,
+            category,
+        },
+        page,
+    )?;
+    Ok(platform::http::json(
+        200,
+        &platform::http::Paged {
+            items,
+            page: page.page,
+            per_page: page.per_page,
+            total,
+        },
+    ))
+}
+
+/// `GET /applications/:id` (`app:read`): the application and its
+/// versions, highest version code first.
+pub fn get(call: &Call) -> Result<Response> {
+    let db = db()?;
+    let a = visible(call, &db, call.id("id", "application")?)?;
+    let versions = repo::catalogue::versions_of(&db, a.id)?;
+    let mut v = serde_json::to_value(&a).expect("json");
+    v["items"] = serde_json::to_value(versions).expect("json");
+    Ok(platform::http::json(200, &v))
+}
+
+/// `GET /versions/:id` (`app:read`): one version of an application the
+/// caller sees.
+pub fn version(call: &Call) -> Result<Response> {
+    let db = db()?;
+    let v = repo::catalogue::version_by_id(&db, call.id("id", "version")?)?
+        .ok_or(Error::NotFound("version"))?;
+    visible(call, &db, v.application_id).map_err(|_| Error::NotFound("version"))?;
+    Ok(platform::http::json(200, &v))
+}

@@ -1,0 +1,44 @@
+//! Thin handlers: parse input, call the repo, build the response.
+//! `uploads`: APKs sent in chunks and read on completion; `catalogue`:
+//! the applications and versions a caller sees.
+
+pub mod catalogue;
+pub mod uploads;
+
+use crate::error::{Error, Result};
+use crate::repo::catalogue::Seen;
+use access::Caller;
+use platform::db::Db;
+
+/// A matched, authenticated request of this component.
+pub type Call<'a> = platform::router::Call<'a>;
+
+/// Opens the component's database.
+pub fn db() -> Result<Db> {
+    Ok(Db::open()?)
+}
+
+/// Who is looking, for the catalogue's visibility rule.
+pub fn seen(caller: &Caller) -> Seen {
+    Seen {
+        user: caller.user_id,
+        tenant: caller.tenant_id,
+        all: matches!(caller.filter("app"), access::RowFilter::All),
+    }
+}
+
+/// An optional text of at most `max` characters on one line.
+pub fn short_text(v: Option<String>, name: &str, max: usize) -> Result<Option<String>> {
+    match v {
+        Some(s)
+            if s.trim().is_empty()
+                || s.chars().count() > max
+                || s.chars().any(char::is_control) =>
+        {
+            Err(Error::Invalid(format!(
+                "{name} must be 1 to {max} characters on one line"
+            )))
+        }
+        v => Ok(v),
+    }
+}

@@ -1,0 +1,348 @@
+//! Applications and their versions (`applications`, `app_versions`).
+
+use platform::db::{col, opt_uuid, strings, timestamp, Db, DbError};
+use platform::http::Page;
+use platform::query::{paged, Where};
+use serde::Serialize;
+use spin_sdk::pg4::{DbValue, ParameterValue as P};
+use uuid::Uuid;
+
+/// An application as stored and shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Application {
+    /// Id.
+    pub id: Uuid,
+    /// Its package.
+    pub package_name: String,
+    /// The latest version's label.
+    pub label: Option<String>,
+    /// Who uploaded it first.
+    pub owner_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// `private` (its owner) or `tenant` (everyone in the tenant).
+    pub visibility: String,
+    /// Category.
+    pub category: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The newest active version.
+    pub latest_version_id: Option<Uuid>,
+    /// How many versions.
+    pub versions: i32,
+    /// Created.
+    pub created_at: String,
+    /// Changed.
+    pub updated_at: String,
+}
+
+const APP_COLUMNS: &str = "a.id, a.package_name, a.label, a.owner_id, a.tenant_id, \
+     a.visibility, a.category, a.tags, a.latest_version_id, a.versions, a.created_at, a.updated_at";
+
+fn application(r: &[DbValue]) -> Result<Application, DbError> {
+    Ok(Application {
+        id: col(r, 0, "applications.id")?,
+        package_name: col(r, 1, "applications.package_name")?,
+        label: col(r, 2, "applications.label")?,
+        owner_id: col(r, 3, "applications.owner_id")?,
+        tenant_id: col(r, 4, "applications.tenant_id")?,
+        visibility: col(r, 5, "applications.visibility")?,
+        category: col(r, 6, "applications.category")?,
+        tags: strings(r, 7, "applications.tags")?,
+        latest_version_id: col(r, 8, "applications.latest_version_id")?,
+        versions: col(r, 9, "applications.versions")?,
+        created_at: timestamp(r, 10, "applications.created_at")?,
+        updated_at: timestamp(r, 11, "applications.updated_at")?,
+    })
+}
+
+/// A version as stored and shown: what the file itself says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Version {
+    /// Id.
+    pub id: Uuid,
+    /// Its application.
+    pub application_id: Uuid,
+    /// `android:versionCode`.
+    pub version_code: i64,
+    /// `android:versionName`.
+    pub version_name: Option<String>,
+    /// sha256 of the file.
+    pub sha256: String,
+    /// Bytes of the file.
+    pub size_bytes: i64,
+    /// `minSdkVersion`.
+    pub min_sdk: i32,
+    /// `targetSdkVersion`.
+    pub target_sdk: Option<i32>,
+    /// The application's label.
+    pub label: Option<String>,
+    /// The icon's path in the APK.
+    pub icon: Option<String>,
+    /// Permissions asked for.
+    pub permissions: serde_json::Value,
+    /// ABIs with native code.
+    pub abis: serde_json::Value,
+    /// Signing schemes and signer (`v1`, `v2`, `v3`, `certificate_sha256`).
+    pub signing: serde_json::Value,
+    /// `active` or `withdrawn`.
+    pub status: String,
+    /// Who uploaded it.
+    pub uploaded_by: Uuid,
+    /// When.
+    pub created_at: String,
+}
+
+const VERSION_COLUMNS: &str = "v.id, v.application_id, v.version_code, v.version_name, v.sha256, v.size_bytes, \
+     v.min_sdk, v.target_sdk, v.label, v.icon, v.permissions, v.abis, v.signing, v.status, v.uploaded_by, v.created_at";
+
+fn version(r: &[DbValue]) -> Result<Version, DbError> {
+    Ok(Version {
+        id: col(r, 0, "app_versions.id")?,
+        application_id: col(r, 1, "app_versions.application_id")?,
+        version_code: col(r, 2, "app_versions.version_code")?,
+        version_name: col(r, 3, "app_versions.version_name")?,
+        sha256: col(r, 4, "app_versions.sha256")?,
+        size_bytes: col(r, 5, "app_versions.size_bytes")?,
+        min_sdk: col(r, 6, "app_versions.min_sdk")?,
+        target_sdk: col(r, 7, "app_versions.target_sdk")?,
+        label: col(r, 8, "app_versions.label")?,
+        icon: col(r, 9, "app_versions.icon")?,
+        permissions: col(r, 10, "app_versions.permissions")?,
+        abis: col(r, 11, "app_versions.abis")?,
+        signing: col(r, 12, "app_versions.signing")?,
+        status: col(r, 13, "app_versions.status")?,
+        uploaded_by: col(r, 14, "app_versions.uploaded_by")?,
+        created_at: timestamp(r, 15, "app_versions.created_at")?,
+    })
+}
+
+fn json(v: &impl Serialize) -> Result<P, DbError> {
+    spin_sdk::pg4::jsonb(&serde_json::to_value(v).map_err(|e| DbError::Other(e.to_string()))?)
+        .map_err(|e| DbError::Other(e.to_string()))
+}
+
+/// Who is looking: their id and tenant, and whether they see everything.
+pub struct Seen {
+    /// The caller.
+    pub user: Uuid,
+    /// Their tenant.
+    pub tenant: Option<Uuid>,
+    /// Platform staff.
+    pub all: bool,
+}
+
+impl Seen {
+    /// Whether they see `a`: their own, their tenant's shared ones, or all.
+    pub fn sees(&self, a: &Application) -> bool {
+        self.all
+            || a.owner_id == self.user
+            || (a.visibility == "tenant" && a.tenant_id.is_some() && a.tenant_id == self.tenant)
+    }
+}
+
+/// The application of `package` in a scope, locked.
+pub fn lock_in_scope(db: &Db, scope: Uuid, package: &str) -> Result<Option<Application>, DbError> {
+    db.one(
+        &format!(
+            "SELECT {APP_COLUMNS} FROM applications a WHERE a.scope_key = $1 AND a.package_name = $2 FOR UPDATE"
+        ),
+        &[P::Uuid(scope.to_string()), P::Str(package.into())],
+        application,
+    )
+}
+
+/// A new application.
+pub struct NewApplication<'a> {
+    /// Id.
+    pub id: Uuid,
+    /// Package.
+    pub package: &'a str,
+    /// Owner.
+    pub owner: Uuid,
+    /// Tenant.
+    pub tenant: Option<Uuid>,
+    /// Department.
+    pub department: Option<Uuid>,
+    /// `private` or `tenant`.
+    pub visibility: &'a str,
+    /// Owner (private) or tenant (tenant).
+    pub scope: Uuid,
+    /// Category.
+    pub category: Option<&'a str>,
+    /// Tags.
+    pub tags: &'a [String],
+}
+
+/// Inserts an application (without versions yet).
+pub fn insert_application(db: &Db, a: &NewApplication) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO applications (id, package_name, owner_id, tenant_id, department_id, visibility, scope_key, \
+           category, tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            P::Uuid(a.id.to_string()),
+            P::Str(a.package.into()),
+            P::Uuid(a.owner.to_string()),
+            opt_uuid(a.tenant),
+            opt_uuid(a.department),
+            P::Str(a.visibility.into()),
+            P::Uuid(a.scope.to_string()),
+            a.category.map_or(P::DbNull, |c| P::Str(c.into())),
+            P::ArrayStr(a.tags.iter().cloned().map(Some).collect()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Whether the application has a version with this code.
+pub fn has_version(db: &Db, application: Uuid, code: i64) -> Result<bool, DbError> {
+    let r = db.query(
+        "SELECT count(*) FROM app_versions WHERE application_id = $1 AND version_code = $2",
+        &[P::Uuid(application.to_string()), P::Int64(code)],
+    )?;
+    Ok(col::<i64>(&r.rows[0], 0, "count")? > 0)
+}
+
+/// A version read from an upload's file.
+pub struct NewVersion<'a> {
+    /// Id.
+    pub id: Uuid,
+    /// Its application.
+    pub application: Uuid,
+    /// The upload whose chunks are its file.
+    pub upload: Uuid,
+    /// The file's sha256.
+    pub sha256: &'a str,
+    /// The file's bytes.
+    pub size: i64,
+    /// What the file says.
+    pub info: &'a apk::ApkInfo,
+    /// Who uploaded it.
+    pub by: Uuid,
+}
+
+/// Inserts a version and makes it the application's latest when its code
+/// is the highest.
+pub fn insert_version(db: &Db, v: &NewVersion) -> Result<(), DbError> {
+    let info = v.info;
+    db.execute(
+        "INSERT INTO app_versions (id, application_id, upload_id, version_code, version_name, sha256, size_bytes, \
+           min_sdk, target_sdk, label, icon, permissions, abis, signing, signer_sha256, uploaded_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        &[
+            P::Uuid(v.id.to_string()),
+            P::Uuid(v.application.to_string()),
+            P::Uuid(v.upload.to_string()),
+            P::Int64(info.version_code),
+            info.version_name.clone().map_or(P::DbNull, P::Str),
+            P::Str(v.sha256.into()),
+            P::Int64(v.size),
+            P::Int32(info.min_sdk as i32),
+            info.target_sdk.map_or(P::DbNull, |n| P::Int32(n as i32)),
+            info.label.clone().map_or(P::DbNull, P::Str),
+            info.icon.clone().map_or(P::DbNull, P::Str),
+            json(&info.permissions)?,
+            json(&info.abis)?,
+            json(&info.signing)?,
+            info.signing
+                .certificate_sha256
+                .clone()
+                .map_or(P::DbNull, P::Str),
+            P::Uuid(v.by.to_string()),
+        ],
+    )?;
+    db.execute(
+        "UPDATE applications a SET versions = a.versions + 1, updated_at = now() AT TIME ZONE 'UTC', \
+           latest_version_id = (SELECT v.id FROM app_versions v WHERE v.application_id = a.id AND v.status = 'active' \
+                                ORDER BY v.version_code DESC LIMIT 1), \
+           label = (SELECT v.label FROM app_versions v WHERE v.application_id = a.id AND v.status = 'active' \
+                    ORDER BY v.version_code DESC LIMIT 1) \
+         WHERE a.id = $1",
+        &[P::Uuid(v.application.to_string())],
+    )?;
+    Ok(())
+}
+
+/// An application by id.
+pub fn find(db: &Db, id: Uuid) -> Result<Option<Application>, DbError> {
+    db.one(
+        &format!("SELECT {APP_COLUMNS} FROM applications a WHERE a.id = $1"),
+        &[P::Uuid(id.to_string())],
+        application,
+    )
+}
+
+/// List filters.
+pub struct Filter {
+    /// Search over package name and label.
+    pub q: Option<String>,
+    /// Exact package name.
+    pub package: Option<String>,
+    /// Visibility.
+    pub visibility: Option<String>,
+    /// Category.
+    pub category: Option<String>,
+}
+
+/// A page of the applications `seen` sees, newest first.
+pub fn list(
+    db: &Db,
+    seen: &Seen,
+    f: &Filter,
+    page: Page,
+) -> Result<(Vec<Application>, i64), DbError> {
+    let mut w = Where::new();
+    if !seen.all {
+        let user = w.bind(P::Uuid(seen.user.to_string()));
+        match seen.tenant {
+            Some(t) => {
+                let tenant = w.bind(P::Uuid(t.to_string()));
+                w.and(format!(
+                    "(a.owner_id = {user} OR (a.visibility = 'tenant' AND a.tenant_id = {tenant}))"
+                ));
+            }
+            None => w.and(format!("a.owner_id = {user}")),
+        }
+    }
+    if let Some(p) = &f.package {
+        w.eq("a.package_name", P::Str(p.clone()));
+    }
+    if let Some(v) = &f.visibility {
+        w.eq("a.visibility", P::Str(v.clone()));
+    }
+    if let Some(c) = &f.category {
+        w.eq("a.category", P::Str(c.clone()));
+    }
+    if let Some(q) = &f.q {
+        w.search(&["a.package_name", "a.label"], q);
+    }
+    paged(
+        db,
+        &format!("SELECT {APP_COLUMNS} FROM applications a"),
+        "applications a",
+        w,
+        "a.updated_at DESC, a.id",
+        page,
+        application,
+    )
+}
+
+/// An application's versions, highest code first.
+pub fn versions_of(db: &Db, application: Uuid) -> Result<Vec<Version>, DbError> {
+    db.all(
+        &format!(
+            "SELECT {VERSION_COLUMNS} FROM app_versions v WHERE v.application_id = $1 ORDER BY v.version_code DESC"
+        ),
+        &[P::Uuid(application.to_string())],
+        version,
+    )
+}
+
+/// A version by id.
+pub fn version_by_id(db: &Db, id: Uuid) -> Result<Option<Version>, DbError> {
+    db.one(
+        &format!("SELECT {VERSION_COLUMNS} FROM app_versions v WHERE v.id = $1"),
+        &[P::Uuid(id.to_string())],
+        version,
+    )
+}

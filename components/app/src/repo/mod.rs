@@ -1,0 +1,4 @@
+//! All SQL of `app`, one module per aggregate.
+
+pub mod catalogue;
+pub mod uploads;

@@ -1,0 +1,339 @@
+//! The APK catalogue end to end on the compiled `app` component: real APKs
+//! made with Debian's Android tools are uploaded in chunks, and what the
+//! catalogue says about them is what `aapt dump badging`, `apksigner` and
+//! `sha256sum` say; damaged, hostile and duplicate uploads are refused and
+//! leave no row and no chunk behind; other users do not see what is not
+//! theirs.
+
+use e2e::apks::{run, write, ApkTools, MANIFEST};
+use e2e::{error_code, expect_json, roles, TestApp};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+
+const A: &str = "/api/v1/app";
+
+/// Uploads `bytes` in chunks as `token`; the completion's answer.
+fn upload(
+    app: &TestApp,
+    token: &str,
+    bytes: &[u8],
+    complete: Value,
+) -> reqwest::blocking::Response {
+    let u = expect_json(
+        app.post(
+            &format!("{A}/uploads"),
+            &json!({"size": bytes.len()}),
+            Some(token),
+        ),
+        201,
+    );
+    let id = u["id"].as_str().unwrap();
+    let chunk = u["chunk_bytes"].as_u64().unwrap() as usize;
+    assert_eq!(
+        u["chunks"].as_u64().unwrap() as usize,
+        bytes.len().div_ceil(chunk)
+    );
+    for (seq, part) in bytes.chunks(chunk).enumerate() {
+        let r = app.call_raw(
+            "PUT",
+            &format!("{A}/uploads/{id}/chunks/{seq}"),
+            "application/octet-stream",
+            part.to_vec(),
+            Some(token),
+        );
+        assert_eq!(r.status(), 204, "chunk {seq}");
+    }
+    app.post(
+        &format!("{A}/uploads/{id}/complete"),
+        &complete,
+        Some(token),
+    )
+}
+
+fn leftovers(app: &TestApp) -> (i64, i64) {
+    (
+        app.count("app", "SELECT count(*) FROM uploads WHERE status = 'open'"),
+        app.count(
+            "app",
+            "SELECT count(*) FROM upload_chunks c JOIN uploads u ON u.id = c.upload_id WHERE u.status = 'open'",
+        ),
+    )
+}
+
+fn sha256sum(path: &Path) -> String {
+    run(Command::new("sha256sum").arg(path))[..64].to_string()
+}
+
+#[test]
+fn an_uploaded_apk_is_catalogued_as_its_file_says_and_bad_files_leave_nothing() {
+    let app = TestApp::spawn();
+    let tools = ApkTools::new();
+    let (_, token) = app.signed_up_user();
+    let (_, stranger) = app.signed_up_user();
+
+    // An APK over 8 MiB (an incompressible asset), so it travels in three chunks.
+    let apk = tools.apk("hello", MANIFEST, &["arm64-v8a"], None);
+    let mut x: u32 = 0x1234_5678;
+    let noise: Vec<u8> = (0..(17 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let big = tools.dir.join("big");
+    write(&big.join("assets/noise.bin"), &noise);
+    run(Command::new("aapt")
+        .current_dir(&big)
+        .args(["add", "-0", "bin"])
+        .arg(&apk)
+        .arg("assets/noise.bin"));
+    let signed = tools.dir.join("big.apk");
+    run(Command::new("apksigner")
+        .args(["sign", "--ks"])
+        .arg(tools.dir.join("ks.p12"))
+        .args([
+            "--ks-pass",
+            "pass:secret",
+            "--min-sdk-version",
+            "21",
+            "--out",
+        ])
+        .arg(&signed)
+        .arg(&apk));
+    let bytes = std::fs::read(&signed).unwrap();
+    assert!(bytes.len() > 16 << 20, "{}", bytes.len());
+    let made = expect_json(
+        upload(
+            &app,
+            &token,
+            &bytes,
+            json!({"category": "tools", "tags": ["demo"]}),
+        ),
+        201,
+    );
+    let (application, version) = (&made["application"], &made["version"]);
+
+    // What the file says, as Debian's tools read it.
+    let dump = run(Command::new("aapt").args(["dump", "badging"]).arg(&signed));
+    assert!(
+        dump.contains("package: name='com.example.hello' versionCode='42' versionName='1.2.3'"),
+        "{dump}"
+    );
+    assert!(dump.contains("application-label:'Hello Cloud'"), "{dump}");
+    let certs = run(Command::new("apksigner")
+        .args(["verify", "--print-certs"])
+        .arg(&signed));
+    let digest = certs
+        .lines()
+        .find_map(|l| l.strip_prefix("Signer #1 certificate SHA-256 digest: "))
+        .unwrap();
+    assert_eq!(application["package_name"], "com.example.hello");
+    assert_eq!(application["label"], "Hello Cloud");
+    assert_eq!(application["visibility"], "private");
+    assert_eq!(application["versions"], 1);
+    assert_eq!(application["latest_version_id"], version["id"]);
+    assert_eq!(
+        (
+            version["version_code"].as_i64(),
+            version["version_name"].as_str(),
+            version["min_sdk"].as_i64(),
+            version["target_sdk"].as_i64()
+        ),
+        (Some(42), Some("1.2.3"), Some(21), Some(30))
+    );
+    assert_eq!(version["sha256"], sha256sum(&signed).as_str());
+    assert_eq!(version["size_bytes"].as_u64(), Some(bytes.len() as u64));
+    assert_eq!(version["signing"]["certificate_sha256"], digest);
+    assert_eq!(
+        version["permissions"],
+        json!(["android.permission.INTERNET", "android.permission.CAMERA"])
+    );
+    assert_eq!(version["abis"], json!(["arm64-v8a"]));
+    assert_eq!(version["icon"], "res/drawable/icon.png");
+    assert_eq!(leftovers(&app), (0, 0));
+
+    // Read back; strangers see nothing of it.
+    let id = application["id"].as_str().unwrap();
+    let got = expect_json(
+        app.get(&format!("{A}/applications/{id}"), Some(&token)),
+        200,
+    );
+    assert_eq!(got["items"][0]["id"], version["id"]);
+    let vid = version["id"].as_str().unwrap();
+    expect_json(app.get(&format!("{A}/versions/{vid}"), Some(&token)), 200);
+    let list = expect_json(
+        app.get(&format!("{A}/applications?q=hello"), Some(&token)),
+        200,
+    );
+    assert_eq!(list["total"], 1);
+    for path in [
+        format!("{A}/applications/{id}"),
+        format!("{A}/versions/{vid}"),
+    ] {
+        assert_eq!(error_code(app.get(&path, Some(&stranger))).unwrap().0, 404);
+    }
+    assert_eq!(
+        expect_json(app.get(&format!("{A}/applications"), Some(&stranger)), 200)["total"],
+        0
+    );
+
+    // The same package version again: refused, nothing kept.
+    let again = error_code(upload(&app, &token, &bytes, json!({}))).unwrap();
+    assert_eq!(again.0, 409, "{again:?}");
+    assert_eq!(leftovers(&app), (0, 0));
+    // A higher version of it: the same application, now its latest.
+    let v43 = tools.apk(
+        "hello43",
+        &MANIFEST.replace("versionCode=\"42\"", "versionCode=\"43\""),
+        &[],
+        Some([true, true, false]),
+    );
+    let made = expect_json(
+        upload(&app, &token, &std::fs::read(&v43).unwrap(), json!({})),
+        201,
+    );
+    assert_eq!(made["application"]["id"], application["id"]);
+    assert_eq!(made["application"]["versions"], 2);
+    assert_eq!(
+        made["application"]["latest_version_id"],
+        made["version"]["id"]
+    );
+
+    // Files that are not APKs this platform takes: 422 with the reason, nothing kept.
+    let cut = bytes[..bytes.len() - 1000].to_vec();
+    let dir = tools.dir.join("plain");
+    write(&dir.join("readme.txt"), b"no manifest");
+    run(Command::new("aapt")
+        .current_dir(&dir)
+        .args(["add", "plain.zip", "readme.txt"]));
+    let zeros = tools.dir.join("zeros");
+    std::fs::create_dir_all(&zeros).unwrap();
+    std::fs::File::create(zeros.join("zeros.bin"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let bomb = zeros.join("bomb.apk");
+    std::fs::copy(&v43, &bomb).unwrap();
+    run(Command::new("aapt")
+        .current_dir(&zeros)
+        .args(["add", "bomb.apk", "zeros.bin"]));
+    for (what, file, says) in [
+        ("text", b"just some text, not a zip".to_vec(), "not a zip"),
+        ("truncated", cut, "truncated"),
+        (
+            "no manifest",
+            std::fs::read(dir.join("plain.zip")).unwrap(),
+            "AndroidManifest",
+        ),
+        ("zip bomb", std::fs::read(&bomb).unwrap(), "zip bomb"),
+    ] {
+        let r = upload(&app, &token, &file, json!({}));
+        let status = r.status().as_u16();
+        let body: Value = r.json().unwrap();
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("invalid_apk")),
+            "{what}: {body}"
+        );
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{what}: {body}"
+        );
+        assert_eq!(leftovers(&app), (0, 0), "{what} left something");
+    }
+    assert_eq!(app.count("app", "SELECT count(*) FROM app_versions"), 2);
+}
+
+#[test]
+fn uploads_take_chunks_as_announced_and_tenant_apps_are_seen_in_the_tenant_only() {
+    let app = TestApp::spawn();
+    let tools = ApkTools::new();
+    let platform = app.platform_admin();
+    let tenant = app.create_tenant(&platform.token, "apps-a");
+    let other = app.create_tenant(&platform.token, "apps-b");
+    let member = |t: &str| {
+        app.create_user(
+            &platform.token,
+            json!({"tenant_id": t, "role_ids": [roles::USER]}),
+        )
+    };
+    let (a1, a2, b1) = (member(&tenant), member(&tenant), member(&other));
+
+    // Chunks must be what the upload announced; completing early is refused.
+    let u = expect_json(
+        app.post(&format!("{A}/uploads"), &json!({"size": 10}), a1.t()),
+        201,
+    );
+    let id = u["id"].as_str().unwrap();
+    let put = |body: Vec<u8>, token: Option<&str>| {
+        app.call_raw(
+            "PUT",
+            &format!("{A}/uploads/{id}/chunks/0"),
+            "application/octet-stream",
+            body,
+            token,
+        )
+        .status()
+        .as_u16()
+    };
+    assert_eq!(put(vec![1; 9], a1.t()), 400);
+    assert_eq!(put(vec![1; 10], b1.t()), 404, "another user's upload");
+    let early =
+        error_code(app.post(&format!("{A}/uploads/{id}/complete"), &json!({}), a1.t())).unwrap();
+    assert_eq!(early.0, 409, "{early:?}");
+    assert_eq!(put(vec![1; 10], a1.t()), 204);
+    for size in [json!(0), json!(-1), json!((1u64 << 30) + 1), json!("10")] {
+        let r =
+            error_code(app.post(&format!("{A}/uploads"), &json!({"size": size}), a1.t())).unwrap();
+        assert_eq!(r.0, 400, "{size}: {r:?}");
+    }
+    assert_eq!(
+        app.delete(&format!("{A}/uploads/{id}"), a1.t()).status(),
+        204
+    );
+    assert_eq!(leftovers(&app), (0, 0));
+
+    // Shared with the tenant: its other member sees it, the other tenant does not.
+    let apk = std::fs::read(tools.apk("shared", MANIFEST, &[], Some([true, true, false]))).unwrap();
+    let made = expect_json(
+        upload(&app, &a1.token, &apk, json!({"visibility": "tenant"})),
+        201,
+    );
+    let aid = made["application"]["id"].as_str().unwrap();
+    assert_eq!(made["application"]["visibility"], "tenant");
+    expect_json(app.get(&format!("{A}/applications/{aid}"), a2.t()), 200);
+    assert_eq!(
+        error_code(app.get(&format!("{A}/applications/{aid}"), b1.t()))
+            .unwrap()
+            .0,
+        404
+    );
+    let seen = expect_json(
+        app.get(&format!("{A}/applications?visibility=tenant"), a2.t()),
+        200,
+    );
+    assert_eq!(seen["total"], 1);
+    // The same package may be private elsewhere: b1 has their own copy.
+    expect_json(upload(&app, &b1.token, &apk, json!({})), 201);
+    // The tenant already has that version.
+    assert_eq!(
+        error_code(upload(
+            &app,
+            &a2.token,
+            &apk,
+            json!({"visibility": "tenant"})
+        ))
+        .unwrap()
+        .0,
+        409
+    );
+    // Platform staff see every application.
+    assert_eq!(
+        expect_json(app.get(&format!("{A}/applications"), platform.t()), 200)["total"],
+        2
+    );
+    assert_eq!(leftovers(&app), (0, 0));
+}
