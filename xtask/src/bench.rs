@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 /// Runs the benchmarks and lets them print their figures: `e2e` (platform,
-/// events, load, devices on the whole stack), `device` (placement) and
+/// events, load, devices and apps on the whole stack), `device` (placement) and
 /// `runtime-agent` (the agent alone next to the raw engine).
 pub fn run() -> Result<()> {
     let mut c = crate::build::cargo();
