@@ -5,10 +5,9 @@
 //! chunks, hashed, catalogued). Prints the chunk upload rate and the
 //! completion's time; asserts nothing about time.
 
-use e2e::apks::{run, write, ApkTools, MANIFEST};
+use e2e::apks::{ApkTools, MANIFEST};
 use e2e::{expect_json, TestApp};
 use serde_json::json;
-use std::process::Command;
 use std::time::Instant;
 
 const A: &str = "/api/v1/app";
@@ -19,36 +18,7 @@ fn main() {
     println!("apps: the app runs on {:?}", app.host());
     let tools = ApkTools::new();
     let (_, token) = app.signed_up_user();
-    let base = tools.apk("bench", MANIFEST, &["arm64-v8a"], None);
-    let mut x: u32 = 0x2545_f491;
-    let noise: Vec<u8> = (0..MIB << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    let dir = tools.dir.join("bench-assets");
-    write(&dir.join("assets/noise.bin"), &noise);
-    run(Command::new("aapt")
-        .current_dir(&dir)
-        .args(["add", "-0", "bin"])
-        .arg(&base)
-        .arg("assets/noise.bin"));
-    let signed = tools.dir.join("bench-signed.apk");
-    run(Command::new("apksigner")
-        .args(["sign", "--ks"])
-        .arg(tools.dir.join("ks.p12"))
-        .args([
-            "--ks-pass",
-            "pass:secret",
-            "--min-sdk-version",
-            "21",
-            "--out",
-        ])
-        .arg(&signed)
-        .arg(&base));
+    let signed = tools.big_apk("bench", MANIFEST, &["arm64-v8a"], MIB);
     let bytes = std::fs::read(&signed).unwrap();
     for round in 0..3 {
         let t = Instant::now();

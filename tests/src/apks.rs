@@ -155,6 +155,43 @@ impl ApkTools {
         }
     }
 
+    /// An APK of `manifest` with native code for `abis` and an
+    /// incompressible asset of `mib` MiB (stored, as media is), signed with
+    /// apksigner's default schemes: one that travels in several chunks.
+    pub fn big_apk(&self, name: &str, manifest: &str, abis: &[&str], mib: usize) -> PathBuf {
+        let unsigned = self.apk(name, manifest, abis, None);
+        let mut x: u32 = 0x1234_5678;
+        let noise: Vec<u8> = (0..mib << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let assets = self.dir.join(format!("{name}-assets"));
+        write(&assets.join("assets/noise.bin"), &noise);
+        run(Command::new("aapt")
+            .current_dir(&assets)
+            .args(["add", "-0", "bin"])
+            .arg(&unsigned)
+            .arg("assets/noise.bin"));
+        let signed = self.dir.join(format!("{name}-big.apk"));
+        run(Command::new("apksigner")
+            .args(["sign", "--ks"])
+            .arg(&self.keystore)
+            .args([
+                "--ks-pass",
+                "pass:secret",
+                "--min-sdk-version",
+                "21",
+                "--out",
+            ])
+            .arg(&signed)
+            .arg(&unsigned));
+        signed
+    }
+
     /// Builds, aligns and signs an APK from `manifest` (with a label string,
     /// an icon and native libraries for `abis`); `schemes` are apksigner's
     /// `--v1/v2/v3-signing-enabled`; `None` leaves it unsigned.

@@ -73,36 +73,7 @@ fn an_uploaded_apk_is_catalogued_as_its_file_says_and_bad_files_leave_nothing() 
     let (_, stranger) = app.signed_up_user();
 
     // An APK over 8 MiB (an incompressible asset), so it travels in three chunks.
-    let apk = tools.apk("hello", MANIFEST, &["arm64-v8a"], None);
-    let mut x: u32 = 0x1234_5678;
-    let noise: Vec<u8> = (0..(17 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    let big = tools.dir.join("big");
-    write(&big.join("assets/noise.bin"), &noise);
-    run(Command::new("aapt")
-        .current_dir(&big)
-        .args(["add", "-0", "bin"])
-        .arg(&apk)
-        .arg("assets/noise.bin"));
-    let signed = tools.dir.join("big.apk");
-    run(Command::new("apksigner")
-        .args(["sign", "--ks"])
-        .arg(tools.dir.join("ks.p12"))
-        .args([
-            "--ks-pass",
-            "pass:secret",
-            "--min-sdk-version",
-            "21",
-            "--out",
-        ])
-        .arg(&signed)
-        .arg(&apk));
+    let signed = tools.big_apk("hello", MANIFEST, &["arm64-v8a"], 17);
     let bytes = std::fs::read(&signed).unwrap();
     assert!(bytes.len() > 16 << 20, "{}", bytes.len());
     let made = expect_json(
