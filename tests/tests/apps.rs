@@ -3,7 +3,7 @@
 //! catalogue says about them is what `aapt dump badging`, `apksigner` and
 //! `sha256sum` say; damaged, hostile and duplicate uploads are refused and
 //! leave no row and no chunk behind; other users do not see what is not
-//! theirs.
+//! theirs; a signed link serves a file by Range, and only until it expires.
 
 use e2e::apks::{run, write, ApkTools, MANIFEST};
 use e2e::{error_code, expect_json, roles, TestApp};
@@ -151,6 +151,62 @@ fn an_uploaded_apk_is_catalogued_as_its_file_says_and_bad_files_leave_nothing() 
         0
     );
 
+    // A signed link serves the file by Range to anyone who holds it (an
+    // agent has no account); strangers get no link.
+    let link = expect_json(
+        app.get(&format!("{A}/versions/{vid}/download"), Some(&token)),
+        200,
+    );
+    assert_eq!(link["sha256"], version["sha256"]);
+    assert_eq!(
+        error_code(app.get(&format!("{A}/versions/{vid}/download"), Some(&stranger)))
+            .unwrap()
+            .0,
+        404
+    );
+    let path = link["path"].as_str().unwrap().to_string();
+    let fetch = |path: &str, range: Option<&str>| {
+        let mut r = reqwest::blocking::Client::new().get(format!("{}{path}", app.base));
+        if let Some(range) = range {
+            r = r.header("range", range);
+        }
+        r.send().unwrap()
+    };
+    let r = fetch(&path, Some("bytes=0-99"));
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 0-99/{}", bytes.len())
+    );
+    assert_eq!(r.bytes().unwrap().as_ref(), &bytes[..100]);
+    // The whole file, 8 MiB at a time, is the file.
+    let mut whole = Vec::new();
+    while whole.len() < bytes.len() {
+        let r = fetch(&path, Some(&format!("bytes={}-", whole.len())));
+        assert_eq!(r.status(), 206);
+        let part = r.bytes().unwrap();
+        assert!(part.len() <= 8 << 20);
+        whole.extend_from_slice(&part);
+    }
+    assert_eq!(whole, bytes);
+    assert_eq!(
+        fetch(&path, None).status(),
+        413,
+        "too large to ask for whole"
+    );
+    assert_eq!(
+        fetch(&path, Some(&format!("bytes={}-", bytes.len()))).status(),
+        416
+    );
+    let forged = path.replace("sig=", "sig=00");
+    assert_eq!(fetch(&forged, Some("bytes=0-9")).status(), 403);
+    let later = path.replace("expires=", "expires=9");
+    assert_eq!(
+        fetch(&later, Some("bytes=0-9")).status(),
+        403,
+        "the expiry is signed"
+    );
+
     // The same package version again: refused, nothing kept.
     let again = error_code(upload(&app, &token, &bytes, json!({}))).unwrap();
     assert_eq!(again.0, 409, "{again:?}");
@@ -172,6 +228,20 @@ fn an_uploaded_apk_is_catalogued_as_its_file_says_and_bad_files_leave_nothing() 
         made["application"]["latest_version_id"],
         made["version"]["id"]
     );
+    // A small file comes whole.
+    let small = expect_json(
+        app.get(
+            &format!(
+                "{A}/versions/{}/download",
+                made["version"]["id"].as_str().unwrap()
+            ),
+            Some(&token),
+        ),
+        200,
+    );
+    let r = fetch(small["path"].as_str().unwrap(), None);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().to_vec(), std::fs::read(&v43).unwrap());
 
     // Files that are not APKs this platform takes: 422 with the reason, nothing kept.
     let cut = bytes[..bytes.len() - 1000].to_vec();
@@ -220,7 +290,11 @@ fn an_uploaded_apk_is_catalogued_as_its_file_says_and_bad_files_leave_nothing() 
 
 #[test]
 fn uploads_take_chunks_as_announced_and_tenant_apps_are_seen_in_the_tenant_only() {
-    let app = TestApp::spawn();
+    // Download links last two seconds here.
+    let app = TestApp::spawn_with(e2e::Options {
+        env: vec![("SPIN_VARIABLE_APK_URL_TTL_SECS".into(), "2".into())],
+        ..e2e::Options::default()
+    });
     let tools = ApkTools::new();
     let platform = app.platform_admin();
     let tenant = app.create_tenant(&platform.token, "apps-a");
@@ -287,6 +361,17 @@ fn uploads_take_chunks_as_announced_and_tenant_apps_are_seen_in_the_tenant_only(
         200,
     );
     assert_eq!(seen["total"], 1);
+    // Its tenant's other member may download it, until the link expires.
+    let vid = made["version"]["id"].as_str().unwrap();
+    let link = expect_json(
+        app.get(&format!("{A}/versions/{vid}/download"), a2.t()),
+        200,
+    );
+    let url = format!("{}{}", app.base, link["path"].as_str().unwrap());
+    let get = || reqwest::blocking::get(&url).unwrap().status().as_u16();
+    assert_eq!(get(), 200);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(get(), 410, "expired");
     // The same package may be private elsewhere: b1 has their own copy.
     expect_json(upload(&app, &b1.token, &apk, json!({})), 201);
     // The tenant already has that version.

@@ -1,9 +1,10 @@
 //! The whole route table of `app`, below `/api/v1/app`, as data: one row
 //! per route with its guard and handler (`platform::router`). Public:
-//! `health`, `health/live`. `docs/api.md` lists the same table.
+//! `health`, `health/live`, and `files/:id`, whose signed link is the
+//! credential. `docs/api.md` lists the same table.
 
 use crate::error::Error;
-use crate::handlers::{catalogue, uploads};
+use crate::handlers::{catalogue, downloads, uploads};
 use platform::auth::KeyVerifier;
 use platform::router::{route, Component, Guard::*, Route};
 
@@ -27,6 +28,8 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "applications", Permission("app:read"), catalogue::list),
     route("GET", "applications/:id", Permission("app:read"), catalogue::get),
     route("GET", "versions/:id", Permission("app:read"), catalogue::version),
+    route("GET", "versions/:id/download", Permission("app:read"), downloads::link),
+    route("GET", "files/:id", Public, downloads::file),
 ];
 
 #[cfg(test)]

@@ -61,12 +61,20 @@ pub fn get(call: &Call) -> Result<Response> {
     Ok(platform::http::json(200, &v))
 }
 
+/// A version of an application the caller sees (404 otherwise).
+pub(super) fn visible_version(
+    call: &Call,
+    db: &platform::db::Db,
+    id: uuid::Uuid,
+) -> Result<repo::catalogue::Version> {
+    let v = repo::catalogue::version_by_id(db, id)?.ok_or(Error::NotFound("version"))?;
+    visible(call, db, v.application_id).map_err(|_| Error::NotFound("version"))?;
+    Ok(v)
+}
+
 /// `GET /versions/:id` (`app:read`): one version of an application the
 /// caller sees.
 pub fn version(call: &Call) -> Result<Response> {
-    let db = db()?;
-    let v = repo::catalogue::version_by_id(&db, call.id("id", "version")?)?
-        .ok_or(Error::NotFound("version"))?;
-    visible(call, &db, v.application_id).map_err(|_| Error::NotFound("version"))?;
+    let v = visible_version(call, &db()?, call.id("id", "version")?)?;
     Ok(platform::http::json(200, &v))
 }

@@ -1,8 +1,10 @@
 //! Thin handlers: parse input, call the repo, build the response.
 //! `uploads`: APKs sent in chunks and read on completion; `catalogue`:
-//! the applications and versions a caller sees.
+//! the applications and versions a caller sees; `downloads`: files by
+//! signed, expiring link (what agents install from).
 
 pub mod catalogue;
+pub mod downloads;
 pub mod uploads;
 
 use crate::error::{Error, Result};

@@ -63,6 +63,9 @@ pub struct Version {
     pub id: Uuid,
     /// Its application.
     pub application_id: Uuid,
+    /// The upload whose chunks are its file.
+    #[serde(skip)]
+    pub upload_id: Uuid,
     /// `android:versionCode`.
     pub version_code: i64,
     /// `android:versionName`.
@@ -94,7 +97,7 @@ pub struct Version {
 }
 
 const VERSION_COLUMNS: &str = "v.id, v.application_id, v.version_code, v.version_name, v.sha256, v.size_bytes, \
-     v.min_sdk, v.target_sdk, v.label, v.icon, v.permissions, v.abis, v.signing, v.status, v.uploaded_by, v.created_at";
+     v.min_sdk, v.target_sdk, v.label, v.icon, v.permissions, v.abis, v.signing, v.status, v.uploaded_by, v.created_at, v.upload_id";
 
 fn version(r: &[DbValue]) -> Result<Version, DbError> {
     Ok(Version {
@@ -114,6 +117,7 @@ fn version(r: &[DbValue]) -> Result<Version, DbError> {
         status: col(r, 13, "app_versions.status")?,
         uploaded_by: col(r, 14, "app_versions.uploaded_by")?,
         created_at: timestamp(r, 15, "app_versions.created_at")?,
+        upload_id: col(r, 16, "app_versions.upload_id")?,
     })
 }
 

@@ -96,6 +96,15 @@ pub fn open_of(db: &Db, id: Uuid, owner: Uuid) -> Result<Option<Upload>, DbError
     )
 }
 
+/// An upload by id, whatever its state and owner.
+pub fn by_id(db: &Db, id: Uuid) -> Result<Option<Upload>, DbError> {
+    db.one(
+        &format!("SELECT {COLUMNS} FROM uploads WHERE id = $1"),
+        &[P::Uuid(id.to_string())],
+        upload,
+    )
+}
+
 /// Stores chunk `seq` (again: replaces it).
 pub fn put_chunk(db: &Db, id: Uuid, seq: i32, data: Vec<u8>) -> Result<(), DbError> {
     db.execute(
