@@ -23,7 +23,8 @@ use crate::spec::{
     self, DeviceId, DevicePath, OperationId, SnapshotId, LABEL_ADB_PORT, LABEL_NODE,
 };
 
-const MAX_APK_BYTES: usize = 1 << 30;
+/// The largest APK `install_apk` downloads.
+const MAX_APK_BYTES: u64 = 1 << 30;
 const MAX_FILE_BYTES: usize = 64 << 20;
 /// Largest file `pull_file` returns and largest screenshot: in base64, with
 /// the envelope around it, the result must fit in one report request
@@ -908,13 +909,14 @@ async fn restore(
 
 /// Fetches `url`, which the policy has allowed, following only redirects
 /// the policy allows as well.
-async fn download(
-    url: reqwest::Url,
-    policy: &ApkUrlPolicy,
-    max: usize,
-) -> Result<Vec<u8>, AgentError> {
+/// The most bytes one ranged request asks for: `app` answers at most
+/// 8 MiB a request, and each answer is written out as it arrives.
+const APK_RANGE_BYTES: u64 = 8 << 20;
+
+/// A client for APK downloads whose redirects stay inside the policy.
+fn apk_client(policy: &ApkUrlPolicy) -> Result<reqwest::Client, AgentError> {
     let redirects = policy.clone();
-    let client = reqwest::Client::builder()
+    reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .redirect(reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= MAX_APK_REDIRECTS {
@@ -927,33 +929,109 @@ async fn download(
             }
         }))
         .build()
-        .map_err(|e| AgentError::Download(e.to_string()))?;
-    let failed = |e: reqwest::Error| {
-        // A refused redirect is reported as the policy's refusal, not as a network failure.
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = source {
-            if let Some(refused) = err.downcast_ref::<UrlRefused>() {
-                return AgentError::UrlRefused(refused.clone());
-            }
-            source = err.source();
+        .map_err(|e| AgentError::Download(e.to_string()))
+}
+
+/// A reqwest failure as the agent reports it: a refused redirect is the
+/// policy's refusal, not a network failure.
+fn download_failed(e: reqwest::Error) -> AgentError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(refused) = err.downcast_ref::<UrlRefused>() {
+            return AgentError::UrlRefused(refused.clone());
         }
-        AgentError::Download(error_chain(&e))
-    };
-    let mut resp = client.get(url).send().await.map_err(failed)?;
-    if !resp.status().is_success() {
-        return Err(AgentError::Download(format!(
-            "server answered {}",
-            resp.status()
-        )));
+        source = err.source();
     }
-    let mut data = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(failed)? {
-        if data.len() + chunk.len() > max {
+    AgentError::Download(error_chain(&e))
+}
+
+/// `bytes a-b/total` of a `Content-Range` header.
+fn content_range(resp: &reqwest::Response) -> Option<(u64, u64, u64)> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?, total.parse().ok()?))
+}
+
+/// What a download wrote: its length and lower-case hex sha256.
+#[derive(Debug, PartialEq, Eq)]
+struct Fetched {
+    bytes: u64,
+    sha256: String,
+}
+
+/// Downloads `url` into `to` by `Range` requests of at most
+/// [`APK_RANGE_BYTES`] (a server without ranges answers the whole file at
+/// once), hashing as the bytes pass: what is in memory is one network
+/// chunk, whatever the file's size. Fails past `max` bytes, or when an
+/// answer is not the range asked for.
+async fn download_to(
+    url: reqwest::Url,
+    policy: &ApkUrlPolicy,
+    max: u64,
+    to: &Path,
+) -> Result<Fetched, AgentError> {
+    use sha2::Digest as _;
+    use tokio::io::AsyncWriteExt as _;
+    let client = apk_client(policy)?;
+    let mut file = tokio::fs::File::create(to).await?;
+    let mut hash = sha2::Sha256::new();
+    let mut pos = 0u64;
+    loop {
+        let last = pos + APK_RANGE_BYTES - 1;
+        let mut resp = client
+            .get(url.clone())
+            .header(reqwest::header::RANGE, format!("bytes={pos}-{last}"))
+            .send()
+            .await
+            .map_err(download_failed)?;
+        let total = match resp.status().as_u16() {
+            206 => match content_range(&resp) {
+                Some((a, b, total)) if a == pos && b >= a && b < total => Some(total),
+                _ => {
+                    return Err(AgentError::Download(format!(
+                        "asked for bytes {pos}-{last}, the server answered another range"
+                    )))
+                }
+            },
+            // The whole file, at the first request only.
+            200 if pos == 0 => None,
+            status => {
+                return Err(AgentError::Download(format!("server answered {status}")));
+            }
+        };
+        if total.is_some_and(|t| t > max) {
             return Err(AgentError::Download(format!("larger than {max} bytes")));
         }
-        data.extend_from_slice(&chunk);
+        let start = pos;
+        while let Some(chunk) = resp.chunk().await.map_err(download_failed)? {
+            pos += chunk.len() as u64;
+            if pos > max {
+                return Err(AgentError::Download(format!("larger than {max} bytes")));
+            }
+            hash.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        match total {
+            None => break,
+            Some(t) if pos == t => break,
+            Some(_) if pos == start => {
+                return Err(AgentError::Download(
+                    "the server answered an empty range".into(),
+                ))
+            }
+            Some(_) => {}
+        }
     }
-    Ok(data)
+    file.sync_all().await?;
+    Ok(Fetched {
+        bytes: pos,
+        sha256: hex::encode(hash.finalize()),
+    })
 }
 
 /// An error and its causes, as reqwest's own message leaves the cause out.
@@ -968,6 +1046,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Where a device's APKs wait for `pm install`, inside `/data` (a
+/// directory of the agent's own, so it can write there whatever user the
+/// engine maps the device's users to).
+const APK_DIR: &str = "cloudphone-apk";
+
+/// The absolute URL of an `install_apk` command: a path (`/api/...`) is on
+/// the control plane, as the agent reaches it.
+fn apk_url(cfg: &crate::config::Config, url: &str) -> Result<String, AgentError> {
+    if !url.starts_with('/') || url.starts_with("//") {
+        return Ok(url.to_owned());
+    }
+    let base = reqwest::Url::parse(&cfg.control_plane_url)
+        .map_err(|e| AgentError::InvalidArgument(format!("control_plane_url: {e}")))?;
+    base.join(url)
+        .map(String::from)
+        .map_err(|e| AgentError::InvalidArgument(format!("url: {e}")))
+}
+
+/// A name for a download in progress no other download has.
+fn staging_name(sha256: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{}-{n}.part", &sha256[..16], std::process::id())
+}
+
 async fn install_apk(
     shared: &Arc<Shared>,
     id: &DeviceId,
@@ -975,7 +1078,10 @@ async fn install_apk(
     sha256: &str,
 ) -> Result<serde_json::Value, AgentError> {
     // The policy decides before anything else, so a refused URL is never connected to.
-    let url = shared.cfg.apk_url_policy.check(url)?;
+    let url = shared
+        .cfg
+        .apk_url_policy
+        .check(&apk_url(&shared.cfg, url)?)?;
     let expected = sha256.to_ascii_lowercase();
     if !is_sha256_hex(&expected) {
         return Err(AgentError::InvalidArgument(
@@ -983,35 +1089,62 @@ async fn install_apk(
         ));
     }
     running(shared, id).await?;
-    let data = download(url, &shared.cfg.apk_url_policy, MAX_APK_BYTES).await?;
-    let actual = agent_protocol::messages::sha256_hex(&data);
-    if actual != expected {
-        // Refused before anything reaches the device.
-        return Err(AgentError::ChecksumMismatch { expected, actual });
-    }
+    // Downloaded beside the devices' directories (the same file system, so
+    // the verified file moves into the device with a rename), without the
+    // device's lock: a long download holds nothing else up.
+    let staging = shared.cfg.data_root.join("downloads");
+    tokio::fs::create_dir_all(&staging).await?;
+    let part = staging.join(staging_name(&expected));
+    let fetched = download_to(url, &shared.cfg.apk_url_policy, MAX_APK_BYTES, &part).await;
+    let fetched = match fetched {
+        Ok(f) if f.sha256 == expected => f,
+        other => {
+            let _ = tokio::fs::remove_file(&part).await;
+            // Refused before anything reaches the device.
+            return Err(match other {
+                Ok(f) => AgentError::ChecksumMismatch {
+                    expected,
+                    actual: f.sha256,
+                },
+                Err(e) => e,
+            });
+        }
+    };
     let lock = shared.device_lock(id);
     let _g = lock.lock().await;
-    let c = running(shared, id).await?;
-    let path = DevicePath::parse(&format!("/data/local/tmp/cloudphone-{}.apk", &actual[..16]))?;
-    push_bytes(shared, &c, &path, &data).await?;
+    let c = match running(shared, id).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+    };
+    let dir = spec::device_dir(&shared.cfg.data_root, id)
+        .join("data")
+        .join(APK_DIR);
+    let name = format!("{}.apk", &expected[..16]);
+    let placed = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        set_mode(&dir, 0o755).await?;
+        set_mode(&part, 0o644).await?;
+        tokio::fs::rename(&part, dir.join(&name)).await
+    }
+    .await;
+    if let Err(e) = placed {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(e.into());
+    }
+    let inside = format!("/data/{APK_DIR}/{name}");
     let out = shared
         .engine
         .exec(
             &c.name,
-            &["pm", "install", "-r", path.as_str()],
+            &["pm", "install", "-r", &inside],
             Duration::from_secs(300),
             64 << 10,
         )
         .await;
-    let _ = shared
-        .engine
-        .exec(
-            &c.name,
-            &["rm", "-f", path.as_str()],
-            Duration::from_secs(10),
-            1024,
-        )
-        .await;
+    let _ = tokio::fs::remove_file(dir.join(&name)).await;
     let out = out?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if out.exit_code != Some(0) || !text.contains("Success") {
@@ -1020,7 +1153,12 @@ async fn install_apk(
             detail: text,
         });
     }
-    Ok(json!({"device_id": id, "sha256": actual, "bytes": data.len()}))
+    Ok(json!({"device_id": id, "sha256": fetched.sha256, "bytes": fetched.bytes}))
+}
+
+async fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await
 }
 
 async fn push_bytes(
@@ -1466,7 +1604,11 @@ mod tests {
                 let url = policy
                     .check(&format!("http://127.0.0.1:{inside}{path}"))
                     .unwrap();
-                download(url, &policy, 1024).await
+                let dir = tempfile::tempdir().unwrap();
+                let to = dir.path().join("apk");
+                download_to(url, &policy, 1024, &to)
+                    .await
+                    .map(|_| std::fs::read(&to).unwrap())
             }
         };
 
@@ -1480,6 +1622,119 @@ mod tests {
         let err = get("/userinfo".into()).await.unwrap_err();
         assert_eq!(err.code(), "url_not_allowed", "{err}");
         assert_eq!(outside_connections.load(Ordering::SeqCst), 0);
+    }
+
+    /// Serves `body` by `Range` (`bytes=a-b`, at most `cap` bytes an
+    /// answer); `shift` moves every answered range, as a broken server would.
+    async fn ranged_server(
+        body: Arc<Vec<u8>>,
+        cap: usize,
+        shift: usize,
+    ) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (body, counter) = (body.clone(), counter.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => head.push(buf[0]),
+                            }
+                        }
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                        let range = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("range: bytes="))
+                            .and_then(|r| r.trim().split_once('-'))
+                            .map(|(a, b)| {
+                                (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap())
+                            })
+                            .unwrap();
+                        let first = range.0 + shift;
+                        let last = range.1.min(first + cap - 1).min(body.len() - 1);
+                        let part = &body[first..=last];
+                        let head = format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {first}-{last}/{}\r\n\r\n",
+                            part.len(),
+                            body.len()
+                        );
+                        if stream.write_all(head.as_bytes()).await.is_err()
+                            || stream.write_all(part).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, requests)
+    }
+
+    #[tokio::test]
+    async fn apk_downloads_go_by_range_into_a_file_and_a_misplaced_range_is_refused() {
+        let body: Arc<Vec<u8>> = Arc::new((0..20_000_000u32).map(|i| (i % 251) as u8).collect());
+        let (port, requests) = ranged_server(body.clone(), 5 << 20, 0).await;
+        let policy = ApkUrlPolicy::parse(&[format!("http://127.0.0.1:{port}/")]).unwrap();
+        let url = policy.check(&format!("http://127.0.0.1:{port}/f")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("apk");
+        let got = download_to(url.clone(), &policy, 1 << 30, &to)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Fetched {
+                bytes: body.len() as u64,
+                sha256: agent_protocol::messages::sha256_hex(&body),
+            }
+        );
+        assert_eq!(std::fs::read(&to).unwrap(), *body);
+        // 20 MB in answers of at most 5 MiB.
+        assert_eq!(requests.load(Ordering::SeqCst), 4);
+
+        let err = download_to(url, &policy, 10 << 20, &to).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "download failed: larger than 10485760 bytes"
+        );
+
+        let (port, _) = ranged_server(body, 5 << 20, 1).await;
+        let policy = ApkUrlPolicy::parse(&[format!("http://127.0.0.1:{port}/")]).unwrap();
+        let url = policy.check(&format!("http://127.0.0.1:{port}/f")).unwrap();
+        let err = download_to(url, &policy, 1 << 30, &to).await.unwrap_err();
+        assert!(err.to_string().contains("answered another range"), "{err}");
+    }
+
+    #[test]
+    fn a_path_is_on_the_control_plane() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::Config::with_defaults(
+            crate::spec::NodeId::parse("n1").unwrap(),
+            crate::protocol::NodeSecret::new(b"0123456789abcdef".to_vec()).unwrap(),
+            "redis://127.0.0.1:1/",
+            "http://10.0.0.1:3000",
+            dir.path(),
+        );
+        assert_eq!(
+            apk_url(&cfg, "/api/v1/app/files/x?expires=1&sig=ab").unwrap(),
+            "http://10.0.0.1:3000/api/v1/app/files/x?expires=1&sig=ab"
+        );
+        assert_eq!(
+            apk_url(&cfg, "https://cdn.example/a.apk").unwrap(),
+            "https://cdn.example/a.apk"
+        );
+        assert_eq!(
+            apk_url(&cfg, "//evil.example/a.apk").unwrap(),
+            "//evil.example/a.apk"
+        );
     }
 
     #[test]

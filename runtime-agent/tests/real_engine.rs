@@ -473,9 +473,17 @@ async fn an_apk_with_a_bad_checksum_is_refused_and_a_good_one_installed() {
         .await;
     assert!(r.ok, "{r:?}");
     let installed = std::fs::read_to_string(env.data_dir("d1").join("installed-apks")).unwrap();
-    assert!(
-        installed.contains("/data/local/tmp/cloudphone-"),
-        "{installed}"
+    assert!(installed.contains("/data/cloudphone-apk/"), "{installed}");
+    let left = |dir: std::path::PathBuf| std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(
+        left(env.data_dir("d1").join("cloudphone-apk")),
+        0,
+        "the APK is removed once installed"
+    );
+    assert_eq!(
+        left(env.data_root.join("downloads")),
+        0,
+        "no download is left behind"
     );
     agent.shutdown().await;
 }

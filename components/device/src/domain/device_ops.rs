@@ -164,7 +164,10 @@ impl Sha256Hex {
 }
 
 /// Where the agent downloads an APK: an `http` or `https` URL with a host
-/// and no user name or password, printable ASCII, at most 2048 characters.
+/// and no user name or password, or a path on the control plane (`/...`,
+/// which the agent resolves against the address it reaches the control
+/// plane at: how `app`'s signed links travel), printable ASCII, at most
+/// 2048 characters.
 /// Which hosts and paths are allowed is the node's own policy
 /// (`apk_url_prefixes`), checked by the agent before it connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,11 +183,14 @@ impl ApkUrl {
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let bad = || {
             Error::Invalid(format!(
-                "url must be an http or https URL with a host and without credentials, at most {MAX_URL_CHARS} characters"
+                "url must be an http or https URL with a host and without credentials, or a path beginning with /, at most {MAX_URL_CHARS} characters"
             ))
         };
         if raw.len() > MAX_URL_CHARS || !raw.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(bad());
+        }
+        if raw.starts_with('/') && !raw.starts_with("//") {
+            return Ok(Self(raw.to_string()));
         }
         let rest = raw
             .strip_prefix("https://")
@@ -565,6 +571,7 @@ mod tests {
         for ok in [
             "http://cp.example/apks/a.apk",
             "https://10.0.0.1:8443/a.apk?x=1",
+            "/api/v1/app/files/x?expires=1&sig=ab",
         ] {
             assert!(ApkUrl::parse(ok).is_ok(), "{ok}");
         }
@@ -576,6 +583,7 @@ mod tests {
             "http://user:pw@cp.example/a.apk",
             "http://cp.example/a b.apk",
             "HTTP://cp.example/a.apk",
+            "//cp.example/a.apk",
         ] {
             assert!(ApkUrl::parse(bad).is_err(), "{bad}");
         }
