@@ -1,17 +1,58 @@
-//! The APK catalogue's upload path on the whole stack (`cargo xtask bench`),
-//! on real Spin when a `spin` binary is found: a signed 64 MiB APK (an
+//! The APK catalogue's file path on the whole stack (`cargo xtask bench`),
+//! on real Spin when a `spin` binary is found: a signed 300 MiB APK (an
 //! incompressible asset, stored) made with Debian's tools is uploaded in
-//! 8 MiB chunks, then completed (read by the `apk` crate from the stored
-//! chunks, hashed, catalogued). Prints the chunk upload rate and the
-//! completion's time; asserts nothing about time.
+//! 8 MiB chunks, completed (read by the `apk` crate from the stored chunks,
+//! hashed, catalogued), and downloaded by its signed link in 8 MiB ranges,
+//! as agents fetch it. Prints each rate next to a plain copy of the same
+//! file on the same disk, and the peak resident memory of the app's
+//! processes (Spin and its trigger processes) before and after, which
+//! bounds what any one component instance held; asserts nothing about time.
 
 use e2e::apks::{ApkTools, MANIFEST};
 use e2e::{expect_json, TestApp};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::time::Instant;
 
 const A: &str = "/api/v1/app";
-const MIB: usize = 64;
+const MIB: usize = 300;
+
+/// The process and all its descendants.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A `/proc/<pid>/status` field in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Peak resident memory (VmHWM) of the largest process of the app's tree.
+fn peak_mib(app: &TestApp) -> f64 {
+    app.pid()
+        .map(tree)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| status_mib(p, "VmHWM:"))
+        .fold(0.0, f64::max)
+}
 
 fn main() {
     let app = TestApp::spawn();
@@ -20,47 +61,76 @@ fn main() {
     let (_, token) = app.signed_up_user();
     let signed = tools.big_apk("bench", MANIFEST, &["arm64-v8a"], MIB);
     let bytes = std::fs::read(&signed).unwrap();
-    for round in 0..3 {
-        let t = Instant::now();
-        let u = expect_json(
-            app.post(
-                &format!("{A}/uploads"),
-                &json!({"size": bytes.len()}),
-                Some(&token),
-            ),
-            201,
-        );
-        let id = u["id"].as_str().unwrap();
-        let chunk = u["chunk_bytes"].as_u64().unwrap() as usize;
-        for (seq, part) in bytes.chunks(chunk).enumerate() {
-            let r = app.call_raw(
-                "PUT",
-                &format!("{A}/uploads/{id}/chunks/{seq}"),
-                "application/octet-stream",
-                part.to_vec(),
-                Some(&token),
-            );
-            assert_eq!(r.status(), 204);
-        }
-        let sent = t.elapsed();
-        let t = Instant::now();
-        let done = app.post(
-            &format!("{A}/uploads/{id}/complete"),
-            &json!({}),
+    let mib = bytes.len() as f64 / f64::from(1 << 20);
+
+    // The baseline: the same file copied on the same disk, synced.
+    let copy = tools.dir.join("copy.apk");
+    let t = Instant::now();
+    std::fs::copy(&signed, &copy).unwrap();
+    std::fs::File::open(&copy).unwrap().sync_all().unwrap();
+    let copied = t.elapsed().as_secs_f64();
+    println!("apps: plain copy of the {mib:.1} MiB file on the same disk: {copied:.2} s ({:.0} MiB/s)", mib / copied);
+
+    let before = peak_mib(&app);
+    let t = Instant::now();
+    let u = expect_json(
+        app.post(&format!("{A}/uploads"), &json!({"size": bytes.len()}), Some(&token)),
+        201,
+    );
+    let id = u["id"].as_str().unwrap();
+    let chunk = u["chunk_bytes"].as_u64().unwrap() as usize;
+    for (seq, part) in bytes.chunks(chunk).enumerate() {
+        let r = app.call_raw(
+            "PUT",
+            &format!("{A}/uploads/{id}/chunks/{seq}"),
+            "application/octet-stream",
+            part.to_vec(),
             Some(&token),
         );
-        let completed = t.elapsed();
-        // Each round after the first is a duplicate version: refused after the same reading.
-        let want = if round == 0 { 201 } else { 409 };
-        assert_eq!(done.status(), want);
-        let mib = bytes.len() as f64 / f64::from(1 << 20);
-        println!(
-            "apps: upload of a {mib:.1} MiB APK in {} chunks: {:.2} s ({:.0} MiB/s); complete (read, hash, catalogue{}): {:.2} s",
-            bytes.len().div_ceil(chunk),
-            sent.as_secs_f64(),
-            mib / sent.as_secs_f64(),
-            if round == 0 { "" } else { ", refused as a duplicate" },
-            completed.as_secs_f64()
-        );
+        assert_eq!(r.status(), 204);
     }
+    let sent = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let done = expect_json(
+        app.post(&format!("{A}/uploads/{id}/complete"), &json!({}), Some(&token)),
+        201,
+    );
+    let completed = t.elapsed().as_secs_f64();
+    println!(
+        "apps: upload of the {mib:.1} MiB APK in {} chunks: {sent:.2} s ({:.0} MiB/s); complete (read, hash, catalogue): {completed:.2} s ({:.0} MiB/s read)",
+        bytes.len().div_ceil(chunk),
+        mib / sent,
+        mib / completed
+    );
+    let uploaded = peak_mib(&app);
+
+    // Downloaded as an agent does: by the signed link, 8 MiB a request.
+    let version = done["version"]["id"].as_str().unwrap();
+    let link = expect_json(app.get(&format!("{A}/versions/{version}/download"), Some(&token)), 200);
+    let url = format!("{}{}", app.base, link["path"].as_str().unwrap());
+    let client = reqwest::blocking::Client::new();
+    let t = Instant::now();
+    let (mut pos, mut hash, mut requests) = (0usize, Sha256::new(), 0);
+    while pos < bytes.len() {
+        let r = client
+            .get(&url)
+            .header("range", format!("bytes={pos}-{}", pos + (8 << 20) - 1))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 206);
+        let body = r.bytes().unwrap();
+        hash.update(&body);
+        pos += body.len();
+        requests += 1;
+    }
+    let fetched = t.elapsed().as_secs_f64();
+    assert_eq!(hex::encode(hash.finalize()), done["version"]["sha256"].as_str().unwrap());
+    println!(
+        "apps: download of the {mib:.1} MiB APK by its signed link in {requests} ranges: {fetched:.2} s ({:.0} MiB/s)",
+        mib / fetched
+    );
+    let downloaded = peak_mib(&app);
+    println!(
+        "apps: peak resident memory of the app's largest process: {before:.0} MiB before, {uploaded:.0} MiB after the upload and completion, {downloaded:.0} MiB after the download (the file is {mib:.0} MiB)"
+    );
 }

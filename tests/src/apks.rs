@@ -159,7 +159,6 @@ impl ApkTools {
     /// incompressible asset of `mib` MiB (stored, as media is), signed with
     /// apksigner's default schemes: one that travels in several chunks.
     pub fn big_apk(&self, name: &str, manifest: &str, abis: &[&str], mib: usize) -> PathBuf {
-        let unsigned = self.apk(name, manifest, abis, None);
         let mut x: u32 = 0x1234_5678;
         let noise: Vec<u8> = (0..mib << 20)
             .map(|_| {
@@ -169,14 +168,37 @@ impl ApkTools {
                 x as u8
             })
             .collect();
+        self.with_asset(name, manifest, abis, "assets/noise.bin", &noise)
+    }
+
+    /// An APK of `manifest` the test image's `pm` installs: it names its
+    /// package in a stored (uncompressed) `package=<name>` asset, which is
+    /// how that `pm` tells what it installed.
+    pub fn installable(&self, name: &str, manifest: &str, package: &str) -> PathBuf {
+        let marker = format!("package={package}\n");
+        self.with_asset(name, manifest, &[], "assets/pm.txt", marker.as_bytes())
+    }
+
+    /// An APK of `manifest` and `abis` with one more file, stored
+    /// uncompressed, signed with apksigner's default schemes.
+    fn with_asset(
+        &self,
+        name: &str,
+        manifest: &str,
+        abis: &[&str],
+        path: &str,
+        bytes: &[u8],
+    ) -> PathBuf {
+        let unsigned = self.apk(name, manifest, abis, None);
         let assets = self.dir.join(format!("{name}-assets"));
-        write(&assets.join("assets/noise.bin"), &noise);
+        write(&assets.join(path), bytes);
+        let ext = path.rsplit('.').next().unwrap_or_default();
         run(Command::new("aapt")
             .current_dir(&assets)
-            .args(["add", "-0", "bin"])
+            .args(["add", "-0", ext])
             .arg(&unsigned)
-            .arg("assets/noise.bin"));
-        let signed = self.dir.join(format!("{name}-big.apk"));
+            .arg(path));
+        let signed = self.dir.join(format!("{name}-signed.apk"));
         run(Command::new("apksigner")
             .args(["sign", "--ks"])
             .arg(&self.keystore)
@@ -259,3 +281,41 @@ pub const MANIFEST: &str = r#"<manifest xmlns:android="http://schemas.android.co
   <uses-permission android:name="android.permission.CAMERA"/>
   <application android:label="@string/app_name" android:icon="@drawable/icon"/>
 </manifest>"#;
+
+/// Uploads `bytes` in chunks as `token`; the completion's answer.
+pub fn upload(
+    app: &crate::TestApp,
+    token: &str,
+    bytes: &[u8],
+    complete: serde_json::Value,
+) -> reqwest::blocking::Response {
+    let u = crate::expect_json(
+        app.post(
+            "/api/v1/app/uploads",
+            &serde_json::json!({"size": bytes.len()}),
+            Some(token),
+        ),
+        201,
+    );
+    let id = u["id"].as_str().unwrap();
+    let chunk = u["chunk_bytes"].as_u64().unwrap() as usize;
+    assert_eq!(
+        u["chunks"].as_u64().unwrap() as usize,
+        bytes.len().div_ceil(chunk)
+    );
+    for (seq, part) in bytes.chunks(chunk).enumerate() {
+        let r = app.call_raw(
+            "PUT",
+            &format!("/api/v1/app/uploads/{id}/chunks/{seq}"),
+            "application/octet-stream",
+            part.to_vec(),
+            Some(token),
+        );
+        assert_eq!(r.status(), 204, "chunk {seq}");
+    }
+    app.post(
+        &format!("/api/v1/app/uploads/{id}/complete"),
+        &complete,
+        Some(token),
+    )
+}

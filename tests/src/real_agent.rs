@@ -283,6 +283,17 @@ impl Drop for RealAgent {
 /// overcommitted), starts its agent for `max_devices` and waits until the
 /// node is online.
 pub fn dense_node(app: &TestApp, admin: &crate::Session, id: &str, max_devices: u16) -> RealAgent {
+    dense_node_with(app, admin, id, max_devices, &[])
+}
+
+/// [`dense_node`] whose agent downloads APKs from under these prefixes.
+pub fn dense_node_with(
+    app: &TestApp,
+    admin: &crate::Session,
+    id: &str,
+    max_devices: u16,
+    apk_url_prefixes: &[&str],
+) -> RealAgent {
     let path = "/api/v1/device/nodes";
     let node = crate::expect_json(
         app.post(
@@ -293,7 +304,7 @@ pub fn dense_node(app: &TestApp, admin: &crate::Session, id: &str, max_devices: 
         201,
     );
     let secret = node["secret"].as_str().expect("the secret, once");
-    let agent = RealAgent::start_sized(app, id, secret, &[], max_devices);
+    let agent = RealAgent::start_sized(app, id, secret, apk_url_prefixes, max_devices);
     app.eventually(Duration::from_secs(60), || {
         let n = crate::expect_json(app.get(&format!("{path}/{id}"), admin.t()), 200);
         (n["status"] == "online").then_some(())

@@ -159,6 +159,27 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         .expect("an audit entry of B")
         .to_string();
 
+    // An app of B's tenant, installed on B's phone (its operation goes to
+    // the scripted agent, which leaves it running).
+    let tools = e2e::apks::ApkTools::new();
+    let file = std::fs::read(tools.installable("b-app", e2e::apks::MANIFEST, "com.example.hello"))
+        .unwrap();
+    let stored = expect_json(
+        e2e::apks::upload(&app, &ub.token, &file, json!({"visibility": "tenant"})),
+        201,
+    );
+    let application = id_of(&stored["application"]);
+    let version = id_of(&stored["version"]);
+    let installed = expect_json(
+        app.post(
+            "/api/v1/app/installs",
+            &json!({"version_id": version, "device_ids": [device]}),
+            ub.t(),
+        ),
+        202,
+    );
+    let install = id_of(&installed["items"][0]);
+
     // What B sees, to compare after A has tried everything.
     let b_views = [
         format!("{U}/users/{}", ub.id),
@@ -173,6 +194,8 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         format!("{U}/audit-logs/{entry}"),
         format!("/api/v1/device/devices/{device}"),
         format!("/api/v1/device/operations/{operation}"),
+        format!("/api/v1/app/applications/{application}"),
+        format!("/api/v1/app/versions/{version}"),
     ];
     let before: Vec<Value> = b_views
         .iter()
@@ -291,6 +314,28 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         ("GET", format!("/api/v1/auth/api-keys/{key}"), None),
         ("POST", format!("/api/v1/auth/api-keys/{key}/revoke"), None),
         ("DELETE", format!("/api/v1/auth/api-keys/{key}"), None),
+        (
+            "GET",
+            format!("/api/v1/app/applications/{application}"),
+            None,
+        ),
+        ("GET", format!("/api/v1/app/versions/{version}"), None),
+        (
+            "GET",
+            format!("/api/v1/app/versions/{version}/download"),
+            None,
+        ),
+        ("GET", format!("/api/v1/app/installs/{install}"), None),
+        (
+            "POST",
+            format!("/api/v1/app/installs/{install}/uninstall"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/app/installs".to_string(),
+            Some(json!({"version_id": version, "device_ids": [device]})),
+        ),
         ("GET", format!("/api/v1/device/devices/{device}"), None),
         (
             "PATCH",
@@ -457,6 +502,20 @@ fn a_member_of_tenant_a_can_neither_read_nor_change_anything_of_tenant_b() {
         };
         assert_eq!((status, code.as_str()), want, "{method} {path}");
     }
+    // A's own app, aimed at B's phone: `device` refuses the phone.
+    let mine = expect_json(e2e::apks::upload(&app, &t.a.token, &file, json!({})), 201);
+    let aimed = expect_json(
+        app.post(
+            "/api/v1/app/installs",
+            &json!({"version_id": id_of(&mine["version"]), "device_ids": [device]}),
+            a,
+        ),
+        202,
+    );
+    assert_eq!(aimed["items"], json!([]), "{aimed}");
+    assert_eq!(aimed["refused"][0]["device_id"], device.as_str(), "{aimed}");
+    let listed = expect_json(app.get("/api/v1/app/installs", a), 200);
+    assert_eq!(listed["total"], 0, "A sees none of B's installs: {listed}");
     assert_eq!(
         app.count("device", "SELECT count(*) FROM operations"),
         operations_before,

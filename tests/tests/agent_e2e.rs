@@ -9,7 +9,7 @@
 
 use e2e::nodes::{device_of, set_quota, D};
 use e2e::real_agent::{
-    dense_node, fake_redroid_image, small_template, RealAgent, FAKE_IMAGE_PREFIX,
+    dense_node, dense_node_with, fake_redroid_image, small_template, RealAgent, FAKE_IMAGE_PREFIX,
 };
 use e2e::{error_code, expect_json, Options, Session, TestApp};
 use serde_json::{json, Value};
@@ -1291,4 +1291,232 @@ fn a_phone_says_the_identity_and_uses_the_network_it_is_given_and_renewing_it_ma
         d["spec"]["identity"]["model"], "SM-S928B",
         "the identity it had stays"
     );
+}
+
+/// The install records of a version in `status`.
+fn installs_in(app: &TestApp, token: &str, version: &str, status: &str) -> Vec<Value> {
+    let page = expect_json(
+        app.get(
+            &format!("/api/v1/app/installs?version_id={version}&status={status}&per_page=100"),
+            Some(token),
+        ),
+        200,
+    );
+    page["items"].as_array().unwrap().clone()
+}
+
+/// What the test image's `pm` says is installed on a phone.
+fn packages_on(agent: &RealAgent, device: &str) -> String {
+    std::fs::read_to_string(agent.device_data(device).join("packages")).unwrap_or_default()
+}
+
+#[test]
+fn an_uploaded_app_is_installed_on_three_real_phones_by_signed_link_and_a_tampered_file_is_refused()
+{
+    use e2e::apks::{upload, ApkTools, MANIFEST};
+    let app = app_with(&[]);
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    set_quota(&app, &admin, &user, 5);
+    // The agent downloads APKs only from `app`'s signed links.
+    let files = format!("{}/api/v1/app/files/", app.base);
+    let agent = dense_node_with(&app, &admin, &node_id("apps"), 10, &[&files]);
+    let tid = small_template(&app, &admin, "small");
+    let batch = expect_json(
+        app.post(
+            &format!("{D}/batches"),
+            &json!({"action": "create", "count": 3, "template_id": tid}),
+            Some(&token),
+        ),
+        202,
+    );
+    let path = format!("{D}/batches/{}", batch["id"].as_str().unwrap());
+    let made = app
+        .eventually(Duration::from_secs(120), || {
+            let b = expect_json(app.get(&path, Some(&token)), 200);
+            (b["status"] == "finished").then_some(b)
+        })
+        .unwrap_or_else(|_| panic!("phones never made; agent log:\n{}", agent.log()));
+    assert_eq!(made["succeeded"], 3, "{made}");
+    let phones: Vec<String> = made["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["device_id"].as_str().unwrap().to_string())
+        .collect();
+
+    // A real APK, uploaded and read by the catalogue.
+    let tools = ApkTools::new();
+    let file = std::fs::read(tools.installable("hello", MANIFEST, "com.example.hello")).unwrap();
+    let stored = expect_json(upload(&app, &token, &file, json!({})), 201);
+    let version = stored["version"]["id"].as_str().unwrap().to_string();
+    let sha = stored["version"]["sha256"].as_str().unwrap().to_string();
+
+    // Installed on the three phones: one record each, followed to `installed`.
+    let asked = expect_json(
+        app.post(
+            "/api/v1/app/installs",
+            &json!({"version_id": version, "device_ids": phones, "concurrency": 2}),
+            Some(&token),
+        ),
+        202,
+    );
+    assert_eq!(asked["items"].as_array().unwrap().len(), 3, "{asked}");
+    assert_eq!(asked["refused"], json!([]));
+    let installed = app
+        .eventually(Duration::from_secs(120), || {
+            let done = installs_in(&app, &token, &version, "installed");
+            (done.len() == 3).then_some(done)
+        })
+        .unwrap_or_else(|_| panic!("not installed on all three; agent log:\n{}", agent.log()));
+    for phone in &phones {
+        assert!(
+            packages_on(&agent, phone)
+                .lines()
+                .any(|p| p == "com.example.hello"),
+            "{phone}: {}",
+            packages_on(&agent, phone)
+        );
+        assert_eq!(
+            std::fs::read_dir(agent.device_data(phone).join("cloudphone-apk"))
+                .unwrap()
+                .count(),
+            0,
+            "the APK is removed from the phone once installed"
+        );
+    }
+    // The agent fetched the whole file by the signed link and checked its sha256.
+    for record in &installed {
+        let op = record["operation_id"].as_str().expect("its operation");
+        let op = expect_json(app.get(&format!("{D}/operations/{op}"), Some(&token)), 200);
+        assert_eq!(op["kind"], "install_apk");
+        assert_eq!(op["result"]["sha256"], sha.as_str(), "{op}");
+        assert_eq!(op["result"]["bytes"], file.len(), "{op}");
+    }
+    let v = expect_json(
+        app.get(&format!("/api/v1/app/versions/{version}"), Some(&token)),
+        200,
+    );
+    assert_eq!(v["install_count"], 3, "{v}");
+    assert_eq!(
+        app.count(
+            "app",
+            "SELECT count(*) FROM outbox WHERE event_type = 'app.installed'"
+        ),
+        3
+    );
+    // Another user cannot install it, nor see the records.
+    let (_, stranger) = app.signed_up_user();
+    let r = app.post(
+        "/api/v1/app/installs",
+        &json!({"version_id": version, "device_ids": [phones[0]]}),
+        Some(&stranger),
+    );
+    assert_eq!(r.status(), 404);
+    let theirs = expect_json(app.get("/api/v1/app/installs", Some(&stranger)), 200);
+    assert_eq!(theirs["total"], 0, "{theirs}");
+
+    // A second version whose stored file was tampered with after it was
+    // read: the agent refuses what it downloaded, nothing reaches the phone.
+    let v2 = std::fs::read(tools.installable(
+        "hello2",
+        &MANIFEST.replace("versionCode=\"42\"", "versionCode=\"43\""),
+        "com.example.tampered",
+    ))
+    .unwrap();
+    let stored = expect_json(upload(&app, &token, &v2, json!({})), 201);
+    let version2 = stored["version"]["id"].as_str().unwrap().to_string();
+    let changed = app
+        .db("app")
+        .execute(
+            "UPDATE upload_chunks SET data = overlay(data PLACING '\\x00ff'::bytea FROM 40) \
+             WHERE upload_id = (SELECT upload_id FROM app_versions WHERE id = $1::text::uuid) AND seq = 0",
+            &[&version2],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    expect_json(
+        app.post(
+            "/api/v1/app/installs",
+            &json!({"version_id": version2, "device_ids": [phones[0]]}),
+            Some(&token),
+        ),
+        202,
+    );
+    let failed = app
+        .eventually(Duration::from_secs(120), || {
+            installs_in(&app, &token, &version2, "failed").pop()
+        })
+        .unwrap_or_else(|_| {
+            panic!(
+                "the tampered install never failed; agent log:\n{}",
+                agent.log()
+            )
+        });
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.starts_with("checksum_mismatch"), "{error}");
+    assert!(!packages_on(&agent, &phones[0]).contains("com.example.tampered"));
+
+    // Uninstalled from one phone; a deleted phone's record ends too.
+    let on_first = installed
+        .iter()
+        .find(|r| r["device_id"] == phones[0].as_str())
+        .unwrap();
+    let r = expect_json(
+        app.post(
+            &format!(
+                "/api/v1/app/installs/{}/uninstall",
+                on_first["id"].as_str().unwrap()
+            ),
+            &json!({}),
+            Some(&token),
+        ),
+        202,
+    );
+    assert_eq!(r["status"], "uninstalling", "{r}");
+    app.eventually(Duration::from_secs(60), || {
+        let r = expect_json(
+            app.get(
+                &format!("/api/v1/app/installs/{}", on_first["id"].as_str().unwrap()),
+                Some(&token),
+            ),
+            200,
+        );
+        (r["status"] == "uninstalled").then_some(())
+    })
+    .unwrap_or_else(|_| panic!("never uninstalled; agent log:\n{}", agent.log()));
+    assert!(!packages_on(&agent, &phones[0]).contains("com.example.hello"));
+    assert!(packages_on(&agent, &phones[1]).contains("com.example.hello"));
+    // Removed on the phone behind the platform's back: reconciling with
+    // what the phone lists ends its record.
+    let listed = agent.device_data(&phones[1]).join("packages");
+    std::fs::write(&listed, "").unwrap();
+    let after = expect_json(
+        app.post(
+            &format!("/api/v1/app/devices/{}/reconcile", phones[1]),
+            &json!({}),
+            Some(&token),
+        ),
+        200,
+    );
+    assert_eq!(
+        after["packages"],
+        json!(["android", "com.android.settings"]),
+        "{after}"
+    );
+    let record = &after["items"].as_array().unwrap()[0];
+    assert_eq!(record["status"], "uninstalled", "{after}");
+    assert_eq!(
+        record["error"],
+        "not on the device when it listed its packages"
+    );
+    let r = app.delete(&format!("{D}/devices/{}", phones[2]), Some(&token));
+    assert!(r.status().is_success(), "{}", r.status());
+    app.eventually(Duration::from_secs(60), || {
+        let done = installs_in(&app, &token, &version, "uninstalled");
+        done.iter()
+            .any(|r| r["device_id"] == phones[2].as_str() && r["error"] == "the device was deleted")
+            .then_some(())
+    })
+    .expect("the deleted phone's record ends");
 }

@@ -5,51 +5,13 @@
 //! leave no row and no chunk behind; other users do not see what is not
 //! theirs; a signed link serves a file by Range, and only until it expires.
 
-use e2e::apks::{run, write, ApkTools, MANIFEST};
+use e2e::apks::{run, upload, write, ApkTools, MANIFEST};
 use e2e::{error_code, expect_json, roles, TestApp};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 
 const A: &str = "/api/v1/app";
-
-/// Uploads `bytes` in chunks as `token`; the completion's answer.
-fn upload(
-    app: &TestApp,
-    token: &str,
-    bytes: &[u8],
-    complete: Value,
-) -> reqwest::blocking::Response {
-    let u = expect_json(
-        app.post(
-            &format!("{A}/uploads"),
-            &json!({"size": bytes.len()}),
-            Some(token),
-        ),
-        201,
-    );
-    let id = u["id"].as_str().unwrap();
-    let chunk = u["chunk_bytes"].as_u64().unwrap() as usize;
-    assert_eq!(
-        u["chunks"].as_u64().unwrap() as usize,
-        bytes.len().div_ceil(chunk)
-    );
-    for (seq, part) in bytes.chunks(chunk).enumerate() {
-        let r = app.call_raw(
-            "PUT",
-            &format!("{A}/uploads/{id}/chunks/{seq}"),
-            "application/octet-stream",
-            part.to_vec(),
-            Some(token),
-        );
-        assert_eq!(r.status(), 204, "chunk {seq}");
-    }
-    app.post(
-        &format!("{A}/uploads/{id}/complete"),
-        &complete,
-        Some(token),
-    )
-}
 
 fn leftovers(app: &TestApp) -> (i64, i64) {
     (
@@ -392,4 +354,265 @@ fn uploads_take_chunks_as_announced_and_tenant_apps_are_seen_in_the_tenant_only(
         2
     );
     assert_eq!(leftovers(&app), (0, 0));
+    // An upload left open past its 24 hours is dropped by the job, chunks
+    // and all; a fresh one stays.
+    let stale = expect_json(
+        app.post(&format!("{A}/uploads"), &json!({"size": 3}), a1.t()),
+        201,
+    );
+    let fresh = expect_json(
+        app.post(&format!("{A}/uploads"), &json!({"size": 3}), a1.t()),
+        201,
+    );
+    for u in [&stale, &fresh] {
+        let r = app.call_raw(
+            "PUT",
+            &format!("{A}/uploads/{}/chunks/0", u["id"].as_str().unwrap()),
+            "application/octet-stream",
+            b"abc".to_vec(),
+            a1.t(),
+        );
+        assert_eq!(r.status(), 204);
+    }
+    app.db("app")
+        .execute(
+            "UPDATE uploads SET expires_at = expires_at - interval '25 hours' WHERE id = $1::text::uuid",
+            &[&stale["id"].as_str().unwrap()],
+        )
+        .unwrap();
+    let done = expect_json(
+        app.post_as("scheduler", "/api/v1/app/internal/uploads/expire"),
+        200,
+    );
+    assert_eq!(done["expired"], 1, "{done}");
+    assert_eq!(
+        leftovers(&app),
+        (1, 1),
+        "the fresh upload and its chunk stay"
+    );
+    let gone = app.call_raw(
+        "PUT",
+        &format!("{A}/uploads/{}/chunks/0", stale["id"].as_str().unwrap()),
+        "application/octet-stream",
+        b"abc".to_vec(),
+        a1.t(),
+    );
+    assert_eq!(gone.status(), 404);
+}
+
+#[test]
+fn what_goes_public_is_reviewed_with_a_trail_and_others_see_approved_versions_only() {
+    let app = TestApp::spawn();
+    let tools = ApkTools::new();
+    let reviewer = app.platform_admin();
+    let (_, owner) = app.signed_up_user();
+    let (_, stranger) = app.signed_up_user();
+    let v1 = std::fs::read(tools.apk("rv1", MANIFEST, &[], Some([true, true, false]))).unwrap();
+    let stored = expect_json(upload(&app, &owner, &v1, json!({})), 201);
+    let (application, version) = (
+        stored["application"]["id"].as_str().unwrap().to_string(),
+        stored["version"]["id"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(stored["version"]["review_status"], "none");
+    let path = |what: &str| format!("{A}/versions/{version}/{what}");
+    // Private until reviewed: the stranger sees nothing of it.
+    assert_eq!(
+        app.get(&format!("{A}/applications/{application}"), Some(&stranger))
+            .status(),
+        404
+    );
+
+    // Only the owner submits; only a reviewer decides, and a refusal says why.
+    let r = error_code(app.post(&path("submit"), &json!({}), Some(&stranger))).unwrap();
+    assert_eq!(r.0, 404, "{r:?}");
+    let submitted = expect_json(
+        app.post(
+            &path("submit"),
+            &json!({"comment": "for everyone"}),
+            Some(&owner),
+        ),
+        200,
+    );
+    assert_eq!(submitted["review_status"], "pending");
+    let again = error_code(app.post(&path("submit"), &json!({}), Some(&owner))).unwrap();
+    assert_eq!(again.0, 409, "{again:?}");
+    let r = error_code(app.post(
+        &path("review"),
+        &json!({"decision": "approve"}),
+        Some(&owner),
+    ))
+    .unwrap();
+    assert_eq!(r.0, 403, "{r:?}");
+    let queue = expect_json(app.get(&format!("{A}/reviews"), reviewer.t()), 200);
+    assert_eq!(queue["total"], 1, "{queue}");
+    assert_eq!(queue["items"][0]["version_id"], version.as_str());
+    assert_eq!(
+        queue["items"][0]["permissions"][0],
+        "android.permission.INTERNET"
+    );
+    for (body, why) in [
+        (
+            json!({"decision": "request_changes"}),
+            "a comment is required",
+        ),
+        (json!({"decision": "maybe", "comment": "x"}), "decision"),
+        (json!({"decision": "reject", "comment": ""}), "comment"),
+    ] {
+        let r = error_code(app.post(&path("review"), &body, reviewer.t())).unwrap();
+        assert_eq!(r.0, 400, "{why}: {r:?}");
+    }
+    let changes = expect_json(
+        app.post(
+            &path("review"),
+            &json!({"decision": "request_changes", "comment": "drop the CAMERA permission"}),
+            reviewer.t(),
+        ),
+        200,
+    );
+    assert_eq!(changes["review_status"], "changes_requested");
+    assert_eq!(changes["review_comment"], "drop the CAMERA permission");
+    assert_eq!(
+        app.get(&format!("{A}/applications/{application}"), Some(&stranger))
+            .status(),
+        404
+    );
+    expect_json(app.post(&path("submit"), &json!({}), Some(&owner)), 200);
+    let approved = expect_json(
+        app.post(
+            &path("review"),
+            &json!({"decision": "approve"}),
+            reviewer.t(),
+        ),
+        200,
+    );
+    assert_eq!(approved["review_status"], "approved");
+    let r = error_code(app.post(
+        &path("review"),
+        &json!({"decision": "reject", "comment": "late"}),
+        reviewer.t(),
+    ))
+    .unwrap();
+    assert_eq!(r.0, 409, "only a pending version is reviewed: {r:?}");
+
+    // Public now: in everyone's catalogue, with the approved version only.
+    let v2 = std::fs::read(tools.apk(
+        "rv2",
+        &MANIFEST.replace("versionCode=\"42\"", "versionCode=\"43\""),
+        &[],
+        Some([true, true, false]),
+    ))
+    .unwrap();
+    let newer = expect_json(upload(&app, &owner, &v2, json!({})), 201);
+    let version2 = newer["version"]["id"].as_str().unwrap().to_string();
+    let public = expect_json(
+        app.get(
+            &format!("{A}/applications?visibility=public"),
+            Some(&stranger),
+        ),
+        200,
+    );
+    assert_eq!(public["total"], 1, "{public}");
+    assert_eq!(public["items"][0]["public_version_id"], version.as_str());
+    let seen = expect_json(
+        app.get(&format!("{A}/applications/{application}"), Some(&stranger)),
+        200,
+    );
+    let versions: Vec<&str> = seen["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        vec![version.as_str()],
+        "the unreviewed version stays the owner's"
+    );
+    let mine = expect_json(
+        app.get(&format!("{A}/applications/{application}"), Some(&owner)),
+        200,
+    );
+    assert_eq!(mine["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        app.get(&format!("{A}/versions/{version2}"), Some(&stranger))
+            .status(),
+        404
+    );
+    let link = expect_json(app.get(&path("download"), Some(&stranger)), 200);
+    assert!(link["path"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{A}/files/{version}")));
+    // The stranger cannot withdraw it; a rejected version says why.
+    let r = error_code(app.post(&path("withdraw"), &json!({}), Some(&stranger))).unwrap();
+    assert_eq!(r.0, 403, "{r:?}");
+    let p2 = format!("{A}/versions/{version2}");
+    expect_json(
+        app.post(&format!("{p2}/submit"), &json!({}), Some(&owner)),
+        200,
+    );
+    let rejected = expect_json(
+        app.post(
+            &format!("{p2}/review"),
+            &json!({"decision": "reject", "comment": "crashes at start"}),
+            reviewer.t(),
+        ),
+        200,
+    );
+    assert_eq!(rejected["review_status"], "rejected");
+
+    // Withdrawn: out of the public catalogue, no more links; the trail has it all.
+    let withdrawn = expect_json(
+        app.post(
+            &path("withdraw"),
+            &json!({"reason": "a security fix is coming"}),
+            Some(&owner),
+        ),
+        200,
+    );
+    assert_eq!(withdrawn["status"], "withdrawn");
+    assert!(withdrawn["withdrawn_at"].is_string());
+    assert_eq!(
+        app.get(&format!("{A}/applications/{application}"), Some(&stranger))
+            .status(),
+        404
+    );
+    let r = error_code(app.get(&path("download"), Some(&owner))).unwrap();
+    assert_eq!(r.0, 409, "{r:?}");
+    let r = error_code(app.post(&path("withdraw"), &json!({}), Some(&owner))).unwrap();
+    assert_eq!(r.0, 409, "{r:?}");
+    let trail = expect_json(app.get(&path("reviews"), Some(&owner)), 200);
+    let steps: Vec<(&str, Option<&str>)> = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["action"].as_str().unwrap(), s["comment"].as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("submitted", Some("for everyone")),
+            ("changes_requested", Some("drop the CAMERA permission")),
+            ("submitted", None),
+            ("approved", None),
+            ("withdrawn", Some("a security fix is coming")),
+        ]
+    );
+    let events = |t: &str| {
+        app.count(
+            "app",
+            &format!("SELECT count(*) FROM outbox WHERE event_type = '{t}'"),
+        )
+    };
+    assert_eq!(
+        (
+            events("app.uploaded"),
+            events("app.review_requested"),
+            events("app.changes_requested"),
+            events("app.approved"),
+            events("app.rejected"),
+            events("app.withdrawn")
+        ),
+        (2, 3, 1, 1, 1, 1)
+    );
 }

@@ -737,6 +737,34 @@ fn cases(f: &Fixture) -> Vec<Case> {
         ),
         case(
             "POST",
+            "/api/v1/app/versions/00000000-0000-0000-0000-000000000000/submit".to_string(),
+            Member,
+            json!({"comment": "c"}),
+            &[],
+        ),
+        case(
+            "POST",
+            "/api/v1/app/versions/00000000-0000-0000-0000-000000000000/review".to_string(),
+            Platform,
+            json!({"decision": "approve", "comment": "c"}),
+            &["decision"],
+        ),
+        case(
+            "POST",
+            "/api/v1/app/versions/00000000-0000-0000-0000-000000000000/withdraw".to_string(),
+            Member,
+            json!({"reason": "r"}),
+            &[],
+        ),
+        case(
+            "POST",
+            "/api/v1/app/installs".to_string(),
+            Member,
+            json!({"version_id": "00000000-0000-0000-0000-000000000000", "device_ids": [f.device], "concurrency": 2}),
+            &["version_id"],
+        ),
+        case(
+            "POST",
             format!("/api/v1/device/agent/nodes/{}/register", f.node),
             Agent,
             serde_json::to_value(f.agent.registration()).unwrap(),
@@ -828,6 +856,13 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/device/devices/:id/recover",
     "DELETE /api/v1/device/templates/:id",
     "DELETE /api/v1/app/uploads/:id",
+    "POST /api/v1/app/installs/:id/uninstall",
+    "POST /api/v1/app/devices/:id/reconcile",
+    "POST /api/v1/app/internal/uploads/expire",
+    "POST /api/v1/app/internal/outbox/publish",
+    "POST /api/v1/app/internal/events/prune",
+    "POST /api/v1/app/internal/events/catch-up",
+    "POST /api/v1/app/admin/dead-letters/:id/replay",
 ];
 
 /// Routes whose body is not JSON: their bad input is in [`raw_attempts`].
@@ -1479,9 +1514,16 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
     let privileged = |access: &str| match access {
         "public" | "agent" => None,
         a if a.starts_with("service: ") => None,
-        a if ["tenant:", "permission:", "menu:", "event:", "node:"]
-            .iter()
-            .any(|p| a.starts_with(p)) =>
+        a if [
+            "tenant:",
+            "permission:",
+            "menu:",
+            "event:",
+            "node:",
+            "app:manage",
+        ]
+        .iter()
+        .any(|p| a.starts_with(p)) =>
         {
             Some(f.platform.token.clone())
         }

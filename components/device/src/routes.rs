@@ -107,7 +107,7 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "internal/devices/failover", SCHEDULER, failover::job),
     route("POST", "internal/snapshots/maintain", SCHEDULER, backups::job),
     route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
-    route("GET", "internal/events", Service(&["notification", "billing"]), endpoints::feed),
+    route("GET", "internal/events", Service(&["notification", "billing", "app"]), endpoints::feed),
     route("POST", "internal/events/prune", SCHEDULER, endpoints::prune),
     route("POST", "internal/events/catch-up", SCHEDULER, endpoints::catch_up::<Error, Consumer>),
     route("GET", "admin/dead-letters", Permission("event:manage"), endpoints::dead_letters),

@@ -131,6 +131,26 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/device/internal/events/prune",
     },
     Job {
+        name: "app.uploads.expire",
+        every_secs: 60,
+        path: "/api/v1/app/internal/uploads/expire",
+    },
+    Job {
+        name: "app.outbox.publish",
+        every_secs: 5,
+        path: "/api/v1/app/internal/outbox/publish",
+    },
+    Job {
+        name: "app.events.catch-up",
+        every_secs: 5,
+        path: "/api/v1/app/internal/events/catch-up",
+    },
+    Job {
+        name: "app.events.prune",
+        every_secs: 3600,
+        path: "/api/v1/app/internal/events/prune",
+    },
+    Job {
         name: "user.tenants.expire",
         every_secs: 300,
         path: "/api/v1/user/internal/tenants/expire",

@@ -200,6 +200,99 @@ pub const NODE_STATUS_CHANGED: EventType = EventType {
     schema_version: 1,
 };
 
+/// A user's install of an APK on a device started on its node (the
+/// operation was sent).
+pub const APK_INSTALL_STARTED: EventType = EventType {
+    name: "apk.install_started",
+    source: "device",
+    schema_version: 1,
+};
+/// The device installed the APK.
+pub const APK_INSTALLED: EventType = EventType {
+    name: "apk.installed",
+    source: "device",
+    schema_version: 1,
+};
+/// Installing the APK failed (`error` says why), or could not start.
+pub const APK_INSTALL_FAILED: EventType = EventType {
+    name: "apk.install_failed",
+    source: "device",
+    schema_version: 1,
+};
+/// The device uninstalled a package.
+pub const APK_UNINSTALLED: EventType = EventType {
+    name: "apk.uninstalled",
+    source: "device",
+    schema_version: 1,
+};
+/// Uninstalling a package failed (`error` says why).
+pub const APK_UNINSTALL_FAILED: EventType = EventType {
+    name: "apk.uninstall_failed",
+    source: "device",
+    schema_version: 1,
+};
+/// A version entered the catalogue from an upload.
+pub const APP_UPLOADED: EventType = EventType {
+    name: "app.uploaded",
+    source: "app",
+    schema_version: 1,
+};
+/// Someone asked for a version to be installed on a device.
+pub const APP_INSTALL_REQUESTED: EventType = EventType {
+    name: "app.install_requested",
+    source: "app",
+    schema_version: 1,
+};
+/// A version is installed on a device.
+pub const APP_INSTALLED: EventType = EventType {
+    name: "app.installed",
+    source: "app",
+    schema_version: 1,
+};
+/// Installing a version on a device failed.
+pub const APP_INSTALL_FAILED: EventType = EventType {
+    name: "app.install_failed",
+    source: "app",
+    schema_version: 1,
+};
+/// A version was uninstalled from a device (asked for, or found gone).
+pub const APP_UNINSTALLED: EventType = EventType {
+    name: "app.uninstalled",
+    source: "app",
+    schema_version: 1,
+};
+
+/// A version's owner asked for it to be public.
+pub const APP_REVIEW_REQUESTED: EventType = EventType {
+    name: "app.review_requested",
+    source: "app",
+    schema_version: 1,
+};
+/// A reviewer approved a version: its application is public.
+pub const APP_APPROVED: EventType = EventType {
+    name: "app.approved",
+    source: "app",
+    schema_version: 1,
+};
+/// A reviewer rejected a version (`comment` says why).
+pub const APP_REJECTED: EventType = EventType {
+    name: "app.rejected",
+    source: "app",
+    schema_version: 1,
+};
+/// A reviewer asked for changes to a version (`comment` says which).
+pub const APP_CHANGES_REQUESTED: EventType = EventType {
+    name: "app.changes_requested",
+    source: "app",
+    schema_version: 1,
+};
+/// A version was withdrawn: no longer downloaded or installed.
+pub const APP_WITHDRAWN: EventType = EventType {
+    name: "app.withdrawn",
+    source: "app",
+    schema_version: 1,
+};
+
 /// Every event type.
 pub const CATALOGUE: &[EventType] = &[
     USER_CREATED,
@@ -232,6 +325,21 @@ pub const CATALOGUE: &[EventType] = &[
     DEVICE_RECOVERED,
     NODE_ENROLLED,
     NODE_STATUS_CHANGED,
+    APK_INSTALL_STARTED,
+    APK_INSTALLED,
+    APK_INSTALL_FAILED,
+    APK_UNINSTALLED,
+    APK_UNINSTALL_FAILED,
+    APP_UPLOADED,
+    APP_INSTALL_REQUESTED,
+    APP_INSTALLED,
+    APP_INSTALL_FAILED,
+    APP_UNINSTALLED,
+    APP_REVIEW_REQUESTED,
+    APP_APPROVED,
+    APP_REJECTED,
+    APP_CHANGES_REQUESTED,
+    APP_WITHDRAWN,
 ];
 
 #[cfg(test)]

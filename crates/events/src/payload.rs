@@ -180,3 +180,110 @@ pub struct Node {
     /// Its status before (on changes).
     pub previous_status: Option<String>,
 }
+
+/// `apk.install_started`, `.installed`, `.install_failed`, `.uninstalled`
+/// and `.uninstall_failed` of `device` (schema version 1): one install or
+/// uninstall a user asked for on one device. The aggregate is the
+/// operation (versions 1 started, 2 ended); an install that could not
+/// start has no operation (aggregate `<batch>:<seq>`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApkOperation {
+    /// The device's operation, when there is one.
+    pub operation_id: Option<Uuid>,
+    /// The device.
+    pub device_id: Uuid,
+    /// Its owner, when known.
+    pub owner_id: Option<Uuid>,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Who asked.
+    pub requested_by: Option<Uuid>,
+    /// Installs: the APK's sha256.
+    pub sha256: Option<String>,
+    /// Uninstalls: the package.
+    pub package: Option<String>,
+    /// A stable code when it failed.
+    pub error_code: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// `app.uploaded` (schema version 1): a version that entered the catalogue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppVersion {
+    /// The version.
+    pub version_id: Uuid,
+    /// Its application.
+    pub application_id: Uuid,
+    /// Package name.
+    pub package: String,
+    /// Version code.
+    pub version_code: i64,
+    /// Version name.
+    pub version_name: Option<String>,
+    /// Label.
+    pub label: Option<String>,
+    /// Who uploaded it.
+    pub owner_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// `private`, `tenant` or `public`.
+    pub visibility: String,
+    /// The file's sha256.
+    pub sha256: String,
+}
+
+/// `app.install_requested`, `.installed`, `.install_failed` and
+/// `.uninstalled` (schema version 1): an install record after the change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppInstall {
+    /// The install record.
+    pub install_id: Uuid,
+    /// The device.
+    pub device_id: Uuid,
+    /// The version.
+    pub version_id: Uuid,
+    /// Its application.
+    pub application_id: Uuid,
+    /// Package name.
+    pub package: String,
+    /// Label, for people.
+    pub label: Option<String>,
+    /// Who asked.
+    pub requested_by: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// `pending`, `installing`, `installed`, `failed`, `uninstalling`, `uninstalled`.
+    pub status: String,
+    /// Why it failed (or was found gone).
+    pub error: Option<String>,
+}
+
+/// `app.review_requested`, `.approved`, `.rejected`, `.changes_requested`
+/// and `.withdrawn` (schema version 1): a version after a step of its
+/// review; the aggregate is the version, its version the trail's length.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppReview {
+    /// The version.
+    pub version_id: Uuid,
+    /// Its application.
+    pub application_id: Uuid,
+    /// Package name.
+    pub package: String,
+    /// Version code.
+    pub version_code: i64,
+    /// Label.
+    pub label: Option<String>,
+    /// Who uploaded it (to tell).
+    pub owner_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// `pending`, `approved`, `rejected`, `changes_requested` (or as before, on a withdrawal).
+    pub review_status: String,
+    /// `active` or `withdrawn`.
+    pub status: String,
+    /// Who took the step.
+    pub actor_id: Uuid,
+    /// What they said.
+    pub comment: Option<String>,
+}

@@ -191,18 +191,64 @@ pub fn chain(
     url: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<Response, Problem> {
+    let key = access::service::ComponentKey::parse(&crate::var("component_key")?)
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    let mut b = chained(ctx, method, url)?;
+    b.header(access::service::HEADER, key.service_token(ctx.component));
+    send_chained(b, url, body)
+}
+
+/// Calls another component's public route by service chaining on behalf
+/// of the caller of `req`: their own credentials (`Authorization`,
+/// `X-API-Key`) travel with it, so the other component authenticates and
+/// authorizes them itself (nothing is taken on this component's word); an
+/// `Idempotency-Key` is sent when given. Transport failures are 503s.
+pub fn chain_on_behalf(
+    ctx: &Ctx,
+    req: &Request,
+    method: Method,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    idempotency_key: Option<&str>,
+) -> Result<Response, Problem> {
+    let mut b = chained(ctx, method, url)?;
+    for name in ["authorization", "x-api-key"] {
+        if let Some(v) = req.header(name).and_then(|v| v.as_str()) {
+            b.header(name, v);
+        }
+    }
+    if let Some(key) = idempotency_key {
+        b.header("idempotency-key", key);
+    }
+    send_chained(b, url, body)
+}
+
+/// A chained request's builder with the request id; refused while this
+/// instance holds a database connection.
+fn chained(
+    ctx: &Ctx,
+    method: Method,
+    url: &str,
+) -> Result<spin_sdk::http::RequestBuilder, Problem> {
     if crate::db::open_connections() > 0 {
         return Err(Problem::internal(format!(
             "{url}: a database connection is held across a chained call (it could wait forever under a connection limit)"
         )));
     }
-    let key = access::service::ComponentKey::parse(&crate::var("component_key")?)
-        .map_err(|e| Problem::internal(e.to_string()))?;
     let mut b = Request::builder();
     b.method(method)
         .uri(url)
-        .header(access::service::HEADER, key.service_token(ctx.component))
         .header("x-request-id", ctx.request_id.as_str());
+    Ok(b)
+}
+
+/// Sends a chained request (a JSON body if given) to completion
+/// (components handle one request at a time, so nothing else waits).
+fn send_chained(
+    mut b: spin_sdk::http::RequestBuilder,
+    url: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<Response, Problem> {
     let req = match body {
         Some(v) => b
             .header("content-type", "application/json")

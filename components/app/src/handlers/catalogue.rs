@@ -1,5 +1,6 @@
 //! The catalogue as callers see it: their own applications, those shared
-//! with their tenant, or (platform staff) all; with their versions.
+//! with their tenant, or (platform staff) all, with every version; and the
+//! public ones, with their approved versions only.
 
 use super::{db, seen, short_text, Call};
 use crate::error::{Error, Result};
@@ -25,7 +26,7 @@ pub fn list(call: &Call) -> Result<Response> {
     let visibility = platform::input::one_of(
         call.query("visibility"),
         "visibility",
-        &["private", "tenant"],
+        &["private", "tenant", "public"],
     )?;
     let page = call.page()?;
     let (items, total) = repo::catalogue::list(
@@ -55,7 +56,11 @@ pub fn list(call: &Call) -> Result<Response> {
 pub fn get(call: &Call) -> Result<Response> {
     let db = db()?;
     let a = visible(call, &db, call.id("id", "application")?)?;
-    let versions = repo::catalogue::versions_of(&db, a.id)?;
+    let seen = seen(call.caller()?);
+    let versions: Vec<_> = repo::catalogue::versions_of(&db, a.id)?
+        .into_iter()
+        .filter(|v| seen.sees_version(&a, v))
+        .collect();
     let mut v = serde_json::to_value(&a).expect("json");
     v["items"] = serde_json::to_value(versions).expect("json");
     Ok(platform::http::json(200, &v))
@@ -68,7 +73,10 @@ pub(super) fn visible_version(
     id: uuid::Uuid,
 ) -> Result<repo::catalogue::Version> {
     let v = repo::catalogue::version_by_id(db, id)?.ok_or(Error::NotFound("version"))?;
-    visible(call, db, v.application_id).map_err(|_| Error::NotFound("version"))?;
+    let a = visible(call, db, v.application_id).map_err(|_| Error::NotFound("version"))?;
+    if !seen(call.caller()?).sees_version(&a, &v) {
+        return Err(Error::NotFound("version"));
+    }
     Ok(v)
 }
 

@@ -39,21 +39,32 @@ fn ttl_secs() -> i64 {
         .unwrap_or(3600)
 }
 
+/// A signed path to a version's file, valid for `ttl` seconds, and when
+/// it expires (Unix seconds).
+pub fn signed_path(version: Uuid, ttl: i64) -> Result<(String, i64)> {
+    let expires = unix_now() + ttl;
+    let sig = hex::encode(mac(version, expires)?.finalize().into_bytes());
+    Ok((
+        format!("/api/v1/app/files/{version}?expires={expires}&sig={sig}"),
+        expires,
+    ))
+}
+
 /// `GET /versions/:id/download` (`app:read`): a signed link to the
 /// version's file: `path` (below the API's own address), `expires_at`,
-/// `sha256`, `size_bytes`.
+/// `sha256`, `size_bytes`; counted as a download.
 pub fn link(call: &Call) -> Result<Response> {
     let db = db()?;
     let v = visible_version(call, &db, call.id("id", "version")?)?;
     if v.status != "active" {
         return Err(Error::Conflict(format!("the version is {}", v.status)));
     }
-    let expires = chrono_now() + ttl_secs();
-    let sig = hex::encode(mac(v.id, expires)?.finalize().into_bytes());
+    let (path, expires) = signed_path(v.id, ttl_secs())?;
+    repo::catalogue::count_download(&db, v.id)?;
     Ok(platform::http::json(
         200,
         &serde_json::json!({
-            "path": format!("/api/v1/app/files/{}?expires={expires}&sig={sig}", v.id),
+            "path": path,
             "expires_at": expires,
             "sha256": v.sha256,
             "size_bytes": v.size_bytes,
@@ -62,7 +73,7 @@ pub fn link(call: &Call) -> Result<Response> {
 }
 
 /// Seconds since the Unix epoch.
-fn chrono_now() -> i64 {
+fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -108,7 +119,7 @@ pub fn file(call: &Call) -> Result<Response> {
     mac(id, expires)?
         .verify_slice(&sig)
         .map_err(|_| forbidden())?;
-    if chrono_now() > expires {
+    if unix_now() > expires {
         return Err(Error::Problem(Problem::new(
             410,
             "gone",

@@ -1,10 +1,14 @@
 //! Thin handlers: parse input, call the repo, build the response.
 //! `uploads`: APKs sent in chunks and read on completion; `catalogue`:
 //! the applications and versions a caller sees; `downloads`: files by
-//! signed, expiring link (what agents install from).
+//! signed, expiring link (what agents install from); `installs`: versions
+//! installed on devices through `device`; `reviews`: what goes public, and
+//! withdrawals.
 
 pub mod catalogue;
 pub mod downloads;
+pub mod installs;
+pub mod reviews;
 pub mod uploads;
 
 use crate::error::{Error, Result};

@@ -10,6 +10,7 @@
 use super::{db, short_text, Call};
 use crate::error::{Error, Result};
 use crate::repo::{self, catalogue::NewApplication, catalogue::NewVersion};
+use platform::events::{catalogue::APP_UPLOADED, payload::AppVersion};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use spin_sdk::http::Response;
@@ -216,6 +217,19 @@ pub fn complete(call: &Call) -> Result<Response> {
             },
         )?;
         repo::uploads::stored(tx, u.id, &sha256)?;
+        let uploaded = AppVersion {
+            version_id,
+            application_id: app,
+            package: info.package.clone(),
+            version_code: info.version_code,
+            version_name: info.version_name.clone(),
+            label: info.label.clone(),
+            owner_id: caller.user_id,
+            tenant_id: caller.tenant_id,
+            visibility: visibility.to_string(),
+            sha256: sha256.clone(),
+        };
+        platform::outbox::enqueue(tx, &APP_UPLOADED, &version_id.to_string(), 1, &uploaded)?;
         Ok(app)
     });
     let app = match done {
@@ -223,6 +237,7 @@ pub fn complete(call: &Call) -> Result<Response> {
         Err(e @ Error::Conflict(_)) => return refuse(e),
         Err(e) => return Err(e),
     };
+    platform::outbox::publish_after_commit(&db, &call.ctx.request_id);
     let application = repo::catalogue::find(&db, app)?.ok_or(Error::NotFound("application"))?;
     let version =
         repo::catalogue::version_by_id(&db, version_id)?.ok_or(Error::NotFound("version"))?;
@@ -239,4 +254,15 @@ pub fn abort(call: &Call) -> Result<Response> {
     let u = open(call, &db)?;
     repo::uploads::delete_open(&db, u.id)?;
     Ok(platform::http::no_content())
+}
+
+/// `POST /internal/uploads/expire` (scheduler, every minute): drops open
+/// uploads left past their 24 hours, chunks and all (500 a run); answers
+/// `{expired}`.
+pub fn expire_job(_call: &Call) -> Result<Response> {
+    let n = repo::uploads::expire(&db()?, 500)?;
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"expired": n}),
+    ))
 }

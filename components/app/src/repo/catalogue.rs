@@ -1,6 +1,6 @@
 //! Applications and their versions (`applications`, `app_versions`).
 
-use platform::db::{col, opt_uuid, strings, timestamp, Db, DbError};
+use platform::db::{col, opt_timestamp, opt_uuid, strings, timestamp, Db, DbError};
 use platform::http::Page;
 use platform::query::{paged, Where};
 use serde::Serialize;
@@ -30,6 +30,13 @@ pub struct Application {
     pub latest_version_id: Option<Uuid>,
     /// How many versions.
     pub versions: i32,
+    /// Signed links handed out for its versions.
+    pub download_count: i64,
+    /// Devices its versions were installed on.
+    pub install_count: i64,
+    /// The newest approved, active version: set when the application is
+    /// public (everyone sees it, and its approved versions).
+    pub public_version_id: Option<Uuid>,
     /// Created.
     pub created_at: String,
     /// Changed.
@@ -37,7 +44,8 @@ pub struct Application {
 }
 
 const APP_COLUMNS: &str = "a.id, a.package_name, a.label, a.owner_id, a.tenant_id, \
-     a.visibility, a.category, a.tags, a.latest_version_id, a.versions, a.created_at, a.updated_at";
+     a.visibility, a.category, a.tags, a.latest_version_id, a.versions, a.created_at, a.updated_at, \
+     a.download_count, a.install_count, a.public_version_id";
 
 fn application(r: &[DbValue]) -> Result<Application, DbError> {
     Ok(Application {
@@ -53,6 +61,9 @@ fn application(r: &[DbValue]) -> Result<Application, DbError> {
         versions: col(r, 9, "applications.versions")?,
         created_at: timestamp(r, 10, "applications.created_at")?,
         updated_at: timestamp(r, 11, "applications.updated_at")?,
+        download_count: col(r, 12, "applications.download_count")?,
+        install_count: col(r, 13, "applications.install_count")?,
+        public_version_id: col(r, 14, "applications.public_version_id")?,
     })
 }
 
@@ -90,14 +101,30 @@ pub struct Version {
     pub signing: serde_json::Value,
     /// `active` or `withdrawn`.
     pub status: String,
+    /// Its review for the public catalogue: `none`, `pending`, `approved`,
+    /// `rejected`, `changes_requested`.
+    pub review_status: String,
+    /// The reviewer's comment.
+    pub review_comment: Option<String>,
+    /// Who reviewed it.
+    pub reviewed_by: Option<Uuid>,
+    /// When.
+    pub reviewed_at: Option<String>,
+    /// When it was withdrawn.
+    pub withdrawn_at: Option<String>,
     /// Who uploaded it.
     pub uploaded_by: Uuid,
+    /// Signed links handed out for it.
+    pub download_count: i64,
+    /// Devices it was installed on.
+    pub install_count: i64,
     /// When.
     pub created_at: String,
 }
 
 const VERSION_COLUMNS: &str = "v.id, v.application_id, v.version_code, v.version_name, v.sha256, v.size_bytes, \
-     v.min_sdk, v.target_sdk, v.label, v.icon, v.permissions, v.abis, v.signing, v.status, v.uploaded_by, v.created_at, v.upload_id";
+     v.min_sdk, v.target_sdk, v.label, v.icon, v.permissions, v.abis, v.signing, v.status, v.uploaded_by, v.created_at, v.upload_id, \
+     v.download_count, v.install_count, v.review_status, v.review_comment, v.reviewed_by, v.reviewed_at, v.withdrawn_at";
 
 fn version(r: &[DbValue]) -> Result<Version, DbError> {
     Ok(Version {
@@ -118,6 +145,13 @@ fn version(r: &[DbValue]) -> Result<Version, DbError> {
         uploaded_by: col(r, 14, "app_versions.uploaded_by")?,
         created_at: timestamp(r, 15, "app_versions.created_at")?,
         upload_id: col(r, 16, "app_versions.upload_id")?,
+        download_count: col(r, 17, "app_versions.download_count")?,
+        install_count: col(r, 18, "app_versions.install_count")?,
+        review_status: col(r, 19, "app_versions.review_status")?,
+        review_comment: col(r, 20, "app_versions.review_comment")?,
+        reviewed_by: col(r, 21, "app_versions.reviewed_by")?,
+        reviewed_at: opt_timestamp(r, 22, "app_versions.reviewed_at")?,
+        withdrawn_at: opt_timestamp(r, 23, "app_versions.withdrawn_at")?,
     })
 }
 
@@ -137,11 +171,26 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Whether they see `a`: their own, their tenant's shared ones, or all.
-    pub fn sees(&self, a: &Application) -> bool {
+    /// Whether `a` is theirs to see whole: their own, their tenant's
+    /// shared ones, or (platform staff) all.
+    pub fn owns(&self, a: &Application) -> bool {
         self.all
             || a.owner_id == self.user
             || (a.visibility == "tenant" && a.tenant_id.is_some() && a.tenant_id == self.tenant)
+    }
+
+    /// Whether they see `a`: theirs, or a public one.
+    pub fn sees(&self, a: &Application) -> bool {
+        self.owns(a) || a.public_version_id.is_some()
+    }
+
+    /// Whether they see version `v` of `a`: every version of theirs, the
+    /// approved, active versions of a public one.
+    pub fn sees_version(&self, a: &Application, v: &Version) -> bool {
+        self.owns(a)
+            || (a.public_version_id.is_some()
+                && v.review_status == "approved"
+                && v.status == "active")
     }
 }
 
@@ -256,15 +305,10 @@ pub fn insert_version(db: &Db, v: &NewVersion) -> Result<(), DbError> {
         ],
     )?;
     db.execute(
-        "UPDATE applications a SET versions = a.versions + 1, updated_at = now() AT TIME ZONE 'UTC', \
-           latest_version_id = (SELECT v.id FROM app_versions v WHERE v.application_id = a.id AND v.status = 'active' \
-                                ORDER BY v.version_code DESC LIMIT 1), \
-           label = (SELECT v.label FROM app_versions v WHERE v.application_id = a.id AND v.status = 'active' \
-                    ORDER BY v.version_code DESC LIMIT 1) \
-         WHERE a.id = $1",
+        "UPDATE applications SET versions = versions + 1 WHERE id = $1",
         &[P::Uuid(v.application.to_string())],
     )?;
-    Ok(())
+    super::reviews::refresh_application(db, v.application)
 }
 
 /// An application by id.
@@ -302,17 +346,22 @@ pub fn list(
             Some(t) => {
                 let tenant = w.bind(P::Uuid(t.to_string()));
                 w.and(format!(
-                    "(a.owner_id = {user} OR (a.visibility = 'tenant' AND a.tenant_id = {tenant}))"
+                    "(a.owner_id = {user} OR (a.visibility = 'tenant' AND a.tenant_id = {tenant}) \
+                     OR a.public_version_id IS NOT NULL)"
                 ));
             }
-            None => w.and(format!("a.owner_id = {user}")),
+            None => w.and(format!(
+                "(a.owner_id = {user} OR a.public_version_id IS NOT NULL)"
+            )),
         }
     }
     if let Some(p) = &f.package {
         w.eq("a.package_name", P::Str(p.clone()));
     }
-    if let Some(v) = &f.visibility {
-        w.eq("a.visibility", P::Str(v.clone()));
+    match f.visibility.as_deref() {
+        Some("public") => w.and("a.public_version_id IS NOT NULL"),
+        Some(v) => w.eq("a.visibility", P::Str(v.to_string())),
+        None => {}
     }
     if let Some(c) = &f.category {
         w.eq("a.category", P::Str(c.clone()));
@@ -349,4 +398,24 @@ pub fn version_by_id(db: &Db, id: Uuid) -> Result<Option<Version>, DbError> {
         &[P::Uuid(id.to_string())],
         version,
     )
+}
+
+/// Counts a signed link handed out for a version.
+pub fn count_download(db: &Db, version: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "WITH v AS (UPDATE app_versions SET download_count = download_count + 1 WHERE id = $1 RETURNING application_id) \
+         UPDATE applications SET download_count = download_count + 1 WHERE id = (SELECT application_id FROM v)",
+        &[P::Uuid(version.to_string())],
+    )?;
+    Ok(())
+}
+
+/// Counts a device that installed a version.
+pub fn count_install(db: &Db, version: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "WITH v AS (UPDATE app_versions SET install_count = install_count + 1 WHERE id = $1 RETURNING application_id) \
+         UPDATE applications SET install_count = install_count + 1 WHERE id = (SELECT application_id FROM v)",
+        &[P::Uuid(version.to_string())],
+    )?;
+    Ok(())
 }

@@ -190,3 +190,13 @@ impl apk::Source for Stored<'_> {
         Ok(out)
     }
 }
+
+/// Drops up to `limit` open uploads past their expiry, with their chunks;
+/// how many.
+pub fn expire(db: &Db, limit: i64) -> Result<u64, DbError> {
+    db.execute(
+        "DELETE FROM uploads WHERE id IN (SELECT id FROM uploads WHERE status = 'open' \
+           AND expires_at < now() AT TIME ZONE 'UTC' ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+        &[P::Int64(limit)],
+    )
+}

@@ -283,12 +283,17 @@ fn try_advance(ctx: &Ctx, id: Uuid) -> Result<usize> {
                     );
                     continue;
                 }
-                repo::batches::finish_item(
-                    &db,
-                    ItemRef::Seq(id, *seq),
-                    false,
-                    Some((p.code, p.message.as_str())),
-                )?;
+                db.transaction(|tx| {
+                    let err = (p.code, p.message.as_str());
+                    let finished =
+                        repo::batches::finish_item(tx, ItemRef::Seq(id, *seq), false, Some(err))?;
+                    if let (Some(_), Some(device), BatchAction::InstallApk) =
+                        (finished, device, action)
+                    {
+                        super::followups::apk_not_started(tx, (id, *seq), *device, &b, err)?;
+                    }
+                    Ok::<_, Error>(())
+                })?;
             }
         }
     }

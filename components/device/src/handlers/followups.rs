@@ -11,8 +11,11 @@ use crate::repo::{self, devices::Device, operations::NewOperation, operations::O
 use agent_protocol::messages::{Command, Operation as AgentOp};
 use agent_protocol::spec::{DeviceId, OperationId, SnapshotId};
 use events::catalogue::{
-    DEVICE_PROVISIONED, SNAPSHOT_CREATED, SNAPSHOT_DELETED, SNAPSHOT_FAILED, SNAPSHOT_RESTORED,
+    EventType, APK_INSTALLED, APK_INSTALL_FAILED, APK_INSTALL_STARTED, APK_UNINSTALLED,
+    APK_UNINSTALL_FAILED, DEVICE_PROVISIONED, SNAPSHOT_CREATED, SNAPSHOT_DELETED, SNAPSHOT_FAILED,
+    SNAPSHOT_RESTORED,
 };
+use events::payload::ApkOperation;
 use platform::db::Db;
 use uuid::Uuid;
 
@@ -63,6 +66,21 @@ pub fn queue(tx: &Db, d: &Device, node: &str, q: Queued) -> Result<Result<(), Uu
     )?;
     if let Err(existing) = inserted {
         return Ok(Err(existing));
+    }
+    if let (Some(by), AgentOp::InstallApk { sha256, .. }) = (q.requested_by, &q.op) {
+        // A user's install: `app` follows it by the device and the file.
+        let started = ApkOperation {
+            operation_id: Some(q.id),
+            device_id: d.id,
+            owner_id: Some(d.owner_id),
+            tenant_id: d.tenant_id,
+            requested_by: Some(by),
+            sha256: Some(sha256.clone()),
+            package: None,
+            error_code: None,
+            error: None,
+        };
+        platform::outbox::enqueue(tx, &APK_INSTALL_STARTED, &q.id.to_string(), 1, &started)?;
     }
     let command = Command {
         operation_id: OperationId::parse(&q.id.to_string()).map_err(internal)?,
@@ -194,6 +212,67 @@ fn step_command(
     })
 }
 
+/// `apk.installed`, `.install_failed`, `.uninstalled` or
+/// `.uninstall_failed` for a user's install or uninstall that ended, naming
+/// the file or package its command carried.
+fn apk_finished(tx: &Db, op: &Operation, ok: bool, error: Option<(&str, &str)>) -> Result<()> {
+    let Some(device) = op.device_id else {
+        return Ok(());
+    };
+    let (mut sha256, mut package) = (None, None);
+    if let Some(body) = repo::commands::body_of(tx, op.id)? {
+        match serde_json::from_value::<Command>(body).map(|c| c.op) {
+            Ok(AgentOp::InstallApk { sha256: s, .. }) => sha256 = Some(s),
+            Ok(AgentOp::UninstallApk { package: p, .. }) => package = Some(p.as_str().to_owned()),
+            _ => {}
+        }
+    }
+    let event: &EventType = match (op.kind.as_str(), ok) {
+        ("install_apk", true) => &APK_INSTALLED,
+        ("install_apk", false) => &APK_INSTALL_FAILED,
+        (_, true) => &APK_UNINSTALLED,
+        (_, false) => &APK_UNINSTALL_FAILED,
+    };
+    let payload = ApkOperation {
+        operation_id: Some(op.id),
+        device_id: device,
+        owner_id: op.owner_id,
+        tenant_id: op.tenant_id,
+        requested_by: op.requested_by,
+        sha256,
+        package,
+        error_code: error.map(|(c, _)| c.to_string()),
+        error: error.map(|(_, m)| m.to_string()),
+    };
+    platform::outbox::enqueue(tx, event, &op.id.to_string(), 2, &payload)?;
+    Ok(())
+}
+
+/// `apk.install_failed` for a batch's install that could not start on its
+/// device (no operation was made: the device does not run, or is gone).
+pub fn apk_not_started(
+    tx: &Db,
+    at: (Uuid, i32),
+    device: Uuid,
+    b: &repo::batches::Batch,
+    error: (&str, &str),
+) -> Result<()> {
+    let payload = ApkOperation {
+        operation_id: None,
+        device_id: device,
+        owner_id: None,
+        tenant_id: b.tenant_id,
+        requested_by: Some(b.requested_by),
+        sha256: b.input["sha256"].as_str().map(str::to_string),
+        package: None,
+        error_code: Some(error.0.to_string()),
+        error: Some(error.1.to_string()),
+    };
+    let aggregate = format!("{}:{}", at.0, at.1);
+    platform::outbox::enqueue(tx, &APK_INSTALL_FAILED, &aggregate, 1, &payload)?;
+    Ok(())
+}
+
 /// What follows an operation's end, in its transaction; returns the node
 /// of a command it queued (to publish after commit).
 pub fn operation_finished(
@@ -205,6 +284,10 @@ pub fn operation_finished(
 ) -> Result<Option<String>> {
     // A batch's item is the operation's result.
     repo::batches::finish_item(tx, repo::batches::ItemRef::Operation(op.id), ok, error)?;
+    if op.requested_by.is_some() && matches!(op.kind.as_str(), "install_apk" | "uninstall_apk") {
+        apk_finished(tx, op, ok, error)?;
+        return Ok(None);
+    }
     let error = error.map(|(code, message)| format!("{code}: {message}"));
     let error = error.as_deref();
     let step = match op.kind.as_str() {

@@ -27,6 +27,15 @@ pub fn queue(
     Ok(id)
 }
 
+/// The command sent for an operation (while it is kept).
+pub fn body_of(db: &Db, operation: Uuid) -> Result<Option<serde_json::Value>, DbError> {
+    db.one(
+        "SELECT body FROM node_commands WHERE operation_id = $1 ORDER BY created_at LIMIT 1",
+        &[P::Uuid(operation.to_string())],
+        |r| col(r, 0, "node_commands.body"),
+    )
+}
+
 /// A command to send.
 pub struct Pending {
     /// Row id.
