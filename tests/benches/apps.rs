@@ -4,9 +4,10 @@
 //! 8 MiB chunks, completed (read by the `apk` crate from the stored chunks,
 //! hashed, catalogued), and downloaded by its signed link in 8 MiB ranges,
 //! as agents fetch it. Prints each rate next to a plain copy of the same
-//! file on the same disk, and the peak resident memory of the app's
-//! processes (Spin and its trigger processes) before and after, which
-//! bounds what any one component instance held; asserts nothing about time.
+//! file on the same disk; the largest linear memory of an `app` instance
+//! serving a chunk, the completion or a range (what one request holds,
+//! logged by `app`); and the peak resident memory of Spin's process before
+//! and after. Asserts nothing about time.
 
 use e2e::apks::{ApkTools, MANIFEST};
 use e2e::{expect_json, TestApp};
@@ -15,7 +16,13 @@ use sha2::{Digest, Sha256};
 use std::time::Instant;
 
 const A: &str = "/api/v1/app";
-const MIB: usize = 300;
+/// The APK's size in MiB (`APPS_BENCH_MIB`, default 300).
+fn mib_of_file() -> usize {
+    std::env::var("APPS_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
 
 /// The process and all its descendants.
 fn tree(pid: u32) -> Vec<u32> {
@@ -25,8 +32,13 @@ fn tree(pid: u32) -> Vec<u32> {
         let p = out[i];
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for t in tasks.flatten() {
-                let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                out.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
             }
         }
         i += 1;
@@ -59,7 +71,7 @@ fn main() {
     println!("apps: the app runs on {:?}", app.host());
     let tools = ApkTools::new();
     let (_, token) = app.signed_up_user();
-    let signed = tools.big_apk("bench", MANIFEST, &["arm64-v8a"], MIB);
+    let signed = tools.big_apk("bench", MANIFEST, &["arm64-v8a"], mib_of_file());
     let bytes = std::fs::read(&signed).unwrap();
     let mib = bytes.len() as f64 / f64::from(1 << 20);
 
@@ -69,12 +81,19 @@ fn main() {
     std::fs::copy(&signed, &copy).unwrap();
     std::fs::File::open(&copy).unwrap().sync_all().unwrap();
     let copied = t.elapsed().as_secs_f64();
-    println!("apps: plain copy of the {mib:.1} MiB file on the same disk: {copied:.2} s ({:.0} MiB/s)", mib / copied);
+    println!(
+        "apps: plain copy of the {mib:.1} MiB file on the same disk: {copied:.2} s ({:.0} MiB/s)",
+        mib / copied
+    );
 
     let before = peak_mib(&app);
     let t = Instant::now();
     let u = expect_json(
-        app.post(&format!("{A}/uploads"), &json!({"size": bytes.len()}), Some(&token)),
+        app.post(
+            &format!("{A}/uploads"),
+            &json!({"size": bytes.len()}),
+            Some(&token),
+        ),
         201,
     );
     let id = u["id"].as_str().unwrap();
@@ -92,7 +111,11 @@ fn main() {
     let sent = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let done = expect_json(
-        app.post(&format!("{A}/uploads/{id}/complete"), &json!({}), Some(&token)),
+        app.post(
+            &format!("{A}/uploads/{id}/complete"),
+            &json!({}),
+            Some(&token),
+        ),
         201,
     );
     let completed = t.elapsed().as_secs_f64();
@@ -106,7 +129,10 @@ fn main() {
 
     // Downloaded as an agent does: by the signed link, 8 MiB a request.
     let version = done["version"]["id"].as_str().unwrap();
-    let link = expect_json(app.get(&format!("{A}/versions/{version}/download"), Some(&token)), 200);
+    let link = expect_json(
+        app.get(&format!("{A}/versions/{version}/download"), Some(&token)),
+        200,
+    );
     let url = format!("{}{}", app.base, link["path"].as_str().unwrap());
     let client = reqwest::blocking::Client::new();
     let t = Instant::now();
@@ -124,12 +150,31 @@ fn main() {
         requests += 1;
     }
     let fetched = t.elapsed().as_secs_f64();
-    assert_eq!(hex::encode(hash.finalize()), done["version"]["sha256"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(hash.finalize()),
+        done["version"]["sha256"].as_str().unwrap()
+    );
     println!(
         "apps: download of the {mib:.1} MiB APK by its signed link in {requests} ranges: {fetched:.2} s ({:.0} MiB/s)",
         mib / fetched
     );
     let downloaded = peak_mib(&app);
+    // What one instance held: `app` logs its linear memory (which only
+    // grows) after each chunk, completion and file answer.
+    let log = app.log_text();
+    for route in ["chunk", "complete", "file"] {
+        let most = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["msg"] == "linear memory" && v["route"] == route)
+            .filter_map(|v| v["bytes"].as_u64())
+            .max()
+            .unwrap_or(0);
+        println!(
+            "apps: largest linear memory of an `app` instance serving a {route} request: {:.1} MiB",
+            most as f64 / f64::from(1 << 20)
+        );
+    }
     println!(
         "apps: peak resident memory of the app's largest process: {before:.0} MiB before, {uploaded:.0} MiB after the upload and completion, {downloaded:.0} MiB after the download (the file is {mib:.0} MiB)"
     );

@@ -1345,12 +1345,38 @@ fn an_uploaded_app_is_installed_on_three_real_phones_by_signed_link_and_a_tamper
         .map(|i| i["device_id"].as_str().unwrap().to_string())
         .collect();
 
-    // A real APK, uploaded and read by the catalogue.
+    // A real APK, uploaded by a publisher and read by the catalogue; the
+    // phones' owner may install it once a reviewer approved it.
     let tools = ApkTools::new();
     let file = std::fs::read(tools.installable("hello", MANIFEST, "com.example.hello")).unwrap();
-    let stored = expect_json(upload(&app, &token, &file, json!({})), 201);
+    let (_, publisher) = app.signed_up_user();
+    let stored = expect_json(upload(&app, &publisher, &file, json!({})), 201);
     let version = stored["version"]["id"].as_str().unwrap().to_string();
     let sha = stored["version"]["sha256"].as_str().unwrap().to_string();
+    let early = app.post(
+        "/api/v1/app/installs",
+        &json!({"version_id": version, "device_ids": phones}),
+        Some(&token),
+    );
+    assert_eq!(
+        early.status(),
+        404,
+        "not installable by others before approval"
+    );
+    let v = format!("/api/v1/app/versions/{version}");
+    expect_json(
+        app.post(&format!("{v}/submit"), &json!({}), Some(&publisher)),
+        200,
+    );
+    let approved = expect_json(
+        app.post(
+            &format!("{v}/review"),
+            &json!({"decision": "approve"}),
+            admin.t(),
+        ),
+        200,
+    );
+    assert_eq!(approved["review_status"], "approved");
 
     // Installed on the three phones: one record each, followed to `installed`.
     let asked = expect_json(
@@ -1405,14 +1431,24 @@ fn an_uploaded_app_is_installed_on_three_real_phones_by_signed_link_and_a_tamper
         ),
         3
     );
-    // Another user cannot install it, nor see the records.
+    // Another user cannot install it on these phones, nor see the records.
     let (_, stranger) = app.signed_up_user();
-    let r = app.post(
-        "/api/v1/app/installs",
-        &json!({"version_id": version, "device_ids": [phones[0]]}),
-        Some(&stranger),
+    let r = expect_json(
+        app.post(
+            "/api/v1/app/installs",
+            &json!({"version_id": version, "device_ids": [phones[0]]}),
+            Some(&stranger),
+        ),
+        202,
     );
-    assert_eq!(r.status(), 404);
+    assert_eq!(
+        (
+            r["items"].as_array().unwrap().len(),
+            r["refused"].as_array().unwrap().len()
+        ),
+        (0, 1),
+        "{r}"
+    );
     let theirs = expect_json(app.get("/api/v1/app/installs", Some(&stranger)), 200);
     assert_eq!(theirs["total"], 0, "{theirs}");
 
@@ -1456,6 +1492,23 @@ fn an_uploaded_app_is_installed_on_three_real_phones_by_signed_link_and_a_tamper
     let error = failed["error"].as_str().unwrap();
     assert!(error.starts_with("checksum_mismatch"), "{error}");
     assert!(!packages_on(&agent, &phones[0]).contains("com.example.tampered"));
+    // The phones' owner is told, in-app.
+    app.eventually(Duration::from_secs(30), || {
+        let page = expect_json(
+            app.get("/api/v1/notification/notifications", Some(&token)),
+            200,
+        );
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| {
+                n["kind"] == "app_install_failed"
+                    && n["body"].as_str().unwrap().contains("checksum_mismatch")
+            })
+            .then_some(())
+    })
+    .expect("the failed install is notified");
 
     // Uninstalled from one phone; a deleted phone's record ends too.
     let on_first = installed

@@ -598,6 +598,37 @@ fn what_goes_public_is_reviewed_with_a_trail_and_others_see_approved_versions_on
             ("withdrawn", Some("a security fix is coming")),
         ]
     );
+    // The owner heard of each decision, in-app, with the reviewer's words.
+    let heard = app
+        .eventually(std::time::Duration::from_secs(30), || {
+            let page = expect_json(
+                app.get("/api/v1/notification/notifications", Some(&owner)),
+                200,
+            );
+            let mut kinds: Vec<(String, String)> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["kind"].as_str().unwrap().starts_with("app_"))
+                .map(|n| {
+                    (
+                        n["kind"].as_str().unwrap().to_string(),
+                        n["body"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            kinds.sort();
+            (kinds.len() == 3).then_some(kinds)
+        })
+        .expect("three app notices for the owner");
+    assert_eq!(heard[0].0, "app_approved");
+    assert_eq!(heard[1].0, "app_changes_requested");
+    assert!(
+        heard[1].1.contains("drop the CAMERA permission"),
+        "{heard:?}"
+    );
+    assert_eq!(heard[2].0, "app_rejected");
+    assert!(heard[2].1.contains("crashes at start"), "{heard:?}");
     let events = |t: &str| {
         app.count(
             "app",

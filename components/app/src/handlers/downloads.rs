@@ -177,6 +177,7 @@ pub fn file(call: &Call) -> Result<Response> {
     if status == 206 {
         r.header("content-range", format!("bytes {first}-{last}/{size}"));
     }
+    super::log_memory(call, "file");
     Ok(r.body(bytes).build())
 }
 

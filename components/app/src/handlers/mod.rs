@@ -48,3 +48,17 @@ pub fn short_text(v: Option<String>, name: &str, max: usize) -> Result<Option<St
         v => Ok(v),
     }
 }
+
+/// Logs this instance's linear memory after a handler that moves file
+/// bytes. A linear memory only grows, so this is the instance's peak: what
+/// one such request holds (the benchmarks report it).
+pub fn log_memory(call: &Call, route: &str) {
+    #[cfg(target_arch = "wasm32")]
+    let bytes = core::arch::wasm32::memory_size::<0>() * 65536;
+    #[cfg(not(target_arch = "wasm32"))]
+    let bytes = 0usize;
+    eprintln!(
+        "{}",
+        serde_json::json!({"level": "debug", "request_id": call.ctx.request_id, "msg": "linear memory", "route": route, "bytes": bytes})
+    );
+}

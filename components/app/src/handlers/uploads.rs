@@ -91,6 +91,7 @@ pub fn put_chunk(call: &Call) -> Result<Response> {
         )));
     }
     repo::uploads::put_chunk(&db, u.id, seq, body.to_vec())?;
+    super::log_memory(call, "chunk");
     Ok(platform::http::no_content())
 }
 
@@ -241,6 +242,7 @@ pub fn complete(call: &Call) -> Result<Response> {
     let application = repo::catalogue::find(&db, app)?.ok_or(Error::NotFound("application"))?;
     let version =
         repo::catalogue::version_by_id(&db, version_id)?.ok_or(Error::NotFound("version"))?;
+    super::log_memory(call, "complete");
     Ok(platform::http::json(
         201,
         &serde_json::json!({"application": application, "version": version}),
