@@ -664,6 +664,15 @@ impl TestApp {
             .map(|t| t.trim().to_string())
     }
 
+    /// The in-app notifications of the holder of `token`, newest first.
+    pub fn notifications(&self, token: &str) -> Vec<Value> {
+        let page = expect_json(
+            self.get("/api/v1/notification/notifications", Some(token)),
+            200,
+        );
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Everything the app and its components logged so far.
     pub fn log_text(&self) -> String {
         let mut text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -1494,13 +1494,7 @@ fn an_uploaded_app_is_installed_on_three_real_phones_by_signed_link_and_a_tamper
     assert!(!packages_on(&agent, &phones[0]).contains("com.example.tampered"));
     // The phones' owner is told, in-app.
     app.eventually(Duration::from_secs(30), || {
-        let page = expect_json(
-            app.get("/api/v1/notification/notifications", Some(&token)),
-            200,
-        );
-        page["items"]
-            .as_array()
-            .unwrap()
+        app.notifications(&token)
             .iter()
             .any(|n| {
                 n["kind"] == "app_install_failed"

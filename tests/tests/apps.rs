@@ -601,13 +601,8 @@ fn what_goes_public_is_reviewed_with_a_trail_and_others_see_approved_versions_on
     // The owner heard of each decision, in-app, with the reviewer's words.
     let heard = app
         .eventually(std::time::Duration::from_secs(30), || {
-            let page = expect_json(
-                app.get("/api/v1/notification/notifications", Some(&owner)),
-                200,
-            );
-            let mut kinds: Vec<(String, String)> = page["items"]
-                .as_array()
-                .unwrap()
+            let mut kinds: Vec<(String, String)> = app
+                .notifications(&owner)
                 .iter()
                 .filter(|n| n["kind"].as_str().unwrap().starts_with("app_"))
                 .map(|n| {

@@ -143,13 +143,7 @@ fn fifty_concurrent_reservations_against_a_limit_of_ten_grant_exactly_ten() {
         1
     );
     app.eventually(Duration::from_secs(30), || {
-        let page = expect_json(
-            app.get("/api/v1/notification/notifications", Some(&token)),
-            200,
-        );
-        page["items"]
-            .as_array()
-            .unwrap()
+        app.notifications(&token)
             .iter()
             .any(|n| n["kind"] == "quota_exceeded")
             .then_some(())

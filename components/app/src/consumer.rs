@@ -106,7 +106,7 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
     }
     for i in changed {
         if matches!(outcome, Outcome::Installed(_)) {
-            repo::catalogue::count_install(db, i.version_id)?;
+            repo::catalogue::count(db, i.version_id, repo::catalogue::Count::Install)?;
         }
         if let Some(event) = then {
             enqueue(db, event, &i, None)?;

@@ -369,6 +369,20 @@ pub struct Paged<T: Serialize> {
     pub total: i64,
 }
 
+/// `200` with one page of a list: its items, the page asked for, and the
+/// total over all pages.
+pub fn page_of<T: Serialize>(page: Page, (items, total): (Vec<T>, i64)) -> Response {
+    json(
+        200,
+        &Paged {
+            items,
+            page: page.page,
+            per_page: page.per_page,
+            total,
+        },
+    )
+}
+
 /// `GET /health` of a component: 200 when its own database answers, 503 otherwise.
 pub fn health<E: From<Problem>>(call: &crate::router::Call) -> Result<Response, E> {
     crate::db::ping()?;

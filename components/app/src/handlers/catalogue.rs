@@ -29,25 +29,19 @@ pub fn list(call: &Call) -> Result<Response> {
         &["private", "tenant", "public"],
     )?;
     let page = call.page()?;
-    let (items, total) = repo::catalogue::list(
-        &db()?,
-        &seen(caller),
-        &repo::catalogue::Filter {
-            q,
-            package,
-            visibility,
-            category,
-        },
+    Ok(platform::http::page_of(
         page,
-    )?;
-    Ok(platform::http::json(
-        200,
-        &platform::http::Paged {
-            items,
-            page: page.page,
-            per_page: page.per_page,
-            total,
-        },
+        repo::catalogue::list(
+            &db()?,
+            &seen(caller),
+            &repo::catalogue::Filter {
+                q,
+                package,
+                visibility,
+                category,
+            },
+            page,
+        )?,
     ))
 }
 

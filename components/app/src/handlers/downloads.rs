@@ -60,7 +60,7 @@ pub fn link(call: &Call) -> Result<Response> {
         return Err(Error::Conflict(format!("the version is {}", v.status)));
     }
     let (path, expires) = signed_path(v.id, ttl_secs())?;
-    repo::catalogue::count_download(&db, v.id)?;
+    repo::catalogue::count(&db, v.id, repo::catalogue::Count::Download)?;
     Ok(platform::http::json(
         200,
         &serde_json::json!({

@@ -286,15 +286,9 @@ pub fn list(call: &Call) -> Result<Response> {
         status,
     };
     let page = call.page()?;
-    let (items, total) = repo::installs::list(&db()?, &caller.filter("app"), &filter, page)?;
-    Ok(platform::http::json(
-        200,
-        &platform::http::Paged {
-            items,
-            page: page.page,
-            per_page: page.per_page,
-            total,
-        },
+    Ok(platform::http::page_of(
+        page,
+        repo::installs::list(&db()?, &caller.filter("app"), &filter, page)?,
     ))
 }
 

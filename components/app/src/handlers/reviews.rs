@@ -220,15 +220,9 @@ fn done(call: &Call, db: &Db, id: Uuid) -> Result<Response> {
 /// first, with what a reviewer weighs (permissions, signing).
 pub fn queue(call: &Call) -> Result<Response> {
     let page = call.page()?;
-    let (items, total) = repo::reviews::queue(&db()?, page)?;
-    Ok(platform::http::json(
-        200,
-        &platform::http::Paged {
-            items,
-            page: page.page,
-            per_page: page.per_page,
-            total,
-        },
+    Ok(platform::http::page_of(
+        page,
+        repo::reviews::queue(&db()?, page)?,
     ))
 }
 

@@ -400,21 +400,26 @@ pub fn version_by_id(db: &Db, id: Uuid) -> Result<Option<Version>, DbError> {
     )
 }
 
-/// Counts a signed link handed out for a version.
-pub fn count_download(db: &Db, version: Uuid) -> Result<(), DbError> {
-    db.execute(
-        "WITH v AS (UPDATE app_versions SET download_count = download_count + 1 WHERE id = $1 RETURNING application_id) \
-         UPDATE applications SET download_count = download_count + 1 WHERE id = (SELECT application_id FROM v)",
-        &[P::Uuid(version.to_string())],
-    )?;
-    Ok(())
+/// What a version counts.
+#[derive(Clone, Copy)]
+pub enum Count {
+    /// A signed link handed out.
+    Download,
+    /// A device that installed it.
+    Install,
 }
 
-/// Counts a device that installed a version.
-pub fn count_install(db: &Db, version: Uuid) -> Result<(), DbError> {
+/// Counts one more of `what` for a version and its application.
+pub fn count(db: &Db, version: Uuid, what: Count) -> Result<(), DbError> {
+    let column = match what {
+        Count::Download => "download_count",
+        Count::Install => "install_count",
+    };
     db.execute(
-        "WITH v AS (UPDATE app_versions SET install_count = install_count + 1 WHERE id = $1 RETURNING application_id) \
-         UPDATE applications SET install_count = install_count + 1 WHERE id = (SELECT application_id FROM v)",
+        &format!(
+            "WITH v AS (UPDATE app_versions SET {column} = {column} + 1 WHERE id = $1 RETURNING application_id) \
+             UPDATE applications SET {column} = {column} + 1 WHERE id = (SELECT application_id FROM v)"
+        ),
         &[P::Uuid(version.to_string())],
     )?;
     Ok(())

@@ -30,7 +30,7 @@ pub mod templates;
 use crate::error::{Error, Result};
 use access::Caller;
 use platform::db::Db;
-use platform::http::{Page, Paged};
+use platform::http::Page;
 use serde::Serialize;
 use spin_sdk::http::Response;
 
@@ -44,15 +44,7 @@ pub fn db() -> Result<Db> {
 
 /// A page of items as JSON.
 pub fn paged<T: Serialize>(items: Vec<T>, page: Page, total: i64) -> Response {
-    platform::http::json(
-        200,
-        &Paged {
-            items,
-            page: page.page,
-            per_page: page.per_page,
-            total,
-        },
-    )
+    platform::http::page_of(page, (items, total))
 }
 
 /// Publishes this request's events right after commit.
