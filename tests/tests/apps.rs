@@ -102,6 +102,17 @@ fn an_uploaded_apk_is_catalogued_as_its_file_says_and_bad_files_leave_nothing() 
         200,
     );
     assert_eq!(list["total"], 1);
+    for (query, total) in [
+        ("tag=demo", 1),
+        ("tag=other", 0),
+        ("category=tools&tag=demo", 1),
+    ] {
+        let list = expect_json(
+            app.get(&format!("{A}/applications?{query}"), Some(&token)),
+            200,
+        );
+        assert_eq!(list["total"], total, "{query}");
+    }
     for path in [
         format!("{A}/applications/{id}"),
         format!("{A}/versions/{vid}"),

@@ -16,13 +16,14 @@ fn visible(call: &Call, db: &platform::db::Db, id: uuid::Uuid) -> Result<Applica
     }
 }
 
-/// `GET /applications?q=&package=&visibility=&category=&page=&per_page=`
+/// `GET /applications?q=&package=&visibility=&category=&tag=&page=&per_page=`
 /// (`app:read`): newest change first.
 pub fn list(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let q = short_text(call.query("q"), "q", 100)?;
     let package = short_text(call.query("package"), "package", 255)?;
     let category = short_text(call.query("category"), "category", 50)?;
+    let tag = short_text(call.query("tag"), "tag", 50)?;
     let visibility = platform::input::one_of(
         call.query("visibility"),
         "visibility",
@@ -39,6 +40,7 @@ pub fn list(call: &Call) -> Result<Response> {
                 package,
                 visibility,
                 category,
+                tag,
             },
             page,
         )?,

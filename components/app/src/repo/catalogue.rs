@@ -330,6 +330,8 @@ pub struct Filter {
     pub visibility: Option<String>,
     /// Category.
     pub category: Option<String>,
+    /// A tag it carries.
+    pub tag: Option<String>,
 }
 
 /// A page of the applications `seen` sees, newest first.
@@ -365,6 +367,10 @@ pub fn list(
     }
     if let Some(c) = &f.category {
         w.eq("a.category", P::Str(c.clone()));
+    }
+    if let Some(t) = &f.tag {
+        let t = w.bind(P::Str(t.clone()));
+        w.and(format!("{t} = ANY(a.tags)"));
     }
     if let Some(q) = &f.q {
         w.search(&["a.package_name", "a.label"], q);
