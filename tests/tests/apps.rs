@@ -454,6 +454,23 @@ fn what_goes_public_is_reviewed_with_a_trail_and_others_see_approved_versions_on
     ))
     .unwrap();
     assert_eq!(r.0, 403, "{r:?}");
+    // A tenant's holder of app:manage does not decide for every tenant.
+    let tenant_manager = app.mint_token_in(
+        uuid::Uuid::new_v4(),
+        Some(uuid::Uuid::new_v4()),
+        &["app:read", "app:manage"],
+    );
+    for r in [
+        app.post(
+            &path("review"),
+            &json!({"decision": "approve"}),
+            Some(&tenant_manager),
+        ),
+        app.get(&format!("{A}/reviews"), Some(&tenant_manager)),
+    ] {
+        let r = error_code(r).unwrap();
+        assert_eq!(r.0, 403, "{r:?}");
+    }
     let queue = expect_json(app.get(&format!("{A}/reviews"), reviewer.t()), 200);
     assert_eq!(queue["total"], 1, "{queue}");
     assert_eq!(queue["items"][0]["version_id"], version.as_str());

@@ -50,6 +50,20 @@ fn owned(call: &Call, db: &Db) -> Result<(Version, repo::catalogue::Application)
     Ok((v, a))
 }
 
+/// Reviews decide what every tenant sees: only platform staff (`app:manage`
+/// with an `all` data scope) take them, whatever a tenant's role grants.
+fn platform_reviewer(call: &Call) -> Result<Uuid> {
+    let caller = call.caller()?;
+    if !super::seen(caller).all {
+        return Err(Error::Problem(platform::Problem::new(
+            403,
+            "forbidden",
+            "the public catalogue is reviewed by platform staff",
+        )));
+    }
+    Ok(caller.user_id)
+}
+
 /// Records a step of the trail and its event, in `tx`.
 fn step(
     tx: &Db,
@@ -135,12 +149,12 @@ struct ReviewInput {
     comment: Option<String>,
 }
 
-/// `POST /versions/:id/review` (`app:manage`): `{decision: approve |
+/// `POST /versions/:id/review` (`app:manage`, platform staff): `{decision: approve |
 /// reject | request_changes, comment}` (a comment is required unless it
 /// approves); `200` with the version; `409` unless it is `pending`.
 pub fn review(call: &Call) -> Result<Response> {
-    let caller = call.caller()?;
     let input: ReviewInput = call.body()?;
+    let reviewer = platform_reviewer(call)?;
     let (event, to) = match input.decision.as_str() {
         "approve" => (&APP_APPROVED, "approved"),
         "reject" => (&APP_REJECTED, "rejected"),
@@ -157,15 +171,15 @@ pub fn review(call: &Call) -> Result<Response> {
         .ok_or(Error::NotFound("version"))?;
     let a = repo::catalogue::find(&db, v.application_id)?.ok_or(Error::NotFound("version"))?;
     db.transaction(|tx| {
-        let reviewer = Some((caller.user_id, note.as_deref()));
-        if !repo::reviews::transition(tx, v.id, &["pending"], to, reviewer)? {
+        let decided = Some((reviewer, note.as_deref()));
+        if !repo::reviews::transition(tx, v.id, &["pending"], to, decided)? {
             return Err(Error::Conflict(format!(
                 "the version is {} and its review {}: only a pending one is reviewed",
                 v.status, v.review_status
             )));
         }
         repo::reviews::refresh_application(tx, a.id)?;
-        step(tx, event, &v, &a, caller.user_id, note.as_deref())
+        step(tx, event, &v, &a, reviewer, note.as_deref())
     })?;
     done(call, &db, v.id)
 }
@@ -216,9 +230,10 @@ fn done(call: &Call, db: &Db, id: Uuid) -> Result<Response> {
     Ok(platform::http::json(200, &v))
 }
 
-/// `GET /reviews` (`app:manage`): the versions waiting for review, oldest
+/// `GET /reviews` (`app:manage`, platform staff): the versions waiting for review, oldest
 /// first, with what a reviewer weighs (permissions, signing).
 pub fn queue(call: &Call) -> Result<Response> {
+    platform_reviewer(call)?;
     let page = call.page()?;
     Ok(platform::http::page_of(
         page,
