@@ -51,15 +51,9 @@ fn own(db: &platform::db::Db, caller: &Caller, id: Uuid) -> Result<ApiKey, Error
 pub fn list(call: &Call) -> Result<Response, Error> {
     let caller = call.caller()?;
     let page = call.page()?;
-    let (items, total) = repo::keys::list(&db()?, caller.user_id, page)?;
-    Ok(platform::http::json(
-        200,
-        &platform::http::Paged {
-            items,
-            page: page.page,
-            per_page: page.per_page,
-            total,
-        },
+    Ok(platform::http::page_of(
+        page,
+        repo::keys::list(&db()?, caller.user_id, page)?,
     ))
 }
 

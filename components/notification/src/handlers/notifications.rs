@@ -1,7 +1,6 @@
 //! The caller's notifications.
 
 use crate::error::Error;
-use platform::http::Paged;
 use platform::router::Call;
 use spin_sdk::http::Response;
 
@@ -15,15 +14,9 @@ pub fn list(call: &Call) -> Result<Response, Error> {
         Some(_) => return Err(Error::Invalid("unread must be true or false".into())),
     };
     let db = platform::db::Db::open()?;
-    let (items, total) = crate::repo::list(&db, caller.user_id, unread_only, page)?;
-    Ok(platform::http::json(
-        200,
-        &Paged {
-            items,
-            page: page.page,
-            per_page: page.per_page,
-            total,
-        },
+    Ok(platform::http::page_of(
+        page,
+        crate::repo::list(&db, caller.user_id, unread_only, page)?,
     ))
 }
 

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::repo::audit::Entry;
 use access::Caller;
 use platform::db::Db;
-use platform::http::{Page, Paged};
+use platform::http::Page;
 use serde::Serialize;
 use spin_sdk::http::Response;
 use uuid::Uuid;
@@ -31,15 +31,7 @@ pub fn db() -> Result<Db> {
 
 /// A page of items as JSON.
 pub fn paged<T: Serialize>(items: Vec<T>, page: Page, total: i64) -> Response {
-    platform::http::json(
-        200,
-        &Paged {
-            items,
-            page: page.page,
-            per_page: page.per_page,
-            total,
-        },
-    )
+    platform::http::page_of(page, (items, total))
 }
 
 /// An audit entry for this request's caller.
