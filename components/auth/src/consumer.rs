@@ -14,8 +14,6 @@ use platform::events::catalogue::{
 use platform::events::payload::Identity;
 use platform::outbox::Envelope;
 use platform::Problem;
-use serde::Deserialize;
-use uuid::Uuid;
 
 /// What `auth` consumes: `user`'s events.
 pub struct Consumer;
@@ -67,39 +65,10 @@ fn end_access_if_needed(db: &Db, i: &Identity) -> Result<(), platform::db::DbErr
 
 /// Rebuilds every identity from `user`'s API (after the feed was pruned).
 fn resync(ctx: &platform::http::Ctx) -> Result<(), Problem> {
-    #[derive(Deserialize)]
-    struct Item {
-        #[serde(flatten)]
-        identity: Identity,
-        version: i64,
-    }
-    #[derive(Deserialize)]
-    struct Page {
-        items: Vec<Item>,
-    }
-    let mut after = Uuid::nil();
-    loop {
-        let url = format!(
-            "http://user.spin.internal/api/v1/user/internal/identities?after={after}&limit=500"
-        );
-        let resp = platform::http::chain(ctx, spin_sdk::http::Method::Get, &url, None)?;
-        if *resp.status() != 200 {
-            return Err(Problem::unavailable(format!(
-                "user identities answered {}",
-                resp.status()
-            )));
+    platform::owners::each_identity(ctx, |db, i, version| {
+        if repo::upsert_identity(db, i, version)? {
+            end_access_if_needed(db, i)?;
         }
-        let page: Page = serde_json::from_slice(resp.body())
-            .map_err(|e| Problem::internal(format!("user identities: bad page: {e}")))?;
-        let Some(last) = page.items.last() else {
-            return Ok(());
-        };
-        after = last.identity.id;
-        let db = Db::open()?;
-        for item in &page.items {
-            if repo::upsert_identity(&db, &item.identity, item.version)? {
-                end_access_if_needed(&db, &item.identity)?;
-            }
-        }
-    }
+        Ok(())
+    })
 }

@@ -36,7 +36,7 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
         return Ok(());
     }
     let i: Identity = env.payload().map_err(HandlerError::Rejected)?;
-    if repo::owners::upsert(db, &i, env.aggregate_version)? {
+    if platform::owners::upsert(db, &i, env.aggregate_version)? {
         repo::devices::update_owner(
             db,
             i.id,
@@ -50,49 +50,10 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
 }
 
 /// Rebuilds every owner copy from `user`'s API (after the feed was pruned
-/// past the cursor), one page at a time, no connection held while asking.
+/// past the cursor), and the owner fields on their devices.
 fn resync(ctx: &platform::http::Ctx) -> Result<(), Problem> {
-    #[derive(serde::Deserialize)]
-    struct Item {
-        #[serde(flatten)]
-        identity: Identity,
-        version: i64,
-    }
-    #[derive(serde::Deserialize)]
-    struct Page {
-        items: Vec<Item>,
-    }
-    let mut after = uuid::Uuid::nil();
-    loop {
-        let url = format!(
-            "http://user.spin.internal/api/v1/user/internal/identities?after={after}&limit=500"
-        );
-        let resp = platform::http::chain(ctx, spin_sdk::http::Method::Get, &url, None)?;
-        if *resp.status() != 200 {
-            return Err(Problem::unavailable(format!(
-                "user identities answered {}",
-                resp.status()
-            )));
-        }
-        let page: Page = serde_json::from_slice(resp.body())
-            .map_err(|e| Problem::internal(format!("user identities: bad page: {e}")))?;
-        let Some(last) = page.items.last() else {
-            return Ok(());
-        };
-        after = last.identity.id;
-        let db = Db::open()?;
-        for item in &page.items {
-            let i = &item.identity;
-            if repo::owners::upsert(&db, i, item.version)? {
-                repo::devices::update_owner(
-                    &db,
-                    i.id,
-                    &i.display_name,
-                    &i.email,
-                    i.tenant_id,
-                    item.version,
-                )?;
-            }
-        }
-    }
+    platform::owners::resync(ctx, |db, i, version| {
+        repo::devices::update_owner(db, i.id, &i.display_name, &i.email, i.tenant_id, version)?;
+        Ok(())
+    })
 }

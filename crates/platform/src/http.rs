@@ -260,6 +260,20 @@ fn send_chained(
         .map_err(|e: spin_sdk::http::SendError| Problem::unavailable(format!("{url}: {e}")))
 }
 
+/// The request's `Idempotency-Key` header, if any: 1 to 128 printable
+/// ASCII characters, else 400.
+pub fn idempotency_key(req: &Request) -> Result<Option<String>, Problem> {
+    match req.header("idempotency-key").and_then(|v| v.as_str()) {
+        None => Ok(None),
+        Some(k) if !k.is_empty() && k.len() <= 128 && k.chars().all(|c| c.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        Some(_) => Err(Problem::invalid(
+            "Idempotency-Key must be 1-128 printable characters",
+        )),
+    }
+}
+
 /// The value of a query-string parameter.
 pub fn query_param(req: &Request, name: &str) -> Option<String> {
     req.query()

@@ -216,6 +216,14 @@ pub fn one_of(
     }
 }
 
+/// An RFC 3339 time as the UTC timestamp the databases store; 400 naming
+/// `field` otherwise.
+pub fn rfc3339(raw: &str, field: &str) -> Result<chrono::NaiveDateTime, Problem> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.naive_utc())
+        .map_err(|_| Problem::invalid(format!("{field} must be an RFC 3339 time")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub mod db;
 pub mod http;
 pub mod input;
 pub mod outbox;
+pub mod owners;
 pub mod problem;
 pub mod query;
 pub mod router;

@@ -113,17 +113,7 @@ pub fn create(call: &Call) -> Result<Response> {
     let input: InstallInput = call.body()?;
     let version_id = Uuid::parse_str(&input.version_id)
         .map_err(|_| Error::Invalid("version_id must be a version's UUID".into()))?;
-    let key = match call.req.header("idempotency-key").and_then(|v| v.as_str()) {
-        None => None,
-        Some(k) if !k.is_empty() && k.len() <= 100 && k.chars().all(|c| c.is_ascii_graphic()) => {
-            Some(format!("app-install:{k}"))
-        }
-        Some(_) => {
-            return Err(Error::Invalid(
-                "Idempotency-Key must be 1-100 printable characters".into(),
-            ))
-        }
-    };
+    let key = platform::http::idempotency_key(call.req)?.map(|k| format!("app-install:{k}"));
     let (version, application) = {
         let db = db()?;
         let v = super::catalogue::visible_version(call, &db, version_id)?;

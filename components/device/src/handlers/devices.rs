@@ -36,15 +36,7 @@ fn timeout_secs(kind: &str) -> i32 {
 
 /// The caller's `Idempotency-Key` header, if any.
 pub fn idempotency_key(call: &Call) -> Result<Option<String>> {
-    match call.req.header("idempotency-key").and_then(|v| v.as_str()) {
-        None => Ok(None),
-        Some(k) if !k.is_empty() && k.len() <= 128 && k.chars().all(|c| c.is_ascii_graphic()) => {
-            Ok(Some(k.to_string()))
-        }
-        Some(_) => Err(Error::Invalid(
-            "Idempotency-Key must be 1-128 printable characters".into(),
-        )),
-    }
+    Ok(platform::http::idempotency_key(call.req)?)
 }
 
 /// A device the caller may see (404 otherwise, whatever the reason).
