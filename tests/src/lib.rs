@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod apks;
+pub mod billing;
 pub mod nodes;
 pub mod real_agent;
 

@@ -763,6 +763,24 @@ fn cases(f: &Fixture) -> Vec<Case> {
             json!({"version_id": "00000000-0000-0000-0000-000000000000", "device_ids": [f.device], "concurrency": 2}),
             &["version_id"],
         ),
+        with(
+            case(
+                "POST",
+                "/api/v1/billing/admin/postings".to_string(),
+                Platform,
+                json!({"user_id": f.member.id, "kind": "reward", "amount_minor": 100, "currency": "CNY", "reason": "r", "reference": "x"}),
+                &["user_id", "kind", "amount_minor", "currency", "reason"],
+            ),
+            &["user_id"],
+            &[],
+        ),
+        case(
+            "PUT",
+            format!("/api/v1/billing/admin/credit-limits/{}", f.member.id),
+            Platform,
+            json!({"currency": "CNY", "credit_limit_minor": 100, "reason": "r"}),
+            &["currency", "credit_limit_minor", "reason"],
+        ),
         case(
             "POST",
             format!("/api/v1/device/agent/nodes/{}/register", f.node),
@@ -863,6 +881,11 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/app/internal/events/prune",
     "POST /api/v1/app/internal/events/catch-up",
     "POST /api/v1/app/admin/dead-letters/:id/replay",
+    "POST /api/v1/billing/internal/metering/tick",
+    "POST /api/v1/billing/internal/outbox/publish",
+    "POST /api/v1/billing/internal/events/prune",
+    "POST /api/v1/billing/internal/events/catch-up",
+    "POST /api/v1/billing/admin/dead-letters/:id/replay",
 ];
 
 /// Routes whose body is not JSON: their bad input is in [`raw_attempts`].
@@ -1521,6 +1544,8 @@ fn bad_input_on_every_route_gets_a_4xx_in_the_common_shape_and_changes_nothing()
             "event:",
             "node:",
             "app:manage",
+            "billing:adjust",
+            "billing:manage",
         ]
         .iter()
         .any(|p| a.starts_with(p)) =>

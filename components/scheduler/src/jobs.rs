@@ -151,6 +151,26 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/app/internal/events/prune",
     },
     Job {
+        name: "billing.metering.tick",
+        every_secs: 60,
+        path: "/api/v1/billing/internal/metering/tick",
+    },
+    Job {
+        name: "billing.outbox.publish",
+        every_secs: 5,
+        path: "/api/v1/billing/internal/outbox/publish",
+    },
+    Job {
+        name: "billing.events.catch-up",
+        every_secs: 5,
+        path: "/api/v1/billing/internal/events/catch-up",
+    },
+    Job {
+        name: "billing.events.prune",
+        every_secs: 3600,
+        path: "/api/v1/billing/internal/events/prune",
+    },
+    Job {
         name: "user.tenants.expire",
         every_secs: 300,
         path: "/api/v1/user/internal/tenants/expire",

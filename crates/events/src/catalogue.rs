@@ -293,6 +293,45 @@ pub const APP_WITHDRAWN: EventType = EventType {
     schema_version: 1,
 };
 
+/// A device began a run interval (its agent saw it running): the metering
+/// source. `aggregate_id` is the run's id, version 1.
+pub const DEVICE_RUN_STARTED: EventType = EventType {
+    name: "device.run_started",
+    source: "device",
+    schema_version: 1,
+};
+
+/// A device's run interval ended (it stopped, failed, was deleted or
+/// reassigned), with its final length. `aggregate_id` is the run's id,
+/// version 2.
+pub const DEVICE_RUN_ENDED: EventType = EventType {
+    name: "device.run_ended",
+    source: "device",
+    schema_version: 1,
+};
+
+/// An operator posted a movement to a user's balance (a recorded
+/// recharge, a reward, a correction, a manual charge, hold or refund).
+pub const BALANCE_ADJUSTED: EventType = EventType {
+    name: "balance.adjusted",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// A user's spendable balance fell below the low-balance threshold.
+pub const BALANCE_LOW: EventType = EventType {
+    name: "balance.low",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// A user's balance ran out: usage is now owed.
+pub const BALANCE_EXHAUSTED: EventType = EventType {
+    name: "balance.exhausted",
+    source: "billing",
+    schema_version: 1,
+};
+
 /// Every event type.
 pub const CATALOGUE: &[EventType] = &[
     USER_CREATED,
@@ -340,6 +379,11 @@ pub const CATALOGUE: &[EventType] = &[
     APP_REJECTED,
     APP_CHANGES_REQUESTED,
     APP_WITHDRAWN,
+    DEVICE_RUN_STARTED,
+    DEVICE_RUN_ENDED,
+    BALANCE_ADJUSTED,
+    BALANCE_LOW,
+    BALANCE_EXHAUSTED,
 ];
 
 #[cfg(test)]

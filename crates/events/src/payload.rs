@@ -287,3 +287,82 @@ pub struct AppReview {
     /// What they said.
     pub comment: Option<String>,
 }
+
+/// `balance.adjusted` (schema version 1): a ledger transaction on a user's
+/// balance, amounts in minor units of `currency`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LedgerPosting {
+    /// The ledger transaction.
+    pub transaction_id: Uuid,
+    /// Whose balance.
+    pub user_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// `recharge`, `charge`, `freeze`, `unfreeze`, `settle`, `refund`,
+    /// `reward` or `adjustment`.
+    pub kind: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// What the user's balances gained (negative: lost).
+    pub amount_minor: i64,
+    /// The available balance after it.
+    pub available_minor: i64,
+    /// The frozen balance after it.
+    pub frozen_minor: i64,
+    /// Who posted it.
+    pub actor_id: Option<Uuid>,
+    /// Why.
+    pub reason: String,
+    /// What it is about.
+    pub reference: Option<String>,
+}
+
+/// `device.run_started` and `device.run_ended` (schema version 1): one
+/// interval a device ran, the one source metering charges from. Times are
+/// RFC 3339 UTC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceRun {
+    /// The interval's id (its position in `device`'s `device_runs`; `id`
+    /// in `device`'s list of runs).
+    #[serde(alias = "id")]
+    pub run_id: i64,
+    /// The device.
+    pub device_id: Uuid,
+    /// Its owner, who pays.
+    pub owner_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// The node it ran on.
+    pub node_id: Option<String>,
+    /// The spec it ran with (`cpu_cores`, `memory_mb`, `storage_gb`, `gpu_mode`, ...).
+    pub spec: serde_json::Value,
+    /// When it began running.
+    pub started_at: String,
+    /// When it stopped running (null while it runs).
+    pub ended_at: Option<String>,
+    /// Why it ended: the status it left `running` for, `deleted`,
+    /// `node_lost`, `assigned`.
+    pub end_reason: Option<String>,
+}
+
+/// `balance.low` and `balance.exhausted` (schema version 1): where a
+/// user's balance in one currency stands, in minor units.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BalanceAlert {
+    /// Whose balance.
+    pub user_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// ISO 4217.
+    pub currency: String,
+    /// `low` or `exhausted`.
+    pub state: String,
+    /// The available balance.
+    pub available_minor: i64,
+    /// Its credit limit.
+    pub credit_limit_minor: i64,
+    /// Owed for usage not covered (zero or negative).
+    pub owed_minor: i64,
+    /// The low-balance threshold (of available plus credit limit).
+    pub threshold_minor: i64,
+}

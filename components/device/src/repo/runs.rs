@@ -1,24 +1,32 @@
 //! Run intervals: one row per interval a device ran, opened when its agent
 //! reports it running and closed when it reports anything else (or it is
-//! deleted). The one source billing meters from: `GET /internal/runs`.
+//! deleted). The one source billing meters from: each opening and closing
+//! is a `device.run_started` / `device.run_ended` event in the same
+//! transaction (and `GET /internal/runs` lists them).
 
+use events::catalogue::{EventType, DEVICE_RUN_ENDED, DEVICE_RUN_STARTED};
+use events::payload::DeviceRun;
 use platform::db::{col, opt_timestamp, opt_uuid, timestamp, Db, DbError};
 use serde::Serialize;
 use spin_sdk::pg4::ParameterValue as P;
 use uuid::Uuid;
 
-/// Opens an interval for a device (none if one is open).
+/// Opens an interval for a device (none if one is open) and announces it
+/// (`device.run_started`), in `tx`.
 pub fn open(
-    db: &Db,
+    tx: &Db,
     device: Uuid,
     owner: Uuid,
     tenant: Option<Uuid>,
     node: Option<&str>,
     spec: &serde_json::Value,
 ) -> Result<(), DbError> {
-    db.execute(
-        "INSERT INTO device_runs (device_id, owner_id, tenant_id, node_id, spec, started_at) \
-         VALUES ($1, $2, $3, $4, $5, now() AT TIME ZONE 'UTC') ON CONFLICT (device_id) WHERE ended_at IS NULL DO NOTHING",
+    let opened = tx.one(
+        &format!(
+            "INSERT INTO device_runs (device_id, owner_id, tenant_id, node_id, spec, started_at) \
+             VALUES ($1, $2, $3, $4, $5, now() AT TIME ZONE 'UTC') ON CONFLICT (device_id) WHERE ended_at IS NULL DO NOTHING \
+             RETURNING {COLUMNS}"
+        ),
         &[
             P::Uuid(device.to_string()),
             P::Uuid(owner.to_string()),
@@ -26,17 +34,44 @@ pub fn open(
             node.map_or(P::DbNull, |n| P::Str(n.into())),
             spin_sdk::pg4::jsonb(spec).map_err(|e| DbError::Other(e.to_string()))?,
         ],
+        run,
     )?;
-    Ok(())
+    match opened {
+        Some(r) => announce(tx, &DEVICE_RUN_STARTED, r, 1),
+        None => Ok(()),
+    }
 }
 
-/// Closes a device's open interval, if any.
-pub fn close(db: &Db, device: Uuid, reason: &str) -> Result<(), DbError> {
-    db.execute(
-        "UPDATE device_runs SET ended_at = now() AT TIME ZONE 'UTC', end_reason = $2 \
-         WHERE device_id = $1 AND ended_at IS NULL",
+/// Closes a device's open interval, if any, and announces it
+/// (`device.run_ended`), in `tx`.
+pub fn close(tx: &Db, device: Uuid, reason: &str) -> Result<(), DbError> {
+    let closed = tx.one(
+        &format!(
+            "UPDATE device_runs SET ended_at = now() AT TIME ZONE 'UTC', end_reason = $2 \
+             WHERE device_id = $1 AND ended_at IS NULL RETURNING {COLUMNS}"
+        ),
         &[P::Uuid(device.to_string()), P::Str(reason.into())],
+        run,
     )?;
+    match closed {
+        Some(r) => announce(tx, &DEVICE_RUN_ENDED, r, 2),
+        None => Ok(()),
+    }
+}
+
+fn announce(tx: &Db, event: &EventType, r: Run, version: i64) -> Result<(), DbError> {
+    let payload = DeviceRun {
+        run_id: r.id,
+        device_id: r.device_id,
+        owner_id: r.owner_id,
+        tenant_id: r.tenant_id,
+        node_id: r.node_id,
+        spec: r.spec,
+        started_at: r.started_at,
+        ended_at: r.ended_at,
+        end_reason: r.end_reason,
+    };
+    platform::outbox::enqueue(tx, event, &payload.run_id.to_string(), version, &payload)?;
     Ok(())
 }
 

@@ -1,0 +1,194 @@
+//! Device time, charged per minute from `device`'s run intervals: the
+//! metering tick (scheduler) charges each unsettled run up to now (while
+//! it runs) or in full (once it ended), and users read their usage records.
+
+use super::{currency, db, scope, uuid_query, Call};
+use crate::domain::metering::{minutes, next};
+use crate::domain::money::{Currency, Money};
+use crate::domain::posting::{Account, Kind, Posting};
+use crate::error::{Error, Result};
+use crate::repo::{ledger, metering};
+use platform::db::Db;
+use platform::input::rfc3339;
+use spin_sdk::http::Response;
+
+/// Runs charged per tick at most.
+const TICK_RUNS: i64 = 500;
+
+/// The price of device time (`usage_price_per_device_hour_minor` in
+/// `usage_currency`): fixed on a run at its first charge.
+fn price() -> Result<(Currency, i64)> {
+    let c = currency(&platform::var("usage_currency")?)?;
+    let p: i64 = platform::var("usage_price_per_device_hour_minor")?
+        .parse()
+        .ok()
+        .filter(|p| *p >= 0)
+        .ok_or_else(|| {
+            Error::Problem(platform::Problem::internal(
+                "usage_price_per_device_hour_minor is not a non-negative integer",
+            ))
+        })?;
+    Ok((c, p))
+}
+
+/// `POST /internal/metering/tick` (scheduler): charges every unsettled run
+/// (at most 500 a tick), each in its own transaction; `{runs, charged,
+/// settled}`.
+pub fn tick(call: &Call) -> Result<Response> {
+    let (default_currency, default_price) = price()?;
+    let db = db()?;
+    let (mut charged, mut settled) = (0, 0);
+    let runs = metering::unsettled(&db, TICK_RUNS)?;
+    for run in &runs {
+        let outcome = db.transaction(|tx| {
+            meter(
+                tx,
+                *run,
+                default_currency,
+                default_price,
+                &call.ctx.request_id,
+            )
+        });
+        match outcome {
+            Ok((c, s)) => {
+                charged += usize::from(c);
+                settled += usize::from(s);
+            }
+            // One run's trouble never stops the others; it is tried again
+            // at the next tick.
+            Err(e) => {
+                let p: platform::Problem = e.into();
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"level": "warn", "request_id": call.ctx.request_id, "msg": "metering a run failed", "run_id": run, "cause": p.internal.unwrap_or(p.message)})
+                );
+            }
+        }
+    }
+    if charged > 0 {
+        platform::outbox::publish_after_commit(&db, &call.ctx.request_id);
+    }
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"runs": runs.len(), "charged": charged, "settled": settled}),
+    ))
+}
+
+/// Charges one run, in `tx`: whether it charged, and whether it is settled.
+fn meter(
+    tx: &Db,
+    run_id: i64,
+    default_currency: Currency,
+    default_price: i64,
+    request_id: &str,
+) -> Result<(bool, bool)> {
+    let Some(run) = metering::lock(tx, run_id)? else {
+        return Ok((false, false));
+    };
+    let currency = match &run.currency {
+        Some(c) => currency(c)?,
+        None => default_currency,
+    };
+    let per_hour = run.price_per_hour.unwrap_or(default_price);
+    let total = minutes(run.elapsed_secs, run.ended);
+    let Some(step) = next(total, per_hour, run.charged_minutes, run.charged_minor) else {
+        if run.ended {
+            metering::charged(
+                tx,
+                &run,
+                currency.code(),
+                per_hour,
+                total,
+                total,
+                0,
+                None,
+                true,
+            )?;
+            return Ok((false, true));
+        }
+        return Ok((false, false));
+    };
+    let key = format!(
+        "usage:{}:{}:{}",
+        run.run_id, step.from_minute, step.to_minute
+    );
+    let reason = format!(
+        "device time: minutes {} to {} of device {}",
+        step.from_minute, step.to_minute, run.device_id
+    );
+    let posting = match step.amount {
+        0 => None,
+        a if a > 0 => {
+            let account = ledger::account(tx, Account::Available, run.user_id, currency)?;
+            let spendable = ledger::spendable(tx, account)?;
+            Some(Posting::usage(
+                Money::positive(a, currency).map_err(Error::Invalid)?,
+                spendable,
+            ))
+        }
+        a => Some(
+            Posting::new(
+                Kind::Refund,
+                Money::positive(-a, currency).map_err(Error::Invalid)?,
+            )
+            .map_err(Error::Invalid)?,
+        ),
+    };
+    let mut transaction = None;
+    if let Some(posting) = &posting {
+        let posted = ledger::post(
+            tx,
+            &ledger::NewTransaction {
+                posting,
+                user: run.user_id,
+                tenant: run.tenant_id,
+                actor: None,
+                reason: &reason,
+                reference: Some(&format!("run:{}", run.run_id)),
+                key: &key,
+                fingerprint: &key,
+                request_id,
+            },
+        )?;
+        let t = match posted {
+            ledger::Posted::New(t) | ledger::Posted::Repeat(t) => t,
+            ledger::Posted::KeyReused => return Err(Error::KeyReused),
+            ledger::Posted::Insufficient => return Err(Error::Insufficient),
+        };
+        transaction = Some(t.id);
+        super::effects::after_movement(tx, run.user_id, run.tenant_id, currency, t.id, request_id)?;
+    }
+    let settled = run.ended && step.to_minute == total;
+    metering::charged(
+        tx,
+        &run,
+        currency.code(),
+        per_hour,
+        step.from_minute,
+        step.to_minute,
+        step.amount,
+        transaction,
+        settled,
+    )?;
+    Ok((true, settled))
+}
+
+/// `GET /usage` (`billing:read`): usage records in the caller's data
+/// scope, newest first; filters `user_id`, `device_id`, `from`, `to`.
+pub fn list(call: &Call) -> Result<Response> {
+    let caller = call.caller()?;
+    let time =
+        |name: &str| -> Result<_> { Ok(call.query(name).map(|t| rfc3339(&t, name)).transpose()?) };
+    let (user, device, from, to) = (
+        uuid_query(call, "user_id")?,
+        uuid_query(call, "device_id")?,
+        time("from")?,
+        time("to")?,
+    );
+    let page = call.page()?;
+    let db = db()?;
+    Ok(platform::http::page_of(
+        page,
+        metering::list(&db, &scope(caller), user, device, from, to, page)?,
+    ))
+}

@@ -1,0 +1,47 @@
+//! Thin handlers: parse input, call the domain and the repo, build the
+//! response. `balances`: what a user holds and their credit limit;
+//! `postings`: operators' movements; `transactions`: lists, one
+//! transaction, CSV exports, statistics and the ledger's own check;
+//! `metering`: device time charged from run intervals, and usage records;
+//! `effects`: what follows every movement (debts paid, alerts).
+
+pub mod balances;
+pub mod effects;
+pub mod metering;
+pub mod postings;
+pub mod transactions;
+
+use crate::domain::money::Currency;
+use crate::error::{Error, Result};
+use crate::repo::accounts::{self, Owner};
+use access::{Caller, RowFilter};
+use platform::db::Db;
+use uuid::Uuid;
+
+/// A matched, authenticated request of this component.
+pub type Call<'a> = platform::router::Call<'a>;
+
+/// Opens the component's database.
+pub fn db() -> Result<Db> {
+    Ok(Db::open()?)
+}
+
+/// The caller's data scope over billing's rows (users' money).
+pub fn scope(caller: &Caller) -> RowFilter {
+    caller.filter("billing")
+}
+
+/// A user the caller may see (404 otherwise, whatever the reason).
+pub fn visible_owner(db: &Db, caller: &Caller, user: Uuid) -> Result<Owner> {
+    accounts::visible_owner(db, user, &scope(caller))?.ok_or(Error::NotFound("user"))
+}
+
+/// A currency from input.
+pub fn currency(raw: &str) -> Result<Currency> {
+    Currency::parse(raw).map_err(Error::Invalid)
+}
+
+/// An optional UUID query parameter.
+pub fn uuid_query(call: &Call, name: &str) -> Result<Option<Uuid>> {
+    Ok(platform::input::uuid_param(call.query(name), name)?)
+}

@@ -1,0 +1,5 @@
+//! All SQL of `billing`: the ledger, the accounts' views, and metering.
+
+pub mod accounts;
+pub mod ledger;
+pub mod metering;

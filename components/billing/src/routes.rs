@@ -1,0 +1,59 @@
+//! The whole route table of `billing`, below `/api/v1/billing`, as data:
+//! one row per route with its guard and handler (`platform::router`).
+//! Public: `health` and `health/live`. Internal routes accept only the
+//! service tokens named in their guard. `docs/api.md` lists the same table.
+
+use crate::consumer::Consumer;
+use crate::error::Error;
+use crate::handlers::{balances, metering, postings, transactions};
+use platform::auth::KeyVerifier;
+use platform::consumer::endpoints;
+use platform::router::{route, Component, Guard, Guard::*, Route};
+
+/// Scheduler jobs.
+const SCHEDULER: Guard = Service(&["scheduler"]);
+
+/// The component: its routes, and API keys verified by chaining to `auth`.
+pub const COMPONENT: Component<Error> = Component {
+    name: "billing",
+    routes: ROUTES,
+    agent: None,
+    keys: KeyVerifier::Chained,
+};
+
+/// The route table.
+#[rustfmt::skip]
+pub const ROUTES: &[Route<Error>] = &[
+    route("GET", "health", Public, platform::http::health),
+    route("GET", "health/live", Public, platform::http::live),
+    route("GET", "balance", Permission("billing:read"), balances::get),
+    route("GET", "transactions", Permission("billing:read"), transactions::list),
+    route("GET", "transactions/export", Permission("billing:read"), transactions::export),
+    route("GET", "transactions/:id", Permission("billing:read"), transactions::get),
+    route("GET", "statistics", Permission("billing:read"), transactions::statistics),
+    route("GET", "usage", Permission("billing:read"), metering::list),
+    route("POST", "admin/postings", Permission("billing:adjust"), postings::create),
+    route("PUT", "admin/credit-limits/:user_id", Permission("billing:adjust"), balances::set_credit_limit),
+    route("GET", "admin/ledger/check", Permission("billing:manage"), transactions::check),
+    route("POST", "internal/metering/tick", SCHEDULER, metering::tick),
+    route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
+    route("GET", "internal/events", Service(&["notification"]), endpoints::feed),
+    route("POST", "internal/events/prune", SCHEDULER, endpoints::prune),
+    route("POST", "internal/events/catch-up", SCHEDULER, endpoints::catch_up::<Error, Consumer>),
+    route("GET", "admin/dead-letters", Permission("event:manage"), endpoints::dead_letters),
+    route("POST", "admin/dead-letters/:id/replay", Permission("event:manage"), endpoints::replay::<Error, Consumer>),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_api_md_lists_exactly_this_route_table() {
+        platform::router::assert_documented(
+            include_str!("../../../docs/api.md"),
+            "billing",
+            ROUTES,
+        );
+    }
+}
