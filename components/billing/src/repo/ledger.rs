@@ -218,10 +218,15 @@ pub fn post(tx: &Db, t: &NewTransaction) -> Result<Posted, DbError> {
             Posted::KeyReused
         });
     }
-    // Legs in account-id order: every posting locks accounts in the same
-    // order, so two postings never wait on each other in a cycle.
-    let mut legs = Vec::with_capacity(t.posting.legs.len());
-    for leg in &t.posting.legs {
+    // Accounts are found (or made, the first time) in the order of their
+    // kinds, and the legs then posted in account-id order: every posting
+    // takes its locks in the same order, so two postings never wait on each
+    // other in a cycle (a freeze and an unfreeze making a user's first
+    // accounts at once would otherwise make them in opposite orders).
+    let mut by_kind: Vec<_> = t.posting.legs.iter().collect();
+    by_kind.sort_by_key(|leg| leg.account.kind());
+    let mut legs = Vec::with_capacity(by_kind.len());
+    for leg in by_kind {
         legs.push((account(tx, leg.account, t.user, currency)?, leg.amount));
     }
     legs.sort_by_key(|(a, _)| *a);
