@@ -113,6 +113,9 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "internal/quotas/reservations/:id/release", QUOTA_USERS, quotas::release),
     route("POST", "internal/quotas/expire", SCHEDULER, quotas::expire),
     route("POST", "internal/quotas/usage", QUOTA_USERS, quotas::report_usage),
+    route("POST", "internal/quotas/grants", Service(&["billing"]), quotas::grant),
+    route("POST", "internal/quotas/grants/:id/activate", Service(&["billing"]), quotas::activate_grant),
+    route("POST", "internal/quotas/grants/:id/revoke", Service(&["billing"]), quotas::revoke_grant),
     route("POST", "internal/quotas/roll", SCHEDULER, quotas::roll),
 ];
 

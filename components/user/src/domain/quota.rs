@@ -225,6 +225,27 @@ pub struct ReserveRequest {
     pub ttl_secs: Option<i64>,
 }
 
+/// A grant of higher limits (what a user bought).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// Whose limits.
+    pub user_id: Uuid,
+    /// The granting component's key: a retry gets the same grant.
+    pub idempotency_key: String,
+    /// What to add to the limits.
+    #[serde(deserialize_with = "platform::input::object")]
+    pub resources: Amounts,
+}
+
+impl GrantRequest {
+    /// Validates.
+    pub fn check(&self) -> Result<(), Error> {
+        check_key(&self.idempotency_key)?;
+        self.resources.check_request()
+    }
+}
+
 /// Checks an idempotency key: 1 to 128 printable ASCII characters.
 pub fn check_key(key: &str) -> Result<(), Error> {
     if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_graphic()) {

@@ -4,7 +4,7 @@
 //! not confirmed), commit, release.
 
 use super::{audit, db, paged, publish_after_commit, uuid_query, Call};
-use crate::domain::quota::{LimitsPatch, Quota, ReserveRequest, UsageReport};
+use crate::domain::quota::{GrantRequest, LimitsPatch, Quota, ReserveRequest, UsageReport};
 use crate::error::{Error, Result};
 use crate::repo::{self, quotas::Reserved};
 use access::Caller;
@@ -161,4 +161,54 @@ pub fn roll(_call: &Call) -> Result<Response> {
         200,
         &serde_json::json!({"daily_reset": days, "monthly_reset": months}),
     ))
+}
+
+/// `POST /internal/quotas/grants` (billing): `{user_id, idempotency_key,
+/// resources}`: a pending grant (limits unchanged until it is activated);
+/// 201, or 200 with the grant made before under the same key.
+pub fn grant(call: &Call) -> Result<Response> {
+    let req: GrantRequest = call.body()?;
+    req.check()?;
+    let db = db()?;
+    let (g, made) = db.transaction(|tx| {
+        repo::quota_grants::make(tx, req.user_id, &req.idempotency_key, &req.resources)?
+            .ok_or(Error::NotFound("user"))
+    })?;
+    Ok(platform::http::json(if made { 201 } else { 200 }, &g))
+}
+
+/// `POST /internal/quotas/grants/:id/activate` (billing): the grant's
+/// amounts are added to the user's limits; repeating it changes nothing;
+/// 409 for a revoked grant.
+pub fn activate_grant(call: &Call) -> Result<Response> {
+    let id = call.id("id", "grant")?;
+    let db = db()?;
+    let g = db.transaction(|tx| {
+        let g = repo::quota_grants::lock(tx, id)?.ok_or(Error::NotFound("grant"))?;
+        match g.status.as_str() {
+            "pending" => repo::quota_grants::settle(tx, &g, "active", 1)?,
+            "active" => {}
+            s => return Err(Error::Conflict(format!("the grant is {s}"))),
+        }
+        repo::quota_grants::lock(tx, id)?.ok_or(Error::NotFound("grant"))
+    })?;
+    Ok(platform::http::json(200, &g))
+}
+
+/// `POST /internal/quotas/grants/:id/revoke` (billing): a pending grant is
+/// dropped, an active one's amounts are taken off the limits (never below
+/// zero); repeating it changes nothing.
+pub fn revoke_grant(call: &Call) -> Result<Response> {
+    let id = call.id("id", "grant")?;
+    let db = db()?;
+    let g = db.transaction(|tx| {
+        let g = repo::quota_grants::lock(tx, id)?.ok_or(Error::NotFound("grant"))?;
+        match g.status.as_str() {
+            "pending" => repo::quota_grants::settle(tx, &g, "revoked", 0)?,
+            "active" => repo::quota_grants::settle(tx, &g, "revoked", -1)?,
+            _ => {}
+        }
+        repo::quota_grants::lock(tx, id)?.ok_or(Error::NotFound("grant"))
+    })?;
+    Ok(platform::http::json(200, &g))
 }

@@ -5,6 +5,7 @@
 pub mod admin_grants;
 pub mod audit;
 pub mod org;
+pub mod quota_grants;
 pub mod quotas;
 pub mod roles;
 pub mod snapshot;

@@ -309,24 +309,45 @@ pub fn settle(db: &Db, r: &Reservation, status: &str, sign: i32) -> Result<(), D
          WHERE id = $1",
         &[P::Uuid(r.id.to_string()), P::Str(status.into())],
     )?;
-    if sign != 0 {
-        let a = &r.resources;
-        db.execute(
-            "UPDATE quotas SET used_devices = greatest(0, used_devices + $2), \
-               used_concurrent_devices = greatest(0, used_concurrent_devices + $3), \
-               used_cpu_cores = greatest(0, used_cpu_cores + $4), used_memory_mb = greatest(0, used_memory_mb + $5), \
-               used_storage_gb = greatest(0, used_storage_gb + $6), version = version + 1, \
-               updated_at = now() AT TIME ZONE 'UTC' WHERE user_id = $1",
-            &[
-                P::Uuid(r.user_id.to_string()),
-                P::Int32(sign * a.devices),
-                P::Int32(sign * a.concurrent_devices),
-                P::Int32(sign * a.cpu_cores),
-                P::Int32(sign * a.memory_mb),
-                P::Int32(sign * a.storage_gb),
-            ],
-        )?;
+    shift(db, r.user_id, Side::Used, sign, &r.resources)
+}
+
+/// Which amounts of a quota [`shift`] moves.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    /// The limits (`max_*`): grants.
+    Max,
+    /// What is held (`used_*`): reservations.
+    Used,
+}
+
+/// Adds `sign` times `a` to a user's limits or held amounts (never below
+/// zero); nothing when `sign` is 0.
+pub fn shift(db: &Db, user: Uuid, side: Side, sign: i32, a: &Amounts) -> Result<(), DbError> {
+    if sign == 0 {
+        return Ok(());
     }
+    let p = match side {
+        Side::Max => "max",
+        Side::Used => "used",
+    };
+    db.execute(
+        &format!(
+            "UPDATE quotas SET {p}_devices = greatest(0, {p}_devices + $2), \
+               {p}_concurrent_devices = greatest(0, {p}_concurrent_devices + $3), \
+               {p}_cpu_cores = greatest(0, {p}_cpu_cores + $4), {p}_memory_mb = greatest(0, {p}_memory_mb + $5), \
+               {p}_storage_gb = greatest(0, {p}_storage_gb + $6), version = version + 1, \
+               updated_at = now() AT TIME ZONE 'UTC' WHERE user_id = $1"
+        ),
+        &[
+            P::Uuid(user.to_string()),
+            P::Int32(sign * a.devices),
+            P::Int32(sign * a.concurrent_devices),
+            P::Int32(sign * a.cpu_cores),
+            P::Int32(sign * a.memory_mb),
+            P::Int32(sign * a.storage_gb),
+        ],
+    )?;
     Ok(())
 }
 
