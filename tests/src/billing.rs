@@ -238,3 +238,36 @@ pub fn storm(
     }
     all
 }
+
+/// A `device.run_started` / `device.run_ended` event as `device` sends it,
+/// for `owner` (of `tenant`): what billing meters from.
+pub fn run_event(
+    kind: &events::EventType,
+    run: i64,
+    device: uuid::Uuid,
+    owner: &str,
+    tenant: Option<&str>,
+    started: chrono::DateTime<chrono::Utc>,
+    ended: Option<chrono::DateTime<chrono::Utc>>,
+) -> events::Envelope {
+    let t = |d: chrono::DateTime<chrono::Utc>| d.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let payload = events::payload::DeviceRun {
+        run_id: run,
+        device_id: device,
+        owner_id: owner.parse().unwrap(),
+        tenant_id: tenant.map(|t| t.parse().unwrap()),
+        node_id: Some("node-m".into()),
+        spec: serde_json::json!({"cpu_cores": 2, "memory_mb": 4096}),
+        started_at: t(started),
+        ended_at: ended.map(t),
+        end_reason: ended.map(|_| "stopped".into()),
+    };
+    let version = if ended.is_some() { 2 } else { 1 };
+    events::Envelope::new(
+        kind,
+        run.to_string(),
+        version,
+        t(chrono::Utc::now()),
+        &payload,
+    )
+}

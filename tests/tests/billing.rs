@@ -7,7 +7,7 @@
 //! balance what an independent model of the accepted postings says, to the
 //! cent.
 
-use e2e::billing::{storm, wait_for_owner, B};
+use e2e::billing::{run_event, storm, wait_for_owner, B};
 use e2e::{error_code, expect_json, roles, TestApp};
 use serde_json::{json, Value};
 
@@ -446,35 +446,6 @@ fn ten_thousand_random_postings_from_16_clients_balance_to_the_cent() {
 }
 
 /// A `device.run_*` event as `device` signs it.
-fn run_event(
-    kind: &events::EventType,
-    run: i64,
-    device: uuid::Uuid,
-    owner: &str,
-    started: chrono::DateTime<chrono::Utc>,
-    ended: Option<chrono::DateTime<chrono::Utc>>,
-) -> events::Envelope {
-    let t = |d: chrono::DateTime<chrono::Utc>| d.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    let payload = events::payload::DeviceRun {
-        run_id: run,
-        device_id: device,
-        owner_id: owner.parse().unwrap(),
-        tenant_id: None,
-        node_id: Some("node-m".into()),
-        spec: json!({"cpu_cores": 2, "memory_mb": 4096}),
-        started_at: t(started),
-        ended_at: ended.map(t),
-        end_reason: ended.map(|_| "stopped".into()),
-    };
-    let version = if ended.is_some() { 2 } else { 1 };
-    events::Envelope::new(
-        kind,
-        run.to_string(),
-        version,
-        t(chrono::Utc::now()),
-        &payload,
-    )
-}
 
 #[test]
 fn ninety_minutes_of_device_time_across_a_tick_and_a_restart_are_charged_exactly_once() {
@@ -522,6 +493,7 @@ fn ninety_minutes_of_device_time_across_a_tick_and_a_restart_are_charged_exactly
         run,
         device,
         &user,
+        None,
         started,
         None,
     ));
@@ -550,7 +522,7 @@ fn ninety_minutes_of_device_time_across_a_tick_and_a_restart_are_charged_exactly
         } else {
             &DEVICE_RUN_STARTED
         };
-        let event = run_event(kind, run, device, &user, started, ended);
+        let event = run_event(kind, run, device, &user, None, started, ended);
         for _ in 0..times {
             app.publish_event(&event);
         }
@@ -680,4 +652,202 @@ fn rand_u16() -> u16 {
     let mut b = [0u8; 2];
     getrandom::fill(&mut b).unwrap();
     u16::from_le_bytes(b)
+}
+
+#[test]
+fn rules_price_usage_by_priority_tenant_and_validity_and_explain_every_step() {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let a = Some(admin.token.as_str());
+    let tenant = app.create_tenant(&admin.token, "priced");
+    let member = app.create_user(
+        &admin.token,
+        json!({"tenant_id": tenant, "role_ids": [roles::USER]}),
+    );
+    let (_, loner) = app.signed_up_user();
+    let rule = |mut body: Value| {
+        if body.get("valid_from").is_none() {
+            body["valid_from"] = json!("2026-01-01T00:00:00Z");
+        }
+        expect_json(app.post(&format!("{B}/rules"), &body, a), 201)
+    };
+    let public = rule(
+        json!({"code": "dt", "name": "Device time", "resource": "device_time",
+        "pricing": {"kind": "per_use", "unit_price_minor": 120, "per": 60}, "currency": "CNY"}),
+    );
+    let night = rule(
+        json!({"code": "dt-night", "name": "Device time by the hour of day", "resource": "device_time",
+        "tenant_id": tenant, "currency": "CNY",
+        "pricing": {"kind": "time_of_day", "per": 60, "utc_offset_minutes": 480, "default_unit_price_minor": 120,
+                    "windows": [{"from": "08:00", "to": "20:00", "unit_price_minor": 300},
+                                {"from": "23:00", "to": "06:00", "unit_price_minor": 60}]}}),
+    );
+    rule(
+        json!({"code": "dt-2020", "name": "Launch price", "resource": "device_time", "priority": 50,
+        "valid_from": "2020-01-01T00:00:00Z", "valid_until": "2021-01-01T00:00:00Z", "currency": "CNY",
+        "pricing": {"kind": "per_use", "unit_price_minor": 60, "per": 60}}),
+    );
+    rule(
+        json!({"code": "cpu", "name": "Cores", "resource": "cpu_cores", "currency": "CNY",
+        "pricing": {"kind": "tiered", "per": 60, "tiers": [{"up_to": 600, "unit_price_minor": 30},
+                                                          {"unit_price_minor": 20}]}}),
+    );
+    rule(
+        json!({"code": "mem", "name": "Memory", "resource": "memory", "currency": "CNY",
+        "pricing": {"kind": "volume", "per": 60, "tiers": [{"up_to": 1000, "unit_price_minor": 10},
+                                                          {"unit_price_minor": 5}]}}),
+    );
+    // Overlapping windows, a bad tier order and an unknown kind are refused.
+    for pricing in [
+        json!({"kind": "time_of_day", "per": 60, "utc_offset_minutes": 0, "default_unit_price_minor": 1,
+               "windows": [{"from": "08:00", "to": "12:00", "unit_price_minor": 1},
+                           {"from": "11:00", "to": "13:00", "unit_price_minor": 1}]}),
+        json!({"kind": "tiered", "per": 1, "tiers": [{"unit_price_minor": 1}, {"up_to": 5, "unit_price_minor": 1}]}),
+        json!({"kind": "free"}),
+    ] {
+        let r = app.post(
+            &format!("{B}/rules"),
+            &json!({"code": "bad", "name": "Bad", "resource": "gpu", "currency": "CNY", "pricing": pricing}),
+            a,
+        );
+        assert_eq!(r.status(), 400);
+    }
+    // A member neither makes rules nor sees another tenant's.
+    let r = app.post(
+        &format!("{B}/rules"),
+        &json!({"code": "x", "name": "X", "resource": "gpu", "currency": "CNY",
+                "pricing": {"kind": "fixed", "amount_minor": 1}}),
+        member.t(),
+    );
+    assert_eq!(r.status(), 403);
+    let night_id = night["id"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("{B}/rules/{night_id}"), Some(&loner))
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.get(&format!("{B}/rules/{night_id}"), member.t())
+            .status(),
+        200
+    );
+
+    let calc =
+        |token: Option<&str>, body: Value| app.post(&format!("{B}/rules/calculate"), &body, token);
+    // The tenant's own rule wins a tie with the public one: 19:00 to 01:00
+    // local is 60 peak minutes, 180 at the default and 120 at night.
+    let v = expect_json(
+        calc(
+            member.t(),
+            json!({"lines": [
+            {"resource": "device_time", "quantity": 360, "start": "2026-12-01T11:00:00Z"},
+            {"resource": "cpu_cores", "quantity": 900},
+            {"resource": "memory", "quantity": 1500}]}),
+        ),
+        200,
+    );
+    let line = &v["lines"][0];
+    assert_eq!(line["rule"]["code"], "dt-night");
+    assert_eq!(line["outranked"][0]["id"], public["id"]);
+    let steps: Vec<(i64, i64)> = line["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["quantity"].as_i64().unwrap(),
+                s["amount_minor"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(steps, [(60, 300), (120, 120), (180, 360)]);
+    assert_eq!(line["amount_minor"], 780);
+    // Tiered: 600 core-minutes at 0.30/h and 300 at 0.20/h; volume: all
+    // 1,500 GiB-minutes at 0.05/h.
+    assert_eq!(v["lines"][1]["amount_minor"], 300 + 100);
+    assert_eq!(v["lines"][2]["amount_minor"], 125);
+    assert_eq!(v["totals"][0]["amount_minor"], 780 + 400 + 125);
+    assert_eq!(v["totals"][0]["amount"], "13.05");
+
+    // Another user has the public rule; the launch price only in 2020.
+    let one = |token: Option<&str>, at: &str| {
+        let v = expect_json(
+            calc(
+                token,
+                json!({"at": at, "lines": [{"resource": "device_time", "quantity": 90}]}),
+            ),
+            200,
+        );
+        (
+            v["lines"][0]["rule"]["code"].as_str().unwrap().to_string(),
+            v["lines"][0]["amount_minor"].as_i64().unwrap(),
+        )
+    };
+    assert_eq!(
+        one(Some(&loner), "2026-12-01T00:00:00Z"),
+        ("dt".into(), 180)
+    );
+    assert_eq!(
+        one(Some(&loner), "2020-06-01T00:00:00Z"),
+        ("dt-2020".into(), 90)
+    );
+    // No rule for GPUs: a clear refusal.
+    let (status, code) = error_code(calc(
+        Some(&loner),
+        json!({"lines": [{"resource": "gpu", "quantity": 5}]}),
+    ))
+    .unwrap();
+    assert_eq!((status, code.as_str()), (422, "no_rule"));
+    // Retiring the tenant's rule hands its users back to the public one.
+    expect_json(
+        app.patch(
+            &format!("{B}/rules/{night_id}"),
+            &json!({"active": false}),
+            a,
+        ),
+        200,
+    );
+    assert_eq!(one(member.t(), "2026-12-01T00:00:00Z"), ("dt".into(), 180));
+    let listed = expect_json(
+        app.get(
+            &format!("{B}/rules?resource=device_time&active=true"),
+            member.t(),
+        ),
+        200,
+    );
+    assert_eq!(listed["total"], 2, "{listed}");
+
+    // Metering charges device time by the rule that applies to the run's
+    // tenant when it started: the tenant's own 6.00 an hour beats the
+    // public 1.20.
+    rule(
+        json!({"code": "dt-premium", "name": "Premium device time", "resource": "device_time",
+        "tenant_id": tenant, "priority": 10, "currency": "CNY",
+        "pricing": {"kind": "per_use", "unit_price_minor": 600, "per": 60}}),
+    );
+    wait_for_owner(&app, &member.id);
+    let run = 8_000_000 + i64::from(rand_u16());
+    let started = chrono::Utc::now() - chrono::Duration::minutes(45);
+    let ended = started + chrono::Duration::minutes(30);
+    app.publish_event(&run_event(
+        &events::catalogue::DEVICE_RUN_ENDED,
+        run,
+        uuid::Uuid::new_v4(),
+        &member.id,
+        Some(&tenant),
+        started,
+        Some(ended),
+    ));
+    let sql = format!("SELECT count(*) FROM metered_runs WHERE run_id = {run}");
+    app.eventually(std::time::Duration::from_secs(30), || {
+        (app.count("billing", &sql) == 1).then_some(())
+    })
+    .expect("billing recorded the run");
+    let r = app.post_as("scheduler", &format!("{B}/internal/metering/tick"));
+    assert_eq!(r.status(), 200);
+    let charged = app.count(
+        "billing",
+        &format!("SELECT charged_minor FROM metered_runs WHERE run_id = {run} AND settled"),
+    );
+    assert_eq!(charged, 300);
 }

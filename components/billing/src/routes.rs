@@ -5,7 +5,9 @@
 
 use crate::consumer::Consumer;
 use crate::error::Error;
-use crate::handlers::{balances, metering, postings, transactions};
+use crate::handlers::{
+    balances, invoices, metering, orders, plans, postings, refunds, rules, transactions,
+};
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
 use platform::router::{route, Component, Guard, Guard::*, Route};
@@ -32,10 +34,33 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "transactions/:id", Permission("billing:read"), transactions::get),
     route("GET", "statistics", Permission("billing:read"), transactions::statistics),
     route("GET", "usage", Permission("billing:read"), metering::list),
+    route("GET", "plans", Permission("billing:read"), plans::list),
+    route("POST", "plans", Permission("billing:manage"), plans::create),
+    route("GET", "plans/:id", Permission("billing:read"), plans::get),
+    route("PATCH", "plans/:id", Permission("billing:manage"), plans::patch),
+    route("POST", "orders", Permission("billing:purchase"), orders::create),
+    route("GET", "orders", Permission("billing:read"), orders::list),
+    route("GET", "orders/:id", Permission("billing:read"), orders::get),
+    route("POST", "orders/:id/cancel", Permission("billing:purchase"), orders::cancel),
+    route("POST", "orders/:id/refunds", Permission("billing:manage"), refunds::create),
+    route("POST", "refunds/:id/approve", Permission("billing:manage"), refunds::approve),
+    route("GET", "rules", Permission("billing:read"), rules::list),
+    route("POST", "rules", Permission("billing:manage"), rules::create),
+    route("POST", "rules/calculate", Permission("billing:read"), rules::calculate),
+    route("GET", "rules/:id", Permission("billing:read"), rules::get),
+    route("PATCH", "rules/:id", Permission("billing:manage"), rules::patch),
+    route("GET", "invoices", Permission("billing:read"), invoices::list),
+    route("GET", "invoices/:id", Permission("billing:read"), invoices::get),
+    route("GET", "invoices/:id/document", Permission("billing:read"), invoices::document),
+    route("POST", "invoices/:id/void", Permission("billing:manage"), invoices::void),
+    route("GET", "reports/revenue", Permission("billing:manage"), invoices::revenue),
+    route("GET", "reports/usage", Permission("billing:manage"), invoices::usage),
     route("POST", "admin/postings", Permission("billing:adjust"), postings::create),
     route("PUT", "admin/credit-limits/:user_id", Permission("billing:adjust"), balances::set_credit_limit),
     route("GET", "admin/ledger/check", Permission("billing:manage"), transactions::check),
     route("POST", "internal/metering/tick", SCHEDULER, metering::tick),
+    route("POST", "internal/orders/advance", SCHEDULER, orders::advance_job),
+    route("POST", "internal/invoices/run", SCHEDULER, invoices::run),
     route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
     route("GET", "internal/events", Service(&["notification"]), endpoints::feed),
     route("POST", "internal/events/prune", SCHEDULER, endpoints::prune),

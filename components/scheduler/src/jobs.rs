@@ -156,6 +156,16 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/billing/internal/metering/tick",
     },
     Job {
+        name: "billing.orders.advance",
+        every_secs: 10,
+        path: "/api/v1/billing/internal/orders/advance",
+    },
+    Job {
+        name: "billing.invoices.run",
+        every_secs: 3600,
+        path: "/api/v1/billing/internal/invoices/run",
+    },
+    Job {
         name: "billing.outbox.publish",
         every_secs: 5,
         path: "/api/v1/billing/internal/outbox/publish",

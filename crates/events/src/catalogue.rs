@@ -332,6 +332,70 @@ pub const BALANCE_EXHAUSTED: EventType = EventType {
     schema_version: 1,
 };
 
+/// An order was paid (its payment taken; fulfilment follows).
+pub const ORDER_PAID: EventType = EventType {
+    name: "order.paid",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// An order was fulfilled: what its plan grants is granted.
+pub const ORDER_FULFILLED: EventType = EventType {
+    name: "order.fulfilled",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// An order failed or was cancelled; everything its saga held was given
+/// back.
+pub const ORDER_FAILED: EventType = EventType {
+    name: "order.failed",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// Part or all of an order's payment was refunded.
+pub const ORDER_REFUNDED: EventType = EventType {
+    name: "order.refunded",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// A payment was taken (from the balance, or confirmed by a provider).
+pub const PAYMENT_SUCCEEDED: EventType = EventType {
+    name: "payment.succeeded",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// A monthly invoice was issued (or issued already paid).
+pub const INVOICE_ISSUED: EventType = EventType {
+    name: "invoice.issued",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// What an invoice left due was paid.
+pub const INVOICE_PAID: EventType = EventType {
+    name: "invoice.paid",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// An invoice passed its due date unpaid.
+pub const INVOICE_OVERDUE: EventType = EventType {
+    name: "invoice.overdue",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// An operator voided an invoice.
+pub const INVOICE_VOIDED: EventType = EventType {
+    name: "invoice.voided",
+    source: "billing",
+    schema_version: 1,
+};
+
 /// Every event type.
 pub const CATALOGUE: &[EventType] = &[
     USER_CREATED,
@@ -384,6 +448,15 @@ pub const CATALOGUE: &[EventType] = &[
     BALANCE_ADJUSTED,
     BALANCE_LOW,
     BALANCE_EXHAUSTED,
+    ORDER_PAID,
+    ORDER_FULFILLED,
+    ORDER_FAILED,
+    ORDER_REFUNDED,
+    PAYMENT_SUCCEEDED,
+    INVOICE_ISSUED,
+    INVOICE_PAID,
+    INVOICE_OVERDUE,
+    INVOICE_VOIDED,
 ];
 
 #[cfg(test)]

@@ -366,3 +366,61 @@ pub struct BalanceAlert {
     /// The low-balance threshold (of available plus credit limit).
     pub threshold_minor: i64,
 }
+
+/// `order.*` and `payment.succeeded` (schema version 1): an order after the
+/// change, amounts in minor units of `currency`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OrderChange {
+    /// The order.
+    pub order_id: Uuid,
+    /// The buyer.
+    pub user_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// The plan.
+    pub plan_id: Uuid,
+    /// Its name when bought.
+    pub plan_name: String,
+    /// `pending`, `paid`, `fulfilled`, `cancelled`, `expired`, `refunded`, `failed`.
+    pub status: String,
+    /// Total.
+    pub amount_minor: i64,
+    /// Refunded so far.
+    pub refunded_minor: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// How it was paid (`balance`).
+    pub pay_with: String,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// Until when what it grants lasts.
+    pub period_end: Option<String>,
+}
+
+/// `invoice.*` (schema version 1): an invoice after the change, amounts in
+/// minor units of `currency`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InvoiceChange {
+    /// The invoice.
+    pub invoice_id: Uuid,
+    /// Its number (`INV-YYYYMM-NNNNNN`).
+    pub number: String,
+    /// Whose.
+    pub user_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// The month it covers, `YYYY-MM`.
+    pub period: String,
+    /// `issued`, `paid`, `overdue`, `void`.
+    pub status: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// Total, tax included.
+    pub total_minor: i64,
+    /// The tax in it.
+    pub tax_minor: i64,
+    /// What was left to pay at issue.
+    pub amount_due_minor: i64,
+    /// When it is due (RFC 3339).
+    pub due_at: Option<String>,
+}

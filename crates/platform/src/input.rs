@@ -177,6 +177,25 @@ where
     serde_json::from_value(v).map_err(serde::de::Error::custom)
 }
 
+/// [`object`] for an optional field (absent or `null`: none): use with
+/// `#[serde(default, deserialize_with = "platform::input::optional_object")]`.
+pub fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    if !v.is_object() {
+        return Err(serde::de::Error::custom("expected a json object"));
+    }
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 /// A JSON object of free-form metadata, at most `max_bytes` serialized.
 pub fn metadata(v: &serde_json::Value, max_bytes: usize) -> Result<(), Problem> {
     if !v.is_object() {

@@ -48,6 +48,48 @@ pub fn enqueue<P: Serialize>(
     Ok(id)
 }
 
+/// [`enqueue`] for many aggregates at once, in one statement (a batch
+/// job's events): `(aggregate id, aggregate version, payload)` each, in
+/// that order.
+pub fn enqueue_many<P: Serialize>(
+    db: &Db,
+    event: &EventType,
+    items: &[(String, i64, P)],
+) -> Result<(), DbError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    let mut aggregates = Vec::with_capacity(items.len());
+    let mut versions = Vec::with_capacity(items.len());
+    let mut payloads = Vec::with_capacity(items.len());
+    for (aggregate, version, payload) in items {
+        ids.push(Some(Uuid::new_v4().to_string()));
+        aggregates.push(Some(aggregate.clone()));
+        versions.push(Some(*version));
+        payloads.push(Some(
+            serde_json::to_string(payload).map_err(|e| DbError::Other(e.to_string()))?,
+        ));
+    }
+    db.execute(
+        "INSERT INTO outbox (id, source, event_type, schema_version, aggregate_id, aggregate_version, payload, created_at) \
+         SELECT u.id::uuid, $1, $2, $3, u.aggregate, u.version, u.payload::jsonb, clock_timestamp() AT TIME ZONE 'UTC' \
+           FROM unnest($4::text[], $5::text[], $6::bigint[], $7::text[]) WITH ORDINALITY \
+                AS u(id, aggregate, version, payload, n) \
+          ORDER BY u.n",
+        &[
+            ParameterValue::Str(event.source.to_string()),
+            ParameterValue::Str(event.name.to_string()),
+            ParameterValue::Int32(event.schema_version),
+            ParameterValue::ArrayStr(ids),
+            ParameterValue::ArrayStr(aggregates),
+            ParameterValue::ArrayInt64(versions),
+            ParameterValue::ArrayStr(payloads),
+        ],
+    )?;
+    Ok(())
+}
+
 const ENVELOPE_COLUMNS: &str =
     "id, source, event_type, schema_version, aggregate_id, aggregate_version, \
      to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), payload, feed_seq";

@@ -4,8 +4,6 @@
 //! charged, so splitting a run over ticks, restarts or repeated events
 //! never changes what it costs in the end.
 
-use super::money::round_div;
-
 /// The minutes of a run to charge: while it runs, the whole minutes
 /// elapsed; once it ended, every started minute.
 pub fn minutes(elapsed_secs: i64, ended: bool) -> i64 {
@@ -15,12 +13,6 @@ pub fn minutes(elapsed_secs: i64, ended: bool) -> i64 {
     } else {
         s / 60
     }
-}
-
-/// The price of `minutes` at `per_hour` minor units an hour, rounded once
-/// (half away from zero).
-pub fn price(minutes: i64, per_hour: i64) -> i64 {
-    i64::try_from(round_div(i128::from(minutes) * i128::from(per_hour), 60)).unwrap_or(i64::MAX)
 }
 
 /// The next step of a run's metering.
@@ -34,22 +26,35 @@ pub struct Step {
     pub amount: i64,
 }
 
-/// What to charge now for a run with `total` minutes so far, given what
-/// was charged; `None` when nothing changes.
-pub fn next(total: i64, per_hour: i64, charged_minutes: i64, charged_minor: i64) -> Option<Step> {
+/// What to charge now for a run with `total` minutes so far that cost
+/// `total_price` in all, given what was charged; `None` when nothing
+/// changes.
+pub fn next(
+    total: i64,
+    total_price: i64,
+    charged_minutes: i64,
+    charged_minor: i64,
+) -> Option<Step> {
     if total == charged_minutes {
         return None;
     }
     Some(Step {
         from_minute: charged_minutes,
         to_minute: total,
-        amount: price(total, per_hour) - charged_minor,
+        amount: total_price - charged_minor,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::money::round_div;
+
+    /// What metering charges when no rule prices device time: `minutes`
+    /// at `per_hour`, rounded once.
+    fn price(minutes: i64, per_hour: i64) -> i64 {
+        i64::try_from(round_div(i128::from(minutes) * i128::from(per_hour), 60)).unwrap()
+    }
 
     #[test]
     fn a_running_device_is_charged_whole_minutes_and_an_ended_one_every_started_minute() {
@@ -78,25 +83,25 @@ mod tests {
             let (mut minutes, mut charged) = (0, 0);
             for s in splits {
                 let total = (minutes + s).min(90);
-                if let Some(step) = next(total, per_hour, minutes, charged) {
+                if let Some(step) = next(total, price(total, per_hour), minutes, charged) {
                     assert_eq!(step.from_minute, minutes);
                     charged += step.amount;
                     minutes = step.to_minute;
                 }
             }
-            if let Some(step) = next(90, per_hour, minutes, charged) {
+            if let Some(step) = next(90, whole, minutes, charged) {
                 charged += step.amount;
                 minutes = step.to_minute;
             }
             assert_eq!((minutes, charged), (90, whole));
-            assert_eq!(next(90, per_hour, minutes, charged), None);
+            assert_eq!(next(90, whole, minutes, charged), None);
         }
     }
 
     #[test]
     fn a_run_charged_past_its_end_is_given_back_the_difference() {
         // Charged 95 minutes while its end was not yet known; it ran 90.
-        let step = next(90, 120, 95, price(95, 120)).unwrap();
+        let step = next(90, price(90, 120), 95, price(95, 120)).unwrap();
         assert_eq!(step.amount, price(90, 120) - price(95, 120));
         assert_eq!(step.amount, -10);
     }

@@ -6,8 +6,9 @@ use super::{currency, db, scope, uuid_query, Call};
 use crate::domain::metering::{minutes, next};
 use crate::domain::money::{Currency, Money};
 use crate::domain::posting::{Account, Kind, Posting};
+use crate::domain::rules::{self, Pricing};
 use crate::error::{Error, Result};
-use crate::repo::{ledger, metering};
+use crate::repo::{ledger, metering, rules as rule_repo};
 use platform::db::Db;
 use platform::input::rfc3339;
 use spin_sdk::http::Response;
@@ -74,6 +75,64 @@ pub fn tick(call: &Call) -> Result<Response> {
     ))
 }
 
+/// A run's price: the one fixed at its first charge, else the billing rule
+/// for `device_time` that applies to its tenant when it started, else the
+/// default per hour; `(currency, pricing, rule, default per hour)`.
+fn fixed_price(
+    tx: &Db,
+    run: &metering::Locked,
+    default_currency: Currency,
+    default_price: i64,
+) -> Result<(Currency, Pricing, Option<uuid::Uuid>, Option<i64>)> {
+    let per_hour = |p: i64| Pricing::PerUse {
+        unit_price_minor: p,
+        per: 60,
+    };
+    if let Some(c) = &run.currency {
+        let c = currency(c)?;
+        return Ok(match &run.pricing {
+            Some(p) => (
+                c,
+                serde_json::from_value(p.clone()).map_err(|e| {
+                    platform::Problem::internal(format!("run {}: pricing: {e}", run.run_id))
+                })?,
+                run.rule_id,
+                run.price_per_hour,
+            ),
+            None => {
+                let p = run.price_per_hour.unwrap_or(default_price);
+                (c, per_hour(p), None, Some(p))
+            }
+        });
+    }
+    let applying = rule_repo::applying(tx, "device_time", run.started_at, run.tenant_id)?;
+    let candidates = applying
+        .iter()
+        .map(|r| {
+            Ok(rules::Candidate {
+                priority: r.priority,
+                tenant_own: r.tenant_id.is_some(),
+                created_at: rfc3339(&r.created_at, "created_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    match rules::choose(&candidates).map(|i| &applying[i]) {
+        Some(r) => Ok((
+            currency(&r.currency)?,
+            serde_json::from_value(r.pricing.clone())
+                .map_err(|e| platform::Problem::internal(format!("rule {}: {e}", r.id)))?,
+            Some(r.id),
+            None,
+        )),
+        None => Ok((
+            default_currency,
+            per_hour(default_price),
+            None,
+            Some(default_price),
+        )),
+    }
+}
+
 /// Charges one run, in `tx`: whether it charged, and whether it is settled.
 fn meter(
     tx: &Db,
@@ -85,25 +144,25 @@ fn meter(
     let Some(run) = metering::lock(tx, run_id)? else {
         return Ok((false, false));
     };
-    let currency = match &run.currency {
-        Some(c) => currency(c)?,
-        None => default_currency,
+    let (currency, pricing, rule, per_hour) =
+        fixed_price(tx, &run, default_currency, default_price)?;
+    let stored =
+        serde_json::to_value(&pricing).map_err(|e| platform::Problem::internal(e.to_string()))?;
+    let fixed = metering::Fixed {
+        currency: currency.code(),
+        pricing: &stored,
+        rule,
+        per_hour,
     };
-    let per_hour = run.price_per_hour.unwrap_or(default_price);
     let total = minutes(run.elapsed_secs, run.ended);
-    let Some(step) = next(total, per_hour, run.charged_minutes, run.charged_minor) else {
+    let total_price: i64 = rules::price(&pricing, total, Some(run.started_at))
+        .map_err(|e| platform::Problem::internal(format!("pricing run {}: {e}", run.run_id)))?
+        .iter()
+        .map(|s| s.amount_minor)
+        .sum();
+    let Some(step) = next(total, total_price, run.charged_minutes, run.charged_minor) else {
         if run.ended {
-            metering::charged(
-                tx,
-                &run,
-                currency.code(),
-                per_hour,
-                total,
-                total,
-                0,
-                None,
-                true,
-            )?;
+            metering::charged(tx, &run, &fixed, total, total, 0, None, true)?;
             return Ok((false, true));
         }
         return Ok((false, false));
@@ -162,8 +221,7 @@ fn meter(
     metering::charged(
         tx,
         &run,
-        currency.code(),
-        per_hour,
+        &fixed,
         step.from_minute,
         step.to_minute,
         step.amount,

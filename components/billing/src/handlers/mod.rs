@@ -3,12 +3,19 @@
 //! `postings`: operators' movements; `transactions`: lists, one
 //! transaction, CSV exports, statistics and the ledger's own check;
 //! `metering`: device time charged from run intervals, and usage records;
-//! `effects`: what follows every movement (debts paid, alerts).
+//! `effects`: what follows every movement (debts paid, alerts); `plans`,
+//! `orders` (the purchase saga), `refunds`, `rules` (prices explained),
+//! and `invoices` (the monthly run, documents, reports).
 
 pub mod balances;
 pub mod effects;
+pub mod invoices;
 pub mod metering;
+pub mod orders;
+pub mod plans;
 pub mod postings;
+pub mod refunds;
+pub mod rules;
 pub mod transactions;
 
 use crate::domain::money::Currency;
@@ -44,4 +51,34 @@ pub fn currency(raw: &str) -> Result<Currency> {
 /// An optional UUID query parameter.
 pub fn uuid_query(call: &Call, name: &str) -> Result<Option<Uuid>> {
     Ok(platform::input::uuid_param(call.query(name), name)?)
+}
+
+/// Whether the caller sees a catalogue row (a plan, a rule) of `tenant`
+/// (none: public): platform staff every one, others the public ones and
+/// their tenant's.
+pub fn sees_catalogue(caller: &Caller, tenant: Option<Uuid>) -> bool {
+    match scope(caller) {
+        RowFilter::All => true,
+        _ => tenant.is_none() || tenant == caller.tenant_id,
+    }
+}
+
+/// Whether the caller may make or change catalogue rows of `tenant`
+/// (none: public ones): platform staff any, a tenant's managers their own.
+pub fn manages_catalogue(caller: &Caller, tenant: Option<Uuid>) -> bool {
+    match scope(caller) {
+        RowFilter::All => true,
+        _ => tenant.is_some() && tenant == caller.tenant_id,
+    }
+}
+
+/// The tenant a new catalogue row belongs to: the `tenant_id` given, else
+/// none for platform staff (public) and the caller's own for others.
+pub fn catalogue_tenant(caller: &Caller, given: Option<String>) -> Result<Option<Uuid>> {
+    Ok(
+        platform::input::uuid_param(given, "tenant_id")?.or(match scope(caller) {
+            RowFilter::All => None,
+            _ => caller.tenant_id,
+        }),
+    )
 }

@@ -82,8 +82,12 @@ pub struct Locked {
     pub elapsed_secs: i64,
     /// Currency, once fixed.
     pub currency: Option<String>,
-    /// Price an hour, once fixed.
+    /// Price an hour, once fixed (runs charged without a rule).
     pub price_per_hour: Option<i64>,
+    /// The rule's pricing, once fixed.
+    pub pricing: Option<serde_json::Value>,
+    /// The rule it came from.
+    pub rule_id: Option<Uuid>,
     /// Minutes charged.
     pub charged_minutes: i64,
     /// Amount charged.
@@ -95,7 +99,7 @@ pub fn lock(tx: &Db, run: i64) -> Result<Option<Locked>, DbError> {
     tx.one(
         "SELECT run_id, device_id, user_id, tenant_id, started_at, ended_at IS NOT NULL, \
                 floor(extract(epoch FROM coalesce(ended_at, now() AT TIME ZONE 'UTC') - started_at))::bigint, \
-                currency::text, price_per_hour, charged_minutes, charged_minor \
+                currency::text, price_per_hour, charged_minutes, charged_minor, pricing, rule_id \
            FROM metered_runs WHERE run_id = $1 AND NOT settled FOR UPDATE SKIP LOCKED",
         &[P::Int64(run)],
         |r| {
@@ -111,9 +115,24 @@ pub fn lock(tx: &Db, run: i64) -> Result<Option<Locked>, DbError> {
                 price_per_hour: col(r, 8, "price_per_hour")?,
                 charged_minutes: col(r, 9, "charged_minutes")?,
                 charged_minor: col(r, 10, "charged_minor")?,
+                pricing: col(r, 11, "pricing")?,
+                rule_id: col(r, 12, "rule_id")?,
             })
         },
     )
+}
+
+/// The price fixed on a run at its first charge.
+#[derive(Debug)]
+pub struct Fixed<'a> {
+    /// Currency.
+    pub currency: &'a str,
+    /// The pricing (a rule's, or the default per hour).
+    pub pricing: &'a serde_json::Value,
+    /// The rule it came from (none: the default price).
+    pub rule: Option<Uuid>,
+    /// The default price an hour, when no rule applied.
+    pub per_hour: Option<i64>,
 }
 
 /// Records a charge of a run and moves its totals on.
@@ -121,8 +140,7 @@ pub fn lock(tx: &Db, run: i64) -> Result<Option<Locked>, DbError> {
 pub fn charged(
     tx: &Db,
     run: &Locked,
-    currency: &str,
-    per_hour: i64,
+    price: &Fixed,
     from_minute: i64,
     to_minute: i64,
     amount: i64,
@@ -146,22 +164,25 @@ pub fn charged(
                 P::Int64(to_minute),
                 datetime_param(run.started_at),
                 P::Int64(amount),
-                P::Str(currency.into()),
+                P::Str(price.currency.into()),
                 opt_uuid(transaction),
             ],
         )?;
     }
     tx.execute(
         "UPDATE metered_runs SET currency = $2, price_per_hour = $3, charged_minutes = $4, \
-           charged_minor = charged_minor + $5, settled = $6, updated_at = now() AT TIME ZONE 'UTC' \
+           charged_minor = charged_minor + $5, settled = $6, pricing = $7, rule_id = $8, \
+           updated_at = now() AT TIME ZONE 'UTC' \
          WHERE run_id = $1",
         &[
             P::Int64(run.run_id),
-            P::Str(currency.into()),
-            P::Int64(per_hour),
+            P::Str(price.currency.into()),
+            price.per_hour.map_or(P::DbNull, P::Int64),
             P::Int64(to_minute),
             P::Int64(amount),
             P::Boolean(settled),
+            spin_sdk::pg4::jsonb(price.pricing).map_err(|e| DbError::Other(e.to_string()))?,
+            opt_uuid(price.rule),
         ],
     )?;
     Ok(())

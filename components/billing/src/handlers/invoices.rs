@@ -1,0 +1,348 @@
+//! Monthly invoices (`docs/billing.md`, "Invoices"): the run that issues a
+//! month's invoices (scheduler), what follows them (paid, overdue), users'
+//! lists and documents, voiding, and operators' revenue and usage reports.
+
+use super::{currency, db, scope, uuid_query, visible_owner, Call};
+use crate::domain::invoice::{split_tax, Month};
+use crate::domain::money::{Currency, Money};
+use crate::error::{Error, Result};
+use crate::repo::invoices::{self, Filter, Invoice, Issue};
+use access::RowFilter;
+use platform::db::Db;
+use platform::events::catalogue::{
+    EventType, INVOICE_ISSUED, INVOICE_OVERDUE, INVOICE_PAID, INVOICE_VOIDED,
+};
+use platform::events::payload::InvoiceChange;
+use platform::input::Text;
+use serde::Deserialize;
+use spin_sdk::http::Response;
+use uuid::Uuid;
+
+fn int_var(name: &str, range: std::ops::RangeInclusive<i64>) -> Result<i64> {
+    platform::var(name)?
+        .parse()
+        .ok()
+        .filter(|v| range.contains(v))
+        .ok_or_else(|| {
+            Error::Problem(platform::Problem::internal(format!(
+                "{name} must be an integer from {} to {}",
+                range.start(),
+                range.end()
+            )))
+        })
+}
+
+fn change(i: &Invoice) -> InvoiceChange {
+    InvoiceChange {
+        invoice_id: i.id,
+        number: i.number.clone(),
+        user_id: i.user_id,
+        tenant_id: i.tenant_id,
+        period: i.period.clone(),
+        status: i.status.clone(),
+        currency: i.currency.clone(),
+        total_minor: i.total_minor,
+        tax_minor: i.tax_minor,
+        amount_due_minor: i.amount_due_minor,
+        due_at: i.due_at.clone(),
+    }
+}
+
+/// `event` for each of `ids` (invoices after their change), in `tx`.
+fn announce(tx: &Db, event: &EventType, ids: &[Uuid]) -> Result<()> {
+    let items: Vec<_> = invoices::many(tx, ids)?
+        .iter()
+        .map(|i| (i.id.to_string(), i.version, change(i)))
+        .collect();
+    platform::outbox::enqueue_many(tx, event, &items)?;
+    Ok(())
+}
+
+/// `POST /internal/invoices/run` (scheduler; `month=YYYY-MM`, default the
+/// month before this one): issues the month's invoices not issued yet
+/// (one per user and currency with anything charged, paid or refunded in
+/// it), then marks open invoices paid or overdue; `{month, issued, paid,
+/// overdue}`.
+pub fn run(call: &Call) -> Result<Response> {
+    let today = chrono::Utc::now().date_naive();
+    let this_month = Month::of(today);
+    let month = match call.query("month") {
+        Some(m) => Month::parse(&m).map_err(Error::Invalid)?,
+        None => this_month.previous(),
+    };
+    if month >= this_month {
+        return Err(Error::Conflict(format!(
+            "{} is not over: a month is invoiced once it ended",
+            month.label()
+        )));
+    }
+    let rate = i32::try_from(int_var("invoice_tax_rate_bp", 0..=10_000)?).unwrap_or(0);
+    let due_days = int_var("invoice_due_days", 0..=365)?;
+    let next = Month::of(month.first_day() + chrono::Duration::days(32)).first_day();
+    let db = db()?;
+    let (issued, paid, overdue) = db.transaction(|tx| {
+        let mut last = invoices::lock_counter(tx, month.first_day())?;
+        invoices::draft_month(tx, month.first_day(), next, rate)?;
+        let drafts = invoices::drafts(tx, month.first_day())?;
+        let due_at = chrono::Utc::now().naive_utc() + chrono::Duration::days(due_days);
+        let issues: Vec<Issue> = drafts
+            .iter()
+            .map(|(id, total, owed)| {
+                last += 1;
+                let (subtotal, tax) = split_tax(*total, rate);
+                Issue {
+                    id: *id,
+                    number: month.number(last),
+                    subtotal,
+                    tax,
+                    due: (*owed).clamp(0, (*total).max(0)),
+                }
+            })
+            .collect();
+        let issued = invoices::issue(tx, &issues, due_at)?;
+        let items: Vec<_> = issued
+            .iter()
+            .map(|i| (i.id.to_string(), i.version, change(i)))
+            .collect();
+        platform::outbox::enqueue_many(tx, &INVOICE_ISSUED, &items)?;
+        invoices::set_counter(tx, month.first_day(), last)?;
+        let (paid, overdue) = follow(tx)?;
+        Ok::<_, Error>((drafts.len(), paid, overdue))
+    })?;
+    platform::outbox::publish_after_commit(&db, &call.ctx.request_id);
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"month": month.label(), "issued": issued, "paid": paid, "overdue": overdue}),
+    ))
+}
+
+/// Open invoices paid or overdue now, announced, in `tx`.
+fn follow(tx: &Db) -> Result<(usize, usize)> {
+    let (paid, overdue) = invoices::follow_up(tx)?;
+    announce(tx, &INVOICE_PAID, &paid)?;
+    announce(tx, &INVOICE_OVERDUE, &overdue)?;
+    Ok((paid.len(), overdue.len()))
+}
+
+/// An invoice the caller may see (its user in their data scope; never a
+/// draft).
+fn visible(db: &Db, call: &Call, id: Uuid) -> Result<Invoice> {
+    let caller = call.caller()?;
+    let i = invoices::find(db, id)?
+        .filter(|i| i.status != "draft")
+        .ok_or(Error::NotFound("invoice"))?;
+    if i.user_id != caller.user_id {
+        visible_owner(db, caller, i.user_id).map_err(|_| Error::NotFound("invoice"))?;
+    }
+    Ok(i)
+}
+
+/// `GET /invoices` (`billing:read`): invoices in the caller's data scope,
+/// newest month first; `user_id`, `status`, `month`, `currency`, paging.
+pub fn list(call: &Call) -> Result<Response> {
+    let caller = call.caller()?;
+    let status = call
+        .query("status")
+        .map(|s| match s.as_str() {
+            "issued" | "paid" | "overdue" | "void" => Ok(s),
+            _ => Err(Error::Invalid(
+                "status must be one of issued, paid, overdue, void".into(),
+            )),
+        })
+        .transpose()?;
+    let month = call
+        .query("month")
+        .map(|m| {
+            Month::parse(&m)
+                .map(Month::first_day)
+                .map_err(Error::Invalid)
+        })
+        .transpose()?;
+    let currency = call
+        .query("currency")
+        .map(|c| currency(&c).map(|c| c.code().to_string()))
+        .transpose()?;
+    let filter = Filter {
+        user: uuid_query(call, "user_id")?,
+        status,
+        month,
+        currency,
+    };
+    let page = call.page()?;
+    Ok(platform::http::page_of(
+        page,
+        invoices::list(&db()?, &scope(caller), filter, page)?,
+    ))
+}
+
+/// `GET /invoices/:id` (`billing:read`): an invoice with its `lines`.
+pub fn get(call: &Call) -> Result<Response> {
+    let db = db()?;
+    let i = visible(&db, call, call.id("id", "invoice")?)?;
+    let mut body =
+        serde_json::to_value(&i).map_err(|e| platform::Problem::internal(e.to_string()))?;
+    body["lines"] = serde_json::json!(invoices::lines(&db, i.id)?);
+    Ok(platform::http::json(200, &body))
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `GET /invoices/:id/document` (`billing:read`): the invoice as an HTML
+/// document (seller, buyer, number, dates, lines, net, tax, total, what is
+/// due), every value escaped; printable to PDF from any browser.
+pub fn document(call: &Call) -> Result<Response> {
+    let db = db()?;
+    let i = visible(&db, call, call.id("id", "invoice")?)?;
+    let lines = invoices::lines(&db, i.id)?;
+    let buyer = invoices::buyer(&db, i.user_id)?;
+    let c = Currency::parse(&i.currency).map_err(Error::Invalid)?;
+    let money = |m: i64| format!("{} {}", Money::display(m, c), c.code());
+    let seller = platform::var("invoice_seller")?;
+    let mut rows = String::new();
+    for l in &lines {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td class=\"n\">{} {}</td><td class=\"n\">{}</td></tr>\n",
+            escape(&l.description),
+            l.quantity,
+            escape(&l.unit),
+            money(l.amount_minor)
+        ));
+    }
+    let rate = format!("{}.{:02}", i.tax_rate_bp / 100, i.tax_rate_bp % 100);
+    let date = |t: &Option<String>| {
+        t.as_deref()
+            .map(|t| t.get(..10).unwrap_or(t).to_string())
+            .unwrap_or_default()
+    };
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Invoice {number}</title>\n\
+         <style>body{{font-family:sans-serif;max-width:48em;margin:2em auto}}table{{width:100%;border-collapse:collapse}}\
+         td,th{{border-bottom:1px solid #ccc;padding:.3em;text-align:left}}.n{{text-align:right}}</style></head>\n\
+         <body><h1>Invoice {number}</h1>\n\
+         <p><strong>From</strong> {seller}<br><strong>To</strong> {buyer}</p>\n\
+         <p>Period {period} · Issued {issued} · Due {due} · Status {status}</p>\n\
+         <table><thead><tr><th>Item</th><th class=\"n\">Quantity</th><th class=\"n\">Amount</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n\
+         <table><tr><td>Net</td><td class=\"n\">{net}</td></tr><tr><td>Tax ({rate}%, included)</td><td class=\"n\">{tax}</td></tr>\
+         <tr><th>Total</th><th class=\"n\">{total}</th></tr><tr><td>Due</td><td class=\"n\">{owed}</td></tr></table>\n\
+         <p>Prices include tax. Amounts paid from the prepaid balance when charged are settled.</p></body></html>\n",
+        number = escape(&i.number),
+        seller = escape(&seller),
+        buyer = escape(&buyer.map_or_else(|| i.user_id.to_string(), |(name, email)| format!("{name} <{email}>"))),
+        period = escape(&i.period),
+        issued = date(&i.issued_at),
+        due = date(&i.due_at),
+        status = escape(&i.status),
+        rows = rows,
+        net = money(i.subtotal_minor),
+        rate = rate,
+        tax = money(i.tax_minor),
+        total = money(i.total_minor),
+        owed = money(i.amount_due_minor),
+    );
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "text/html; charset=utf-8")
+        .header(
+            "content-disposition",
+            format!("inline; filename=\"{}.html\"", i.number),
+        )
+        .body(html)
+        .build())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoidInput {
+    reason: String,
+}
+
+/// `POST /invoices/:id/void` (`billing:manage`): `{reason}`; an issued or
+/// overdue invoice becomes `void` (what it lists stays charged: a
+/// correction is a posting); `409` for a paid or void one.
+pub fn void(call: &Call) -> Result<Response> {
+    let input: VoidInput = call.body()?;
+    let reason = Text::parse(&input.reason, "reason", 500)?;
+    let id = call.id("id", "invoice")?;
+    let db = db()?;
+    let i = visible(&db, call, id)?;
+    db.transaction(|tx| {
+        if !invoices::void(tx, i.id, reason.as_str())? {
+            return Err(Error::Conflict(format!(
+                "the invoice is {} and cannot be voided",
+                i.status
+            )));
+        }
+        announce(tx, &INVOICE_VOIDED, &[i.id])
+    })?;
+    platform::outbox::publish_after_commit(&db, &call.ctx.request_id);
+    let i = invoices::find(&db, id)?.ok_or(Error::NotFound("invoice"))?;
+    Ok(platform::http::json(200, &i))
+}
+
+/// The months `from`..`to` (inclusive, `YYYY-MM`; default the last 12).
+fn months(call: &Call) -> Result<(chrono::NaiveDate, chrono::NaiveDate)> {
+    let this = Month::of(chrono::Utc::now().date_naive());
+    let parse = |name: &str| {
+        call.query(name)
+            .map(|m| Month::parse(&m).map_err(|e| Error::Invalid(format!("{name}: {e}"))))
+            .transpose()
+    };
+    let to = parse("to")?.unwrap_or(this);
+    let mut from = parse("from")?.unwrap_or(to);
+    if call.query("from").is_none() {
+        for _ in 0..11 {
+            from = from.previous();
+        }
+    }
+    if from > to {
+        return Err(Error::Invalid("from must not be after to".into()));
+    }
+    let end = Month::of(to.first_day() + chrono::Duration::days(32)).first_day();
+    Ok((from.first_day(), end))
+}
+
+fn staff_only(call: &Call) -> Result<()> {
+    match scope(call.caller()?) {
+        RowFilter::All => Ok(()),
+        _ => Err(Error::Forbidden("reports are for platform staff")),
+    }
+}
+
+/// `GET /reports/revenue` (`billing:manage`, platform staff): revenue per
+/// month, currency and kind of movement (`usage`, `charge`, `settle`,
+/// `refund`), from the ledger's revenue accounts; `from`, `to` (`YYYY-MM`).
+pub fn revenue(call: &Call) -> Result<Response> {
+    staff_only(call)?;
+    let (from, to) = months(call)?;
+    let rows = invoices::revenue(&db()?, from, to)?;
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"items": rows}),
+    ))
+}
+
+/// `GET /reports/usage` (`billing:manage`, platform staff): device time per
+/// month and currency: users, devices, minutes and amount charged; `from`,
+/// `to`.
+pub fn usage(call: &Call) -> Result<Response> {
+    staff_only(call)?;
+    let (from, to) = months(call)?;
+    let rows = invoices::usage(&db()?, from, to)?;
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"items": rows}),
+    ))
+}

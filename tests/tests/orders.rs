@@ -1,0 +1,677 @@
+//! Plans, orders and the purchase saga end to end on the compiled
+//! components: buying a plan from the balance raises the buyer's quota in
+//! `user` and fulfils the order once per idempotency key; a declined
+//! payment holds nothing; `user` failing mid-saga leaves the order waiting,
+//! a crash of every process loses nothing, and the scheduler's job carries
+//! it on; a deadline, a cancellation or a failure after payment compensate
+//! (hold released or payment refunded, grant revoked); refunds, partial and
+//! full, the large one approved by a second operator; and the month's
+//! invoices made from all of it: lines, tax, numbers, due, overdue, paid,
+//! void, the document and the reports.
+
+use e2e::billing::{run_event, wait_for_owner, B};
+use e2e::{error_code, expect_json, roles, TestApp};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A platform operator's session and a signed-up buyer with their token.
+struct Shop {
+    app: TestApp,
+    staff: String,
+    buyer: String,
+    token: String,
+}
+
+fn shop() -> Shop {
+    let app = TestApp::spawn();
+    let staff = app.platform_admin().token;
+    let (buyer, token) = app.signed_up_user();
+    wait_for_owner(&app, &buyer);
+    Shop {
+        app,
+        staff,
+        buyer,
+        token,
+    }
+}
+
+impl Shop {
+    fn plan(&self, code: &str, cycle: &str, price: i64, devices: i64) -> String {
+        let p = expect_json(
+            self.app.post(
+                &format!("{B}/plans"),
+                &json!({"code": code, "name": format!("Plan {code}"), "cycle": cycle, "price_minor": price,
+                        "currency": "CNY", "quota": {"devices": devices, "cpu_cores": 2 * devices},
+                        "device_limits": {"max_cpu_cores": 4}}),
+                Some(&self.staff),
+            ),
+            201,
+        );
+        p["id"].as_str().unwrap().to_string()
+    }
+
+    fn recharge(&self, key: &str, amount: i64) {
+        expect_json(
+            self.app.post_idempotent(
+                &format!("{B}/admin/postings"),
+                &json!({"user_id": self.buyer, "kind": "recharge", "amount_minor": amount,
+                        "currency": "CNY", "reason": "top up"}),
+                Some(&self.staff),
+                key,
+            ),
+            201,
+        );
+    }
+
+    fn order(&self, plan: &str, key: &str) -> reqwest::blocking::Response {
+        self.app.post_idempotent(
+            &format!("{B}/orders"),
+            &json!({"plan_id": plan}),
+            Some(&self.token),
+            key,
+        )
+    }
+
+    fn get_order(&self, id: &str) -> Value {
+        expect_json(
+            self.app.get(&format!("{B}/orders/{id}"), Some(&self.token)),
+            200,
+        )
+    }
+
+    /// (available, frozen) in CNY.
+    fn balance(&self) -> (i64, i64) {
+        let v = expect_json(
+            self.app.get(&format!("{B}/balance"), Some(&self.token)),
+            200,
+        );
+        let b = &v["balances"][0];
+        assert_eq!(b["currency"], "CNY");
+        (
+            b["available_minor"].as_i64().unwrap(),
+            b["frozen_minor"].as_i64().unwrap(),
+        )
+    }
+
+    fn max_devices(&self) -> i64 {
+        let q = expect_json(
+            self.app.get("/api/v1/user/me/quota", Some(&self.token)),
+            200,
+        );
+        q["limits"]["max_devices"].as_i64().unwrap()
+    }
+
+    fn grants(&self, status: &str) -> i64 {
+        self.app.count(
+            "user",
+            &format!(
+                "SELECT count(*) FROM quota_grants WHERE user_id = '{}' AND status = '{status}'",
+                self.buyer
+            ),
+        )
+    }
+
+    fn events(&self, order: &str, kind: &str) -> i64 {
+        self.app.count(
+            "billing",
+            &format!("SELECT count(*) FROM outbox WHERE aggregate_id = '{order}' AND event_type = '{kind}'"),
+        )
+    }
+
+    /// Runs the scheduler's saga job until the order's saga is done.
+    fn advance_until_done(&self, id: &str) -> Value {
+        self.app
+            .eventually(Duration::from_secs(60), || {
+                let r = self
+                    .app
+                    .post_as("scheduler", &format!("{B}/internal/orders/advance"));
+                assert_eq!(r.status(), 200);
+                let o = self.get_order(id);
+                (o["step"] == "done").then_some(o)
+            })
+            .expect("the saga finished")
+    }
+
+    fn ledger_ok(&self) {
+        let check = expect_json(
+            self.app
+                .get(&format!("{B}/admin/ledger/check"), Some(&self.staff)),
+            200,
+        );
+        assert_eq!(check["ok"], true, "{check}");
+    }
+
+    /// Makes `user` fail (500) on every insert or update of a quota grant:
+    /// `user` down as far as the saga can tell.
+    fn break_user(&self, on: &str) {
+        let mut db = self.app.db("user");
+        db.batch_execute(&format!(
+            "CREATE OR REPLACE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN RAISE EXCEPTION 'user is down (test)'; END $$; \
+             DROP TRIGGER IF EXISTS test_refuse ON quota_grants; \
+             CREATE TRIGGER test_refuse BEFORE {on} ON quota_grants FOR EACH ROW EXECUTE FUNCTION test_refuse();"
+        ))
+        .unwrap();
+    }
+
+    fn mend_user(&self) {
+        self.app
+            .db("user")
+            .batch_execute("DROP TRIGGER IF EXISTS test_refuse ON quota_grants")
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_plan_bought_from_the_balance_raises_quota_once_and_refunds_take_it_back() {
+    let s = shop();
+    let app = &s.app;
+    let basic = s.plan("basic", "monthly", 9_900, 2);
+    let pro = s.plan("pro", "yearly", 150_000, 1);
+    let before = s.max_devices();
+
+    // The buyer sees the plans, cheapest first.
+    let plans = expect_json(
+        app.get(&format!("{B}/plans?active=true"), Some(&s.token)),
+        200,
+    );
+    let codes: Vec<&str> = plans["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["basic", "pro"]);
+    // A buyer does not make plans.
+    let r = app.post(
+        &format!("{B}/plans"),
+        &json!({"code": "x", "name": "X", "cycle": "daily", "price_minor": 1, "currency": "CNY", "quota": {"devices": 1}}),
+        Some(&s.token),
+    );
+    assert_eq!(r.status(), 403);
+
+    // An empty balance: declined, recorded, nothing held or granted.
+    let (status, code) = error_code(s.order(&basic, "buy-0")).unwrap();
+    assert_eq!((status, code.as_str()), (402, "payment_declined"));
+    assert_eq!(s.balance(), (0, 0));
+    assert_eq!(s.max_devices(), before);
+    let failed = expect_json(
+        app.get(&format!("{B}/orders?status=failed"), Some(&s.token)),
+        200,
+    );
+    assert_eq!(failed["total"], 1);
+    assert_eq!(s.grants("pending") + s.grants("active"), 0);
+
+    // 300.00 on the balance; the plan costs 99.00.
+    s.recharge("top-1", 30_000);
+    let o = expect_json(s.order(&basic, "buy-1"), 201);
+    let id = o["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (o["status"].as_str(), o["step"].as_str()),
+        (Some("fulfilled"), Some("done"))
+    );
+    assert_eq!(o["amount_minor"], 9_900);
+    assert!(o["period_end"].is_string());
+    assert_eq!(s.balance(), (20_100, 0));
+    assert_eq!(s.max_devices(), before + 2);
+    for e in ["order.paid", "payment.succeeded", "order.fulfilled"] {
+        assert_eq!(s.events(&id, e), 1, "{e}");
+    }
+    // The same key: the same order, nothing moves twice.
+    let again = expect_json(s.order(&basic, "buy-1"), 200);
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(s.balance(), (20_100, 0));
+    assert_eq!(s.max_devices(), before + 2);
+    // Its history shows every step.
+    let steps: Vec<String> = s.get_order(&id)["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["step"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        steps,
+        ["created", "funds_held", "quota_reserved", "paid", "done"]
+    );
+    // Another user does not see it.
+    let (_, other) = app.signed_up_user();
+    assert_eq!(
+        app.get(&format!("{B}/orders/{id}"), Some(&other)).status(),
+        404
+    );
+    // A paid order is not cancelled.
+    let r = app.post(
+        &format!("{B}/orders/{id}/cancel"),
+        &json!({}),
+        Some(&s.token),
+    );
+    assert_eq!(r.status(), 409);
+
+    // A partial refund: 30.00 back, the order stays fulfilled.
+    let refund = |order: &str, key: &str, body: Value, token: &str| {
+        app.post_idempotent(
+            &format!("{B}/orders/{order}/refunds"),
+            &body,
+            Some(token),
+            key,
+        )
+    };
+    let r = expect_json(
+        refund(
+            &id,
+            "ref-1",
+            json!({"amount_minor": 3_000, "reason": "outage credit"}),
+            &s.staff,
+        ),
+        201,
+    );
+    assert_eq!(r["status"], "completed");
+    assert_eq!(s.balance(), (23_100, 0));
+    let o = s.get_order(&id);
+    assert_eq!(
+        (o["status"].as_str(), o["refunded_minor"].as_i64()),
+        (Some("fulfilled"), Some(3_000))
+    );
+    assert_eq!(s.max_devices(), before + 2);
+    // More than is left: refused, nothing moves.
+    let (status, _) = error_code(refund(
+        &id,
+        "ref-2",
+        json!({"amount_minor": 7_000, "reason": "r"}),
+        &s.staff,
+    ))
+    .unwrap();
+    assert_eq!(status, 409);
+    // A buyer does not refund themselves.
+    assert_eq!(
+        refund(&id, "ref-3", json!({"reason": "r"}), &s.token).status(),
+        403
+    );
+    // The rest: the order is refunded and its grant taken back.
+    expect_json(
+        refund(
+            &id,
+            "ref-4",
+            json!({"reason": "cancelled contract"}),
+            &s.staff,
+        ),
+        201,
+    );
+    assert_eq!(s.balance(), (30_000, 0));
+    assert_eq!(s.get_order(&id)["status"], "refunded");
+    assert_eq!(s.max_devices(), before);
+    assert_eq!(s.events(&id, "order.refunded"), 2);
+
+    // A large refund waits for a second operator.
+    s.recharge("top-2", 200_000);
+    let big = expect_json(s.order(&pro, "buy-2"), 201);
+    let big_id = big["id"].as_str().unwrap();
+    assert_eq!(s.max_devices(), before + 1);
+    assert_eq!(s.balance(), (80_000, 0));
+    let pending = expect_json(
+        refund(big_id, "ref-5", json!({"reason": "not used"}), &s.staff),
+        202,
+    );
+    assert_eq!(pending["status"], "pending_approval");
+    assert_eq!(s.balance(), (80_000, 0));
+    let approve = format!("{B}/refunds/{}/approve", pending["id"].as_str().unwrap());
+    assert_eq!(app.post(&approve, &json!({}), Some(&s.staff)).status(), 403);
+    let second = app.create_user(&s.staff, json!({"role_ids": [roles::SUPER_ADMIN]}));
+    let done = expect_json(app.post(&approve, &json!({}), second.t()), 200);
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["approved_by"], second.id.as_str());
+    assert_eq!(s.balance(), (230_000, 0));
+    assert_eq!(s.max_devices(), before);
+    assert_eq!(app.post(&approve, &json!({}), second.t()).status(), 409);
+
+    // A retired plan is not sold.
+    expect_json(
+        app.patch(
+            &format!("{B}/plans/{basic}"),
+            &json!({"active": false}),
+            Some(&s.staff),
+        ),
+        200,
+    );
+    assert_eq!(s.order(&basic, "buy-3").status(), 409);
+    s.ledger_ok();
+}
+
+#[test]
+fn a_saga_that_user_fails_or_a_crash_interrupts_ends_fulfilled_or_compensated_with_nothing_held() {
+    let mut s = shop();
+    let plan = s.plan("basic", "daily", 5_000, 1);
+    let before = s.max_devices();
+    s.recharge("top-1", 100_000);
+
+    // `user` fails when asked for the grant: the order waits, money held.
+    s.break_user("INSERT");
+    let o = expect_json(s.order(&plan, "buy-1"), 202);
+    let id = o["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (o["status"].as_str(), o["step"].as_str()),
+        (Some("pending"), Some("funds_held"))
+    );
+    assert_eq!(s.balance(), (95_000, 5_000));
+    // Every process is killed; `user` comes back; the job carries it on.
+    s.app.kill();
+    s.mend_user();
+    s.app.start();
+    let o = s.advance_until_done(&id);
+    assert_eq!(o["status"], "fulfilled");
+    assert!(o["attempts"].as_i64().unwrap() >= 1, "{o}");
+    assert_eq!(s.balance(), (95_000, 0));
+    assert_eq!(s.max_devices(), before + 1);
+
+    // `user` fails at activation, after the payment: the order is paid,
+    // and a crash there loses nothing either.
+    s.break_user("UPDATE");
+    let o = expect_json(s.order(&plan, "buy-2"), 202);
+    let id2 = o["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (o["status"].as_str(), o["step"].as_str()),
+        (Some("paid"), Some("paid"))
+    );
+    assert_eq!(s.balance(), (90_000, 0));
+    s.app.kill();
+    s.mend_user();
+    s.app.start();
+    assert_eq!(s.advance_until_done(&id2)["status"], "fulfilled");
+    assert_eq!(s.max_devices(), before + 2);
+    assert_eq!(s.events(&id2, "order.fulfilled"), 1);
+    assert_eq!(s.events(&id2, "order.paid"), 1);
+
+    // Not reserved by its deadline: expired, the hold released.
+    s.break_user("INSERT");
+    let o = expect_json(s.order(&plan, "buy-3"), 202);
+    let id3 = o["id"].as_str().unwrap().to_string();
+    assert_eq!(s.balance(), (85_000, 5_000));
+    s.app
+        .db("billing")
+        .execute(
+            "UPDATE orders SET deadline = now() AT TIME ZONE 'UTC' - interval '1 second' WHERE id = $1::text::uuid",
+            &[&id3],
+        )
+        .unwrap();
+    let o = s.advance_until_done(&id3);
+    assert_eq!(o["status"], "expired", "{o}");
+    assert_eq!(s.balance(), (90_000, 0));
+    assert_eq!(s.events(&id3, "order.failed"), 1);
+
+    // Cancelled by the buyer while it waits: the hold released.
+    let o = expect_json(s.order(&plan, "buy-4"), 202);
+    let id4 = o["id"].as_str().unwrap().to_string();
+    assert_eq!(s.balance(), (85_000, 5_000));
+    let c = expect_json(
+        s.app.post(
+            &format!("{B}/orders/{id4}/cancel"),
+            &json!({}),
+            Some(&s.token),
+        ),
+        200,
+    );
+    assert_eq!(
+        (c["status"].as_str(), c["step"].as_str()),
+        (Some("cancelled"), Some("done"))
+    );
+    assert_eq!(s.balance(), (90_000, 0));
+    s.mend_user();
+
+    // Paid but not granted by its deadline: the payment refunded, the
+    // pending grant revoked.
+    s.break_user("UPDATE");
+    let o = expect_json(s.order(&plan, "buy-5"), 202);
+    let id5 = o["id"].as_str().unwrap().to_string();
+    assert_eq!(o["status"], "paid");
+    assert_eq!(s.balance(), (85_000, 0));
+    s.mend_user();
+    s.app
+        .db("billing")
+        .execute(
+            "UPDATE orders SET deadline = now() AT TIME ZONE 'UTC' - interval '1 second' WHERE id = $1::text::uuid",
+            &[&id5],
+        )
+        .unwrap();
+    let o = s.advance_until_done(&id5);
+    assert_eq!(o["status"], "failed", "{o}");
+    assert_eq!(s.balance(), (90_000, 0));
+    assert_eq!(s.max_devices(), before + 2);
+
+    // Nothing is left held or half granted.
+    assert_eq!(s.grants("pending"), 0);
+    assert_eq!(s.grants("active"), 2);
+    assert_eq!(
+        s.app.count(
+            "billing",
+            "SELECT count(*) FROM orders WHERE step <> 'done'"
+        ),
+        0
+    );
+    s.ledger_ok();
+}
+
+#[test]
+fn a_months_usage_orders_and_refunds_become_numbered_invoices_with_tax_that_get_paid() {
+    let s = shop();
+    let app = &s.app;
+    let basic = s.plan("basic", "monthly", 9_900, 1);
+    let (debtor, debtor_token) = app.signed_up_user();
+    wait_for_owner(app, &debtor);
+    s.recharge("top-1", 30_000);
+    let o = expect_json(s.order(&basic, "buy-1"), 201);
+    let order = o["id"].as_str().unwrap().to_string();
+    expect_json(
+        app.post_idempotent(
+            &format!("{B}/orders/{order}/refunds"),
+            &json!({"amount_minor": 3_000, "reason": "outage <credit>"}),
+            Some(&s.staff),
+            "ref-1",
+        ),
+        201,
+    );
+    // 30 minutes of device time each: the buyer pays from the balance, the
+    // debtor (no balance) owes it.
+    let started = chrono::Utc::now() - chrono::Duration::minutes(40);
+    let ended = started + chrono::Duration::minutes(30);
+    let base = 7_000_000 + i64::from(std::process::id() % 100_000);
+    for (i, user) in [s.buyer.as_str(), debtor.as_str()].into_iter().enumerate() {
+        app.publish_event(&run_event(
+            &events::catalogue::DEVICE_RUN_ENDED,
+            base + i as i64,
+            uuid::Uuid::new_v4(),
+            user,
+            None,
+            started,
+            Some(ended),
+        ));
+    }
+    app.eventually(Duration::from_secs(30), || {
+        (app.count("billing", "SELECT count(*) FROM metered_runs") == 2).then_some(())
+    })
+    .expect("billing recorded both runs");
+    assert_eq!(
+        app.post_as("scheduler", &format!("{B}/internal/metering/tick"))
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.count("billing", "SELECT count(*) FROM usage_records"),
+        2
+    );
+
+    // All of it happened in October.
+    app.db("billing")
+        .batch_execute(
+            "UPDATE usage_records SET created_at = '2026-10-15 12:00:00'; \
+             UPDATE orders SET paid_at = '2026-10-10 10:00:00'; \
+             UPDATE refunds SET decided_at = '2026-10-20 10:00:00';",
+        )
+        .unwrap();
+    let run = |month: &str| {
+        app.post_as(
+            "scheduler",
+            &format!("{B}/internal/invoices/run?month={month}"),
+        )
+    };
+    assert_eq!(run("2999-01").status(), 409);
+    assert_eq!(run("2026-1").status(), 400);
+    let first = expect_json(run("2026-10"), 200);
+    assert_eq!(first["issued"], 2, "{first}");
+    let again = expect_json(run("2026-10"), 200);
+    assert_eq!(again["issued"], 0);
+
+    // The buyer's: usage 0.60, the plan 99.00, the refund -30.00 = 69.60,
+    // of which 6% tax included (3.94); paid at issue.
+    let mine = expect_json(app.get(&format!("{B}/invoices"), Some(&s.token)), 200);
+    assert_eq!(mine["total"], 1, "{mine}");
+    let inv = &mine["items"][0];
+    let id = inv["id"].as_str().unwrap();
+    assert_eq!(
+        (
+            inv["period"].as_str(),
+            inv["status"].as_str(),
+            inv["total_minor"].as_i64()
+        ),
+        (Some("2026-10"), Some("paid"), Some(6_960))
+    );
+    assert_eq!(
+        (inv["tax_minor"].as_i64(), inv["subtotal_minor"].as_i64()),
+        (Some(394), Some(6_566))
+    );
+    assert_eq!(inv["amount_due_minor"], 0);
+    let full = expect_json(app.get(&format!("{B}/invoices/{id}"), Some(&s.token)), 200);
+    let mut amounts: Vec<(String, i64)> = full["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_string(),
+                l["amount_minor"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    amounts.sort();
+    assert_eq!(
+        amounts,
+        [
+            ("order".into(), 9_900),
+            ("refund".into(), -3_000),
+            ("usage".into(), 60)
+        ]
+    );
+    let doc = app.get(&format!("{B}/invoices/{id}/document"), Some(&s.token));
+    assert_eq!(doc.status(), 200);
+    assert!(doc.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = doc.text().unwrap();
+    assert!(
+        html.contains(inv["number"].as_str().unwrap()) && html.contains("69.60 CNY"),
+        "{html}"
+    );
+    assert!(html.contains("outage &lt;credit&gt;") && !html.contains("<credit>"));
+    // Numbers run without gaps.
+    let mut numbers: Vec<String> = {
+        let mut db = app.db("billing");
+        db.query("SELECT number FROM invoices", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    numbers.sort();
+    assert_eq!(numbers, ["INV-202610-000001", "INV-202610-000002"]);
+    // Another user sees neither it nor its document.
+    assert_eq!(
+        app.get(&format!("{B}/invoices/{id}"), Some(&debtor_token))
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.get(&format!("{B}/invoices/{id}/document"), Some(&debtor_token))
+            .status(),
+        404
+    );
+    // A paid invoice is not voided.
+    let void = |id: &str| {
+        app.post(
+            &format!("{B}/invoices/{id}/void"),
+            &json!({"reason": "wrong"}),
+            Some(&s.staff),
+        )
+    };
+    assert_eq!(void(id).status(), 409);
+
+    // The debtor's: 0.60 owed, due in 15 days; past due, it is overdue;
+    // money that arrives pays the debt and the invoice.
+    let theirs = expect_json(app.get(&format!("{B}/invoices"), Some(&debtor_token)), 200);
+    let d = &theirs["items"][0];
+    let did = d["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (d["status"].as_str(), d["amount_due_minor"].as_i64()),
+        (Some("issued"), Some(60))
+    );
+    app.db("billing")
+        .execute(
+            "UPDATE invoices SET due_at = now() AT TIME ZONE 'UTC' - interval '1 day' WHERE id = $1::text::uuid",
+            &[&did],
+        )
+        .unwrap();
+    let later = expect_json(run("2026-10"), 200);
+    assert_eq!(
+        (later["overdue"].as_i64(), later["paid"].as_i64()),
+        (Some(1), Some(0))
+    );
+    expect_json(
+        app.post_idempotent(
+            &format!("{B}/admin/postings"),
+            &json!({"user_id": debtor, "kind": "recharge", "amount_minor": 1_000, "currency": "CNY", "reason": "paid"}),
+            Some(&s.staff),
+            "debtor-top",
+        ),
+        201,
+    );
+    let settled = expect_json(run("2026-10"), 200);
+    assert_eq!(settled["paid"], 1);
+    let d = expect_json(
+        app.get(&format!("{B}/invoices/{did}"), Some(&debtor_token)),
+        200,
+    );
+    assert_eq!(d["status"], "paid");
+    for e in ["invoice.issued", "invoice.overdue", "invoice.paid"] {
+        assert_eq!(s.events(&did, e), 1, "{e}");
+    }
+
+    // Reports, for platform staff only: October's device time, and this
+    // month's revenue (the ledger is never backdated): 99.00 - 30.00 +
+    // 2 x 0.60.
+    let usage = expect_json(
+        app.get(
+            &format!("{B}/reports/usage?from=2026-10&to=2026-10"),
+            Some(&s.staff),
+        ),
+        200,
+    );
+    assert_eq!(usage["items"][0]["minutes"], 60);
+    assert_eq!(usage["items"][0]["users"], 2);
+    let revenue = expect_json(
+        app.get(&format!("{B}/reports/revenue"), Some(&s.staff)),
+        200,
+    );
+    let net: i64 = revenue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["currency"] == "CNY")
+        .map(|r| r["revenue_minor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(net, 9_900 - 3_000 + 120);
+    assert_eq!(
+        app.get(&format!("{B}/reports/revenue"), Some(&s.token))
+            .status(),
+        403
+    );
+    s.ledger_ok();
+}
