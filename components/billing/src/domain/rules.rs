@@ -346,32 +346,19 @@ pub fn price(
             if quantity > 366 * 1440 {
                 return Err("a time-of-day line covers at most 366 days of minutes".into());
             }
+            // The window of each minute of the day (`windows.len()`: none).
+            let mut window_of = [windows.len(); 1440];
+            for (i, w) in windows.iter().enumerate() {
+                let (from, to) = (hhmm(&w.from, "from")?, hhmm(&w.to, "to")?);
+                for m in window_minutes(from, to) {
+                    window_of[m as usize] = i;
+                }
+            }
             let mut by_window = vec![0_i64; windows.len() + 1];
             let local = start + Duration::minutes(i64::from(*utc_offset_minutes));
-            let mut minute = local.hour() * 60 + local.minute();
-            let ranges: Vec<(u32, u32)> = windows
-                .iter()
-                .map(|w| {
-                    (
-                        hhmm(&w.from, "from").unwrap_or(0),
-                        hhmm(&w.to, "to").unwrap_or(0),
-                    )
-                })
-                .collect();
-            let within = |m: u32, (from, to): (u32, u32)| {
-                let to = if to == 0 { 1440 } else { to };
-                if from > to {
-                    m >= from || m < to
-                } else {
-                    m >= from && m < to
-                }
-            };
+            let mut minute = (local.hour() * 60 + local.minute()) as usize;
             for _ in 0..quantity {
-                let i = ranges
-                    .iter()
-                    .position(|r| within(minute, *r))
-                    .unwrap_or(windows.len());
-                by_window[i] += 1;
+                by_window[window_of[minute]] += 1;
                 minute = (minute + 1) % 1440;
             }
             let mut steps = Vec::new();

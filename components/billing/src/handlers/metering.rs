@@ -209,11 +209,7 @@ fn meter(
                 request_id,
             },
         )?;
-        let t = match posted {
-            ledger::Posted::New(t) | ledger::Posted::Repeat(t) => t,
-            ledger::Posted::KeyReused => return Err(Error::KeyReused),
-            ledger::Posted::Insufficient => return Err(Error::Insufficient),
-        };
+        let t = super::recorded(posted)?;
         transaction = Some(t.id);
         super::effects::after_movement(tx, run.user_id, run.tenant_id, currency, t.id, request_id)?;
     }

@@ -82,3 +82,14 @@ pub fn catalogue_tenant(caller: &Caller, given: Option<String>) -> Result<Option
         }),
     )
 }
+
+/// What a posting recorded (now or, for a repeated key, before), or why it
+/// recorded nothing: `Insufficient` (a floor), `KeyReused`.
+pub fn recorded(p: crate::repo::ledger::Posted) -> Result<crate::repo::ledger::Transaction> {
+    use crate::repo::ledger::Posted;
+    match p {
+        Posted::New(t) | Posted::Repeat(t) => Ok(t),
+        Posted::KeyReused => Err(Error::KeyReused),
+        Posted::Insufficient => Err(Error::Insufficient),
+    }
+}

@@ -99,11 +99,10 @@ fn post(tx: &Db, o: &Order, kind: Kind, step: &str, request_id: &str) -> Result<
             request_id,
         },
     )?;
-    let t = match posted {
-        ledger::Posted::New(t) | ledger::Posted::Repeat(t) => t,
-        ledger::Posted::KeyReused => return Err(Error::KeyReused),
-        ledger::Posted::Insufficient => return Ok(false),
-    };
+    if matches!(posted, ledger::Posted::Insufficient) {
+        return Ok(false);
+    }
+    let t = super::recorded(posted)?;
     super::effects::after_movement(tx, o.user_id, o.tenant_id, currency, t.id, request_id)?;
     Ok(true)
 }

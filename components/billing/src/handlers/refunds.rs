@@ -179,11 +179,7 @@ fn carry_out(call: &Call, id: Uuid, approver: Option<Uuid>) -> Result<Refund> {
                 request_id: &call.ctx.request_id,
             },
         )?;
-        let t = match posted {
-            ledger::Posted::New(t) | ledger::Posted::Repeat(t) => t,
-            ledger::Posted::KeyReused => return Err(Error::KeyReused),
-            ledger::Posted::Insufficient => return Err(Error::Insufficient),
-        };
+        let t = super::recorded(posted)?;
         if !orders::refunded(tx, o.id, r.amount_minor, full)? {
             return Err(Error::Conflict(
                 "the order was refunded meanwhile: this refund no longer fits".into(),
