@@ -219,6 +219,16 @@ pub fn uuid_param(value: Option<String>, name: &str) -> Result<Option<uuid::Uuid
         .transpose()
 }
 
+/// A query parameter that must be `true` or `false` when present.
+pub fn bool_param(value: Option<String>, name: &str) -> Result<Option<bool>, Problem> {
+    match value.as_deref() {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(Problem::invalid(format!("{name} must be true or false"))),
+    }
+}
+
 /// A query parameter that must be one of `allowed` when present.
 pub fn one_of(
     value: Option<String>,
@@ -246,6 +256,14 @@ pub fn rfc3339(raw: &str, field: &str) -> Result<chrono::NaiveDateTime, Problem>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_are_true_or_false_or_absent() {
+        assert_eq!(bool_param(None, "active").unwrap(), None);
+        assert_eq!(bool_param(Some("true".into()), "active").unwrap(), Some(true));
+        assert_eq!(bool_param(Some("false".into()), "active").unwrap(), Some(false));
+        assert!(bool_param(Some("1".into()), "active").is_err());
+    }
 
     #[test]
     fn emails_are_checked_and_their_domain_lower_cased() {

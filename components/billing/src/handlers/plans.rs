@@ -104,12 +104,7 @@ pub fn create(call: &Call) -> Result<Response> {
 /// paging.
 pub fn list(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
-    let active = match call.query("active").as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => return Err(Error::Invalid("active must be true or false".into())),
-    };
+    let active = platform::input::bool_param(call.query("active"), "active")?;
     let cycle = call
         .query("cycle")
         .map(|c| Cycle::parse(&c).map(|_| c).map_err(Error::Invalid))

@@ -120,12 +120,7 @@ pub fn list(call: &Call) -> Result<Response> {
         .query("resource")
         .map(|r| rules::unit_of(&r).map(|_| r).map_err(Error::Invalid))
         .transpose()?;
-    let active = match call.query("active").as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => return Err(Error::Invalid("active must be true or false".into())),
-    };
+    let active = platform::input::bool_param(call.query("active"), "active")?;
     let page = call.page()?;
     Ok(platform::http::page_of(
         page,

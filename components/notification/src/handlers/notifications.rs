@@ -8,11 +8,7 @@ use spin_sdk::http::Response;
 pub fn list(call: &Call) -> Result<Response, Error> {
     let caller = call.caller()?;
     let page = call.page()?;
-    let unread_only = match call.query("unread").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(Error::Invalid("unread must be true or false".into())),
-    };
+    let unread_only = platform::input::bool_param(call.query("unread"), "unread")?.unwrap_or(false);
     let db = platform::db::Db::open()?;
     Ok(platform::http::page_of(
         page,
