@@ -260,8 +260,14 @@ mod tests {
     #[test]
     fn flags_are_true_or_false_or_absent() {
         assert_eq!(bool_param(None, "active").unwrap(), None);
-        assert_eq!(bool_param(Some("true".into()), "active").unwrap(), Some(true));
-        assert_eq!(bool_param(Some("false".into()), "active").unwrap(), Some(false));
+        assert_eq!(
+            bool_param(Some("true".into()), "active").unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            bool_param(Some("false".into()), "active").unwrap(),
+            Some(false)
+        );
         assert!(bool_param(Some("1".into()), "active").is_err());
     }
 
