@@ -11,6 +11,7 @@ pub mod apks;
 pub mod billing;
 pub mod nodes;
 pub mod real_agent;
+pub mod stripe;
 
 use anyhow::{bail, Context, Result};
 use reqwest::blocking::{Client, Response};

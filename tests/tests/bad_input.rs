@@ -827,6 +827,13 @@ fn cases(f: &Fixture) -> Vec<Case> {
         ),
         case(
             "POST",
+            "/api/v1/billing/recharges".to_string(),
+            Member,
+            json!({"amount_minor": 5000, "currency": "CNY", "provider": "stripe"}),
+            &["amount_minor", "currency", "provider"],
+        ),
+        case(
+            "POST",
             "/api/v1/billing/rules".to_string(),
             Platform,
             json!({"code": "dt", "name": "Device time", "resource": "device_time",
@@ -981,6 +988,7 @@ const RAW_BODY: &[&str] = &[
     "PUT /api/v1/device/devices/:id/files",
     "PUT /api/v1/device/agent/nodes/:node_id/snapshots/:snapshot_id/archive/:seq",
     "PUT /api/v1/app/uploads/:id/chunks/:seq",
+    "POST /api/v1/billing/webhooks/stripe",
 ];
 
 /// One request with a bad value of its own (a query parameter, a path
@@ -1021,6 +1029,17 @@ fn raw_attempts(f: &Fixture) -> Vec<Raw> {
                 want,
             })
         };
+    // Stripe is not enabled in this app: a delivery is refused before it is
+    // read or recorded (signed, forged and stale ones are in `orders.rs`).
+    let stripe = "/api/v1/billing/webhooks/stripe".to_string();
+    add(
+        "POST",
+        stripe.clone(),
+        Nobody,
+        json_body(json!({"id": "evt_1", "type": "payment_intent.succeeded"})),
+        404,
+    );
+    add("POST", stripe, Nobody, octets(300 * 1024), 413);
     for bad in [
         json!({"command": ""}),
         json!({"command": "   "}),

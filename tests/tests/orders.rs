@@ -7,10 +7,14 @@
 //! (hold released or payment refunded, grant revoked); refunds, partial and
 //! full, the large one approved by a second operator; and the month's
 //! invoices made from all of it: lines, tax, numbers, due, overdue, paid,
-//! void, the document and the reports.
+//! void, the document and the reports. Orders and top-ups paid with
+//! Stripe, against a local simulator that signs as Stripe does: webhooks
+//! delivered twice, out of order, forged and stale; a provider down; an
+//! unpaid order expired and its payment cancelled, a late payment kept.
 
 use e2e::billing::{run_event, wait_for_owner, B};
-use e2e::{error_code, expect_json, roles, TestApp};
+use e2e::stripe::{self, Simulator};
+use e2e::{error_code, expect_json, roles, Options, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -23,7 +27,11 @@ struct Shop {
 }
 
 fn shop() -> Shop {
-    let app = TestApp::spawn();
+    shop_with(Options::default())
+}
+
+fn shop_with(options: Options) -> Shop {
+    let app = TestApp::spawn_with(options);
     let staff = app.platform_admin().token;
     let (buyer, token) = app.signed_up_user();
     wait_for_owner(&app, &buyer);
@@ -120,6 +128,11 @@ impl Shop {
 
     /// Runs the scheduler's saga job until the order's saga is done.
     fn advance_until_done(&self, id: &str) -> Value {
+        self.advance_until(id, "done")
+    }
+
+    /// Runs the scheduler's saga job until the order's saga is at `step`.
+    fn advance_until(&self, id: &str, step: &str) -> Value {
         self.app
             .eventually(Duration::from_secs(60), || {
                 let r = self
@@ -127,9 +140,9 @@ impl Shop {
                     .post_as("scheduler", &format!("{B}/internal/orders/advance"));
                 assert_eq!(r.status(), 200);
                 let o = self.get_order(id);
-                (o["step"] == "done").then_some(o)
+                (o["step"] == step).then_some(o)
             })
-            .expect("the saga finished")
+            .unwrap_or_else(|_| panic!("the saga never reached {step}"))
     }
 
     fn ledger_ok(&self) {
@@ -673,5 +686,251 @@ fn a_months_usage_orders_and_refunds_become_numbered_invoices_with_tax_that_get_
             .status(),
         403
     );
+    s.ledger_ok();
+}
+
+/// Delivers a webhook to billing with a `Stripe-Signature` header (none
+/// when `None`): (status, body).
+fn deliver(app: &TestApp, body: &[u8], signature: Option<String>) -> (u16, Value) {
+    let mut r = reqwest::blocking::Client::new()
+        .post(format!("{}{B}/webhooks/stripe", app.base))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(sig) = signature {
+        r = r.header("stripe-signature", sig);
+    }
+    let resp = r.send().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+/// Signs as Stripe does, now.
+fn signed(body: &[u8]) -> Option<String> {
+    Some(stripe::signature_header(
+        stripe::WEBHOOK_SECRET,
+        stripe::now(),
+        body,
+    ))
+}
+
+#[test]
+fn orders_and_top_ups_paid_with_stripe_apply_each_webhook_once_in_the_providers_order() {
+    let sim = Simulator::start();
+    let s = shop_with(Options {
+        env: sim.env(),
+        ..Options::default()
+    });
+    let app = &s.app;
+    let basic = s.plan("basic", "monthly", 9_900, 2);
+    let before = s.max_devices();
+    let count = |sql: &str| app.count("billing", sql);
+
+    // The order waits for its payment: the intent was made once, with the
+    // order's amount, and the buyer is shown how to pay it.
+    let buy = |key: &str| {
+        app.post_idempotent(
+            &format!("{B}/orders"),
+            &json!({"plan_id": basic, "pay_with": "stripe"}),
+            Some(&s.token),
+            key,
+        )
+    };
+    let o = expect_json(buy("card-1"), 202);
+    let id = o["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (
+            o["status"].as_str(),
+            o["step"].as_str(),
+            o["pay_with"].as_str()
+        ),
+        (Some("pending"), Some("awaiting_payment"), Some("stripe"))
+    );
+    let pi = o["payment"]["provider_ref"].as_str().unwrap().to_string();
+    assert_eq!(o["payment"]["client_secret"], format!("{pi}_secret_sim"));
+    let intent = sim.intent(&pi).unwrap();
+    assert_eq!((intent.amount, intent.currency.as_str()), (9_900, "cny"));
+    assert_eq!(intent.metadata["order_id"], id);
+    assert_eq!(expect_json(buy("card-1"), 200)["id"], id.as_str());
+    assert_eq!(sim.intents(), 1);
+    assert_eq!(s.balance(), (0, 0));
+    // Nobody else is shown the client secret.
+    let staff_view = expect_json(app.get(&format!("{B}/orders/{id}"), Some(&s.staff)), 200);
+    assert!(staff_view["payment"].get("client_secret").is_none());
+
+    // Forged (another secret; no signature) and stale (signed 10 minutes
+    // ago) deliveries are refused, recorded, and change nothing.
+    let paid = stripe::event(
+        "evt_paid",
+        "payment_intent.succeeded",
+        &intent,
+        stripe::now(),
+    );
+    let forged = stripe::signature_header("whsec_someone_else", stripe::now(), &paid);
+    let (status, body) = deliver(app, &paid, Some(forged));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("webhook_forged"))
+    );
+    assert_eq!(deliver(app, &paid, None).0, 400);
+    let stale = stripe::signature_header(stripe::WEBHOOK_SECRET, stripe::now() - 600, &paid);
+    let (status, body) = deliver(app, &paid, Some(stale));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("webhook_stale"))
+    );
+    assert_eq!(s.get_order(&id)["step"], "awaiting_payment");
+    assert_eq!(s.balance(), (0, 0));
+
+    // Signed as Stripe does: the payment is recharged and the saga runs to
+    // the end in the same request.
+    let (status, body) = deliver(app, &paid, signed(&paid));
+    assert_eq!(
+        (status, body["verdict"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    let o = s.get_order(&id);
+    assert_eq!(o["status"], "fulfilled", "{o}");
+    assert_eq!(o["payment"]["status"], "succeeded");
+    assert_eq!(s.max_devices(), before + 2);
+    assert_eq!(s.balance(), (0, 0));
+
+    // Delivered again (Stripe retries with a new signature time): nothing
+    // changes. A failure created before the success, arriving after it,
+    // changes nothing either.
+    let (status, body) = deliver(app, &paid, signed(&paid));
+    assert_eq!((status, body["verdict"].as_str()), (200, Some("duplicate")));
+    let late_failure = stripe::event(
+        "evt_failed_earlier",
+        "payment_intent.payment_failed",
+        &intent,
+        stripe::now() - 30,
+    );
+    let (status, body) = deliver(app, &late_failure, signed(&late_failure));
+    assert_eq!(
+        (status, body["verdict"].as_str()),
+        (200, Some("ignored")),
+        "{body}"
+    );
+    let o = s.get_order(&id);
+    assert_eq!(
+        (o["status"].as_str(), o["payment"]["status"].as_str()),
+        (Some("fulfilled"), Some("succeeded"))
+    );
+    assert_eq!(s.max_devices(), before + 2);
+    assert_eq!(
+        count(&format!("SELECT count(*) FROM ledger_transactions WHERE kind = 'recharge' AND reference = 'payment:{}'",
+            o["payment"]["id"].as_str().unwrap())),
+        1
+    );
+    assert_eq!(s.events(&id, "order.fulfilled"), 1);
+    assert_eq!(
+        count("SELECT count(*) FROM outbox WHERE event_type = 'payment.received'"),
+        1
+    );
+
+    // Every delivery is in the log, with its verdict.
+    for (verdict, n) in [
+        ("forged", 2),
+        ("stale", 1),
+        ("applied", 1),
+        ("duplicate", 1),
+        ("ignored", 1),
+    ] {
+        let page = expect_json(
+            app.get(
+                &format!("{B}/admin/webhooks?verdict={verdict}"),
+                Some(&s.staff),
+            ),
+            200,
+        );
+        assert_eq!(page["total"], n, "{verdict}: {page}");
+    }
+    assert_eq!(
+        app.get(&format!("{B}/admin/webhooks"), Some(&s.token))
+            .status(),
+        403
+    );
+
+    // A top-up: a declined attempt, then the same intent paid.
+    let top_up = |key: &str| {
+        app.post_idempotent(
+            &format!("{B}/recharges"),
+            &json!({"amount_minor": 5_000, "currency": "CNY", "provider": "stripe"}),
+            Some(&s.token),
+            key,
+        )
+    };
+    let p = expect_json(top_up("top-1"), 201);
+    assert_eq!(expect_json(top_up("top-1"), 200)["id"], p["id"]);
+    let intent = sim.intent(p["provider_ref"].as_str().unwrap()).unwrap();
+    let declined = stripe::event(
+        "evt_declined",
+        "payment_intent.payment_failed",
+        &intent,
+        stripe::now() - 5,
+    );
+    assert_eq!(
+        deliver(app, &declined, signed(&declined)).1["verdict"],
+        "applied"
+    );
+    let pid = p["id"].as_str().unwrap();
+    let got = expect_json(app.get(&format!("{B}/payments/{pid}"), Some(&s.token)), 200);
+    assert_eq!(
+        (got["status"].as_str(), got["last_error"].as_str()),
+        (Some("failed"), Some("Your card was declined."))
+    );
+    let ok = stripe::event(
+        "evt_top_up",
+        "payment_intent.succeeded",
+        &intent,
+        stripe::now(),
+    );
+    assert_eq!(deliver(app, &ok, signed(&ok)).1["verdict"], "applied");
+    assert_eq!(s.balance(), (5_000, 0));
+    let mine = expect_json(
+        app.get(&format!("{B}/payments?status=succeeded"), Some(&s.token)),
+        200,
+    );
+    assert_eq!(mine["total"], 2);
+
+    // The provider down when an order is placed: the order waits, and the
+    // scheduler's job asks again once it is back.
+    sim.set_down(true);
+    let o = expect_json(buy("card-2"), 202);
+    let second = o["id"].as_str().unwrap().to_string();
+    assert_eq!(o["step"], "created");
+    sim.set_down(false);
+    let o = s.advance_until(&second, "awaiting_payment");
+    let intent = sim
+        .intent(o["payment"]["provider_ref"].as_str().unwrap())
+        .unwrap();
+
+    // Unpaid at its deadline: expired, its intent cancelled at Stripe,
+    // nothing held. Paid anyway later: the money stays on the balance.
+    app.db("billing")
+        .execute(
+            "UPDATE orders SET deadline = now() AT TIME ZONE 'UTC' - interval '1 second' WHERE id = $1",
+            &[&uuid::Uuid::parse_str(&second).unwrap()],
+        )
+        .unwrap();
+    let o = s.advance_until_done(&second);
+    assert_eq!(o["status"], "expired", "{o}");
+    assert_eq!(sim.intent(&intent.id).unwrap().status, "canceled");
+    assert_eq!(s.balance(), (5_000, 0));
+    let late = stripe::event(
+        "evt_late",
+        "payment_intent.succeeded",
+        &intent,
+        stripe::now(),
+    );
+    let (status, body) = deliver(app, &late, signed(&late));
+    assert_eq!(
+        (status, body["verdict"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    assert_eq!(s.balance(), (5_000 + 9_900, 0));
+    assert_eq!(s.get_order(&second)["status"], "expired");
     s.ledger_ok();
 }

@@ -1,12 +1,13 @@
 //! The whole route table of `billing`, below `/api/v1/billing`, as data:
 //! one row per route with its guard and handler (`platform::router`).
-//! Public: `health` and `health/live`. Internal routes accept only the
+//! Public: `health`, `health/live`, and `webhooks/stripe` (Stripe's
+//! signature is its authentication). Internal routes accept only the
 //! service tokens named in their guard. `docs/api.md` lists the same table.
 
 use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::handlers::{
-    balances, invoices, metering, orders, plans, postings, refunds, rules, transactions,
+    balances, invoices, metering, orders, payments, plans, postings, refunds, rules, transactions,
 };
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
@@ -44,6 +45,11 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "orders/:id/cancel", Permission("billing:purchase"), orders::cancel),
     route("POST", "orders/:id/refunds", Permission("billing:manage"), refunds::create),
     route("POST", "refunds/:id/approve", Permission("billing:manage"), refunds::approve),
+    route("POST", "recharges", Permission("billing:purchase"), payments::top_up),
+    route("GET", "payments", Permission("billing:read"), payments::list),
+    route("GET", "payments/:id", Permission("billing:read"), payments::get),
+    route("POST", "webhooks/stripe", Public, payments::stripe_webhook),
+    route("GET", "admin/webhooks", Permission("billing:manage"), payments::webhooks),
     route("GET", "rules", Permission("billing:read"), rules::list),
     route("POST", "rules", Permission("billing:manage"), rules::create),
     route("POST", "rules/calculate", Permission("billing:read"), rules::calculate),

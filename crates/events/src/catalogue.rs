@@ -368,6 +368,22 @@ pub const PAYMENT_SUCCEEDED: EventType = EventType {
     schema_version: 1,
 };
 
+/// A provider confirmed a payment: the money was recharged to the payer's
+/// balance (and pays their order, if it was for one).
+pub const PAYMENT_RECEIVED: EventType = EventType {
+    name: "payment.received",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// A provider reported a failed attempt to pay (the payer may try again
+/// until the payment or its order is given up).
+pub const PAYMENT_FAILED: EventType = EventType {
+    name: "payment.failed",
+    source: "billing",
+    schema_version: 1,
+};
+
 /// A monthly invoice was issued (or issued already paid).
 pub const INVOICE_ISSUED: EventType = EventType {
     name: "invoice.issued",
@@ -453,6 +469,8 @@ pub const CATALOGUE: &[EventType] = &[
     ORDER_FAILED,
     ORDER_REFUNDED,
     PAYMENT_SUCCEEDED,
+    PAYMENT_RECEIVED,
+    PAYMENT_FAILED,
     INVOICE_ISSUED,
     INVOICE_PAID,
     INVOICE_OVERDUE,

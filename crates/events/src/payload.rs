@@ -397,6 +397,32 @@ pub struct OrderChange {
     pub period_end: Option<String>,
 }
 
+/// `payment.received` and `payment.failed` (schema version 1): a payment
+/// by a provider after the change, amounts in minor units of `currency`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PaymentChange {
+    /// The payment.
+    pub payment_id: Uuid,
+    /// The payer.
+    pub user_id: Uuid,
+    /// Their tenant.
+    pub tenant_id: Option<Uuid>,
+    /// The order it pays (none: a top-up of the balance).
+    pub order_id: Option<Uuid>,
+    /// `stripe`.
+    pub provider: String,
+    /// `succeeded`, `failed`.
+    pub status: String,
+    /// Asked for.
+    pub amount_minor: i64,
+    /// Received (once succeeded).
+    pub received_minor: Option<i64>,
+    /// ISO 4217.
+    pub currency: String,
+    /// The provider's reason for a failure.
+    pub error: Option<String>,
+}
+
 /// `invoice.*` (schema version 1): an invoice after the change, amounts in
 /// minor units of `currency`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

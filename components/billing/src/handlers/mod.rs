@@ -4,7 +4,8 @@
 //! transaction, CSV exports, statistics and the ledger's own check;
 //! `metering`: device time charged from run intervals, and usage records;
 //! `effects`: what follows every movement (debts paid, alerts); `plans`,
-//! `orders` (the purchase saga), `refunds`, `rules` (prices explained),
+//! `orders` (the purchase saga), `payments` (providers and their
+//! webhooks), `refunds`, `rules` (prices explained),
 //! and `invoices` (the monthly run, documents, reports).
 
 pub mod balances;
@@ -12,6 +13,7 @@ pub mod effects;
 pub mod invoices;
 pub mod metering;
 pub mod orders;
+pub mod payments;
 pub mod plans;
 pub mod postings;
 pub mod refunds;

@@ -21,6 +21,7 @@ use crate::domain::posting::{Kind, Posting};
 use crate::error::{Error, Result};
 use crate::repo::ledger;
 use crate::repo::orders::{self, Move, NewOrder, Order};
+use crate::repo::payments;
 use platform::db::Db;
 use platform::events::catalogue::{
     EventType, ORDER_FAILED, ORDER_FULFILLED, ORDER_PAID, PAYMENT_SUCCEEDED,
@@ -165,42 +166,15 @@ fn call_user(ctx: &Ctx, url: &str, body: Option<&serde_json::Value>) -> Answer {
 fn step(ctx: &Ctx, o: &Order) -> Result<bool> {
     let rid = &ctx.request_id;
     match o.step.as_str() {
-        "created" => {
-            let db = db()?;
-            let held = match db.transaction(|tx| {
-                if !post(tx, o, Kind::Freeze, "hold", rid)? {
-                    return Err(Error::Insufficient);
-                }
-                orders::advance(tx, o.id, "created", "funds_held", &Move::default())?;
-                Ok(())
-            }) {
-                Ok(()) => true,
-                Err(Error::Insufficient) => false,
-                Err(e) => return Err(e),
-            };
-            if !held {
-                let failure = format!(
-                    "payment declined: the balance does not cover {} {}",
-                    Money::display(
-                        o.amount_minor,
-                        Currency::parse(&o.currency).map_err(Error::Invalid)?
-                    ),
-                    o.currency
-                );
-                moved(
-                    o,
-                    "created",
-                    "done",
-                    &Move {
-                        status: Some("failed"),
-                        failure: Some(&failure),
-                        ..Move::default()
-                    },
-                    &[&ORDER_FAILED],
-                )?;
+        "created" if o.pay_with == "balance" => hold(ctx, o),
+        "created" => start_payment(o),
+        "awaiting_payment" => {
+            if !orders::past_deadline(&db()?, o.id)? {
+                return Ok(false);
             }
-            Ok(true)
+            begin_compensation(o, &format!("{TIMED_OUT} waiting for the payment"))
         }
+        "funded" => hold(ctx, o),
         "funds_held" => {
             if orders::past_deadline(&db()?, o.id)? {
                 return begin_compensation(o, &format!("{TIMED_OUT} reserving quota in user"));
@@ -293,6 +267,70 @@ fn step(ctx: &Ctx, o: &Order) -> Result<bool> {
     }
 }
 
+/// Holds the order's amount on the buyer's balance (a balance order's
+/// first step; a provider's order's once its payment was recharged), or
+/// fails it, nothing held, when the balance does not cover it.
+fn hold(ctx: &Ctx, o: &Order) -> Result<bool> {
+    let rid = &ctx.request_id;
+    let db = db()?;
+    let held = match db.transaction(|tx| {
+        if !post(tx, o, Kind::Freeze, "hold", rid)? {
+            return Err(Error::Insufficient);
+        }
+        orders::advance(tx, o.id, &o.step, "funds_held", &Move::default())?;
+        Ok(())
+    }) {
+        Ok(()) => true,
+        Err(Error::Insufficient) => false,
+        Err(e) => return Err(e),
+    };
+    if !held {
+        let failure = format!(
+            "payment declined: the balance does not cover {} {}",
+            Money::display(
+                o.amount_minor,
+                Currency::parse(&o.currency).map_err(Error::Invalid)?
+            ),
+            o.currency
+        );
+        moved(
+            o,
+            &o.step,
+            "done",
+            &Move {
+                status: Some("failed"),
+                failure: Some(&failure),
+                ..Move::default()
+            },
+            &[&ORDER_FAILED],
+        )?;
+    }
+    Ok(true)
+}
+
+/// Asks the provider for the order's payment; the buyer pays it with what
+/// the order shows (`payment.client_secret`) and the provider's webhook
+/// carries the saga on (`payments`).
+fn start_payment(o: &Order) -> Result<bool> {
+    if orders::past_deadline(&db()?, o.id)? {
+        return begin_compensation(o, &format!("{TIMED_OUT} asking for the payment"));
+    }
+    let p = super::payments::for_order(o)?;
+    let name = o.plan["name"].as_str().unwrap_or("plan");
+    match super::payments::start(&p, &format!("order {} ({name})", o.id))? {
+        super::payments::Started::Ready(_) => {
+            moved(o, "created", "awaiting_payment", &Move::default(), &[])
+        }
+        super::payments::Started::Refused(why) => {
+            begin_compensation(o, &format!("payment refused: {why}"))
+        }
+        super::payments::Started::Unreachable => {
+            orders::attempted(&db()?, o.id)?;
+            Ok(false)
+        }
+    }
+}
+
 /// Records why the saga is being undone; the next step undoes it.
 fn begin_compensation(o: &Order, why: &str) -> Result<bool> {
     moved(
@@ -310,6 +348,12 @@ fn begin_compensation(o: &Order, why: &str) -> Result<bool> {
 /// Undoes what the saga holds: the grant, then the money (the hold
 /// released before payment, the payment refunded after).
 fn compensate(ctx: &Ctx, o: &Order) -> Result<bool> {
+    if o.pay_with != "balance" && o.status == "pending" {
+        let payment = payments::of_order(&db()?, o.id)?;
+        if let Some(p) = payment {
+            super::payments::cancel(&p);
+        }
+    }
     if let Some(grant) = o.grant_id {
         match call_user(ctx, &format!("{GRANTS}/{grant}/revoke"), None) {
             Answer::Done(_) | Answer::Refused(_) => {}
@@ -327,7 +371,9 @@ fn compensate(ctx: &Ctx, o: &Order) -> Result<bool> {
     let db = db()?;
     db.transaction(|tx| {
         match Status::parse(&o.status).map_err(Error::Invalid)? {
-            Status::Pending => {
+            // Only what was held is released (nothing is, before the hold
+            // step ran, or for a provider's order never paid).
+            Status::Pending if ledger::by_key(tx, &format!("order:{}:hold", o.id))?.is_some() => {
                 post(tx, o, Kind::Unfreeze, "release", &ctx.request_id)?;
             }
             Status::Paid => {
@@ -400,11 +446,10 @@ pub fn create(call: &Call) -> Result<Response> {
     if !(1..=120).contains(&cycles) {
         return Err(Error::Invalid("cycles must be from 1 to 120".into()));
     }
-    if input.pay_with.as_deref().is_some_and(|p| p != "balance") {
-        return Err(Error::Invalid(
-            "pay_with must be balance (providers: to come)".into(),
-        ));
-    }
+    let pay_with = match input.pay_with.as_deref() {
+        None | Some("balance") => "balance",
+        Some(p) => super::payments::provider(p)?.name(),
+    };
     let key = platform::http::idempotency_key(call.req)?.ok_or_else(|| {
         Error::Invalid("an Idempotency-Key header is required to place an order".into())
     })?;
@@ -428,6 +473,8 @@ pub fn create(call: &Call) -> Result<Response> {
                     plan: &plan,
                     cycles,
                     amount_minor: amount,
+                    // Nothing to ask a provider for a free plan.
+                    pay_with: if amount == 0 { "balance" } else { pay_with },
                     key: &key,
                     deadline_secs: deadline,
                 },
@@ -435,11 +482,11 @@ pub fn create(call: &Call) -> Result<Response> {
         })?
     };
     if !made {
-        return Ok(platform::http::json(200, &order));
+        return Ok(platform::http::json(200, &shown(&db()?, &order, caller)?));
     }
     let o = run(call.ctx, order.id)?;
     match o.status.as_str() {
-        "fulfilled" => Ok(platform::http::json(201, &o)),
+        "fulfilled" => Ok(platform::http::json(201, &shown(&db()?, &o, caller)?)),
         "failed"
             if o.failure
                 .as_deref()
@@ -456,8 +503,21 @@ pub fn create(call: &Call) -> Result<Response> {
             "order_failed",
             format!("order {}: {}", o.id, o.failure.unwrap_or_default()),
         ))),
-        _ => Ok(platform::http::json(202, &o)),
+        _ => Ok(platform::http::json(202, &shown(&db()?, &o, caller)?)),
     }
+}
+
+/// An order as shown, with its provider's `payment` (none for a balance
+/// order); what the buyer's client needs to pay it only to the buyer.
+fn shown(db: &Db, o: &Order, caller: &access::Caller) -> Result<serde_json::Value> {
+    let mut body =
+        serde_json::to_value(o).map_err(|e| platform::Problem::internal(e.to_string()))?;
+    let mut payment = payments::of_order(db, o.id)?;
+    if let Some(p) = payment.as_mut().filter(|_| o.user_id != caller.user_id) {
+        p.client_secret = None;
+    }
+    body["payment"] = serde_json::json!(payment);
+    Ok(body)
 }
 
 /// An order the caller may see (its buyer in their data scope).
@@ -497,8 +557,7 @@ pub fn list(call: &Call) -> Result<Response> {
 pub fn get(call: &Call) -> Result<Response> {
     let db = db()?;
     let o = visible(&db, call, call.id("id", "order")?)?;
-    let mut body =
-        serde_json::to_value(&o).map_err(|e| platform::Problem::internal(e.to_string()))?;
+    let mut body = shown(&db, &o, call.caller()?)?;
     body["history"] = serde_json::json!(orders::history_of(&db, o.id)?);
     body["refunds"] = serde_json::json!(crate::repo::refunds::of_order(&db, o.id)?);
     Ok(platform::http::json(200, &body))
@@ -514,7 +573,9 @@ pub fn cancel(call: &Call) -> Result<Response> {
         return Err(Error::Forbidden("only the buyer cancels an order"));
     }
     let from = o.step.as_str();
-    if o.status != "pending" || !["created", "funds_held"].contains(&from) {
+    if o.status != "pending"
+        || !["created", "awaiting_payment", "funded", "funds_held"].contains(&from)
+    {
         return Err(Error::Conflict(format!(
             "the order is {} and cannot be cancelled",
             o.status

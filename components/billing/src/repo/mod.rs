@@ -1,11 +1,12 @@
 //! All SQL of `billing`: the ledger, the accounts' views, metering, plans,
-//! orders, refunds, billing rules and invoices.
+//! orders, payments and their webhooks, refunds, billing rules and invoices.
 
 pub mod accounts;
 pub mod invoices;
 pub mod ledger;
 pub mod metering;
 pub mod orders;
+pub mod payments;
 pub mod plans;
 pub mod refunds;
 pub mod rules;

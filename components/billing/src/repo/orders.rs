@@ -109,6 +109,8 @@ pub struct NewOrder<'a> {
     pub cycles: i32,
     /// Total.
     pub amount_minor: i64,
+    /// `balance`, or a provider.
+    pub pay_with: &'a str,
     /// The buyer's key.
     pub key: &'a str,
     /// Seconds the saga may run before it is compensated.
@@ -123,7 +125,7 @@ pub fn create(tx: &Db, o: &NewOrder) -> Result<(Order, bool), DbError> {
     let made = tx.execute(
         "INSERT INTO orders (id, user_id, tenant_id, plan_id, plan, cycles, amount_minor, currency, pay_with, \
            status, step, idempotency_key, deadline, lease_until) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'balance', 'pending', 'created', $9, \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11, 'pending', 'created', $9, \
            now() AT TIME ZONE 'UTC' + make_interval(secs => $10::bigint), now() AT TIME ZONE 'UTC' + interval '60 seconds') \
          ON CONFLICT (user_id, idempotency_key) DO NOTHING",
         &[
@@ -137,6 +139,7 @@ pub fn create(tx: &Db, o: &NewOrder) -> Result<(Order, bool), DbError> {
             P::Str(o.plan.currency.clone()),
             P::Str(o.key.into()),
             P::Int64(o.deadline_secs),
+            P::Str(o.pay_with.into()),
         ],
     )? == 1;
     let found = tx
@@ -245,11 +248,14 @@ pub fn past_deadline(db: &Db, id: Uuid) -> Result<bool, DbError> {
         .unwrap_or(false))
 }
 
-/// Claims up to `limit` running sagas no one holds (a lease of 60 s).
+/// Claims up to `limit` running sagas no one holds (a lease of 60 s); one
+/// waiting for a provider's payment only once its deadline passed (the
+/// provider's webhook carries it on before).
 pub fn claim_running(db: &Db, limit: i64) -> Result<Vec<Uuid>, DbError> {
     db.all(
         "UPDATE orders SET lease_until = now() AT TIME ZONE 'UTC' + interval '60 seconds' \
           WHERE id IN (SELECT id FROM orders WHERE step <> 'done' \
+                         AND (step <> 'awaiting_payment' OR deadline < now() AT TIME ZONE 'UTC') \
                          AND (lease_until IS NULL OR lease_until < now() AT TIME ZONE 'UTC') \
                        ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
           RETURNING id",

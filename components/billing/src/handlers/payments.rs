@@ -1,0 +1,572 @@
+//! Payments by external providers (Stripe), behind one adapter: a payment
+//! is asked of the provider (a PaymentIntent, made once per payment by its
+//! idempotency key), the payer pays it in their client with what the
+//! provider returned (`client_secret`), and the provider's signed webhook
+//! says how it went. What a provider confirms is recharged to the payer's
+//! balance once (provider clearing → available); an order it pays then
+//! carries on as one paid from the balance (`orders`). Webhooks apply once
+//! per provider event id, older events than the last one applied change
+//! nothing, and forged, stale or unreadable ones are refused with 400 and
+//! recorded.
+
+use super::{db, scope, uuid_query, visible_owner, Call};
+use crate::domain::money::{Currency, Money};
+use crate::domain::payment::{stripe, Notice, Outcome, Provider, Refusal};
+use crate::domain::posting::{Kind, Posting};
+use crate::error::{Error, Result};
+use crate::repo::ledger;
+use crate::repo::orders::{self as order_rows, Move};
+use crate::repo::payments::{self, NewPayment, Payment, Received};
+use platform::db::Db;
+use platform::events::catalogue::{EventType, PAYMENT_FAILED, PAYMENT_RECEIVED};
+use platform::events::payload::PaymentChange;
+use platform::Problem;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use spin_sdk::http::{Method, Request, Response};
+use uuid::Uuid;
+
+/// Largest webhook body read (Stripe's events are a few KiB).
+const MAX_WEBHOOK: usize = 256 * 1024;
+
+/// Stripe's settings: `stripe_api_base` (also in `allowed_outbound_hosts`),
+/// `stripe_secret_key` and `stripe_webhook_secret` (both empty: Stripe is
+/// not offered), `stripe_webhook_tolerance_secs`.
+struct Stripe {
+    api: String,
+    key: String,
+    webhook_secret: String,
+    tolerance: i64,
+}
+
+fn stripe_settings() -> Result<Stripe> {
+    let s = Stripe {
+        api: platform::var("stripe_api_base")?
+            .trim_end_matches('/')
+            .to_string(),
+        key: platform::var("stripe_secret_key")?,
+        webhook_secret: platform::var("stripe_webhook_secret")?,
+        tolerance: platform::var("stripe_webhook_tolerance_secs")?
+            .parse()
+            .ok()
+            .filter(|t| (1..=86_400).contains(t))
+            .unwrap_or(stripe::DEFAULT_TOLERANCE_SECS),
+    };
+    if s.key.is_empty() || s.webhook_secret.is_empty() {
+        return Err(Error::Problem(Problem::new(
+            400,
+            "provider_unavailable",
+            "payments by stripe are not enabled here (no stripe_secret_key / stripe_webhook_secret)",
+        )));
+    }
+    Ok(s)
+}
+
+/// A provider named in input, enabled here.
+pub fn provider(raw: &str) -> Result<Provider> {
+    let p = Provider::parse(raw).map_err(Error::Invalid)?;
+    match p {
+        Provider::Stripe => stripe_settings().map(|_| p),
+    }
+}
+
+/// What asking a provider for a payment came to.
+pub enum Started {
+    /// The provider made it (or had made it): the payer can pay.
+    Ready(Box<Payment>),
+    /// The provider refused it (4xx): it will not be made.
+    Refused(String),
+    /// The provider could not be reached or failed (5xx): try again.
+    Unreachable,
+}
+
+/// Sends a request to a provider's API, form-encoded, to completion; never
+/// while a database connection is held.
+fn send_to_provider(
+    url: &str,
+    key: &str,
+    idempotency_key: Option<&str>,
+    form: &str,
+) -> Option<Response> {
+    if platform::db::open_connections() > 0 {
+        return None;
+    }
+    let mut b = Request::builder();
+    b.method(Method::Post)
+        .uri(url)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", form.len().to_string());
+    if let Some(k) = idempotency_key {
+        b.header("idempotency-key", k);
+    }
+    let req = b.body(form.as_bytes().to_vec()).build();
+    spin_sdk::http::run(spin_sdk::http::send(req))
+        .map_err(|e: spin_sdk::http::SendError| {
+            eprintln!(
+                "{}",
+                serde_json::json!({"level": "warn", "msg": "a payment provider could not be reached", "url": url, "cause": e.to_string()})
+            );
+        })
+        .ok()
+}
+
+/// Asks the provider for `p` (once: the provider's idempotency key is the
+/// payment's id) and records what it made.
+pub fn start(p: &Payment, description: &str) -> Result<Started> {
+    if p.provider_ref.is_some() {
+        return Ok(Started::Ready(Box::new(p.clone())));
+    }
+    let s = stripe_settings()?;
+    let mut form = vec![
+        ("amount", p.amount_minor.to_string()),
+        ("currency", p.currency.to_ascii_lowercase()),
+        ("description", description.to_string()),
+        ("automatic_payment_methods[enabled]", "true".to_string()),
+        ("metadata[payment_id]", p.id.to_string()),
+        ("metadata[user_id]", p.user_id.to_string()),
+    ];
+    if let Some(o) = p.order_id {
+        form.push(("metadata[order_id]", o.to_string()));
+    }
+    let Some(r) = send_to_provider(
+        &format!("{}/v1/payment_intents", s.api),
+        &s.key,
+        Some(&format!("payment:{}", p.id)),
+        &crate::domain::payment::form(&form),
+    ) else {
+        return Ok(Started::Unreachable);
+    };
+    let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap_or_default();
+    match *r.status() {
+        200..=299 => {
+            let (Some(id), Some(secret)) = (body["id"].as_str(), body["client_secret"].as_str())
+            else {
+                return Ok(Started::Refused(
+                    "stripe answered without an id and a client secret".into(),
+                ));
+            };
+            let db = db()?;
+            payments::started(&db, p.id, id, secret)?;
+            Ok(Started::Ready(Box::new(
+                payments::find(&db, p.id)?.ok_or(Error::NotFound("payment"))?,
+            )))
+        }
+        400..=499 => Ok(Started::Refused(format!(
+            "stripe answered {}: {}",
+            r.status(),
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given")
+        ))),
+        _ => Ok(Started::Unreachable),
+    }
+}
+
+/// Cancels a payment the provider still waits for (an order given up), so
+/// it can no longer be paid; best effort: money that arrives anyway is
+/// recharged to the payer's balance.
+pub fn cancel(p: &Payment) {
+    let (Ok(s), Some(reference)) = (stripe_settings(), p.provider_ref.as_deref()) else {
+        return;
+    };
+    if p.status == "pending" || p.status == "failed" {
+        send_to_provider(
+            &format!("{}/v1/payment_intents/{reference}/cancel", s.api),
+            &s.key,
+            None,
+            "",
+        );
+    }
+}
+
+/// `payment.*` for a payment, in `tx`.
+fn announce(tx: &Db, event: &EventType, p: &Payment) -> Result<()> {
+    let payload = PaymentChange {
+        payment_id: p.id,
+        user_id: p.user_id,
+        tenant_id: p.tenant_id,
+        order_id: p.order_id,
+        provider: p.provider.clone(),
+        status: p.status.clone(),
+        amount_minor: p.amount_minor,
+        received_minor: p.received_minor,
+        currency: p.currency.clone(),
+        error: p.last_error.clone(),
+    };
+    let version = i64::from(event == &PAYMENT_RECEIVED) + 1;
+    platform::outbox::enqueue(tx, event, &p.id.to_string(), version, &payload)?;
+    Ok(())
+}
+
+/// What applying a webhook came to.
+struct Applied {
+    verdict: &'static str,
+    detail: Option<String>,
+    /// An order the payment made ready to carry on (or to undo).
+    order: Option<Uuid>,
+}
+
+impl Applied {
+    fn ignored(why: &str) -> Self {
+        Self {
+            verdict: "ignored",
+            detail: Some(why.into()),
+            order: None,
+        }
+    }
+}
+
+/// Applies a verified event to the payment it is about, in `tx`.
+fn apply(tx: &Db, n: &Notice, request_id: &str) -> Result<Applied> {
+    let Some(p) = payments::by_ref_for_update(tx, "stripe", &n.payment_ref)? else {
+        return Ok(Applied::ignored("no payment here has this id"));
+    };
+    match &n.outcome {
+        Outcome::Succeeded {
+            amount_minor,
+            currency,
+        } => {
+            if p.status == "succeeded" {
+                return Ok(Applied::ignored("the payment was received already"));
+            }
+            let cur = Currency::parse(currency).map_err(Error::Invalid)?;
+            let posting = Posting::new(
+                Kind::Recharge,
+                Money::positive(*amount_minor, cur).map_err(Error::Invalid)?,
+            )
+            .map_err(Error::Invalid)?;
+            let key = format!("payment:{}", p.id);
+            let t = super::recorded(ledger::post(
+                tx,
+                &ledger::NewTransaction {
+                    posting: &posting,
+                    user: p.user_id,
+                    tenant: p.tenant_id,
+                    actor: None,
+                    reason: &format!("payment {} by stripe", n.payment_ref),
+                    reference: Some(&key),
+                    key: &key,
+                    fingerprint: &key,
+                    request_id,
+                },
+            )?)?;
+            payments::succeeded(tx, p.id, *amount_minor, n.created, t.id)?;
+            super::effects::after_movement(tx, p.user_id, p.tenant_id, cur, t.id, request_id)?;
+            let after = payments::find(tx, p.id)?.ok_or(Error::NotFound("payment"))?;
+            announce(tx, &PAYMENT_RECEIVED, &after)?;
+            let mut applied = Applied {
+                verdict: "applied",
+                detail: None,
+                order: None,
+            };
+            if let Some(order) = p.order_id {
+                let covers = *amount_minor >= p.amount_minor && cur.code() == p.currency;
+                if covers
+                    && order_rows::advance(
+                        tx,
+                        order,
+                        "awaiting_payment",
+                        "funded",
+                        &Move::default(),
+                    )?
+                {
+                    applied.order = Some(order);
+                } else {
+                    applied.detail = Some(
+                        "recharged to the balance; the order was no longer waiting for it".into(),
+                    );
+                }
+            }
+            Ok(applied)
+        }
+        Outcome::Failed { reason } => {
+            if !payments::not_paid(tx, p.id, "failed", Some(reason), n.created)? {
+                return Ok(Applied::ignored("a later event was applied already"));
+            }
+            let after = payments::find(tx, p.id)?.ok_or(Error::NotFound("payment"))?;
+            announce(tx, &PAYMENT_FAILED, &after)?;
+            Ok(Applied {
+                verdict: "applied",
+                detail: None,
+                order: None,
+            })
+        }
+        Outcome::Cancelled => {
+            if !payments::not_paid(tx, p.id, "cancelled", None, n.created)? {
+                return Ok(Applied::ignored("a later event was applied already"));
+            }
+            let mut applied = Applied {
+                verdict: "applied",
+                detail: None,
+                order: None,
+            };
+            if let Some(order) = p.order_id {
+                let undo = Move {
+                    failure: Some("the payment was cancelled at stripe"),
+                    ..Move::default()
+                };
+                if order_rows::advance(tx, order, "awaiting_payment", "compensating", &undo)? {
+                    applied.order = Some(order);
+                }
+            }
+            Ok(applied)
+        }
+        Outcome::Other => Ok(Applied::ignored("this event changes nothing here")),
+    }
+}
+
+/// `POST /webhooks/stripe` (public; Stripe's signature is the
+/// authentication): `200 {received, verdict}` once applied, ignored, or a
+/// duplicate of an event applied before; `400 webhook_forged`,
+/// `webhook_stale` or `webhook_malformed` (recorded) otherwise.
+pub fn stripe_webhook(call: &Call) -> Result<Response> {
+    let body = call.req.body();
+    if body.len() > MAX_WEBHOOK {
+        return Err(Error::Problem(Problem::new(
+            413,
+            "payload_too_large",
+            format!("body larger than {MAX_WEBHOOK} bytes"),
+        )));
+    }
+    let s = stripe_settings().map_err(|_| Error::NotFound("webhook endpoint"))?;
+    let sha = hex::encode(Sha256::digest(body));
+    let signature = call.req.header("stripe-signature").and_then(|v| v.as_str());
+    let now = chrono::Utc::now().timestamp();
+    let notice = match stripe::verify(signature, body, &s.webhook_secret, now, s.tolerance)
+        .and_then(|()| stripe::notice(body))
+    {
+        Ok(n) => n,
+        Err(refusal) => return refuse(&sha, &refusal),
+    };
+    let rid = call.ctx.request_id.clone();
+    let db = db()?;
+    // The row of the event is written first: a second delivery of it waits
+    // for the first one's transaction, then finds it and changes nothing.
+    let applied = db.transaction(|tx| {
+        let Some(id) = payments::record(tx, &received(&notice, &sha, "applied", None))? else {
+            return Ok(None);
+        };
+        let a = apply(tx, &notice, &rid)?;
+        if a.verdict != "applied" || a.detail.is_some() {
+            payments::set_verdict(tx, id, a.verdict, a.detail.as_deref())?;
+        }
+        Ok::<_, Error>(Some(a))
+    })?;
+    let Some(applied) = applied else {
+        payments::record(
+            &db,
+            &received(
+                &notice,
+                &sha,
+                "duplicate",
+                Some("this event was received before"),
+            ),
+        )?;
+        return Ok(platform::http::json(
+            200,
+            &serde_json::json!({"received": true, "verdict": "duplicate"}),
+        ));
+    };
+    platform::outbox::publish_after_commit(&db, &rid);
+    drop(db);
+    if let Some(order) = applied.order {
+        // The order's saga carries on now; if it cannot, the scheduler's job does.
+        if let Err(e) = super::orders::run(call.ctx, order) {
+            let p: Problem = e.into();
+            eprintln!(
+                "{}",
+                serde_json::json!({"level": "warn", "request_id": rid, "msg": "an order paid by stripe could not carry on yet", "order_id": order, "cause": p.internal.unwrap_or(p.message)})
+            );
+        }
+    }
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"received": true, "verdict": applied.verdict, "detail": applied.detail}),
+    ))
+}
+
+/// The record of a verified webhook.
+fn received<'a>(
+    n: &'a Notice,
+    sha: &'a str,
+    verdict: &'a str,
+    detail: Option<&'a str>,
+) -> Received<'a> {
+    Received {
+        provider: "stripe",
+        event_id: Some(&n.event_id),
+        event_type: Some(&n.event_type),
+        payment_ref: Some(&n.payment_ref),
+        verdict,
+        detail,
+        body_sha256: sha,
+    }
+}
+
+/// Records a refused webhook and answers 400.
+fn refuse(sha: &str, r: &Refusal) -> Result<Response> {
+    payments::record(
+        &db()?,
+        &Received {
+            provider: "stripe",
+            event_id: None,
+            event_type: None,
+            payment_ref: None,
+            verdict: r.verdict(),
+            detail: Some(r.detail()),
+            body_sha256: sha,
+        },
+    )?;
+    Err(Error::Problem(Problem::new(
+        400,
+        r.code(),
+        format!("webhook refused: {}", r.detail()),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopUpInput {
+    amount_minor: i64,
+    currency: String,
+    provider: String,
+}
+
+/// `POST /recharges` (`billing:purchase`): the caller tops up their own
+/// balance with a provider: `{amount_minor (1 to 10^9), currency,
+/// provider}` with an `Idempotency-Key` (required): `201` with the payment
+/// and what their client needs to pay it (`client_secret`), `200` with the
+/// payment a repeated key made, `502 provider_failed` when the provider
+/// refused it, `503` when it could not be reached (try again with the same
+/// key).
+pub fn top_up(call: &Call) -> Result<Response> {
+    let caller = call.caller()?;
+    let input: TopUpInput = call.body()?;
+    let provider = provider(&input.provider)?;
+    let currency = super::currency(&input.currency)?;
+    if !(1..=1_000_000_000).contains(&input.amount_minor) {
+        return Err(Error::Invalid(
+            "amount_minor must be from 1 to 1000000000".into(),
+        ));
+    }
+    let key = platform::http::idempotency_key(call.req)?
+        .ok_or_else(|| Error::Invalid("an Idempotency-Key header is required to top up".into()))?;
+    let (p, made) = {
+        let db = db()?;
+        let owner = visible_owner(&db, caller, caller.user_id).map_err(|_| {
+            Error::Conflict("billing does not know your account yet: try again in a moment".into())
+        })?;
+        payments::create(
+            &db,
+            &NewPayment {
+                provider: provider.name(),
+                order: None,
+                user: caller.user_id,
+                tenant: owner.tenant_id,
+                amount_minor: input.amount_minor,
+                currency: currency.code(),
+                key: &format!("top-up:{key}"),
+            },
+        )?
+    };
+    if p.order_id.is_some() || p.amount_minor != input.amount_minor || p.currency != currency.code()
+    {
+        return Err(Error::KeyReused);
+    }
+    match start(&p, "balance top-up")? {
+        Started::Ready(p) => Ok(platform::http::json(if made { 201 } else { 200 }, &*p)),
+        Started::Refused(why) => Err(Error::Problem(Problem::new(502, "provider_failed", why))),
+        Started::Unreachable => Err(Error::Problem(Problem::unavailable(
+            "the payment provider could not be reached: try again with the same Idempotency-Key",
+        ))),
+    }
+}
+
+/// A payment the caller may see (its payer in their data scope); the
+/// client secret only to the payer.
+fn visible(db: &Db, ctx_caller: &access::Caller, id: Uuid) -> Result<Payment> {
+    let mut p = payments::find(db, id)?.ok_or(Error::NotFound("payment"))?;
+    if p.user_id != ctx_caller.user_id {
+        visible_owner(db, ctx_caller, p.user_id).map_err(|_| Error::NotFound("payment"))?;
+        p.client_secret = None;
+    }
+    Ok(p)
+}
+
+/// `GET /payments` (`billing:read`): payments in the caller's data scope,
+/// newest first; `user_id`, `status`, paging. Client secrets are not
+/// listed.
+pub fn list(call: &Call) -> Result<Response> {
+    let caller = call.caller()?;
+    let status = call.query("status");
+    if let Some(s) = &status {
+        if !["pending", "succeeded", "failed", "cancelled"].contains(&s.as_str()) {
+            return Err(Error::Invalid(
+                "status must be pending, succeeded, failed or cancelled".into(),
+            ));
+        }
+    }
+    let user = uuid_query(call, "user_id")?;
+    let page = call.page()?;
+    let db = db()?;
+    let (mut items, total) = payments::list(&db, &scope(caller), user, status, page)?;
+    for p in &mut items {
+        p.client_secret = None;
+    }
+    Ok(platform::http::page_of(page, (items, total)))
+}
+
+/// `GET /payments/:id` (`billing:read`).
+pub fn get(call: &Call) -> Result<Response> {
+    let caller = call.caller()?;
+    let db = db()?;
+    let p = visible(&db, caller, call.id("id", "payment")?)?;
+    Ok(platform::http::json(200, &p))
+}
+
+/// `GET /admin/webhooks` (`billing:manage`): every webhook received,
+/// newest first; `verdict` (`applied`, `ignored`, `duplicate`, `forged`,
+/// `stale`, `malformed`), paging.
+pub fn webhooks(call: &Call) -> Result<Response> {
+    let verdict = call.query("verdict");
+    if let Some(v) = &verdict {
+        if ![
+            "applied",
+            "ignored",
+            "duplicate",
+            "forged",
+            "stale",
+            "malformed",
+        ]
+        .contains(&v.as_str())
+        {
+            return Err(Error::Invalid(
+                "verdict must be applied, ignored, duplicate, forged, stale or malformed".into(),
+            ));
+        }
+    }
+    let page = call.page()?;
+    Ok(platform::http::page_of(
+        page,
+        payments::webhooks(&db()?, verdict, page)?,
+    ))
+}
+
+/// The payment of an order paid with a provider, made if need be.
+pub fn for_order(o: &order_rows::Order) -> Result<Payment> {
+    let db = db()?;
+    let (p, _) = payments::create(
+        &db,
+        &NewPayment {
+            provider: &o.pay_with,
+            order: Some(o.id),
+            user: o.user_id,
+            tenant: o.tenant_id,
+            amount_minor: o.amount_minor,
+            currency: &o.currency,
+            key: &format!("order:{}", o.id),
+        },
+    )?;
+    Ok(p)
+}
