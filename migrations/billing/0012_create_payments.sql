@@ -5,8 +5,9 @@
 -- carries on as one paid from the balance.
 CREATE TABLE payments (
     id              uuid PRIMARY KEY,
-    provider        text NOT NULL CHECK (provider IN ('stripe')),
-    -- The provider's id (a PaymentIntent's `pi_...`), once it made one.
+    provider        text NOT NULL CHECK (provider IN ('stripe', 'alipay')),
+    -- The provider's id (a PaymentIntent's `pi_...`; an Alipay trade's
+    -- out_trade_no, the payment's own id), once made.
     provider_ref    text,
     order_id        uuid REFERENCES orders (id),
     user_id         uuid NOT NULL,
@@ -16,8 +17,10 @@ CREATE TABLE payments (
     -- pending until the provider says otherwise; succeeded is final.
     status          text NOT NULL DEFAULT 'pending'
                     CHECK (status IN ('pending', 'succeeded', 'failed', 'cancelled')),
-    -- What the buyer's client needs to pay (Stripe: the client secret).
+    -- What the buyer's client needs to pay: Stripe's client secret, or
+    -- where to pay (Alipay's signed page-pay request).
     client_secret   text,
+    checkout_url    text,
     last_error      text,
     received_minor  bigint CHECK (received_minor > 0),
     -- The provider's time of the last event applied: an older one arriving
@@ -55,7 +58,7 @@ CREATE INDEX webhook_events_received ON webhook_events (received_at DESC);
 -- Orders paid with a provider wait for its payment before the saga holds
 -- the amount on the (now recharged) balance.
 ALTER TABLE orders DROP CONSTRAINT orders_pay_with_check,
-    ADD CONSTRAINT orders_pay_with_check CHECK (pay_with IN ('balance', 'stripe'));
+    ADD CONSTRAINT orders_pay_with_check CHECK (pay_with IN ('balance', 'stripe', 'alipay'));
 ALTER TABLE orders DROP CONSTRAINT orders_step_check,
     ADD CONSTRAINT orders_step_check CHECK (step IN ('created', 'awaiting_payment', 'funded', 'funds_held',
                                                      'quota_reserved', 'paid', 'compensating', 'done'));

@@ -7,6 +7,7 @@
 //! Typed helpers (`register`, `login`, ...) keep the tests readable.
 
 pub mod agent;
+pub mod alipay;
 pub mod apks;
 pub mod billing;
 pub mod nodes;

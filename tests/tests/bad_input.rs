@@ -989,6 +989,7 @@ const RAW_BODY: &[&str] = &[
     "PUT /api/v1/device/agent/nodes/:node_id/snapshots/:snapshot_id/archive/:seq",
     "PUT /api/v1/app/uploads/:id/chunks/:seq",
     "POST /api/v1/billing/webhooks/stripe",
+    "POST /api/v1/billing/webhooks/alipay",
 ];
 
 /// One request with a bad value of its own (a query parameter, a path
@@ -1029,8 +1030,9 @@ fn raw_attempts(f: &Fixture) -> Vec<Raw> {
                 want,
             })
         };
-    // Stripe is not enabled in this app: a delivery is refused before it is
-    // read or recorded (signed, forged and stale ones are in `orders.rs`).
+    // No provider is enabled in this app: a delivery is refused before it
+    // is read or recorded (signed, forged and stale ones are in
+    // `orders.rs`).
     let stripe = "/api/v1/billing/webhooks/stripe".to_string();
     add(
         "POST",
@@ -1040,6 +1042,18 @@ fn raw_attempts(f: &Fixture) -> Vec<Raw> {
         404,
     );
     add("POST", stripe, Nobody, octets(300 * 1024), 413);
+    let alipay = "/api/v1/billing/webhooks/alipay".to_string();
+    add(
+        "POST",
+        alipay.clone(),
+        Nobody,
+        (
+            Some("application/x-www-form-urlencoded"),
+            b"notify_id=1&trade_status=TRADE_SUCCESS&sign=x".to_vec(),
+        ),
+        404,
+    );
+    add("POST", alipay, Nobody, octets(300 * 1024), 413);
     for bad in [
         json!({"command": ""}),
         json!({"command": "   "}),

@@ -12,6 +12,7 @@
 //! delivered twice, out of order, forged and stale; a provider down; an
 //! unpaid order expired and its payment cancelled, a late payment kept.
 
+use e2e::alipay;
 use e2e::billing::{run_event, wait_for_owner, B};
 use e2e::stripe::{self, Simulator};
 use e2e::{error_code, expect_json, roles, Options, TestApp};
@@ -932,5 +933,108 @@ fn orders_and_top_ups_paid_with_stripe_apply_each_webhook_once_in_the_providers_
     );
     assert_eq!(s.balance(), (5_000 + 9_900, 0));
     assert_eq!(s.get_order(&second)["status"], "expired");
+    s.ledger_ok();
+}
+
+/// Delivers an Alipay notification: (status, body text).
+fn notify_alipay(app: &TestApp, form: Vec<u8>) -> (u16, String) {
+    let resp = app.call_raw(
+        "POST",
+        &format!("{B}/webhooks/alipay"),
+        "application/x-www-form-urlencoded",
+        form,
+        None,
+    );
+    let status = resp.status().as_u16();
+    (status, resp.text().unwrap_or_default())
+}
+
+#[test]
+fn an_order_paid_with_alipay_is_fulfilled_once_by_its_rsa2_signed_notification() {
+    let keys = alipay::Keys::generate();
+    let s = shop_with(Options {
+        env: keys.env(),
+        ..Options::default()
+    });
+    let app = &s.app;
+    let basic = s.plan("basic", "monthly", 9_900, 2);
+    let before = s.max_devices();
+
+    // The buyer is sent to Alipay with a request signed by the merchant's
+    // key (checked here with OpenSSL, as Alipay checks it).
+    let o = expect_json(
+        app.post_idempotent(
+            &format!("{B}/orders"),
+            &json!({"plan_id": basic, "pay_with": "alipay"}),
+            Some(&s.token),
+            "ali-1",
+        ),
+        202,
+    );
+    let id = o["id"].as_str().unwrap().to_string();
+    assert_eq!(o["step"], "awaiting_payment", "{o}");
+    let payment = o["payment"]["id"].as_str().unwrap().to_string();
+    let params = keys.verify_request(o["payment"]["checkout_url"].as_str().unwrap());
+    assert_eq!(params["method"], "alipay.trade.page.pay");
+    assert_eq!(params["app_id"], alipay::APP_ID);
+    assert_eq!(params["sign_type"], "RSA2");
+    let biz: Value = serde_json::from_str(&params["biz_content"]).unwrap();
+    assert_eq!(biz["out_trade_no"], payment.as_str());
+    assert_eq!(biz["total_amount"], "99.00");
+
+    // Forged (signed with the merchant's key, not Alipay's), tampered and
+    // stale notifications are refused and change nothing.
+    let now = stripe::now();
+    let paid = alipay::notify("n-1", &payment, "TRADE_SUCCESS", "99.00", now);
+    let (status, body) = notify_alipay(app, keys.notification(&paid, true));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("webhook_forged"), "{body}");
+    let tampered = String::from_utf8(keys.notification(&paid, false))
+        .unwrap()
+        .replace("total_amount=99.00", "total_amount=990.00");
+    assert_eq!(notify_alipay(app, tampered.into_bytes()).0, 400);
+    let old = alipay::notify("n-0", &payment, "TRADE_SUCCESS", "99.00", now - 3_600);
+    let (status, body) = notify_alipay(app, keys.notification(&old, false));
+    assert!(
+        status == 400 && body.contains("webhook_stale"),
+        "{status} {body}"
+    );
+    assert_eq!(s.get_order(&id)["step"], "awaiting_payment");
+    assert_eq!(s.balance(), (0, 0));
+
+    // Alipay's own: fulfilled, answered `success`; again: nothing changes.
+    assert_eq!(
+        notify_alipay(app, keys.notification(&paid, false)),
+        (200, "success".to_string())
+    );
+    let o = s.get_order(&id);
+    assert_eq!(o["status"], "fulfilled", "{o}");
+    assert_eq!(s.max_devices(), before + 2);
+    assert_eq!(
+        notify_alipay(app, keys.notification(&paid, false)),
+        (200, "success".to_string())
+    );
+    // A close sent before the payment, arriving after it, changes nothing.
+    let closed = alipay::notify("n-closed", &payment, "TRADE_CLOSED", "99.00", now - 60);
+    assert_eq!(notify_alipay(app, keys.notification(&closed, false)).0, 200);
+    assert_eq!(s.get_order(&id)["status"], "fulfilled");
+    assert_eq!(s.max_devices(), before + 2);
+    assert_eq!(s.balance(), (0, 0));
+    for (verdict, n) in [
+        ("forged", 2),
+        ("stale", 1),
+        ("applied", 1),
+        ("duplicate", 1),
+        ("ignored", 1),
+    ] {
+        let page = expect_json(
+            app.get(
+                &format!("{B}/admin/webhooks?verdict={verdict}"),
+                Some(&s.staff),
+            ),
+            200,
+        );
+        assert_eq!(page["total"], n, "{verdict}: {page}");
+    }
     s.ledger_ok();
 }

@@ -256,10 +256,21 @@ pub fn android_tools() -> Result<()> {
     Ok(())
 }
 
+/// The `openssl` command, with which the Alipay tests sign as Alipay
+/// does (an RSA2 signer independent of the component's).
+pub fn openssl() -> Result<()> {
+    if !have("openssl") {
+        apt_update()?;
+        apt_install(&["openssl"])?;
+    }
+    Ok(())
+}
+
 /// Everything.
 pub fn all() -> Result<()> {
     wasm_toolchain()?;
     services()?;
     android_tools()?;
+    openssl()?;
     podman()
 }

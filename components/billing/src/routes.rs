@@ -1,7 +1,7 @@
 //! The whole route table of `billing`, below `/api/v1/billing`, as data:
 //! one row per route with its guard and handler (`platform::router`).
-//! Public: `health`, `health/live`, and `webhooks/stripe` (Stripe's
-//! signature is its authentication). Internal routes accept only the
+//! Public: `health`, `health/live`, and the providers' `webhooks/stripe`
+//! and `webhooks/alipay` (their signatures are their authentication). Internal routes accept only the
 //! service tokens named in their guard. `docs/api.md` lists the same table.
 
 use crate::consumer::Consumer;
@@ -49,6 +49,7 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "payments", Permission("billing:read"), payments::list),
     route("GET", "payments/:id", Permission("billing:read"), payments::get),
     route("POST", "webhooks/stripe", Public, payments::stripe_webhook),
+    route("POST", "webhooks/alipay", Public, payments::alipay_webhook),
     route("GET", "admin/webhooks", Permission("billing:manage"), payments::webhooks),
     route("GET", "rules", Permission("billing:read"), rules::list),
     route("POST", "rules", Permission("billing:manage"), rules::create),

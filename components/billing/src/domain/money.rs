@@ -112,6 +112,27 @@ impl Money {
         let (whole, frac) = (m.abs() / unit, m.abs() % unit);
         format!("{sign}{whole}.{frac:0width$}", width = e as usize)
     }
+
+    /// The minor units of a non-negative decimal text in `currency` (the
+    /// inverse of [`Money::display`]: `12.34`, `12.3` or `12` for 1234 fen
+    /// … 1200); more decimals than the currency has are refused, never
+    /// rounded.
+    pub fn parse_decimal(raw: &str, currency: Currency) -> Result<i64, String> {
+        let bad = || format!("{raw:?} is not an amount of {currency}");
+        let e = currency.exponent() as usize;
+        let (whole, frac) = raw.split_once('.').unwrap_or((raw, ""));
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 15 && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || (raw.contains('.') && !digits(frac)) || frac.len() > e {
+            return Err(bad());
+        }
+        let whole: i64 = whole.parse().map_err(|_| bad())?;
+        let frac: i64 = format!("{frac:0<e$}").parse().unwrap_or(0);
+        whole
+            .checked_mul(10_i64.pow(e as u32))
+            .and_then(|w| w.checked_add(frac))
+            .ok_or_else(bad)
+    }
 }
 
 impl fmt::Display for Money {

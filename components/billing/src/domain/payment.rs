@@ -8,6 +8,15 @@
 //! string), of `"<t>.<raw body>"`. A webhook is accepted when one `v1`
 //! matches (compared in constant time) and `t` is within the tolerance of
 //! now (either way), so a captured delivery cannot be replayed later.
+//!
+//! Alipay signs with RSA2: SHA256withRSA (PKCS#1 v1.5) over the
+//! parameters' "signing content": every parameter but `sign` (and, in its
+//! notifications, `sign_type`) with a non-empty value, sorted by name,
+//! joined as `name=value` with `&`, values not URL-encoded. The merchant
+//! signs its requests with its private key; Alipay signs its asynchronous
+//! notifications with its own, which the merchant verifies with Alipay's
+//! public key. A notification is idempotent by its `notify_id`, and stale
+//! when its `notify_time` (Beijing time) is outside the tolerance.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -17,6 +26,8 @@ use sha2::Sha256;
 pub enum Provider {
     /// Stripe (PaymentIntents; webhooks signed with a timestamped HMAC).
     Stripe,
+    /// Alipay (page pay; requests and notifications signed with RSA2).
+    Alipay,
 }
 
 impl Provider {
@@ -24,8 +35,9 @@ impl Provider {
     pub fn parse(raw: &str) -> Result<Self, String> {
         match raw {
             "stripe" => Ok(Self::Stripe),
+            "alipay" => Ok(Self::Alipay),
             other => Err(format!(
-                "unknown payment provider {other:?}: balance or stripe"
+                "unknown payment provider {other:?}: balance, stripe or alipay"
             )),
         }
     }
@@ -34,6 +46,7 @@ impl Provider {
     pub fn name(self) -> &'static str {
         match self {
             Self::Stripe => "stripe",
+            Self::Alipay => "alipay",
         }
     }
 }
@@ -235,6 +248,155 @@ pub mod stripe {
     }
 }
 
+/// Alipay's RSA2 scheme and notification format.
+pub mod alipay {
+    use super::*;
+    use crate::domain::money::{Currency, Money};
+    use base64::Engine as _;
+    use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
+    use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
+    use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
+    use std::collections::BTreeMap;
+
+    /// Beijing time, in which Alipay writes its times.
+    const BEIJING_SECS: i64 = 8 * 3600;
+
+    /// The signing content of `params`: non-empty values but `sign` (and
+    /// `sign_type` for a notification), sorted by name, `k=v` joined by `&`.
+    pub fn content(params: &BTreeMap<String, String>, notification: bool) -> String {
+        params
+            .iter()
+            .filter(|(k, v)| {
+                !v.is_empty()
+                    && k.as_str() != "sign"
+                    && !(notification && k.as_str() == "sign_type")
+            })
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// A key's DER from base64 (as Alipay's console gives it) or PEM.
+    fn der(raw: &str) -> Result<Vec<u8>, String> {
+        let b64: String = raw
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+            .collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("the key is not base64: {e}"))
+    }
+
+    /// Signs `params` (a request) with the merchant's PKCS#8 private key,
+    /// blinded with `rng`: the `sign` value, base64.
+    pub fn sign(
+        params: &BTreeMap<String, String>,
+        private_key: &str,
+        rng: &mut impl rsa::rand_core::CryptoRngCore,
+    ) -> Result<String, String> {
+        let key = rsa::RsaPrivateKey::from_pkcs8_der(&der(private_key)?)
+            .map_err(|e| format!("the merchant's private key: {e}"))?;
+        let signer = SigningKey::<Sha256>::new(key);
+        let signature = signer.sign_with_rng(rng, content(params, false).as_bytes());
+        Ok(base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()))
+    }
+
+    /// Verifies a notification's `sign` with Alipay's public key (SPKI).
+    pub fn verify(params: &BTreeMap<String, String>, public_key: &str) -> Result<(), Refusal> {
+        let key =
+            rsa::RsaPublicKey::from_public_key_der(&der(public_key).map_err(Refusal::Forged)?)
+                .map_err(|e| Refusal::Forged(format!("alipay's public key: {e}")))?;
+        let given = params
+            .get("sign")
+            .ok_or_else(|| Refusal::Forged("no sign".into()))?;
+        if params.get("sign_type").map(String::as_str) != Some("RSA2") {
+            return Err(Refusal::Forged("sign_type is not RSA2".into()));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(given)
+            .map_err(|_| Refusal::Forged("sign is not base64".into()))?;
+        let signature = Signature::try_from(bytes.as_slice())
+            .map_err(|_| Refusal::Forged("sign is not a signature".into()))?;
+        VerifyingKey::<Sha256>::new(key)
+            .verify(content(params, true).as_bytes(), &signature)
+            .map_err(|_| {
+                Refusal::Forged("sign does not match the notification and alipay's key".into())
+            })
+    }
+
+    /// A time as Alipay writes it (`yyyy-MM-dd HH:mm:ss`, Beijing time).
+    pub fn time(unix: i64) -> String {
+        chrono::DateTime::from_timestamp(unix + BEIJING_SECS, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default()
+    }
+
+    fn unix(raw: &str) -> Option<i64> {
+        chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S")
+            .ok()
+            .map(|t| t.and_utc().timestamp() - BEIJING_SECS)
+    }
+
+    /// Reads a verified notification for `app_id` at `now`: `TRADE_SUCCESS`
+    /// and `TRADE_FINISHED` succeeded (`total_amount` in yuan), `TRADE_CLOSED`
+    /// cancelled, anything else changes nothing.
+    pub fn notice(
+        params: &BTreeMap<String, String>,
+        app_id: &str,
+        now: i64,
+        tolerance_secs: i64,
+    ) -> Result<Notice, Refusal> {
+        let get = |k: &str| {
+            params
+                .get(k)
+                .filter(|v| !v.is_empty() && v.len() <= 255)
+                .cloned()
+                .ok_or_else(|| Refusal::Malformed(format!("no {k}")))
+        };
+        if get("app_id")? != app_id {
+            return Err(Refusal::Forged(
+                "the notification is for another app".into(),
+            ));
+        }
+        let sent = unix(&get("notify_time")?)
+            .ok_or_else(|| Refusal::Malformed("notify_time is not yyyy-MM-dd HH:mm:ss".into()))?;
+        if (now - sent).abs() > tolerance_secs {
+            return Err(Refusal::Stale(format!(
+                "sent at {sent}, {} s from now: outside the {tolerance_secs} s tolerance",
+                now - sent
+            )));
+        }
+        let status = get("trade_status")?;
+        let outcome = match status.as_str() {
+            "TRADE_SUCCESS" | "TRADE_FINISHED" => Outcome::Succeeded {
+                amount_minor: Money::parse_decimal(
+                    &get("total_amount")?,
+                    Currency::parse("CNY").map_err(Refusal::Malformed)?,
+                )
+                .map_err(Refusal::Malformed)?,
+                currency: "CNY".into(),
+            },
+            "TRADE_CLOSED" => Outcome::Cancelled,
+            _ => Outcome::Other,
+        };
+        // A trade's notifications apply in the order its state moved: the
+        // payment (or the close) time, else the notification's.
+        let created = params
+            .get("gmt_close")
+            .or_else(|| params.get("gmt_payment"))
+            .and_then(|t| unix(t))
+            .unwrap_or(sent);
+        Ok(Notice {
+            event_id: get("notify_id")?,
+            event_type: format!("trade_status.{status}"),
+            created,
+            payment_ref: get("out_trade_no")?,
+            outcome,
+        })
+    }
+}
+
 /// `application/x-www-form-urlencoded` of `pairs` (Stripe's request body).
 pub fn form(pairs: &[(&str, String)]) -> String {
     pairs
@@ -244,7 +406,47 @@ pub fn form(pairs: &[(&str, String)]) -> String {
         .join("&")
 }
 
-fn encode(s: &str) -> String {
+/// Reads an `application/x-www-form-urlencoded` body (Alipay's
+/// notifications): `+` is a space, `%XX` a byte; a repeated name keeps its
+/// last value.
+pub fn parse_form(body: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    match std::str::from_utf8(&b[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        Some(v) => {
+                            out.push(v);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Percent-encodes a form value or query parameter.
+pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
@@ -421,5 +623,203 @@ mod tests {
         );
         assert_eq!(Provider::parse("stripe"), Ok(Provider::Stripe));
         assert!(Provider::parse("paypal").is_err());
+    }
+
+    /// A deterministic generator for the tests' keys (not for production).
+    struct TestRng(u64);
+
+    impl rsa::rand_core::RngCore for TestRng {
+        fn next_u32(&mut self) -> u32 {
+            self.next_u64() as u32
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for b in dest {
+                *b = self.next_u64() as u8;
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    impl rsa::rand_core::CryptoRng for TestRng {}
+
+    fn keys() -> (rsa::RsaPrivateKey, String, String) {
+        use base64::Engine as _;
+        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        let key = rsa::RsaPrivateKey::new(&mut TestRng(0x5eed), 1024).unwrap();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let private = b64(key.to_pkcs8_der().unwrap().as_bytes());
+        let public = b64(key.to_public_key().to_public_key_der().unwrap().as_bytes());
+        (key, private, public)
+    }
+
+    fn notification(now: i64) -> std::collections::BTreeMap<String, String> {
+        [
+            ("app_id", "2021000000000001"),
+            ("notify_id", "n1"),
+            ("notify_type", "trade_status_sync"),
+            ("out_trade_no", "p1"),
+            ("trade_status", "TRADE_SUCCESS"),
+            ("total_amount", "99.50"),
+            ("subject", "order 1 (Basic)"),
+            ("buyer_logon_id", ""),
+            ("sign_type", "RSA2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("notify_time".to_string(), alipay::time(now))])
+        .collect()
+    }
+
+    /// Signs a notification as Alipay does: everything but sign and sign_type.
+    fn signed_by_alipay(
+        key: &rsa::RsaPrivateKey,
+        mut params: std::collections::BTreeMap<String, String>,
+    ) -> std::collections::BTreeMap<String, String> {
+        use base64::Engine as _;
+        use rsa::signature::{SignatureEncoding, Signer};
+        let signer = rsa::pkcs1v15::SigningKey::<Sha256>::new(key.clone());
+        let sig = signer.sign(alipay::content(&params, true).as_bytes());
+        params.insert(
+            "sign".into(),
+            base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()),
+        );
+        params
+    }
+
+    #[test]
+    fn alipay_signing_content_is_sorted_non_empty_and_unencoded() {
+        let p = notification(0);
+        let c = alipay::content(&p, true);
+        assert!(
+            c.starts_with("app_id=2021000000000001&notify_id=n1&notify_time=1970-01-01 08:00:00&"),
+            "{c}"
+        );
+        assert!(
+            !c.contains("sign_type") && !c.contains("buyer_logon_id"),
+            "{c}"
+        );
+        assert!(alipay::content(&p, false).contains("sign_type=RSA2"));
+        assert!(c.contains("subject=order 1 (Basic)"));
+    }
+
+    #[test]
+    fn alipay_rsa2_notifications_verify_and_forgeries_do_not() {
+        let (key, private, public) = keys();
+        let now = 1_800_000_000;
+        let params = signed_by_alipay(&key, notification(now));
+        assert_eq!(alipay::verify(&params, &public), Ok(()));
+        let n = alipay::notice(&params, "2021000000000001", now + 60, 900).unwrap();
+        assert_eq!((n.event_id.as_str(), n.payment_ref.as_str()), ("n1", "p1"));
+        assert_eq!(
+            n.outcome,
+            Outcome::Succeeded {
+                amount_minor: 9_950,
+                currency: "CNY".into()
+            }
+        );
+        // Altered, another key, no sign, another app, too old.
+        let mut altered = params.clone();
+        altered.insert("total_amount".into(), "0.01".into());
+        assert_eq!(
+            alipay::verify(&altered, &public).unwrap_err().verdict(),
+            "forged"
+        );
+        let (other, _, _) = {
+            let k = rsa::RsaPrivateKey::new(&mut TestRng(0xbad), 1024).unwrap();
+            (k, (), ())
+        };
+        let by_other = signed_by_alipay(&other, notification(now));
+        assert_eq!(
+            alipay::verify(&by_other, &public).unwrap_err().verdict(),
+            "forged"
+        );
+        let mut unsigned = params.clone();
+        unsigned.remove("sign");
+        assert_eq!(
+            alipay::verify(&unsigned, &public).unwrap_err().verdict(),
+            "forged"
+        );
+        assert_eq!(
+            alipay::notice(&params, "2021999", now, 900)
+                .unwrap_err()
+                .verdict(),
+            "forged"
+        );
+        assert_eq!(
+            alipay::notice(&params, "2021000000000001", now + 901, 900)
+                .unwrap_err()
+                .verdict(),
+            "stale"
+        );
+        // The merchant's own requests: signed over everything but sign.
+        let mut request = notification(now);
+        request.remove("notify_id");
+        let sign = alipay::sign(&request, &private, &mut TestRng(3)).unwrap();
+        use base64::Engine as _;
+        use rsa::signature::Verifier;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(sign)
+            .unwrap();
+        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.to_public_key())
+            .verify(
+                alipay::content(&request, false).as_bytes(),
+                &rsa::pkcs1v15::Signature::try_from(bytes.as_slice()).unwrap(),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn alipay_closed_trades_cancel_and_amounts_are_exact() {
+        let now = 1_800_000_000;
+        let mut p = notification(now);
+        p.insert("trade_status".into(), "TRADE_CLOSED".into());
+        assert_eq!(
+            alipay::notice(&p, "2021000000000001", now, 900)
+                .unwrap()
+                .outcome,
+            Outcome::Cancelled
+        );
+        p.insert("trade_status".into(), "TRADE_SUCCESS".into());
+        p.insert("total_amount".into(), "9.999".into());
+        assert_eq!(
+            alipay::notice(&p, "2021000000000001", now, 900)
+                .unwrap_err()
+                .verdict(),
+            "malformed"
+        );
+        use crate::domain::money::{Currency, Money};
+        let cny = Currency::parse("CNY").unwrap();
+        for (raw, want) in [
+            ("99.00", 9_900),
+            ("99.5", 9_950),
+            ("99", 9_900),
+            ("0.01", 1),
+        ] {
+            assert_eq!(Money::parse_decimal(raw, cny), Ok(want), "{raw}");
+        }
+        for raw in ["", "-1", "1e3", "1.", ".5", "1.234", " 1", "１"] {
+            assert!(Money::parse_decimal(raw, cny).is_err(), "{raw}");
+        }
+        let jpy = Currency::parse("JPY").unwrap();
+        assert_eq!(Money::parse_decimal("1200", jpy), Ok(1_200));
+        assert!(Money::parse_decimal("12.0", jpy).is_err());
+    }
+
+    #[test]
+    fn forms_are_read_as_browsers_and_alipay_write_them() {
+        let f = parse_form(b"a=1+2&b=%E6%94%AF%E4%BB%98&c=&d=%zz&a=3");
+        assert_eq!(f["a"], "3");
+        assert_eq!(f["b"], "支付");
+        assert_eq!(f["c"], "");
+        assert_eq!(f["d"], "%zz");
     }
 }

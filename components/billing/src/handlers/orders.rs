@@ -514,7 +514,7 @@ fn shown(db: &Db, o: &Order, caller: &access::Caller) -> Result<serde_json::Valu
         serde_json::to_value(o).map_err(|e| platform::Problem::internal(e.to_string()))?;
     let mut payment = payments::of_order(db, o.id)?;
     if let Some(p) = payment.as_mut().filter(|_| o.user_id != caller.user_id) {
-        p.client_secret = None;
+        p.hide_checkout();
     }
     body["payment"] = serde_json::json!(payment);
     Ok(body)

@@ -1,8 +1,9 @@
-//! Payments by external providers (Stripe), behind one adapter: a payment
-//! is asked of the provider (a PaymentIntent, made once per payment by its
-//! idempotency key), the payer pays it in their client with what the
-//! provider returned (`client_secret`), and the provider's signed webhook
-//! says how it went. What a provider confirms is recharged to the payer's
+//! Payments by external providers (Stripe, Alipay), behind one adapter: a
+//! payment is asked of the provider (Stripe: a PaymentIntent, made once
+//! per payment by its idempotency key; Alipay: a page-pay request signed
+//! with the merchant's RSA2 key), the payer pays it in their client with
+//! what the provider returned (`client_secret`, `checkout_url`), and the
+//! provider's signed webhook says how it went. What a provider confirms is recharged to the payer's
 //! balance once (provider clearing → available); an order it pays then
 //! carries on as one paid from the balance (`orders`). Webhooks apply once
 //! per provider event id, older events than the last one applied change
@@ -11,7 +12,7 @@
 
 use super::{db, scope, uuid_query, visible_owner, Call};
 use crate::domain::money::{Currency, Money};
-use crate::domain::payment::{stripe, Notice, Outcome, Provider, Refusal};
+use crate::domain::payment::{alipay, stripe, Notice, Outcome, Provider, Refusal};
 use crate::domain::posting::{Kind, Posting};
 use crate::error::{Error, Result};
 use crate::repo::ledger;
@@ -62,13 +63,79 @@ fn stripe_settings() -> Result<Stripe> {
     Ok(s)
 }
 
+/// Alipay's settings: `alipay_gateway`, `alipay_app_id`,
+/// `alipay_private_key` (the merchant's, PKCS#8, base64 or PEM),
+/// `alipay_public_key` (Alipay's, SPKI) (any of the three empty: Alipay is
+/// not offered), `alipay_notify_url` (where Alipay sends notifications),
+/// `alipay_notify_tolerance_secs`.
+struct Alipay {
+    gateway: String,
+    app_id: String,
+    private_key: String,
+    public_key: String,
+    notify_url: String,
+    tolerance: i64,
+}
+
+fn alipay_settings() -> Result<Alipay> {
+    let a = Alipay {
+        gateway: platform::var("alipay_gateway")?,
+        app_id: platform::var("alipay_app_id")?,
+        private_key: platform::var("alipay_private_key")?,
+        public_key: platform::var("alipay_public_key")?,
+        notify_url: platform::var("alipay_notify_url")?,
+        tolerance: platform::var("alipay_notify_tolerance_secs")?
+            .parse()
+            .ok()
+            .filter(|t| (1..=86_400).contains(t))
+            .unwrap_or(900),
+    };
+    if a.app_id.is_empty() || a.private_key.is_empty() || a.public_key.is_empty() {
+        return Err(Error::Problem(Problem::new(
+            400,
+            "provider_unavailable",
+            "payments by alipay are not enabled here (no alipay_app_id / alipay_private_key / alipay_public_key)",
+        )));
+    }
+    Ok(a)
+}
+
 /// A provider named in input, enabled here.
 pub fn provider(raw: &str) -> Result<Provider> {
     let p = Provider::parse(raw).map_err(Error::Invalid)?;
     match p {
         Provider::Stripe => stripe_settings().map(|_| p),
+        Provider::Alipay => alipay_settings().map(|_| p),
     }
 }
+
+/// The system's randomness for RSA blinding.
+struct SystemRng;
+
+impl rsa::rand_core::RngCore for SystemRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        getrandom::fill(dest).expect("the system has randomness");
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::CryptoRng for SystemRng {}
 
 /// What asking a provider for a payment came to.
 pub enum Started {
@@ -111,12 +178,69 @@ fn send_to_provider(
         .ok()
 }
 
-/// Asks the provider for `p` (once: the provider's idempotency key is the
-/// payment's id) and records what it made.
+/// Asks the provider for `p` (once) and records what it made.
 pub fn start(p: &Payment, description: &str) -> Result<Started> {
     if p.provider_ref.is_some() {
         return Ok(Started::Ready(Box::new(p.clone())));
     }
+    match Provider::parse(&p.provider).map_err(Error::Invalid)? {
+        Provider::Stripe => start_stripe(p, description),
+        Provider::Alipay => start_alipay(p, description),
+    }
+}
+
+/// Made, as `find` reads it back.
+fn ready(id: Uuid) -> Result<Started> {
+    Ok(Started::Ready(Box::new(
+        payments::find(&db()?, id)?.ok_or(Error::NotFound("payment"))?,
+    )))
+}
+
+/// Alipay's page pay: the signed request the payer's browser is sent to
+/// (`checkout_url`); nothing is sent from here. The trade is the payment
+/// (`out_trade_no` is its id).
+fn start_alipay(p: &Payment, description: &str) -> Result<Started> {
+    let a = alipay_settings()?;
+    if p.currency != "CNY" {
+        return Ok(Started::Refused("alipay takes CNY only".into()));
+    }
+    let cny = Currency::parse("CNY").map_err(Error::Invalid)?;
+    let biz = serde_json::json!({
+        "out_trade_no": p.id.to_string(),
+        "total_amount": Money::display(p.amount_minor, cny),
+        "subject": description.chars().take(128).collect::<String>(),
+        "product_code": "FAST_INSTANT_TRADE_PAY",
+    });
+    let mut params: std::collections::BTreeMap<String, String> = [
+        ("app_id", a.app_id.clone()),
+        ("method", "alipay.trade.page.pay".into()),
+        ("format", "JSON".into()),
+        ("charset", "utf-8".into()),
+        ("sign_type", "RSA2".into()),
+        ("timestamp", alipay::time(chrono::Utc::now().timestamp())),
+        ("version", "1.0".into()),
+        ("notify_url", a.notify_url.clone()),
+        ("biz_content", biz.to_string()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let sign = alipay::sign(&params, &a.private_key, &mut SystemRng)
+        .map_err(|e| Error::Problem(Problem::internal(e)))?;
+    params.insert("sign".into(), sign);
+    let query: Vec<(&str, String)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let url = format!("{}?{}", a.gateway, crate::domain::payment::form(&query));
+    payments::started(&db()?, p.id, &p.id.to_string(), None, Some(&url))?;
+    ready(p.id)
+}
+
+/// Stripe: a PaymentIntent, made once (Stripe's idempotency key is the
+/// payment's id); the payer's client confirms it with its client secret.
+fn start_stripe(p: &Payment, description: &str) -> Result<Started> {
     let s = stripe_settings()?;
     let mut form = vec![
         ("amount", p.amount_minor.to_string()),
@@ -146,11 +270,8 @@ pub fn start(p: &Payment, description: &str) -> Result<Started> {
                     "stripe answered without an id and a client secret".into(),
                 ));
             };
-            let db = db()?;
-            payments::started(&db, p.id, id, secret)?;
-            Ok(Started::Ready(Box::new(
-                payments::find(&db, p.id)?.ok_or(Error::NotFound("payment"))?,
-            )))
+            payments::started(&db()?, p.id, id, Some(secret), None)?;
+            ready(p.id)
         }
         400..=499 => Ok(Started::Refused(format!(
             "stripe answered {}: {}",
@@ -167,6 +288,10 @@ pub fn start(p: &Payment, description: &str) -> Result<Started> {
 /// it can no longer be paid; best effort: money that arrives anyway is
 /// recharged to the payer's balance.
 pub fn cancel(p: &Payment) {
+    if p.provider != "stripe" {
+        // An Alipay trade never paid simply lapses (Alipay closes it).
+        return;
+    }
     let (Ok(s), Some(reference)) = (stripe_settings(), p.provider_ref.as_deref()) else {
         return;
     };
@@ -218,8 +343,8 @@ impl Applied {
 }
 
 /// Applies a verified event to the payment it is about, in `tx`.
-fn apply(tx: &Db, n: &Notice, request_id: &str) -> Result<Applied> {
-    let Some(p) = payments::by_ref_for_update(tx, "stripe", &n.payment_ref)? else {
+fn apply(tx: &Db, provider: &str, n: &Notice, request_id: &str) -> Result<Applied> {
+    let Some(p) = payments::by_ref_for_update(tx, provider, &n.payment_ref)? else {
         return Ok(Applied::ignored("no payment here has this id"));
     };
     match &n.outcome {
@@ -244,7 +369,7 @@ fn apply(tx: &Db, n: &Notice, request_id: &str) -> Result<Applied> {
                     user: p.user_id,
                     tenant: p.tenant_id,
                     actor: None,
-                    reason: &format!("payment {} by stripe", n.payment_ref),
+                    reason: &format!("payment {} by {provider}", n.payment_ref),
                     reference: Some(&key),
                     key: &key,
                     fingerprint: &key,
@@ -303,7 +428,7 @@ fn apply(tx: &Db, n: &Notice, request_id: &str) -> Result<Applied> {
             };
             if let Some(order) = p.order_id {
                 let undo = Move {
-                    failure: Some("the payment was cancelled at stripe"),
+                    failure: Some("the payment was cancelled at the provider"),
                     ..Move::default()
                 };
                 if order_rows::advance(tx, order, "awaiting_payment", "compensating", &undo)? {
@@ -321,6 +446,40 @@ fn apply(tx: &Db, n: &Notice, request_id: &str) -> Result<Applied> {
 /// duplicate of an event applied before; `400 webhook_forged`,
 /// `webhook_stale` or `webhook_malformed` (recorded) otherwise.
 pub fn stripe_webhook(call: &Call) -> Result<Response> {
+    let body = webhook_body(call)?;
+    let s = stripe_settings().map_err(|_| Error::NotFound("webhook endpoint"))?;
+    let signature = call.req.header("stripe-signature").and_then(|v| v.as_str());
+    let now = chrono::Utc::now().timestamp();
+    let verified = stripe::verify(signature, body, &s.webhook_secret, now, s.tolerance)
+        .and_then(|()| stripe::notice(body));
+    let (verdict, detail) = accept(call, "stripe", body, verified)?;
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"received": true, "verdict": verdict, "detail": detail}),
+    ))
+}
+
+/// `POST /webhooks/alipay` (public; Alipay's RSA2 signature is the
+/// authentication): Alipay's asynchronous notification, a form; `200`
+/// with the text `success` Alipay expects once applied, ignored, or a
+/// duplicate; `400 webhook_*` (recorded) otherwise, which Alipay retries.
+pub fn alipay_webhook(call: &Call) -> Result<Response> {
+    let body = webhook_body(call)?;
+    let a = alipay_settings().map_err(|_| Error::NotFound("webhook endpoint"))?;
+    let params = crate::domain::payment::parse_form(body);
+    let now = chrono::Utc::now().timestamp();
+    let verified = alipay::verify(&params, &a.public_key)
+        .and_then(|()| alipay::notice(&params, &a.app_id, now, a.tolerance));
+    accept(call, "alipay", body, verified)?;
+    Ok(platform::http::bytes(
+        200,
+        "text/plain",
+        b"success".to_vec(),
+    ))
+}
+
+/// A webhook's raw body, within the size read.
+fn webhook_body<'a>(call: &'a Call) -> Result<&'a [u8]> {
     let body = call.req.body();
     if body.len() > MAX_WEBHOOK {
         return Err(Error::Problem(Problem::new(
@@ -329,25 +488,33 @@ pub fn stripe_webhook(call: &Call) -> Result<Response> {
             format!("body larger than {MAX_WEBHOOK} bytes"),
         )));
     }
-    let s = stripe_settings().map_err(|_| Error::NotFound("webhook endpoint"))?;
+    Ok(body)
+}
+
+/// Records and applies a webhook a provider's adapter verified (or
+/// refused: recorded, then 400): its verdict (`applied`, `ignored`,
+/// `duplicate`) and why. An order the payment made ready carries on.
+fn accept(
+    call: &Call,
+    provider: &str,
+    body: &[u8],
+    verified: std::result::Result<Notice, Refusal>,
+) -> Result<(&'static str, Option<String>)> {
     let sha = hex::encode(Sha256::digest(body));
-    let signature = call.req.header("stripe-signature").and_then(|v| v.as_str());
-    let now = chrono::Utc::now().timestamp();
-    let notice = match stripe::verify(signature, body, &s.webhook_secret, now, s.tolerance)
-        .and_then(|()| stripe::notice(body))
-    {
+    let notice = match verified {
         Ok(n) => n,
-        Err(refusal) => return refuse(&sha, &refusal),
+        Err(refusal) => return Err(refuse(provider, &sha, &refusal)),
     };
     let rid = call.ctx.request_id.clone();
     let db = db()?;
     // The row of the event is written first: a second delivery of it waits
     // for the first one's transaction, then finds it and changes nothing.
     let applied = db.transaction(|tx| {
-        let Some(id) = payments::record(tx, &received(&notice, &sha, "applied", None))? else {
+        let Some(id) = payments::record(tx, &received(provider, &notice, &sha, "applied", None))?
+        else {
             return Ok(None);
         };
-        let a = apply(tx, &notice, &rid)?;
+        let a = apply(tx, provider, &notice, &rid)?;
         if a.verdict != "applied" || a.detail.is_some() {
             payments::set_verdict(tx, id, a.verdict, a.detail.as_deref())?;
         }
@@ -357,16 +524,14 @@ pub fn stripe_webhook(call: &Call) -> Result<Response> {
         payments::record(
             &db,
             &received(
+                provider,
                 &notice,
                 &sha,
                 "duplicate",
                 Some("this event was received before"),
             ),
         )?;
-        return Ok(platform::http::json(
-            200,
-            &serde_json::json!({"received": true, "verdict": "duplicate"}),
-        ));
+        return Ok(("duplicate", None));
     };
     platform::outbox::publish_after_commit(&db, &rid);
     drop(db);
@@ -376,25 +541,23 @@ pub fn stripe_webhook(call: &Call) -> Result<Response> {
             let p: Problem = e.into();
             eprintln!(
                 "{}",
-                serde_json::json!({"level": "warn", "request_id": rid, "msg": "an order paid by stripe could not carry on yet", "order_id": order, "cause": p.internal.unwrap_or(p.message)})
+                serde_json::json!({"level": "warn", "request_id": rid, "msg": "an order paid by a provider could not carry on yet", "provider": provider, "order_id": order, "cause": p.internal.unwrap_or(p.message)})
             );
         }
     }
-    Ok(platform::http::json(
-        200,
-        &serde_json::json!({"received": true, "verdict": applied.verdict, "detail": applied.detail}),
-    ))
+    Ok((applied.verdict, applied.detail))
 }
 
 /// The record of a verified webhook.
 fn received<'a>(
+    provider: &'a str,
     n: &'a Notice,
     sha: &'a str,
     verdict: &'a str,
     detail: Option<&'a str>,
 ) -> Received<'a> {
     Received {
-        provider: "stripe",
+        provider,
         event_id: Some(&n.event_id),
         event_type: Some(&n.event_type),
         payment_ref: Some(&n.payment_ref),
@@ -404,25 +567,31 @@ fn received<'a>(
     }
 }
 
-/// Records a refused webhook and answers 400.
-fn refuse(sha: &str, r: &Refusal) -> Result<Response> {
-    payments::record(
-        &db()?,
-        &Received {
-            provider: "stripe",
-            event_id: None,
-            event_type: None,
-            payment_ref: None,
-            verdict: r.verdict(),
-            detail: Some(r.detail()),
-            body_sha256: sha,
-        },
-    )?;
-    Err(Error::Problem(Problem::new(
+/// Records a refused webhook: the 400 to answer.
+fn refuse(provider: &str, sha: &str, r: &Refusal) -> Error {
+    let record = || -> Result<()> {
+        payments::record(
+            &db()?,
+            &Received {
+                provider,
+                event_id: None,
+                event_type: None,
+                payment_ref: None,
+                verdict: r.verdict(),
+                detail: Some(r.detail()),
+                body_sha256: sha,
+            },
+        )?;
+        Ok(())
+    };
+    if let Err(e) = record() {
+        return e;
+    }
+    Error::Problem(Problem::new(
         400,
         r.code(),
         format!("webhook refused: {}", r.detail()),
-    )))
+    ))
 }
 
 #[derive(Deserialize)]
@@ -489,7 +658,7 @@ fn visible(db: &Db, ctx_caller: &access::Caller, id: Uuid) -> Result<Payment> {
     let mut p = payments::find(db, id)?.ok_or(Error::NotFound("payment"))?;
     if p.user_id != ctx_caller.user_id {
         visible_owner(db, ctx_caller, p.user_id).map_err(|_| Error::NotFound("payment"))?;
-        p.client_secret = None;
+        p.hide_checkout();
     }
     Ok(p)
 }
@@ -512,7 +681,7 @@ pub fn list(call: &Call) -> Result<Response> {
     let db = db()?;
     let (mut items, total) = payments::list(&db, &scope(caller), user, status, page)?;
     for p in &mut items {
-        p.client_secret = None;
+        p.hide_checkout();
     }
     Ok(platform::http::page_of(page, (items, total)))
 }

@@ -30,9 +30,14 @@ pub struct Payment {
     pub currency: String,
     /// `pending`, `succeeded`, `failed`, `cancelled`.
     pub status: String,
-    /// What the payer's client needs to pay (only the payer is shown it).
+    /// What the payer's client needs to pay (Stripe; only the payer is
+    /// shown it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    /// Where the payer pays (Alipay's signed page; only the payer is shown
+    /// it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkout_url: Option<String>,
     /// The provider's last failure.
     pub last_error: Option<String>,
     /// Received, once it succeeded.
@@ -45,8 +50,17 @@ pub struct Payment {
     pub updated_at: String,
 }
 
+impl Payment {
+    /// Hides how to pay it (from anyone but the payer).
+    pub fn hide_checkout(&mut self) {
+        self.client_secret = None;
+        self.checkout_url = None;
+    }
+}
+
 const COLUMNS: &str = "id, provider, provider_ref, order_id, user_id, tenant_id, amount_minor, \
-     currency::text, status, client_secret, last_error, received_minor, transaction_id, created_at, updated_at";
+     currency::text, status, client_secret, last_error, received_minor, transaction_id, created_at, updated_at, \
+     checkout_url";
 
 fn payment(r: &[DbValue]) -> Result<Payment, DbError> {
     Ok(Payment {
@@ -65,6 +79,7 @@ fn payment(r: &[DbValue]) -> Result<Payment, DbError> {
         transaction_id: col(r, 12, "payments.transaction_id")?,
         created_at: timestamp(r, 13, "payments.created_at")?,
         updated_at: timestamp(r, 14, "payments.updated_at")?,
+        checkout_url: col(r, 15, "payments.checkout_url")?,
     })
 }
 
@@ -148,14 +163,21 @@ pub fn by_ref_for_update(
 }
 
 /// Records what the provider made for a payment (once).
-pub fn started(db: &Db, id: Uuid, reference: &str, client_secret: &str) -> Result<(), DbError> {
+pub fn started(
+    db: &Db,
+    id: Uuid,
+    reference: &str,
+    client_secret: Option<&str>,
+    checkout_url: Option<&str>,
+) -> Result<(), DbError> {
     db.execute(
-        "UPDATE payments SET provider_ref = $2, client_secret = $3, updated_at = now() AT TIME ZONE 'UTC' \
-         WHERE id = $1 AND provider_ref IS NULL",
+        "UPDATE payments SET provider_ref = $2, client_secret = $3, checkout_url = $4, \
+           updated_at = now() AT TIME ZONE 'UTC' WHERE id = $1 AND provider_ref IS NULL",
         &[
             P::Uuid(id.to_string()),
             P::Str(reference.into()),
-            P::Str(client_secret.into()),
+            client_secret.map_or(P::DbNull, |s| P::Str(s.into())),
+            checkout_url.map_or(P::DbNull, |s| P::Str(s.into())),
         ],
     )?;
     Ok(())
