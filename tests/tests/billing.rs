@@ -5,10 +5,11 @@
 //! and 10,000 random postings from 16 clients at once leave every
 //! transaction balanced, every account the sum of its entries, and every
 //! balance what an independent model of the accepted postings says, to the
-//! cent.
+//! cent. A balance left exhausted past its grace stops its owner's phones
+//! through `device`, which refuses to start them until money pays the debt.
 
 use e2e::billing::{run_event, storm, wait_for_owner, B};
-use e2e::{error_code, expect_json, roles, TestApp};
+use e2e::{error_code, expect_json, roles, Options, TestApp};
 use serde_json::{json, Value};
 
 fn post(app: &TestApp, token: &str, key: &str, body: Value) -> reqwest::blocking::Response {
@@ -850,4 +851,111 @@ fn rules_price_usage_by_priority_tenant_and_validity_and_explain_every_step() {
         &format!("SELECT charged_minor FROM metered_runs WHERE run_id = {run} AND settled"),
     );
     assert_eq!(charged, 300);
+}
+
+#[test]
+fn a_balance_exhausted_past_its_grace_stops_the_owners_phones_until_the_debt_is_paid() {
+    use agent_protocol::messages::DeviceStatus;
+    use e2e::nodes::{bring_online, device_of, enroll, wait_op, D};
+    use events::catalogue::DEVICE_RUN_ENDED;
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SPIN_VARIABLE_EXHAUSTION_GRACE_SECS".into(), "0".into())],
+        ..Options::default()
+    });
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    wait_for_owner(&app, &user);
+    let agent = enroll(&app, &admin, "node-x", json!({}));
+    bring_online(&app, &admin, &agent);
+    let op = expect_json(
+        app.post(
+            &format!("{D}/devices"),
+            &json!({"name": "unpaid"}),
+            Some(&token),
+        ),
+        202,
+    );
+    let id = device_of(&op);
+    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
+    assert_eq!(
+        wait_op(&app, &token, op["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+    let events = |kind: &str| {
+        app.count(
+            "billing",
+            &format!("SELECT count(*) FROM outbox WHERE event_type = '{kind}'"),
+        )
+    };
+
+    // 10 minutes of an earlier phone charged on an empty balance: owed.
+    let started = chrono::Utc::now() - chrono::Duration::minutes(30);
+    app.publish_event(&run_event(
+        &DEVICE_RUN_ENDED,
+        8_000_000 + i64::from(rand_u16()),
+        uuid::Uuid::new_v4(),
+        &user,
+        None,
+        started,
+        Some(started + chrono::Duration::minutes(10)),
+    ));
+    app.eventually(std::time::Duration::from_secs(30), || {
+        let r = app.post_as("scheduler", &format!("{B}/internal/metering/tick"));
+        assert_eq!(r.status(), 200);
+        (events("balance.exhausted") == 1).then_some(())
+    })
+    .expect("the balance ran out");
+
+    // Past the grace (0 s here): suspended once, and `device` stops the
+    // running phone and refuses to start or create one.
+    app.eventually(std::time::Duration::from_secs(30), || {
+        let r = app.post_as("scheduler", &format!("{B}/internal/balances/enforce"));
+        assert_eq!(r.status(), 200);
+        (events("balance.suspended") == 1).then_some(())
+    })
+    .expect("the balance was suspended");
+    let sql =
+        format!("SELECT count(*) FROM balance_suspensions WHERE user_id = '{user}' AND suspended");
+    app.eventually(std::time::Duration::from_secs(30), || {
+        (app.count("device", &sql) == 1).then_some(())
+    })
+    .expect("device learnt of the suspension");
+    let r = app.post_as("scheduler", "/api/v1/device/internal/devices/lifecycle");
+    assert_eq!(r.status(), 200);
+    let d = expect_json(app.get(&format!("{D}/devices/{id}"), Some(&token)), 200);
+    assert_eq!(d["desired_status"], "stopped", "{d}");
+    agent.report(vec![agent.status(&id, DeviceStatus::Stopped, 1)]);
+    let (status, code) =
+        error_code(app.post(&format!("{D}/devices/{id}/start"), &json!({}), Some(&token))).unwrap();
+    assert_eq!((status, code.as_str()), (402, "balance_exhausted"));
+    let (status, code) = error_code(app.post(
+        &format!("{D}/devices"),
+        &json!({"name": "another"}),
+        Some(&token),
+    ))
+    .unwrap();
+    assert_eq!((status, code.as_str()), (402, "balance_exhausted"));
+    assert_eq!(events("balance.suspended"), 1);
+
+    // Money pays the debt: restored in the same transaction; the phone may
+    // start again.
+    expect_json(
+        post(
+            &app,
+            &admin.token,
+            "pay-debt",
+            json!({"user_id": user, "kind": "recharge", "amount_minor": 500, "currency": "CNY", "reason": "paid"}),
+        ),
+        201,
+    );
+    assert_eq!(events("balance.restored"), 1);
+    let sql = format!(
+        "SELECT count(*) FROM balance_suspensions WHERE user_id = '{user}' AND NOT suspended"
+    );
+    app.eventually(std::time::Duration::from_secs(30), || {
+        (app.count("device", &sql) == 1).then_some(())
+    })
+    .expect("device learnt the balance was restored");
+    let r = app.post(&format!("{D}/devices/{id}/start"), &json!({}), Some(&token));
+    assert_eq!(r.status(), 202);
 }

@@ -166,6 +166,11 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/billing/internal/invoices/run",
     },
     Job {
+        name: "billing.balances.enforce",
+        every_secs: 60,
+        path: "/api/v1/billing/internal/balances/enforce",
+    },
+    Job {
         name: "billing.outbox.publish",
         every_secs: 5,
         path: "/api/v1/billing/internal/outbox/publish",

@@ -332,6 +332,21 @@ pub const BALANCE_EXHAUSTED: EventType = EventType {
     schema_version: 1,
 };
 
+/// A balance stayed exhausted past the grace period: the user's phones are
+/// stopped and none of theirs starts until it is restored (`device`).
+pub const BALANCE_SUSPENDED: EventType = EventType {
+    name: "balance.suspended",
+    source: "billing",
+    schema_version: 1,
+};
+
+/// Money ended a suspended balance's exhaustion: phones may start again.
+pub const BALANCE_RESTORED: EventType = EventType {
+    name: "balance.restored",
+    source: "billing",
+    schema_version: 1,
+};
+
 /// An order was paid (its payment taken; fulfilment follows).
 pub const ORDER_PAID: EventType = EventType {
     name: "order.paid",
@@ -464,6 +479,8 @@ pub const CATALOGUE: &[EventType] = &[
     BALANCE_ADJUSTED,
     BALANCE_LOW,
     BALANCE_EXHAUSTED,
+    BALANCE_SUSPENDED,
+    BALANCE_RESTORED,
     ORDER_PAID,
     ORDER_FULFILLED,
     ORDER_FAILED,

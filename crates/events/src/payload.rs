@@ -367,6 +367,20 @@ pub struct BalanceAlert {
     pub threshold_minor: i64,
 }
 
+/// `balance.suspended` and `balance.restored` (schema version 1): whether
+/// a user's phones may run, for their balance in one currency.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BalanceSuspension {
+    /// Whose balance.
+    pub user_id: Uuid,
+    /// ISO 4217.
+    pub currency: String,
+    /// Suspended (true) or restored (false).
+    pub suspended: bool,
+    /// Since when it was exhausted (RFC 3339).
+    pub exhausted_since: Option<String>,
+}
+
 /// `order.*` and `payment.succeeded` (schema version 1): an order after the
 /// change, amounts in minor units of `currency`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

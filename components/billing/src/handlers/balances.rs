@@ -115,3 +115,73 @@ pub fn set_credit_limit(call: &Call) -> Result<Response> {
     body["previous_credit_limit_minor"] = previous.into();
     Ok(platform::http::json(200, &body))
 }
+
+/// Seconds a balance may stay exhausted before its phones are stopped
+/// (`exhaustion_grace_secs`).
+fn grace_secs() -> Result<i64> {
+    platform::var("exhaustion_grace_secs")?
+        .parse()
+        .ok()
+        .filter(|s| (0..=30 * 86_400).contains(s))
+        .ok_or_else(|| {
+            Error::Problem(platform::Problem::internal(
+                "exhaustion_grace_secs must be from 0 to 2592000",
+            ))
+        })
+}
+
+/// `POST /internal/balances/enforce` (scheduler): suspends every balance
+/// exhausted for longer than `exhaustion_grace_secs` (at most 500 a run),
+/// each with `balance.suspended` in the same transaction, which `device`
+/// follows; `{suspended}`.
+pub fn enforce(call: &Call) -> Result<Response> {
+    let grace = grace_secs()?;
+    let db = db()?;
+    let n = db.transaction(|tx| {
+        let due = crate::repo::metering::suspend_due(tx, grace, 500)?;
+        for s in &due {
+            super::effects::announce_suspension(
+                tx,
+                &platform::events::catalogue::BALANCE_SUSPENDED,
+                s,
+            )?;
+        }
+        Ok::<_, Error>(due.len())
+    })?;
+    platform::outbox::publish_after_commit(&db, &call.ctx.request_id);
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"suspended": n}),
+    ))
+}
+
+/// `GET /internal/suspensions` (`device`): every balance ever suspended,
+/// with whether it is now, by user and currency, after `after`
+/// (`<user_id>:<currency>`), at most `limit` (default 500, at most 1000):
+/// what `device` rebuilds its copy from.
+pub fn suspensions(call: &Call) -> Result<Response> {
+    let after = match call.query("after") {
+        Some(a) => {
+            let (u, c) = a
+                .split_once(':')
+                .ok_or_else(|| Error::Invalid("after must be <user_id>:<currency>".into()))?;
+            let u = Uuid::parse_str(u)
+                .map_err(|_| Error::Invalid("after must be <user_id>:<currency>".into()))?;
+            Some((u, c.to_string()))
+        }
+        None => None,
+    };
+    let limit = platform::http::int_query(call.req, "limit", 500, 1000)?;
+    let rows = crate::repo::metering::suspensions(&db()?, after, limit)?;
+    let items: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(s, active)| {
+            serde_json::json!({"user_id": s.user_id, "currency": s.currency, "suspended": active,
+                               "version": s.version, "exhausted_since": s.exhausted_since})
+        })
+        .collect();
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"items": items}),
+    ))
+}

@@ -1,15 +1,16 @@
 //! What follows any movement of a user's balance, in its transaction:
 //! money that arrived pays what they owe for usage first (a `collect`),
 //! and a fall of their balance to low or exhausted is announced once
-//! (`balance.low`, `balance.exhausted`).
+//! (`balance.low`, `balance.exhausted`); money that ends an exhaustion
+//! lifts its suspension (`balance.restored`).
 
 use crate::domain::money::{Currency, Money};
 use crate::domain::posting::{collectable, fell, standing, Kind, Posting};
 use crate::error::{Error, Result};
 use crate::repo::{accounts, ledger, metering};
 use platform::db::Db;
-use platform::events::catalogue::{BALANCE_EXHAUSTED, BALANCE_LOW};
-use platform::events::payload::BalanceAlert;
+use platform::events::catalogue::{EventType, BALANCE_EXHAUSTED, BALANCE_LOW, BALANCE_RESTORED};
+use platform::events::payload::{BalanceAlert, BalanceSuspension};
 use uuid::Uuid;
 
 /// The low-balance threshold in minor units (`low_balance_minor`, of
@@ -74,6 +75,11 @@ pub fn after_movement(
         threshold,
     );
     let old = metering::alert_state(tx, user, currency.code(), state)?;
+    if old == "exhausted" && state != "exhausted" {
+        if let Some(lifted) = metering::restore(tx, user, currency.code())? {
+            announce_suspension(tx, &BALANCE_RESTORED, &lifted)?;
+        }
+    }
     if fell(&old, state) {
         let event = if state == "exhausted" {
             &BALANCE_EXHAUSTED
@@ -98,5 +104,23 @@ pub fn after_movement(
             &payload,
         )?;
     }
+    Ok(())
+}
+
+/// `balance.suspended` / `balance.restored` for a balance, in `tx`.
+pub fn announce_suspension(tx: &Db, event: &EventType, s: &metering::Suspension) -> Result<()> {
+    let payload = BalanceSuspension {
+        user_id: s.user_id,
+        currency: s.currency.clone(),
+        suspended: event == &platform::events::catalogue::BALANCE_SUSPENDED,
+        exhausted_since: Some(s.exhausted_since.clone()),
+    };
+    platform::outbox::enqueue(
+        tx,
+        event,
+        &format!("{}:{}", s.user_id, s.currency),
+        s.version,
+        &payload,
+    )?;
     Ok(())
 }

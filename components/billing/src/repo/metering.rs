@@ -291,3 +291,71 @@ pub fn alert_state(tx: &Db, user: Uuid, currency: &str, state: &str) -> Result<S
     }
     Ok(old.unwrap_or_else(|| "ok".into()))
 }
+
+/// A suspension of a balance's phones, or its lifting.
+#[derive(Debug)]
+pub struct Suspension {
+    /// Whose.
+    pub user_id: Uuid,
+    /// ISO 4217.
+    pub currency: String,
+    /// Its counter after the change (the event's version).
+    pub version: i64,
+    /// Since when the balance was exhausted.
+    pub exhausted_since: String,
+}
+
+fn suspension(r: &[DbValue]) -> Result<Suspension, DbError> {
+    Ok(Suspension {
+        user_id: col(r, 0, "balance_alerts.user_id")?,
+        currency: col(r, 1, "balance_alerts.currency")?,
+        version: col(r, 2, "balance_alerts.suspension_version")?,
+        exhausted_since: timestamp(r, 3, "balance_alerts.changed_at")?,
+    })
+}
+
+/// Suspends up to `limit` balances exhausted for longer than `grace_secs`
+/// and not yet suspended.
+pub fn suspend_due(tx: &Db, grace_secs: i64, limit: i64) -> Result<Vec<Suspension>, DbError> {
+    tx.all(
+        "UPDATE balance_alerts SET suspended_at = now() AT TIME ZONE 'UTC', \
+           suspension_version = suspension_version + 1 \
+         WHERE (user_id, currency) IN ( \
+           SELECT user_id, currency FROM balance_alerts \
+            WHERE state = 'exhausted' AND suspended_at IS NULL \
+              AND changed_at < now() AT TIME ZONE 'UTC' - make_interval(secs => $1::bigint) \
+            ORDER BY changed_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         RETURNING user_id, currency::text, suspension_version, changed_at",
+        &[P::Int64(grace_secs), P::Int64(limit)],
+        suspension,
+    )
+}
+
+/// Lifts the suspension of a balance no longer exhausted (after a
+/// movement, in its transaction), if it had one.
+pub fn restore(tx: &Db, user: Uuid, currency: &str) -> Result<Option<Suspension>, DbError> {
+    tx.one(
+        "UPDATE balance_alerts SET suspended_at = NULL, suspension_version = suspension_version + 1 \
+         WHERE user_id = $1 AND currency = $2 AND suspended_at IS NOT NULL AND state <> 'exhausted' \
+         RETURNING user_id, currency::text, suspension_version, changed_at",
+        &[P::Uuid(user.to_string()), P::Str(currency.into())],
+        suspension,
+    )
+}
+
+/// Every balance's suspension state after a position (for `device`'s
+/// resync): `(user, currency, suspended, version)`, by user.
+pub fn suspensions(
+    db: &Db,
+    after: Option<(Uuid, String)>,
+    limit: i64,
+) -> Result<Vec<(Suspension, bool)>, DbError> {
+    let (u, c) = after.unwrap_or((Uuid::nil(), String::new()));
+    db.all(
+        "SELECT user_id, currency::text, suspension_version, changed_at, suspended_at IS NOT NULL \
+           FROM balance_alerts WHERE suspension_version > 0 AND (user_id, currency::text) > ($1, $2) \
+          ORDER BY user_id, currency LIMIT $3",
+        &[P::Uuid(u.to_string()), P::Str(c), P::Int64(limit)],
+        |r| Ok((suspension(r)?, col(r, 4, "suspended")?)),
+    )
+}

@@ -134,13 +134,18 @@ pub enum Cause {
     GraceOver,
     /// An administrator released it: deleted now.
     Released,
+    /// Its owner's balance was suspended (billing's exhaustion policy):
+    /// stopped.
+    BalanceExhausted,
 }
 
 impl Cause {
     /// The lifecycle action it takes.
     pub fn action(self) -> Action {
         match self {
-            Self::Expired | Self::SessionEnded | Self::Idle => Action::Stop,
+            Self::Expired | Self::SessionEnded | Self::Idle | Self::BalanceExhausted => {
+                Action::Stop
+            }
             Self::GraceOver | Self::Released => Action::Delete,
         }
     }
@@ -148,7 +153,7 @@ impl Cause {
     /// Whether the rules (the job), not a person, decide it: then it must
     /// still be due when it is carried out.
     pub fn scheduled(self) -> bool {
-        self != Self::Released
+        !matches!(self, Self::Released | Self::BalanceExhausted)
     }
 }
 

@@ -228,6 +228,7 @@ pub struct Making {
 pub fn create(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let b: CreateDevice = call.body()?;
+    policy::refuse_if_suspended(&open_db()?, caller.user_id)?;
     let name = DeviceName::parse(&b.name)?;
     let template = match b.template_id.as_deref() {
         None => None,

@@ -138,6 +138,12 @@ pub fn check_action(tx: &Db, d: &Device, action: Action, cause: Option<Cause>) -
     let now = repo::lifecycle::now(tx)?;
     if action == Action::Start {
         lifecycle::may_start(&d.lifecycle_state(), now)?;
+        refuse_if_suspended(tx, d.owner_id)?;
+    }
+    if cause == Some(Cause::BalanceExhausted) && !repo::suspensions::suspended(tx, d.owner_id)? {
+        return Err(Error::Conflict(
+            "the owner's balance is no longer suspended".into(),
+        ));
     }
     if let Some(c) = cause.filter(|c| c.scheduled()) {
         if lifecycle::plan(&d.lifecycle_state(), &settings(), now).action != Some(c) {
@@ -145,6 +151,19 @@ pub fn check_action(tx: &Db, d: &Device, action: Action, cause: Option<Cause>) -
                 "the lifecycle action is no longer due".into(),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `402 balance_exhausted` when the owner's balance is suspended (billing's
+/// exhaustion policy): no phone of theirs starts.
+pub fn refuse_if_suspended(db: &Db, owner: Uuid) -> Result<()> {
+    if repo::suspensions::suspended(db, owner)? {
+        return Err(Error::Problem(platform::Problem::new(
+            402,
+            "balance_exhausted",
+            "the owner's balance ran out and stayed unpaid past its grace period: pay what is owed to start phones again",
+        )));
     }
     Ok(())
 }
@@ -161,6 +180,8 @@ pub fn acted(tx: &Db, id: Uuid, cause: Option<Cause>, by: Option<Uuid>) -> Resul
         Cause::SessionEnded => &DEVICE_SESSION_ENDED,
         Cause::Idle => &DEVICE_IDLE_STOPPED,
         Cause::GraceOver | Cause::Released => &DEVICE_RELEASED,
+        // `balance.suspended` told the owner; `device.stopped` follows.
+        Cause::BalanceExhausted => return Ok(()),
     };
     let by = if cause == Cause::Released { by } else { None };
     enqueue(tx, id, event, by)
@@ -283,6 +304,30 @@ pub fn job(call: &Call) -> Result<Response> {
     let s = settings();
     let ids = repo::lifecycle::claim_due(&open_db()?, BATCH, LEASE_SECS)?;
     let (mut total, mut failed) = (Done::default(), 0);
+    // Phones of owners whose balance is suspended are stopped.
+    let unpaid = repo::suspensions::running_devices(&open_db()?, BATCH)?;
+    for id in &unpaid {
+        let cause = Cause::BalanceExhausted;
+        match devices::act(
+            call.ctx,
+            Actor::System,
+            *id,
+            cause.action(),
+            None,
+            Some(cause),
+        ) {
+            Ok(_) => total.stopped += 1,
+            Err(Error::Conflict(_) | Error::NotFound(_)) => {}
+            Err(e) => {
+                failed += 1;
+                let p: platform::Problem = e.into();
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"level": "warn", "request_id": call.ctx.request_id, "msg": "a phone of a suspended balance was not stopped yet", "device": id, "cause": p.internal})
+                );
+            }
+        }
+    }
     for id in &ids {
         match process(call.ctx, *id, &s) {
             Ok(d) => {

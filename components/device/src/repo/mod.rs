@@ -18,4 +18,5 @@ pub mod recoveries;
 pub mod runs;
 pub mod snapshot_policies;
 pub mod snapshots;
+pub mod suspensions;
 pub mod templates;
