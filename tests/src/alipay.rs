@@ -145,7 +145,7 @@ impl Keys {
         let query = url
             .strip_prefix(&format!("{GATEWAY}?"))
             .expect("the gateway's URL");
-        let params = parse_query(query);
+        let params = crate::form::parse(query);
         let sign = params.get("sign").expect("a sign").clone();
         let ok = self.openssl_verify("merchant.pub.pem", &content(&params, false), &sign);
         assert!(ok, "the merchant's request signature does not verify");
@@ -208,11 +208,7 @@ impl Keys {
         );
         let mut all = params.clone();
         all.insert("sign".into(), b64(&sig));
-        all.iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect::<Vec<_>>()
-            .join("&")
-            .into_bytes()
+        crate::form::write(&all).into_bytes()
     }
 }
 
@@ -267,38 +263,4 @@ fn content(params: &BTreeMap<String, String>, notification: bool) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn parse_query(q: &str) -> BTreeMap<String, String> {
-    q.split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).expect("hex"));
-            i += 3;
-        } else {
-            out.push(if b[i] == b'+' { b' ' } else { b[i] });
-            i += 1;
-        }
-    }
-    String::from_utf8(out).expect("utf-8")
 }

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod alipay;
 pub mod apks;
 pub mod billing;
+pub mod form;
 pub mod nodes;
 pub mod real_agent;
 pub mod stripe;

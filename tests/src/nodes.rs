@@ -42,6 +42,35 @@ pub fn bring_online(app: &TestApp, admin: &Session, agent: &ScriptedAgent) {
     assert_eq!(node["status"], "online");
 }
 
+/// A node `node` online and a phone `name` of the user of `token` running
+/// on it (created, reported ready, its operation succeeded): the node's
+/// agent and the device's id.
+pub fn running_device(
+    app: &TestApp,
+    admin: &Session,
+    token: &str,
+    node: &str,
+    name: &str,
+) -> (ScriptedAgent, String) {
+    let agent = enroll(app, admin, node, json!({}));
+    bring_online(app, admin, &agent);
+    let op = expect_json(
+        app.post(&format!("{D}/devices"), &json!({"name": name}), Some(token)),
+        202,
+    );
+    let id = device_of(&op);
+    agent.report(vec![agent.status(
+        &id,
+        agent_protocol::messages::DeviceStatus::Ready,
+        1,
+    )]);
+    assert_eq!(
+        wait_op(app, token, op["id"].as_str().expect("op id"))["status"],
+        "succeeded"
+    );
+    (agent, id)
+}
+
 /// Sets a user's quota to `devices` devices (and room for their resources).
 pub fn set_quota(app: &TestApp, admin: &Session, user: &str, devices: i32) {
     expect_json(

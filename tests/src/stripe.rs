@@ -231,7 +231,7 @@ fn handle(
             json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),
         );
     }
-    let form = parse_form(body);
+    let form = crate::form::parse(&String::from_utf8_lossy(body));
     match (method, path) {
         ("POST", "/v1/payment_intents") => {
             if let Some(i) = key.as_ref().and_then(|k| s.by_key.get(k)) {
@@ -289,32 +289,4 @@ fn handle(
 fn intent_json(i: &Intent) -> Value {
     json!({"id": i.id, "object": "payment_intent", "amount": i.amount, "currency": i.currency,
            "status": i.status, "client_secret": format!("{}_secret_sim", i.id), "metadata": i.metadata})
-}
-
-/// Decodes `application/x-www-form-urlencoded`.
-fn parse_form(body: &[u8]) -> HashMap<String, String> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -451,7 +451,7 @@ fn ten_thousand_random_postings_from_16_clients_balance_to_the_cent() {
 #[test]
 fn ninety_minutes_of_device_time_across_a_tick_and_a_restart_are_charged_exactly_once() {
     use agent_protocol::messages::DeviceStatus;
-    use e2e::nodes::{bring_online, device_of, enroll, wait_op, D};
+    use e2e::nodes::running_device;
     use events::catalogue::{DEVICE_RUN_ENDED, DEVICE_RUN_STARTED};
     let mut app = TestApp::spawn();
     let admin = app.platform_admin();
@@ -618,22 +618,7 @@ fn ninety_minutes_of_device_time_across_a_tick_and_a_restart_are_charged_exactly
 
     // The runs come from `device` itself: a phone its node reports running
     // opens one, announced in the same transaction, and billing records it.
-    let agent = enroll(&app, &admin, "node-m", json!({}));
-    bring_online(&app, &admin, &agent);
-    let op = expect_json(
-        app.post(
-            &format!("{D}/devices"),
-            &json!({"name": "metered"}),
-            Some(&token),
-        ),
-        202,
-    );
-    let id = device_of(&op);
-    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
-    assert_eq!(
-        wait_op(&app, &token, op["id"].as_str().unwrap())["status"],
-        "succeeded"
-    );
+    let (agent, id) = running_device(&app, &admin, &token, "node-m", "metered");
     let sql = format!("SELECT count(*) FROM metered_runs WHERE device_id = '{id}' AND user_id = '{user}' AND ended_at IS NULL");
     app.eventually(std::time::Duration::from_secs(30), || {
         (app.count("billing", &sql) == 1).then_some(())
@@ -856,7 +841,7 @@ fn rules_price_usage_by_priority_tenant_and_validity_and_explain_every_step() {
 #[test]
 fn a_balance_exhausted_past_its_grace_stops_the_owners_phones_until_the_debt_is_paid() {
     use agent_protocol::messages::DeviceStatus;
-    use e2e::nodes::{bring_online, device_of, enroll, wait_op, D};
+    use e2e::nodes::{running_device, D};
     use events::catalogue::DEVICE_RUN_ENDED;
     let app = TestApp::spawn_with(Options {
         env: vec![("SPIN_VARIABLE_EXHAUSTION_GRACE_SECS".into(), "0".into())],
@@ -865,22 +850,7 @@ fn a_balance_exhausted_past_its_grace_stops_the_owners_phones_until_the_debt_is_
     let admin = app.platform_admin();
     let (user, token) = app.signed_up_user();
     wait_for_owner(&app, &user);
-    let agent = enroll(&app, &admin, "node-x", json!({}));
-    bring_online(&app, &admin, &agent);
-    let op = expect_json(
-        app.post(
-            &format!("{D}/devices"),
-            &json!({"name": "unpaid"}),
-            Some(&token),
-        ),
-        202,
-    );
-    let id = device_of(&op);
-    agent.report(vec![agent.status(&id, DeviceStatus::Ready, 1)]);
-    assert_eq!(
-        wait_op(&app, &token, op["id"].as_str().unwrap())["status"],
-        "succeeded"
-    );
+    let (agent, id) = running_device(&app, &admin, &token, "node-x", "unpaid");
     let events = |kind: &str| {
         app.count(
             "billing",

@@ -146,6 +146,20 @@ impl Shop {
             .unwrap_or_else(|_| panic!("the saga never reached {step}"))
     }
 
+    /// How many webhooks the log holds of each verdict.
+    fn webhooks_logged(&self, want: &[(&str, i64)]) {
+        for (verdict, n) in want {
+            let page = expect_json(
+                self.app.get(
+                    &format!("{B}/admin/webhooks?verdict={verdict}"),
+                    Some(&self.staff),
+                ),
+                200,
+            );
+            assert_eq!(page["total"], *n, "{verdict}: {page}");
+        }
+    }
+
     fn ledger_ok(&self) {
         let check = expect_json(
             self.app
@@ -831,22 +845,13 @@ fn orders_and_top_ups_paid_with_stripe_apply_each_webhook_once_in_the_providers_
     );
 
     // Every delivery is in the log, with its verdict.
-    for (verdict, n) in [
+    s.webhooks_logged(&[
         ("forged", 2),
         ("stale", 1),
         ("applied", 1),
         ("duplicate", 1),
         ("ignored", 1),
-    ] {
-        let page = expect_json(
-            app.get(
-                &format!("{B}/admin/webhooks?verdict={verdict}"),
-                Some(&s.staff),
-            ),
-            200,
-        );
-        assert_eq!(page["total"], n, "{verdict}: {page}");
-    }
+    ]);
     assert_eq!(
         app.get(&format!("{B}/admin/webhooks"), Some(&s.token))
             .status(),
@@ -1020,21 +1025,13 @@ fn an_order_paid_with_alipay_is_fulfilled_once_by_its_rsa2_signed_notification()
     assert_eq!(s.get_order(&id)["status"], "fulfilled");
     assert_eq!(s.max_devices(), before + 2);
     assert_eq!(s.balance(), (0, 0));
-    for (verdict, n) in [
+    // Every delivery is in the log, with its verdict.
+    s.webhooks_logged(&[
         ("forged", 2),
         ("stale", 1),
         ("applied", 1),
         ("duplicate", 1),
         ("ignored", 1),
-    ] {
-        let page = expect_json(
-            app.get(
-                &format!("{B}/admin/webhooks?verdict={verdict}"),
-                Some(&s.staff),
-            ),
-            200,
-        );
-        assert_eq!(page["total"], n, "{verdict}: {page}");
-    }
+    ]);
     s.ledger_ok();
 }

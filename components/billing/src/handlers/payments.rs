@@ -40,6 +40,15 @@ struct Stripe {
     tolerance: i64,
 }
 
+/// A webhook tolerance setting (1 s to a day), else `default`.
+fn tolerance(var: &str, default: i64) -> Result<i64> {
+    Ok(platform::var(var)?
+        .parse()
+        .ok()
+        .filter(|t| (1..=86_400).contains(t))
+        .unwrap_or(default))
+}
+
 fn stripe_settings() -> Result<Stripe> {
     let s = Stripe {
         api: platform::var("stripe_api_base")?
@@ -47,11 +56,10 @@ fn stripe_settings() -> Result<Stripe> {
             .to_string(),
         key: platform::var("stripe_secret_key")?,
         webhook_secret: platform::var("stripe_webhook_secret")?,
-        tolerance: platform::var("stripe_webhook_tolerance_secs")?
-            .parse()
-            .ok()
-            .filter(|t| (1..=86_400).contains(t))
-            .unwrap_or(stripe::DEFAULT_TOLERANCE_SECS),
+        tolerance: tolerance(
+            "stripe_webhook_tolerance_secs",
+            stripe::DEFAULT_TOLERANCE_SECS,
+        )?,
     };
     if s.key.is_empty() || s.webhook_secret.is_empty() {
         return Err(Error::Problem(Problem::new(
@@ -84,11 +92,7 @@ fn alipay_settings() -> Result<Alipay> {
         private_key: platform::var("alipay_private_key")?,
         public_key: platform::var("alipay_public_key")?,
         notify_url: platform::var("alipay_notify_url")?,
-        tolerance: platform::var("alipay_notify_tolerance_secs")?
-            .parse()
-            .ok()
-            .filter(|t| (1..=86_400).contains(t))
-            .unwrap_or(900),
+        tolerance: tolerance("alipay_notify_tolerance_secs", 900)?,
     };
     if a.app_id.is_empty() || a.private_key.is_empty() || a.public_key.is_empty() {
         return Err(Error::Problem(Problem::new(
