@@ -844,7 +844,10 @@ fn a_balance_exhausted_past_its_grace_stops_the_owners_phones_until_the_debt_is_
     use e2e::nodes::{running_device, D};
     use events::catalogue::DEVICE_RUN_ENDED;
     let app = TestApp::spawn_with(Options {
-        env: vec![("SPIN_VARIABLE_EXHAUSTION_GRACE_SECS".into(), "0".into())],
+        env: vec![
+            ("SPIN_VARIABLE_EXHAUSTION_GRACE_SECS".into(), "0".into()),
+            ("SPIN_VARIABLE_EVENT_RETENTION_DAYS".into(), "0".into()),
+        ],
         ..Options::default()
     });
     let admin = app.platform_admin();
@@ -906,6 +909,31 @@ fn a_balance_exhausted_past_its_grace_stops_the_owners_phones_until_the_debt_is_
     .unwrap();
     assert_eq!((status, code.as_str()), (402, "balance_exhausted"));
     assert_eq!(events("balance.suspended"), 1);
+
+    // `device` lost its copy while billing's feed was pruned: its catch-up
+    // rebuilds the suspension from billing's list.
+    app.eventually(std::time::Duration::from_secs(30), || {
+        let r: Value = app
+            .post_as("scheduler", &format!("{B}/internal/events/prune"))
+            .json()
+            .unwrap();
+        (r["deleted"].as_u64().unwrap_or(0) >= 1).then_some(())
+    })
+    .expect("billing's feed pruned");
+    app.db("device")
+        .batch_execute(
+            "DELETE FROM balance_suspensions; DELETE FROM event_cursors WHERE source = 'billing'",
+        )
+        .unwrap();
+    let summary: Value = app
+        .post_as("scheduler", "/api/v1/device/internal/events/catch-up")
+        .json()
+        .unwrap();
+    assert!(summary["resynced"].as_u64() >= Some(1), "{summary}");
+    assert_eq!(app.count("device", &sql), 1);
+    let (status, _) =
+        error_code(app.post(&format!("{D}/devices/{id}/start"), &json!({}), Some(&token))).unwrap();
+    assert_eq!(status, 402);
 
     // Money pays the debt: restored in the same transaction; the phone may
     // start again.

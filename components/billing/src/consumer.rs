@@ -90,32 +90,21 @@ fn resync_users(ctx: &platform::http::Ctx) -> Result<(), Problem> {
 /// was pruned past the cursor), one page at a time, no connection held
 /// while asking.
 fn resync_runs(ctx: &platform::http::Ctx) -> Result<(), Problem> {
-    #[derive(serde::Deserialize)]
-    struct Page {
-        items: Vec<DeviceRun>,
-    }
-    let mut after = 0;
-    loop {
-        let url = format!(
-            "http://device.spin.internal/api/v1/device/internal/runs?after={after}&limit=1000"
-        );
-        let resp = platform::http::chain(ctx, spin_sdk::http::Method::Get, &url, None)?;
-        if *resp.status() != 200 {
-            return Err(Problem::unavailable(format!(
-                "device runs answered {}",
-                resp.status()
-            )));
-        }
-        let page: Page = serde_json::from_slice(resp.body())
-            .map_err(|e| Problem::internal(format!("device runs: bad page: {e}")))?;
-        let Some(last) = page.items.last() else {
-            return Ok(());
-        };
-        after = last.run_id;
-        let db = Db::open()?;
-        for run in page.items {
-            let run = announced(run).map_err(Problem::internal)?;
-            metering::record(&db, &run)?;
-        }
-    }
+    platform::http::each_page(
+        ctx,
+        "device runs",
+        |last: Option<&DeviceRun>| {
+            let after = last.map_or(0, |r| r.run_id);
+            format!(
+                "http://device.spin.internal/api/v1/device/internal/runs?after={after}&limit=1000"
+            )
+        },
+        |db, runs| {
+            for run in runs {
+                let run = announced(run).map_err(Problem::internal)?;
+                metering::record(db, &run)?;
+            }
+            Ok(())
+        },
+    )
 }

@@ -63,33 +63,24 @@ fn resync_billing(ctx: &platform::http::Ctx) -> Result<(), Problem> {
         suspended: bool,
         version: i64,
     }
-    #[derive(serde::Deserialize)]
-    struct Page {
-        items: Vec<Item>,
-    }
-    let mut after = String::new();
-    loop {
-        let url = format!(
-            "http://billing.spin.internal/api/v1/billing/internal/suspensions?limit=500{after}"
-        );
-        let resp = platform::http::chain(ctx, spin_sdk::http::Method::Get, &url, None)?;
-        if *resp.status() != 200 {
-            return Err(Problem::unavailable(format!(
-                "billing suspensions answered {}",
-                resp.status()
-            )));
-        }
-        let page: Page = serde_json::from_slice(resp.body())
-            .map_err(|e| Problem::internal(format!("billing suspensions: bad page: {e}")))?;
-        let Some(last) = page.items.last() else {
-            return Ok(());
-        };
-        after = format!("&after={}:{}", last.user_id, last.currency);
-        let db = Db::open()?;
-        for i in &page.items {
-            repo::suspensions::apply(&db, i.user_id, &i.currency, i.suspended, i.version)?;
-        }
-    }
+    platform::http::each_page(
+        ctx,
+        "billing suspensions",
+        |last: Option<&Item>| {
+            let after = last.map_or(String::new(), |i| {
+                format!("&after={}:{}", i.user_id, i.currency)
+            });
+            format!(
+                "http://billing.spin.internal/api/v1/billing/internal/suspensions?limit=500{after}"
+            )
+        },
+        |db, items| {
+            for i in &items {
+                repo::suspensions::apply(db, i.user_id, &i.currency, i.suspended, i.version)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {

@@ -260,6 +260,43 @@ fn send_chained(
         .map_err(|e: spin_sdk::http::SendError| Problem::unavailable(format!("{url}: {e}")))
 }
 
+/// Reads another component's internal list one page at a time by service
+/// chaining (what a consumer rebuilds its copies from when a feed was
+/// pruned past its cursor): `url` makes a page's address from the last
+/// item of the page before (none: the first), `apply` takes each page's
+/// items with a connection opened after the page arrived (none is held
+/// while asking). Ends at an empty page; a page that is not `200 {items}`
+/// is a 503 (`what` names the list).
+pub fn each_page<T: DeserializeOwned>(
+    ctx: &Ctx,
+    what: &str,
+    url: impl Fn(Option<&T>) -> String,
+    apply: impl Fn(&crate::db::Db, Vec<T>) -> Result<(), Problem>,
+) -> Result<(), Problem> {
+    #[derive(serde::Deserialize)]
+    struct Page<T> {
+        items: Vec<T>,
+    }
+    let mut next = url(None);
+    loop {
+        let resp = chain(ctx, Method::Get, &next, None)?;
+        if *resp.status() != 200 {
+            return Err(Problem::unavailable(format!(
+                "{what} answered {}",
+                resp.status()
+            )));
+        }
+        let page: Page<T> = serde_json::from_slice(resp.body())
+            .map_err(|e| Problem::internal(format!("{what}: bad page: {e}")))?;
+        let Some(last) = page.items.last() else {
+            return Ok(());
+        };
+        next = url(Some(last));
+        let db = crate::db::Db::open()?;
+        apply(&db, page.items)?;
+    }
+}
+
 /// The request's `Idempotency-Key` header, if any: 1 to 128 printable
 /// ASCII characters, else 400.
 pub fn idempotency_key(req: &Request) -> Result<Option<String>, Problem> {

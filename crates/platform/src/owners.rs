@@ -59,31 +59,20 @@ pub fn each_identity(
         identity: Identity,
         version: i64,
     }
-    #[derive(serde::Deserialize)]
-    struct Page {
-        items: Vec<Item>,
-    }
-    let mut after = uuid::Uuid::nil();
-    loop {
-        let url = format!(
-            "http://user.spin.internal/api/v1/user/internal/identities?after={after}&limit=500"
-        );
-        let resp = crate::http::chain(ctx, spin_sdk::http::Method::Get, &url, None)?;
-        if *resp.status() != 200 {
-            return Err(Problem::unavailable(format!(
-                "user identities answered {}",
-                resp.status()
-            )));
-        }
-        let page: Page = serde_json::from_slice(resp.body())
-            .map_err(|e| Problem::internal(format!("user identities: bad page: {e}")))?;
-        let Some(last) = page.items.last() else {
-            return Ok(());
-        };
-        after = last.identity.id;
-        let db = Db::open()?;
-        for item in &page.items {
-            apply(&db, &item.identity, item.version)?;
-        }
-    }
+    crate::http::each_page(
+        ctx,
+        "user identities",
+        |last: Option<&Item>| {
+            let after = last.map_or(uuid::Uuid::nil(), |i| i.identity.id);
+            format!(
+                "http://user.spin.internal/api/v1/user/internal/identities?after={after}&limit=500"
+            )
+        },
+        |db, items| {
+            for item in &items {
+                apply(db, &item.identity, item.version)?;
+            }
+            Ok(())
+        },
+    )
 }
