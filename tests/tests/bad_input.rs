@@ -974,6 +974,7 @@ const NO_BODY: &[&str] = &[
     "POST /api/v1/billing/internal/orders/advance",
     "POST /api/v1/billing/internal/invoices/run",
     "POST /api/v1/billing/internal/balances/enforce",
+    "POST /api/v1/billing/internal/webhooks/prune",
     "POST /api/v1/billing/orders/:id/cancel",
     "POST /api/v1/billing/refunds/:id/approve",
     "POST /api/v1/user/internal/quotas/grants/:id/activate",

@@ -939,6 +939,20 @@ fn orders_and_top_ups_paid_with_stripe_apply_each_webhook_once_in_the_providers_
     assert_eq!(s.balance(), (5_000 + 9_900, 0));
     assert_eq!(s.get_order(&second)["status"], "expired");
     s.ledger_ok();
+
+    // The log keeps refused deliveries 30 days, accepted ones 90.
+    app.db("billing")
+        .batch_execute(
+            "UPDATE webhook_events SET received_at = received_at - interval '40 days' \
+              WHERE verdict IN ('forged', 'applied')",
+        )
+        .unwrap();
+    let pruned = expect_json(
+        app.post_as("scheduler", &format!("{B}/internal/webhooks/prune")),
+        200,
+    );
+    assert_eq!(pruned["deleted"], 2);
+    s.webhooks_logged(&[("forged", 0), ("stale", 1), ("applied", 4)]);
 }
 
 /// Delivers an Alipay notification: (status, body text).

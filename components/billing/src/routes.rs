@@ -69,6 +69,7 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "internal/orders/advance", SCHEDULER, orders::advance_job),
     route("POST", "internal/invoices/run", SCHEDULER, invoices::run),
     route("POST", "internal/balances/enforce", SCHEDULER, balances::enforce),
+    route("POST", "internal/webhooks/prune", SCHEDULER, payments::prune),
     route("GET", "internal/suspensions", Service(&["device"]), balances::suspensions),
     route("POST", "internal/outbox/publish", SCHEDULER, endpoints::publish),
     route("GET", "internal/events", Service(&["notification", "device"]), endpoints::feed),

@@ -171,6 +171,11 @@ pub const JOBS: &[Job] = &[
         path: "/api/v1/billing/internal/balances/enforce",
     },
     Job {
+        name: "billing.webhooks.prune",
+        every_secs: 3600,
+        path: "/api/v1/billing/internal/webhooks/prune",
+    },
+    Job {
         name: "billing.outbox.publish",
         every_secs: 5,
         path: "/api/v1/billing/internal/outbox/publish",

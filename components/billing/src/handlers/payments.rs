@@ -743,3 +743,15 @@ pub fn for_order(o: &order_rows::Order) -> Result<Payment> {
     )?;
     Ok(p)
 }
+
+/// `POST /internal/webhooks/prune` (scheduler, hourly): the webhook log
+/// keeps refused deliveries and repeats 30 days (whoever floods the public
+/// endpoint fills it no further than that), accepted ones 90 days (the
+/// providers retry for days, not months); `{deleted}`.
+pub fn prune(_call: &Call) -> Result<Response> {
+    let deleted = payments::prune_webhooks(&db()?, 30, 90)?;
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({"deleted": deleted}),
+    ))
+}

@@ -340,3 +340,15 @@ pub fn webhooks(
         },
     )
 }
+
+/// Deletes webhook records past their keeping: refused ones and repeats
+/// after `refused_days`, accepted ones (which make a redelivery a
+/// duplicate; providers stop retrying within days) after `accepted_days`.
+pub fn prune_webhooks(db: &Db, refused_days: i64, accepted_days: i64) -> Result<i64, DbError> {
+    let n = db.execute(
+        "DELETE FROM webhook_events WHERE received_at < now() AT TIME ZONE 'UTC' - \
+           make_interval(days => (CASE WHEN verdict IN ('applied', 'ignored') THEN $2::bigint ELSE $1::bigint END)::int)",
+        &[P::Int64(refused_days), P::Int64(accepted_days)],
+    )?;
+    Ok(i64::try_from(n).unwrap_or(i64::MAX))
+}
