@@ -5,7 +5,7 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use platform::db::{col, opt_timestamp, timestamp, Db, DbError};
 use platform::http::Page;
-use platform::query::{paged, Where};
+use platform::query::paged;
 use serde::Serialize;
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use uuid::Uuid;
@@ -360,15 +360,8 @@ pub fn list(
     f: Filter,
     page: Page,
 ) -> Result<(Vec<Invoice>, i64), DbError> {
-    let mut w = Where::new();
-    w.scope(scope, super::accounts::OWNER_SCOPE);
+    let mut w = super::owned_where(scope, f.user, f.status);
     w.and("r.status <> 'draft'");
-    if let Some(u) = f.user {
-        w.eq("r.user_id", P::Uuid(u.to_string()));
-    }
-    if let Some(s) = f.status {
-        w.eq("r.status", P::Str(s));
-    }
     if let Some(m) = f.month {
         let p = w.bind(day(m));
         w.and(format!("r.period_start = {p}::timestamp::date"));

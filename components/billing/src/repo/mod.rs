@@ -11,8 +11,50 @@ pub mod plans;
 pub mod refunds;
 pub mod rules;
 
-use platform::query::Where;
-use spin_sdk::pg4::ParameterValue as P;
+use platform::db::{Db, DbError};
+use platform::http::Page;
+use platform::query::{paged, Where};
+use spin_sdk::pg4::{DbValue, ParameterValue as P};
+use uuid::Uuid;
+
+/// The filters every list of users' rows takes: the caller's data scope,
+/// and optionally one user and one `status`.
+pub fn owned_where(scope: &access::RowFilter, user: Option<Uuid>, status: Option<String>) -> Where {
+    let mut w = Where::new();
+    w.scope(scope, accounts::OWNER_SCOPE);
+    if let Some(u) = user {
+        w.eq("r.user_id", P::Uuid(u.to_string()));
+    }
+    if let Some(s) = status {
+        w.eq("r.status", P::Str(s));
+    }
+    w
+}
+
+/// A page of `table`'s rows (users' rows, `r`, joined with their owner
+/// copies, `o`, which the data scope reads) narrowed by `w`, ordered by
+/// `order`; `columns` are the table's own, read as `r.<column>`.
+pub fn owned_page<T>(
+    db: &Db,
+    table: &str,
+    columns: &str,
+    w: Where,
+    order: &str,
+    page: Page,
+    decode: impl Fn(&[DbValue]) -> Result<T, DbError>,
+) -> Result<(Vec<T>, i64), DbError> {
+    let from = format!("{table} r JOIN owners o ON o.user_id = r.user_id");
+    let cols: Vec<String> = columns.split(", ").map(|c| format!("r.{c}")).collect();
+    paged(
+        db,
+        &format!("SELECT {} FROM {from}", cols.join(", ")),
+        &from,
+        w,
+        order,
+        page,
+        decode,
+    )
+}
 
 /// Narrows a catalogue query (plans, rules: rows with a `tenant_id`, none
 /// for public ones) to what the caller sees: platform staff (billing data

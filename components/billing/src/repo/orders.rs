@@ -4,7 +4,7 @@
 
 use platform::db::{col, opt_timestamp, opt_uuid, timestamp, Db, DbError};
 use platform::http::Page;
-use platform::query::{paged, Where};
+
 use serde::Serialize;
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use uuid::Uuid;
@@ -310,21 +310,11 @@ pub fn list(
     status: Option<String>,
     page: Page,
 ) -> Result<(Vec<Order>, i64), DbError> {
-    let mut w = Where::new();
-    w.scope(scope, super::accounts::OWNER_SCOPE);
-    if let Some(u) = user {
-        w.eq("o.user_id", P::Uuid(u.to_string()));
-    }
-    if let Some(s) = status {
-        w.eq("r.status", P::Str(s));
-    }
-    const FROM: &str = "orders r JOIN owners o ON o.user_id = r.user_id";
-    let cols: Vec<String> = COLUMNS.split(", ").map(|c| format!("r.{c}")).collect();
-    paged(
+    super::owned_page(
         db,
-        &format!("SELECT {} FROM {FROM}", cols.join(", ")),
-        FROM,
-        w,
+        "orders",
+        COLUMNS,
+        super::owned_where(scope, user, status),
         "r.created_at DESC, r.id",
         page,
         order,
