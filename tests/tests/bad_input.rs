@@ -609,6 +609,21 @@ fn cases(f: &Fixture) -> Vec<Case> {
         ),
         case(
             "POST",
+            "/api/v1/device/internal/orders/devices".to_string(),
+            Service("billing"),
+            json!({"order_id": uuid::Uuid::new_v4(), "user_id": m, "name": "Pack",
+                   "devices": {"count": 1, "cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4}}),
+            &["order_id", "user_id", "name", "devices"],
+        ),
+        case(
+            "POST",
+            "/api/v1/device/internal/orders/devices/release".to_string(),
+            Service("billing"),
+            json!({"order_id": uuid::Uuid::new_v4(), "user_id": m}),
+            &["order_id", "user_id"],
+        ),
+        case(
+            "POST",
             "/api/v1/device/devices".to_string(),
             Member,
             json!({"name": "p", "spec": {"cpu_cores": 1, "memory_mb": 1024, "storage_gb": 4},

@@ -11,9 +11,13 @@
 //! Stripe, against a local simulator that signs as Stripe does: webhooks
 //! delivered twice, out of order, forged and stale; a provider down; an
 //! unpaid order expired and its payment cancelled, a late payment kept.
+//! A plan that includes phones: no node with room fails the order with
+//! everything given back; with a node, `device` makes them for the buyer,
+//! expiring with the period, and a full refund deletes them.
 
 use e2e::alipay;
 use e2e::billing::{run_event, wait_for_owner, B};
+use e2e::nodes::{bring_online, enroll, D};
 use e2e::stripe::{self, Simulator};
 use e2e::{error_code, expect_json, roles, Options, TestApp};
 use serde_json::{json, Value};
@@ -362,6 +366,132 @@ fn a_plan_bought_from_the_balance_raises_quota_once_and_refunds_take_it_back() {
         200,
     );
     assert_eq!(s.order(&basic, "buy-3").status(), 409);
+    s.ledger_ok();
+}
+
+#[test]
+fn a_plan_with_phones_is_compensated_when_none_can_be_placed_and_makes_them_when_a_node_has_room() {
+    let s = shop();
+    let app = &s.app;
+    let spec = json!({"count": 2, "cpu_cores": 2, "memory_mb": 2048, "storage_gb": 8});
+    let plan_body = |code: &str, quota: Value| {
+        json!({"code": code, "name": "Phone pack", "cycle": "monthly", "price_minor": 5_000,
+               "currency": "CNY", "quota": quota, "devices": spec, "device_limits": {"max_cpu_cores": 4}})
+    };
+    // The plan's quota must cover its phones.
+    let short = app.post(
+        &format!("{B}/plans"),
+        &plan_body("short", json!({"devices": 2, "concurrent_devices": 2, "cpu_cores": 3, "memory_mb": 4096, "storage_gb": 16})),
+        Some(&s.staff),
+    );
+    let (status, _) = error_code(short).unwrap();
+    assert_eq!(status, 400);
+    let p = expect_json(
+        app.post(
+            &format!("{B}/plans"),
+            &plan_body("pack", json!({"devices": 2, "concurrent_devices": 2, "cpu_cores": 4, "memory_mb": 4096, "storage_gb": 16})),
+            Some(&s.staff),
+        ),
+        201,
+    );
+    assert_eq!(p["devices"], spec);
+    let plan = p["id"].as_str().unwrap().to_string();
+    s.recharge("top-1", 20_000);
+    let before = s.max_devices();
+    let phones = |desired: &str| {
+        app.count(
+            "device",
+            &format!(
+                "SELECT count(*) FROM devices WHERE owner_id = '{}' AND desired_status = '{desired}'",
+                s.buyer
+            ),
+        )
+    };
+
+    // No node at all: device cannot place them; the order fails and
+    // everything is given back (the payment refunded, the grant revoked).
+    let (status, code) = error_code(s.order(&plan, "buy-1")).unwrap();
+    assert_eq!((status, code.as_str()), (409, "order_failed"));
+    let failed = expect_json(
+        app.get(&format!("{B}/orders?status=failed"), Some(&s.token)),
+        200,
+    );
+    let o = &failed["items"][0];
+    assert!(
+        o["failure"].as_str().unwrap().contains("no_capacity"),
+        "{o}"
+    );
+    let failed_order = s.get_order(o["id"].as_str().unwrap());
+    let steps: Vec<&str> = failed_order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["step"].as_str().unwrap())
+        .collect();
+    assert!(steps.contains(&"granted"), "{steps:?}");
+    assert_eq!(s.balance(), (20_000, 0));
+    assert_eq!(s.max_devices(), before);
+    assert_eq!(s.grants("active") + s.grants("pending"), 0);
+    assert_eq!(phones("running") + phones("stopped"), 0);
+    s.ledger_ok();
+
+    // A node with room: both phones made for the buyer, expiring with
+    // the order's period.
+    let admin = e2e::Session {
+        id: String::new(),
+        email: String::new(),
+        token: s.staff.clone(),
+    };
+    let agent = enroll(app, &admin, "plan-node", json!({}));
+    bring_online(app, &admin, &agent);
+    let o = expect_json(s.order(&plan, "buy-2"), 201);
+    assert_eq!(o["status"], "fulfilled");
+    let made = o["devices"].as_array().unwrap();
+    assert_eq!(made.len(), 2, "{o}");
+    assert_eq!(s.balance(), (15_000, 0));
+    assert_eq!(s.max_devices(), before + 2);
+    assert_eq!(phones("running"), 2);
+    let device = expect_json(
+        app.get(
+            &format!("{D}/devices/{}", made[0]["device_id"].as_str().unwrap()),
+            Some(&s.token),
+        ),
+        200,
+    );
+    assert_eq!(device["owner_id"], s.buyer.as_str());
+    assert_eq!(
+        app.count(
+            "device",
+            &format!(
+                "SELECT count(*) FROM devices WHERE owner_id = '{}' AND date_trunc('second', expires_at) = \
+                   date_trunc('second', '{}'::timestamptz AT TIME ZONE 'UTC')",
+                s.buyer,
+                o["period_end"].as_str().unwrap()
+            ),
+        ),
+        2
+    );
+    // The same key: the same order, no more phones.
+    let again = expect_json(s.order(&plan, "buy-2"), 200);
+    assert_eq!(again["devices"], o["devices"]);
+    assert_eq!(phones("running"), 2);
+
+    // A full refund deletes them and takes the quota back.
+    let id = o["id"].as_str().unwrap();
+    let r = expect_json(
+        app.post_idempotent(
+            &format!("{B}/orders/{id}/refunds"),
+            &json!({"reason": "no longer needed"}),
+            Some(&s.staff),
+            "ref-1",
+        ),
+        201,
+    );
+    assert_eq!(r["status"], "completed");
+    assert_eq!(phones("running"), 0);
+    assert_eq!(phones("deleted"), 2);
+    assert_eq!(s.max_devices(), before);
+    assert_eq!(s.balance(), (20_000, 0));
     s.ledger_ok();
 }
 
@@ -886,6 +1016,14 @@ fn orders_and_top_ups_paid_with_stripe_apply_each_webhook_once_in_the_providers_
         (got["status"].as_str(), got["last_error"].as_str()),
         (Some("failed"), Some("Your card was declined."))
     );
+    // A second card declined too: its own event, at the next version.
+    let again = stripe::event(
+        "evt_declined_again",
+        "payment_intent.payment_failed",
+        &intent,
+        stripe::now() - 3,
+    );
+    assert_eq!(deliver(app, &again, signed(&again)).1["verdict"], "applied");
     let ok = stripe::event(
         "evt_top_up",
         "payment_intent.succeeded",
@@ -894,6 +1032,20 @@ fn orders_and_top_ups_paid_with_stripe_apply_each_webhook_once_in_the_providers_
     );
     assert_eq!(deliver(app, &ok, signed(&ok)).1["verdict"], "applied");
     assert_eq!(s.balance(), (5_000, 0));
+    let versions = |kind: &str| -> String {
+        app.db("billing")
+            .query_one(
+                &format!(
+            "SELECT coalesce(string_agg(aggregate_version::text, ',' ORDER BY aggregate_version), '') FROM outbox \
+               WHERE aggregate_id = '{pid}' AND event_type = '{kind}'"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(versions("payment.failed"), "2,3");
+    assert_eq!(versions("payment.received"), "4");
     let mine = expect_json(
         app.get(&format!("{B}/payments?status=succeeded"), Some(&s.token)),
         200,
@@ -952,7 +1104,7 @@ fn orders_and_top_ups_paid_with_stripe_apply_each_webhook_once_in_the_providers_
         200,
     );
     assert_eq!(pruned["deleted"], 2);
-    s.webhooks_logged(&[("forged", 0), ("stale", 1), ("applied", 4)]);
+    s.webhooks_logged(&[("forged", 0), ("stale", 1), ("applied", 5)]);
 }
 
 /// Delivers an Alipay notification: (status, body text).

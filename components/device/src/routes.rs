@@ -8,7 +8,7 @@ use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::handlers::{
     agent, backups, batches, device_ops, devices, failover, identity, internal, nodes, operations,
-    policy, pools, snapshots, templates,
+    plan_devices, policy, pools, snapshots, templates,
 };
 use platform::auth::KeyVerifier;
 use platform::consumer::endpoints;
@@ -102,6 +102,8 @@ pub const ROUTES: &[Route<Error>] = &[
     route("POST", "internal/claims/settle", SCHEDULER, internal::settle_claims),
     route("POST", "internal/devices/reconcile", SCHEDULER, internal::reconcile),
     route("GET", "internal/runs", Service(&["billing"]), internal::runs),
+    route("POST", "internal/orders/devices", Service(&["billing"]), plan_devices::make),
+    route("POST", "internal/orders/devices/release", Service(&["billing"]), plan_devices::release),
     route("POST", "internal/batches/advance", SCHEDULER, batches::advance_job),
     route("POST", "internal/pools/replenish", SCHEDULER, pools::replenish),
     route("POST", "internal/devices/failover", SCHEDULER, failover::job),

@@ -114,6 +114,76 @@ impl DeviceLimits {
     }
 }
 
+/// Phones a plan makes for its buyer when an order of it is fulfilled
+/// (through `device`, placed like any device, expiring with the order's
+/// period). The plan's quota must cover them, so that buying it never
+/// fails on the buyer's own limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncludedDevices {
+    /// How many (1-20).
+    pub count: i32,
+    /// Cores each.
+    pub cpu_cores: i32,
+    /// Memory each, MiB.
+    pub memory_mb: i32,
+    /// Storage each, GiB.
+    pub storage_gb: i32,
+    /// The Android image (`device`'s default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+impl IncludedDevices {
+    /// Counts and sizes in range, within the plan's device limits, and
+    /// covered by its quota grant.
+    pub fn check(&self, limits: &DeviceLimits, grant: &Grant) -> Result<(), String> {
+        if !(1..=20).contains(&self.count) {
+            return Err("devices.count must be from 1 to 20".into());
+        }
+        for (name, v, max, limit) in [
+            ("cpu_cores", self.cpu_cores, 64, limits.max_cpu_cores),
+            ("memory_mb", self.memory_mb, 262_144, limits.max_memory_mb),
+            ("storage_gb", self.storage_gb, 4096, limits.max_storage_gb),
+        ] {
+            if !(1..=max).contains(&v) {
+                return Err(format!("devices.{name} must be from 1 to {max}"));
+            }
+            if limit.is_some_and(|l| v > l) {
+                return Err(format!("devices.{name} is above the plan's device limit"));
+            }
+        }
+        if let Some(image) = &self.image {
+            let ok = (1..=200).contains(&image.len())
+                && !image.starts_with(['-', '/', '.'])
+                && !image.contains("..")
+                && image.chars().all(|c| {
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || matches!(c, '/' | ':' | '.' | '-' | '_' | '@')
+                });
+            if !ok {
+                return Err("devices.image must be a container image reference".into());
+            }
+        }
+        let need = |each: i32| each.saturating_mul(self.count);
+        for (name, granted, needed) in [
+            ("devices", grant.devices, self.count),
+            ("concurrent_devices", grant.concurrent_devices, self.count),
+            ("cpu_cores", grant.cpu_cores, need(self.cpu_cores)),
+            ("memory_mb", grant.memory_mb, need(self.memory_mb)),
+            ("storage_gb", grant.storage_gb, need(self.storage_gb)),
+        ] {
+            if granted < needed {
+                return Err(format!(
+                    "the plan's quota must cover the devices it includes: quota.{name} is {granted}, they need {needed}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The price of `cycles` cycles at `price` each, within [`MAX_MINOR`].
 pub fn total(price: i64, cycles: i32) -> Result<i64, String> {
     price
@@ -192,6 +262,43 @@ mod tests {
 
     fn t(s: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn included_devices_must_fit_the_limits_and_the_grant() {
+        let d = IncludedDevices {
+            count: 2,
+            cpu_cores: 2,
+            memory_mb: 2048,
+            storage_gb: 8,
+            image: None,
+        };
+        let grant = Grant {
+            devices: 2,
+            concurrent_devices: 2,
+            cpu_cores: 4,
+            memory_mb: 4096,
+            storage_gb: 16,
+        };
+        assert_eq!(d.check(&DeviceLimits::default(), &grant), Ok(()));
+        let small = Grant {
+            memory_mb: 4095,
+            ..grant
+        };
+        assert!(d
+            .check(&DeviceLimits::default(), &small)
+            .unwrap_err()
+            .contains("quota.memory_mb is 4095, they need 4096"));
+        let limits = DeviceLimits {
+            max_cpu_cores: Some(1),
+            ..DeviceLimits::default()
+        };
+        assert!(d
+            .check(&limits, &grant)
+            .unwrap_err()
+            .contains("device limit"));
+        let none = IncludedDevices { count: 0, ..d };
+        assert!(none.check(&DeviceLimits::default(), &grant).is_err());
     }
 
     #[test]

@@ -7,12 +7,18 @@
 //! 2. `funds_held` → `quota_reserved`: a pending quota grant in `user`;
 //! 3. `quota_reserved` → `paid`: the frozen amount is settled as revenue;
 //! 4. `paid` → `done` (`fulfilled`): the grant is activated: the buyer's
-//!    limits are raised.
+//!    limits are raised; for a plan that includes phones, `paid` →
+//!    `granted` first, then
+//! 5. `granted` → `done` (`fulfilled`): `device` places and makes them
+//!    (keys `order <id> device <n>`, which no client's `Idempotency-Key`
+//!    can spell), expiring with the order's period.
 //!
-//! A step `user` refuses, or one that cannot reach it before the order's
-//! deadline, is compensated (`compensating` → `done`, `failed`): the grant
-//! revoked, the frozen amount released or the payment refunded. Nothing is
-//! left held. No database connection is held across a call to `user`.
+//! A step `user` or `device` refuses (no node with room for the phones:
+//! `409 no_capacity`), or one that cannot reach them before the order's
+//! deadline, is compensated (`compensating` → `done`, `failed`): the phones
+//! made deleted, the grant revoked, the frozen amount released or the
+//! payment refunded. Nothing is left held. No database connection is held
+//! across a call to another component.
 
 use super::{db, scope, uuid_query, visible_owner, Call};
 use crate::domain::money::{Currency, Money};
@@ -33,6 +39,7 @@ use spin_sdk::http::{Method, Response};
 use uuid::Uuid;
 
 const GRANTS: &str = "http://user.spin.internal/api/v1/user/internal/quotas/grants";
+const DEVICES: &str = "http://device.spin.internal/api/v1/device/internal/orders/devices";
 
 /// Seconds a saga may wait for `user` before it is compensated
 /// (`order_deadline_secs`).
@@ -137,7 +144,8 @@ fn moved(o: &Order, from: &str, to: &str, m: &Move, events: &[&EventType]) -> Re
     })
 }
 
-/// What a call to `user` answered: done, refused (4xx), or unreachable.
+/// What a call to another component answered: done, refused (4xx), or
+/// unreachable.
 enum Answer {
     Done(serde_json::Value),
     Refused(String),
@@ -145,12 +153,16 @@ enum Answer {
 }
 
 fn call_user(ctx: &Ctx, url: &str, body: Option<&serde_json::Value>) -> Answer {
+    call_peer(ctx, "user", url, body)
+}
+
+fn call_peer(ctx: &Ctx, who: &str, url: &str, body: Option<&serde_json::Value>) -> Answer {
     match platform::http::chain(ctx, Method::Post, url, body) {
         Ok(r) if (200..300).contains(r.status()) => {
             Answer::Done(serde_json::from_slice(r.body()).unwrap_or_default())
         }
         Ok(r) if (400..500).contains(r.status()) => Answer::Refused(format!(
-            "user answered {}: {}",
+            "{who} answered {}: {}",
             r.status(),
             String::from_utf8_lossy(r.body())
                 .chars()
@@ -241,6 +253,18 @@ fn step(ctx: &Ctx, o: &Order) -> Result<bool> {
                         .map_err(Error::Invalid)?;
                     let now = chrono::Utc::now().naive_utc();
                     let end = cycle.end(now, u32::try_from(o.cycles).unwrap_or(1));
+                    if includes_devices(o) {
+                        return moved(
+                            o,
+                            "paid",
+                            "granted",
+                            &Move {
+                                period_end: Some(end),
+                                ..Move::default()
+                            },
+                            &[],
+                        );
+                    }
                     moved(
                         o,
                         "paid",
@@ -262,9 +286,54 @@ fn step(ctx: &Ctx, o: &Order) -> Result<bool> {
                 }
             }
         }
+        "granted" => {
+            if orders::past_deadline(&db()?, o.id)? {
+                return begin_compensation(o, &format!("{TIMED_OUT} placing the plan's devices"));
+            }
+            let body = serde_json::json!({
+                "order_id": o.id, "user_id": o.user_id, "tenant_id": o.tenant_id,
+                "name": o.plan["name"], "devices": o.plan["devices"], "expires_at": o.period_end,
+            });
+            match call_peer(ctx, "device", DEVICES, Some(&body)) {
+                Answer::Done(made) => moved(
+                    o,
+                    "granted",
+                    "done",
+                    &Move {
+                        status: Some("fulfilled"),
+                        devices: Some(&made["devices"]),
+                        ..Move::default()
+                    },
+                    &[&ORDER_FULFILLED],
+                ),
+                Answer::Refused(why) => begin_compensation(o, &format!("devices refused: {why}")),
+                Answer::Unreachable => {
+                    orders::attempted(&db()?, o.id)?;
+                    Ok(false)
+                }
+            }
+        }
         "compensating" => compensate(ctx, o),
         _ => Ok(false),
     }
+}
+
+/// Whether the order's plan (as bought) includes phones.
+fn includes_devices(o: &Order) -> bool {
+    o.plan.get("devices").is_some_and(|d| !d.is_null())
+}
+
+/// Deletes the phones an order made (none made: nothing to do); whether
+/// `device` answered.
+pub fn release_devices(ctx: &Ctx, o: &Order) -> bool {
+    if !includes_devices(o) {
+        return true;
+    }
+    let body = serde_json::json!({"order_id": o.id, "user_id": o.user_id});
+    !matches!(
+        call_peer(ctx, "device", &format!("{DEVICES}/release"), Some(&body)),
+        Answer::Unreachable
+    )
 }
 
 /// Holds the order's amount on the buyer's balance (a balance order's
@@ -345,14 +414,18 @@ fn begin_compensation(o: &Order, why: &str) -> Result<bool> {
     )
 }
 
-/// Undoes what the saga holds: the grant, then the money (the hold
-/// released before payment, the payment refunded after).
+/// Undoes what the saga holds: the phones made, the grant, then the money
+/// (the hold released before payment, the payment refunded after).
 fn compensate(ctx: &Ctx, o: &Order) -> Result<bool> {
     if o.pay_with != "balance" && o.status == "pending" {
         let payment = payments::of_order(&db()?, o.id)?;
         if let Some(p) = payment {
             super::payments::cancel(&p);
         }
+    }
+    if !release_devices(ctx, o) {
+        orders::attempted(&db()?, o.id)?;
+        return Ok(false);
     }
     if let Some(grant) = o.grant_id {
         match call_user(ctx, &format!("{GRANTS}/{grant}/revoke"), None) {
@@ -461,6 +534,18 @@ pub fn create(call: &Call) -> Result<Response> {
             return Err(Error::Conflict("the plan is not for sale".into()));
         }
         let amount = total(plan.price_minor, cycles).map_err(Error::Invalid)?;
+        if plan.devices.is_some() {
+            // `device` takes expiries at most ten years ahead.
+            let now = chrono::Utc::now().naive_utc();
+            let cycle = Cycle::parse(&plan.cycle).map_err(Error::Invalid)?;
+            if cycle.end(now, u32::try_from(cycles).unwrap_or(1))
+                > now + chrono::Duration::days(3650)
+            {
+                return Err(Error::Invalid(
+                    "a plan that includes devices is bought for at most ten years".into(),
+                ));
+            }
+        }
         let owner = visible_owner(&db, caller, caller.user_id).map_err(|_| {
             Error::Conflict("billing does not know your account yet: try again in a moment".into())
         })?;

@@ -323,8 +323,7 @@ fn announce(tx: &Db, event: &EventType, p: &Payment) -> Result<()> {
         currency: p.currency.clone(),
         error: p.last_error.clone(),
     };
-    let version = i64::from(event == &PAYMENT_RECEIVED) + 1;
-    platform::outbox::enqueue(tx, event, &p.id.to_string(), version, &payload)?;
+    platform::outbox::enqueue(tx, event, &p.id.to_string(), p.version, &payload)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 
 use super::{currency, db, Call};
 use crate::domain::money::MAX_MINOR;
-use crate::domain::order::{Cycle, DeviceLimits, Grant};
+use crate::domain::order::{Cycle, DeviceLimits, Grant, IncludedDevices};
 use crate::error::{Error, Result};
 use crate::repo::plans::{self, NewPlan, Plan};
 use access::Caller;
@@ -48,14 +48,17 @@ struct PlanInput {
     quota: Grant,
     #[serde(default, deserialize_with = "platform::input::optional_object")]
     device_limits: Option<DeviceLimits>,
+    #[serde(default, deserialize_with = "platform::input::optional_object")]
+    devices: Option<IncludedDevices>,
     #[serde(default)]
     tenant_id: Option<String>,
 }
 
 /// `POST /plans` (`billing:manage`): `{code, name, description?, cycle,
-/// price_minor, currency, quota, device_limits?, tenant_id?}`; platform
-/// staff make public plans (no `tenant_id`) or any tenant's, a tenant's
-/// administrators their own tenant's; `201`; `409` for a code taken.
+/// price_minor, currency, quota, device_limits?, devices?, tenant_id?}`;
+/// platform staff make public plans (no `tenant_id`) or any tenant's, a
+/// tenant's administrators their own tenant's; `201`; `409` for a code
+/// taken.
 pub fn create(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let input: PlanInput = call.body()?;
@@ -71,6 +74,9 @@ pub fn create(call: &Call) -> Result<Response> {
     input.quota.check().map_err(Error::Invalid)?;
     let limits = input.device_limits.unwrap_or_default();
     limits.check().map_err(Error::Invalid)?;
+    if let Some(d) = &input.devices {
+        d.check(&limits, &input.quota).map_err(Error::Invalid)?;
+    }
     let tenant = super::catalogue_tenant(caller, input.tenant_id)?;
     if !super::manages_catalogue(caller, tenant) {
         return Err(Error::Forbidden(
@@ -81,6 +87,11 @@ pub fn create(call: &Call) -> Result<Response> {
         .map_err(|e| platform::Problem::internal(e.to_string()))?;
     let device_limits =
         serde_json::to_value(limits).map_err(|e| platform::Problem::internal(e.to_string()))?;
+    let devices = input
+        .devices
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| platform::Problem::internal(e.to_string()))?;
     let p = plans::insert(
         &db()?,
         &NewPlan {
@@ -93,6 +104,7 @@ pub fn create(call: &Call) -> Result<Response> {
             currency: currency.code(),
             quota: &quota,
             device_limits: &device_limits,
+            devices: devices.as_ref(),
             created_by: caller.user_id,
         },
     )?;

@@ -1,7 +1,8 @@
 //! Refunds of fulfilled orders to the buyer's balance, full or partial, by
 //! operators (`billing:manage`). One above `refund_approval_minor` waits
 //! for a second operator's approval. A full refund also takes back what
-//! the order granted (its quota grant in `user` is revoked first).
+//! the order granted (the phones it made are deleted in `device` and its
+//! quota grant in `user` is revoked first).
 
 use super::{db, Call};
 use crate::domain::money::{Currency, Money};
@@ -123,8 +124,8 @@ pub fn approve(call: &Call) -> Result<Response> {
     Ok(platform::http::json(200, &done))
 }
 
-/// Carries out an approved refund: the quota grant revoked for a full
-/// refund (before any money moves), then the money back to the balance,
+/// Carries out an approved refund: for a full refund the phones the order
+/// made deleted and its quota grant revoked (before any money moves), then the money back to the balance,
 /// the order's refunded amount and `order.refunded`, in one transaction.
 fn carry_out(call: &Call, id: Uuid, approver: Option<Uuid>) -> Result<Refund> {
     let (r, o) = {
@@ -138,6 +139,11 @@ fn carry_out(call: &Call, id: Uuid, approver: Option<Uuid>) -> Result<Refund> {
     }
     let full = o.refunded_minor + r.amount_minor == o.amount_minor;
     if full {
+        if !super::orders::release_devices(call.ctx, &o) {
+            return Err(Error::Problem(platform::Problem::unavailable(
+                "device did not answer deleting the order's phones",
+            )));
+        }
         if let Some(grant) = o.grant_id {
             let url = format!(
                 "http://user.spin.internal/api/v1/user/internal/quotas/grants/{grant}/revoke"

@@ -60,12 +60,14 @@ pub struct Order {
     pub closed_at: Option<String>,
     /// Version (each move adds one).
     pub version: i64,
+    /// The phones it made (its plan's included devices): `device` ids.
+    pub devices: serde_json::Value,
 }
 
 const COLUMNS: &str =
     "id, user_id, tenant_id, plan_id, plan, cycles, amount_minor, refunded_minor, \
      currency::text, pay_with, status, step, failure, grant_id, attempts, deadline, period_start, \
-     period_end, created_at, updated_at, paid_at, fulfilled_at, closed_at, version";
+     period_end, created_at, updated_at, paid_at, fulfilled_at, closed_at, version, devices";
 
 fn order(r: &[DbValue]) -> Result<Order, DbError> {
     Ok(Order {
@@ -93,6 +95,7 @@ fn order(r: &[DbValue]) -> Result<Order, DbError> {
         fulfilled_at: opt_timestamp(r, 21, "orders.fulfilled_at")?,
         closed_at: opt_timestamp(r, 22, "orders.closed_at")?,
         version: col(r, 23, "orders.version")?,
+        devices: col(r, 24, "orders.devices")?,
     })
 }
 
@@ -195,6 +198,8 @@ pub struct Move<'a> {
     pub grant: Option<Uuid>,
     /// Cycle length to set the period from now (fulfilment).
     pub period_end: Option<chrono::NaiveDateTime>,
+    /// The devices made.
+    pub devices: Option<&'a serde_json::Value>,
 }
 
 /// Moves an order from step `from` to `to` (with what `m` sets); whether it
@@ -208,6 +213,7 @@ pub fn advance(tx: &Db, id: Uuid, from: &str, to: &str, m: &Move) -> Result<bool
            paid_at = CASE WHEN $4 = 'paid' THEN now() AT TIME ZONE 'UTC' ELSE paid_at END, \
            fulfilled_at = CASE WHEN $4 = 'fulfilled' THEN now() AT TIME ZONE 'UTC' ELSE fulfilled_at END, \
            closed_at = CASE WHEN $4 IN ('cancelled', 'expired', 'failed', 'refunded') THEN now() AT TIME ZONE 'UTC' ELSE closed_at END, \
+           devices = coalesce($8::jsonb, devices), \
            version = version + 1, updated_at = now() AT TIME ZONE 'UTC' \
          WHERE id = $1 AND step = $2",
         &[
@@ -218,6 +224,10 @@ pub fn advance(tx: &Db, id: Uuid, from: &str, to: &str, m: &Move) -> Result<bool
             m.failure.map_or(P::DbNull, |s| P::Str(s.into())),
             opt_uuid(m.grant),
             m.period_end.map_or(P::DbNull, platform::db::datetime_param),
+            match m.devices {
+                Some(d) => spin_sdk::pg4::jsonb(d).map_err(|e| DbError::Other(e.to_string()))?,
+                None => P::DbNull,
+            },
         ],
     )?;
     if n == 0 {

@@ -48,6 +48,8 @@ pub struct Payment {
     pub created_at: String,
     /// Last changed.
     pub updated_at: String,
+    /// Version: one more at each change of status (its events' order).
+    pub version: i64,
 }
 
 impl Payment {
@@ -60,7 +62,7 @@ impl Payment {
 
 const COLUMNS: &str = "id, provider, provider_ref, order_id, user_id, tenant_id, amount_minor, \
      currency::text, status, client_secret, last_error, received_minor, transaction_id, created_at, updated_at, \
-     checkout_url";
+     checkout_url, version";
 
 fn payment(r: &[DbValue]) -> Result<Payment, DbError> {
     Ok(Payment {
@@ -80,6 +82,7 @@ fn payment(r: &[DbValue]) -> Result<Payment, DbError> {
         created_at: timestamp(r, 13, "payments.created_at")?,
         updated_at: timestamp(r, 14, "payments.updated_at")?,
         checkout_url: col(r, 15, "payments.checkout_url")?,
+        version: col(r, 16, "payments.version")?,
     })
 }
 
@@ -194,7 +197,7 @@ pub fn succeeded(
 ) -> Result<bool, DbError> {
     Ok(tx.execute(
         "UPDATE payments SET status = 'succeeded', received_minor = $2, event_at = $3, transaction_id = $4, \
-           updated_at = now() AT TIME ZONE 'UTC' WHERE id = $1 AND status <> 'succeeded'",
+           version = version + 1, updated_at = now() AT TIME ZONE 'UTC' WHERE id = $1 AND status <> 'succeeded'",
         &[
             P::Uuid(id.to_string()),
             P::Int64(received),
@@ -215,7 +218,7 @@ pub fn not_paid(
 ) -> Result<bool, DbError> {
     Ok(tx.execute(
         "UPDATE payments SET status = $2, last_error = coalesce($3, last_error), event_at = $4, \
-           updated_at = now() AT TIME ZONE 'UTC' \
+           version = version + 1, updated_at = now() AT TIME ZONE 'UTC' \
          WHERE id = $1 AND status IN ('pending', 'failed') AND (event_at IS NULL OR event_at <= $4)",
         &[
             P::Uuid(id.to_string()),

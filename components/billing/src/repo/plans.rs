@@ -30,6 +30,8 @@ pub struct Plan {
     pub quota: serde_json::Value,
     /// The largest device spec it is meant for.
     pub device_limits: serde_json::Value,
+    /// The phones it makes for its buyer (null: none).
+    pub devices: Option<serde_json::Value>,
     /// Whether it can be bought.
     pub active: bool,
     /// Version.
@@ -44,7 +46,7 @@ pub struct Plan {
 
 const COLUMNS: &str =
     "id, tenant_id, code, name, description, cycle, price_minor, currency::text, \
-     quota, device_limits, active, version, created_by, created_at, updated_at";
+     quota, device_limits, active, version, created_by, created_at, updated_at, devices";
 
 fn plan(r: &[DbValue]) -> Result<Plan, DbError> {
     Ok(Plan {
@@ -63,6 +65,7 @@ fn plan(r: &[DbValue]) -> Result<Plan, DbError> {
         created_by: col(r, 12, "plans.created_by")?,
         created_at: timestamp(r, 13, "plans.created_at")?,
         updated_at: timestamp(r, 14, "plans.updated_at")?,
+        devices: col(r, 15, "plans.devices")?,
     })
 }
 
@@ -87,6 +90,8 @@ pub struct NewPlan<'a> {
     pub quota: &'a serde_json::Value,
     /// Device limits.
     pub device_limits: &'a serde_json::Value,
+    /// Included devices.
+    pub devices: Option<&'a serde_json::Value>,
     /// Creator.
     pub created_by: Uuid,
 }
@@ -98,7 +103,7 @@ pub fn insert(db: &Db, p: &NewPlan) -> Result<Plan, DbError> {
         |v: &serde_json::Value| spin_sdk::pg4::jsonb(v).map_err(|e| DbError::Other(e.to_string()));
     db.execute(
         "INSERT INTO plans (id, tenant_id, code, name, description, cycle, price_minor, currency, quota, \
-           device_limits, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+           device_limits, created_by, devices) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         &[
             P::Uuid(id.to_string()),
             opt_uuid(p.tenant),
@@ -111,6 +116,7 @@ pub fn insert(db: &Db, p: &NewPlan) -> Result<Plan, DbError> {
             json(p.quota)?,
             json(p.device_limits)?,
             P::Uuid(p.created_by.to_string()),
+            p.devices.map(json).transpose()?.unwrap_or(P::DbNull),
         ],
     )?;
     find(db, id)?.ok_or_else(|| DbError::Other("plan vanished".into()))

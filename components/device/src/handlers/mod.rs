@@ -22,6 +22,7 @@ pub mod internal;
 pub mod lifecycle;
 pub mod nodes;
 pub mod operations;
+pub mod plan_devices;
 pub mod policy;
 pub mod pools;
 pub mod snapshots;

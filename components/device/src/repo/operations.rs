@@ -164,6 +164,27 @@ pub fn insert(db: &Db, o: &NewOperation) -> Result<Result<(), Uuid>, DbError> {
     }
 }
 
+/// The devices `requested_by` had made by `create` operations whose
+/// idempotency key begins with `prefix` (an order's phones), in order.
+pub fn made_with_keys(db: &Db, requested_by: Uuid, prefix: &str) -> Result<Vec<Uuid>, DbError> {
+    let pattern = format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let rows = db.query(
+        "SELECT device_id FROM operations WHERE requested_by = $1 AND kind = 'create' \
+           AND idempotency_key LIKE $2 AND device_id IS NOT NULL ORDER BY created_at, id",
+        &[P::Uuid(requested_by.to_string()), P::Str(pattern)],
+    )?;
+    rows.rows
+        .iter()
+        .map(|r| col(r, 0, "operations.device_id"))
+        .collect()
+}
+
 /// An operation by id.
 pub fn find(db: &Db, id: Uuid) -> Result<Option<Operation>, DbError> {
     db.one(
