@@ -805,7 +805,9 @@ fn rules_price_usage_by_priority_tenant_and_validity_and_explain_every_step() {
 
     // Metering charges device time by the rule that applies to the run's
     // tenant when it started: the tenant's own 6.00 an hour beats the
-    // public 1.20.
+    // public 1.20; and the cores and memory the run's spec draws (2 cores,
+    // 4 GiB) by the public rules above: 60 core-minutes in the first tier
+    // at 0.30 an hour, 120 GiB-minutes in the first volume at 0.10.
     rule(
         json!({"code": "dt-premium", "name": "Premium device time", "resource": "device_time",
         "tenant_id": tenant, "priority": 10, "currency": "CNY",
@@ -835,7 +837,50 @@ fn rules_price_usage_by_priority_tenant_and_validity_and_explain_every_step() {
         "billing",
         &format!("SELECT charged_minor FROM metered_runs WHERE run_id = {run} AND settled"),
     );
-    assert_eq!(charged, 300);
+    assert_eq!(charged, 300 + 30 + 20);
+
+    // The tenant's own rule for cores (0.10 an hour) beats the public
+    // one; a memory rule in another currency than the run's is not used,
+    // whatever its priority.
+    rule(
+        json!({"code": "cores", "name": "Cores", "resource": "cpu_cores", "currency": "CNY",
+        "tenant_id": tenant, "priority": 10,
+        "pricing": {"kind": "per_use", "unit_price_minor": 10, "per": 60}}),
+    );
+    rule(
+        json!({"code": "mem-usd", "name": "Memory in USD", "resource": "memory", "currency": "USD",
+        "priority": 99, "pricing": {"kind": "per_use", "unit_price_minor": 1000, "per": 60}}),
+    );
+    let run = run + 1;
+    app.publish_event(&run_event(
+        &events::catalogue::DEVICE_RUN_ENDED,
+        run,
+        uuid::Uuid::new_v4(),
+        &member.id,
+        Some(&tenant),
+        started,
+        Some(ended),
+    ));
+    let sql = format!("SELECT count(*) FROM metered_runs WHERE run_id = {run}");
+    app.eventually(std::time::Duration::from_secs(30), || {
+        (app.count("billing", &sql) == 1).then_some(())
+    })
+    .expect("billing recorded the run");
+    let r = app.post_as("scheduler", &format!("{B}/internal/metering/tick"));
+    assert_eq!(r.status(), 200);
+    let charged = app.count(
+        "billing",
+        &format!("SELECT charged_minor FROM metered_runs WHERE run_id = {run} AND settled"),
+    );
+    assert_eq!(charged, 300 + 10 + 20);
+    let lines = app.count(
+        "billing",
+        &format!(
+            "SELECT count(*) FROM metered_runs, jsonb_array_elements(resource_lines) l \
+              WHERE run_id = {run} AND l->>'resource' IN ('cpu_cores', 'memory')"
+        ),
+    );
+    assert_eq!(lines, 2);
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! Device time, charged per minute from `device`'s run intervals: the
 //! metering tick (scheduler) charges each unsettled run up to now (while
-//! it runs) or in full (once it ended), and users read their usage records.
+//! it runs) or in full (once it ended), device time and the cores, memory
+//! and GPU its spec draws where rules price them; users read their usage
+//! records.
 
 use super::{currency, db, scope, uuid_query, Call};
-use crate::domain::metering::{minutes, next};
+use crate::domain::metering::{draws, minutes, next, ResourceLine};
 use crate::domain::money::{Currency, Money};
 use crate::domain::posting::{Account, Kind, Posting};
 use crate::domain::rules::{self, Pricing};
@@ -75,37 +77,31 @@ pub fn tick(call: &Call) -> Result<Response> {
     ))
 }
 
-/// A run's price: the one fixed at its first charge, else the billing rule
-/// for `device_time` that applies to its tenant when it started, else the
-/// default per hour; `(currency, pricing, rule, default per hour)`.
-fn fixed_price(
+/// A run's price, fixed at its first charge.
+struct RunPrice {
+    currency: Currency,
+    /// Device time's.
+    pricing: Pricing,
+    rule: Option<uuid::Uuid>,
+    /// The default an hour, when no rule priced device time.
+    per_hour: Option<i64>,
+    /// Cores, memory and GPU, where rules price them.
+    lines: Vec<ResourceLine>,
+}
+
+/// The rule for `resource` that applies to `tenant` at `at` (in
+/// `currency`, when given), by priority.
+fn rule_for(
     tx: &Db,
-    run: &metering::Locked,
-    default_currency: Currency,
-    default_price: i64,
-) -> Result<(Currency, Pricing, Option<uuid::Uuid>, Option<i64>)> {
-    let per_hour = |p: i64| Pricing::PerUse {
-        unit_price_minor: p,
-        per: 60,
-    };
-    if let Some(c) = &run.currency {
-        let c = currency(c)?;
-        return Ok(match &run.pricing {
-            Some(p) => (
-                c,
-                serde_json::from_value(p.clone()).map_err(|e| {
-                    platform::Problem::internal(format!("run {}: pricing: {e}", run.run_id))
-                })?,
-                run.rule_id,
-                run.price_per_hour,
-            ),
-            None => {
-                let p = run.price_per_hour.unwrap_or(default_price);
-                (c, per_hour(p), None, Some(p))
-            }
-        });
-    }
-    let applying = rule_repo::applying(tx, "device_time", run.started_at, run.tenant_id)?;
+    resource: &str,
+    at: chrono::NaiveDateTime,
+    tenant: Option<uuid::Uuid>,
+    currency: Option<Currency>,
+) -> Result<Option<rule_repo::Rule>> {
+    let applying: Vec<_> = rule_repo::applying(tx, resource, at, tenant)?
+        .into_iter()
+        .filter(|r| currency.is_none_or(|c| r.currency == c.code()))
+        .collect();
     let candidates = applying
         .iter()
         .map(|r| {
@@ -116,21 +112,93 @@ fn fixed_price(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    match rules::choose(&candidates).map(|i| &applying[i]) {
-        Some(r) => Ok((
-            currency(&r.currency)?,
-            serde_json::from_value(r.pricing.clone())
-                .map_err(|e| platform::Problem::internal(format!("rule {}: {e}", r.id)))?,
-            Some(r.id),
-            None,
-        )),
-        None => Ok((
-            default_currency,
-            per_hour(default_price),
-            None,
-            Some(default_price),
-        )),
+    Ok(rules::choose(&candidates).map(|i| applying[i].clone()))
+}
+
+fn pricing_of(r: &rule_repo::Rule) -> Result<Pricing> {
+    Ok(serde_json::from_value(r.pricing.clone())
+        .map_err(|e| platform::Problem::internal(format!("rule {}: {e}", r.id)))?)
+}
+
+/// A run's price: the one fixed at its first charge, else the billing rule
+/// for `device_time` that applies to its tenant when it started (else the
+/// default per hour), with a line for each of cores, memory and GPU its
+/// spec draws that a rule in the same currency prices.
+fn fixed_price(
+    tx: &Db,
+    run: &metering::Locked,
+    default_currency: Currency,
+    default_price: i64,
+) -> Result<RunPrice> {
+    let per_hour = |p: i64| Pricing::PerUse {
+        unit_price_minor: p,
+        per: 60,
+    };
+    let internal = |what: &str, e: serde_json::Error| {
+        platform::Problem::internal(format!("run {}: {what}: {e}", run.run_id))
+    };
+    if let Some(c) = &run.currency {
+        let currency = currency(c)?;
+        let lines = match &run.resource_lines {
+            Some(l) => {
+                serde_json::from_value(l.clone()).map_err(|e| internal("resource lines", e))?
+            }
+            None => Vec::new(),
+        };
+        return Ok(match &run.pricing {
+            Some(p) => RunPrice {
+                currency,
+                pricing: serde_json::from_value(p.clone()).map_err(|e| internal("pricing", e))?,
+                rule: run.rule_id,
+                per_hour: run.price_per_hour,
+                lines,
+            },
+            None => {
+                let p = run.price_per_hour.unwrap_or(default_price);
+                RunPrice {
+                    currency,
+                    pricing: per_hour(p),
+                    rule: None,
+                    per_hour: Some(p),
+                    lines,
+                }
+            }
+        });
     }
+    let mut price = match rule_for(tx, "device_time", run.started_at, run.tenant_id, None)? {
+        Some(r) => RunPrice {
+            currency: currency(&r.currency)?,
+            pricing: pricing_of(&r)?,
+            rule: Some(r.id),
+            per_hour: None,
+            lines: Vec::new(),
+        },
+        None => RunPrice {
+            currency: default_currency,
+            pricing: per_hour(default_price),
+            rule: None,
+            per_hour: Some(default_price),
+            lines: Vec::new(),
+        },
+    };
+    for (resource, per_minute, divisor) in draws(&run.spec) {
+        if let Some(r) = rule_for(
+            tx,
+            resource,
+            run.started_at,
+            run.tenant_id,
+            Some(price.currency),
+        )? {
+            price.lines.push(ResourceLine {
+                resource: resource.into(),
+                per_minute,
+                divisor,
+                rule_id: r.id,
+                pricing: pricing_of(&r)?,
+            });
+        }
+    }
+    Ok(price)
 }
 
 /// Charges one run, in `tx`: whether it charged, and whether it is settled.
@@ -144,22 +212,32 @@ fn meter(
     let Some(run) = metering::lock(tx, run_id)? else {
         return Ok((false, false));
     };
-    let (currency, pricing, rule, per_hour) =
-        fixed_price(tx, &run, default_currency, default_price)?;
-    let stored =
-        serde_json::to_value(&pricing).map_err(|e| platform::Problem::internal(e.to_string()))?;
+    let price = fixed_price(tx, &run, default_currency, default_price)?;
+    let currency = price.currency;
+    let to_json = |v: serde_json::Result<serde_json::Value>| {
+        v.map_err(|e| platform::Problem::internal(e.to_string()))
+    };
+    let stored = to_json(serde_json::to_value(&price.pricing))?;
+    let lines = to_json(serde_json::to_value(&price.lines))?;
     let fixed = metering::Fixed {
         currency: currency.code(),
         pricing: &stored,
-        rule,
-        per_hour,
+        rule: price.rule,
+        per_hour: price.per_hour,
+        lines: &lines,
     };
     let total = minutes(run.elapsed_secs, run.ended);
-    let total_price: i64 = rules::price(&pricing, total, Some(run.started_at))
-        .map_err(|e| platform::Problem::internal(format!("pricing run {}: {e}", run.run_id)))?
+    let bad = |e: String| platform::Problem::internal(format!("pricing run {}: {e}", run.run_id));
+    let mut total_price: i64 = rules::price(&price.pricing, total, Some(run.started_at))
+        .map_err(bad)?
         .iter()
         .map(|s| s.amount_minor)
         .sum();
+    for line in &price.lines {
+        total_price = total_price
+            .checked_add(line.price(total, run.started_at).map_err(bad)?)
+            .ok_or_else(|| bad("the amount is too large".into()))?;
+    }
     let Some(step) = next(total, total_price, run.charged_minutes, run.charged_minor) else {
         if run.ended {
             metering::charged(tx, &run, &fixed, total, total, 0, None, true)?;

@@ -88,6 +88,10 @@ pub struct Locked {
     pub pricing: Option<serde_json::Value>,
     /// The rule it came from.
     pub rule_id: Option<Uuid>,
+    /// Its resource lines, once fixed (`domain::metering::ResourceLine`).
+    pub resource_lines: Option<serde_json::Value>,
+    /// The spec it runs with.
+    pub spec: serde_json::Value,
     /// Minutes charged.
     pub charged_minutes: i64,
     /// Amount charged.
@@ -99,7 +103,8 @@ pub fn lock(tx: &Db, run: i64) -> Result<Option<Locked>, DbError> {
     tx.one(
         "SELECT run_id, device_id, user_id, tenant_id, started_at, ended_at IS NOT NULL, \
                 floor(extract(epoch FROM coalesce(ended_at, now() AT TIME ZONE 'UTC') - started_at))::bigint, \
-                currency::text, price_per_hour, charged_minutes, charged_minor, pricing, rule_id \
+                currency::text, price_per_hour, charged_minutes, charged_minor, pricing, rule_id, \
+                resource_lines, spec \
            FROM metered_runs WHERE run_id = $1 AND NOT settled FOR UPDATE SKIP LOCKED",
         &[P::Int64(run)],
         |r| {
@@ -117,6 +122,8 @@ pub fn lock(tx: &Db, run: i64) -> Result<Option<Locked>, DbError> {
                 charged_minor: col(r, 10, "charged_minor")?,
                 pricing: col(r, 11, "pricing")?,
                 rule_id: col(r, 12, "rule_id")?,
+                resource_lines: col(r, 13, "resource_lines")?,
+                spec: col(r, 14, "spec")?,
             })
         },
     )
@@ -133,6 +140,8 @@ pub struct Fixed<'a> {
     pub rule: Option<Uuid>,
     /// The default price an hour, when no rule applied.
     pub per_hour: Option<i64>,
+    /// Its resource lines.
+    pub lines: &'a serde_json::Value,
 }
 
 /// Records a charge of a run and moves its totals on.
@@ -172,7 +181,7 @@ pub fn charged(
     tx.execute(
         "UPDATE metered_runs SET currency = $2, price_per_hour = $3, charged_minutes = $4, \
            charged_minor = charged_minor + $5, settled = $6, pricing = $7, rule_id = $8, \
-           updated_at = now() AT TIME ZONE 'UTC' \
+           resource_lines = $9, updated_at = now() AT TIME ZONE 'UTC' \
          WHERE run_id = $1",
         &[
             P::Int64(run.run_id),
@@ -183,6 +192,7 @@ pub fn charged(
             P::Boolean(settled),
             spin_sdk::pg4::jsonb(price.pricing).map_err(|e| DbError::Other(e.to_string()))?,
             opt_uuid(price.rule),
+            spin_sdk::pg4::jsonb(price.lines).map_err(|e| DbError::Other(e.to_string()))?,
         ],
     )?;
     Ok(())
