@@ -1,7 +1,8 @@
 //! A local Stripe simulator for the payment tests (no provider can be
 //! reached from here): a small HTTP server taking the requests `billing`
 //! sends (`POST /v1/payment_intents` with a bearer secret key and an
-//! `Idempotency-Key`, `POST /v1/payment_intents/:id/cancel`), and events
+//! `Idempotency-Key`, `POST /v1/payment_intents/:id/cancel`, `POST
+//! /v1/refunds` on an intent, never beyond what it took), and events
 //! signed exactly as Stripe documents its webhooks: a `Stripe-Signature`
 //! header `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" keyed with
 //! the endpoint secret>`. It is written from Stripe's documentation with
@@ -39,6 +40,10 @@ pub struct Intent {
 struct State {
     intents: Vec<Intent>,
     by_key: HashMap<String, usize>,
+    /// Refunds made: (id, intent, amount).
+    refunds: Vec<(String, String, i64)>,
+    /// Refunds by idempotency key.
+    refund_keys: HashMap<String, usize>,
     /// Every request: (method, path, idempotency key).
     requests: Vec<(String, String, Option<String>)>,
     /// While set, every request is answered 503.
@@ -95,6 +100,24 @@ impl Simulator {
     pub fn requests_to(&self, path: &str) -> usize {
         let s = self.state.lock().expect("state");
         s.requests.iter().filter(|(_, p, _)| p == path).count()
+    }
+
+    /// What was refunded of an intent, in all.
+    pub fn refunded(&self, intent: &str) -> i64 {
+        let s = self.state.lock().expect("state");
+        s.refunds
+            .iter()
+            .filter(|(_, i, _)| i == intent)
+            .map(|(_, _, a)| a)
+            .sum()
+    }
+
+    /// Makes an intent succeeded, as a payer's confirmation does.
+    pub fn pay(&self, intent: &str) {
+        let mut s = self.state.lock().expect("state");
+        if let Some(i) = s.intents.iter_mut().find(|i| i.id == intent) {
+            i.status = "succeeded".into();
+        }
     }
 
     /// Makes every request fail with 503 (or work again).
@@ -282,8 +305,49 @@ fn handle(
                 None => (404, json!({"error": {"message": "no such payment_intent"}})),
             }
         }
+        ("POST", "/v1/refunds") => {
+            if let Some(i) = key.as_ref().and_then(|k| s.refund_keys.get(k)) {
+                let (id, intent, amount) = s.refunds[*i].clone();
+                return (200, refund_json(&id, &intent, amount));
+            }
+            let intent_id = form.get("payment_intent").cloned().unwrap_or_default();
+            let amount: i64 = form.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let Some(intent) = s.intents.iter().find(|i| i.id == intent_id).cloned() else {
+                return (404, json!({"error": {"message": "no such payment_intent"}}));
+            };
+            if intent.status != "succeeded" {
+                return (
+                    400,
+                    json!({"error": {"type": "invalid_request_error", "message": "the PaymentIntent has not succeeded"}}),
+                );
+            }
+            let before: i64 = s
+                .refunds
+                .iter()
+                .filter(|(_, i, _)| *i == intent_id)
+                .map(|(_, _, a)| a)
+                .sum();
+            if amount < 1 || before + amount > intent.amount {
+                return (
+                    400,
+                    json!({"error": {"type": "invalid_request_error",
+                                     "message": format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({})", intent.amount - before)}}),
+                );
+            }
+            let id = format!("re_sim{}", s.refunds.len() + 1);
+            s.refunds.push((id.clone(), intent_id.clone(), amount));
+            if let Some(k) = key {
+                let i = s.refunds.len() - 1;
+                s.refund_keys.insert(k, i);
+            }
+            (200, refund_json(&id, &intent_id, amount))
+        }
         _ => (404, json!({"error": {"message": "unknown route"}})),
     }
+}
+
+fn refund_json(id: &str, intent: &str, amount: i64) -> Value {
+    json!({"id": id, "object": "refund", "amount": amount, "payment_intent": intent, "status": "succeeded"})
 }
 
 fn intent_json(i: &Intent) -> Value {

@@ -988,6 +988,59 @@ fn orders_and_top_ups_paid_with_stripe_apply_each_webhook_once_in_the_providers_
         403
     );
 
+    // Refunds go back to the card by default, Stripe asked once per refund
+    // (the refund's id its idempotency key); the balance only passes the
+    // money on (`refund` then `payout`). Stripe refusing fails the refund
+    // and moves nothing; Stripe down answers 503, and the same request
+    // again carries the refund out.
+    let refund = |key: &str, amount: i64| {
+        app.post_idempotent(
+            &format!("{B}/orders/{id}/refunds"),
+            &json!({"amount_minor": amount, "reason": "a week unused"}),
+            Some(&s.staff),
+            key,
+        )
+    };
+    let (status, code) = error_code(refund("card-ref-0", 2_000)).unwrap();
+    assert_eq!((status, code.as_str()), (409, "refund_refused"));
+    let refused = &s.get_order(&id)["refunds"][0];
+    assert_eq!(
+        (refused["status"].as_str(), refused["destination"].as_str()),
+        (Some("failed"), Some("provider")),
+        "{refused}"
+    );
+    assert!(refused["failure"]
+        .as_str()
+        .unwrap()
+        .contains("has not succeeded"));
+    sim.pay(&pi);
+    let part = expect_json(refund("card-ref-1", 2_000), 201);
+    assert_eq!(
+        (part["status"].as_str(), part["provider_ref"].as_str()),
+        (Some("completed"), Some("re_sim1"))
+    );
+    assert_eq!(
+        expect_json(refund("card-ref-1", 2_000), 200)["id"],
+        part["id"]
+    );
+    assert_eq!(sim.refunded(&pi), 2_000);
+    sim.set_down(true);
+    let (status, _) = error_code(refund("card-ref-2", 1_000)).unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(sim.refunded(&pi), 2_000);
+    sim.set_down(false);
+    let second = expect_json(refund("card-ref-2", 1_000), 200);
+    assert_eq!(second["status"], "completed");
+    assert_eq!(sim.refunded(&pi), 3_000);
+    assert_eq!(s.balance(), (0, 0));
+    assert_eq!(s.get_order(&id)["refunded_minor"], 3_000);
+    assert_eq!(
+        count("SELECT count(*) FROM ledger_transactions WHERE kind = 'payout'"),
+        2
+    );
+    assert_eq!(s.max_devices(), before + 2);
+    s.ledger_ok();
+
     // A top-up: a declined attempt, then the same intent paid.
     let top_up = |key: &str| {
         app.post_idempotent(

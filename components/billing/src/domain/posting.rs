@@ -75,6 +75,9 @@ pub enum Kind {
     Usage,
     /// What is owed, taken from the available balance once it has money.
     Collect,
+    /// Money paid back out of the available balance through the provider
+    /// it came from (a refund to the card follows its `refund`).
+    Payout,
 }
 
 /// Every kind, with its name.
@@ -89,6 +92,7 @@ pub const KINDS: &[(Kind, &str)] = &[
     (Kind::Adjustment, "adjustment"),
     (Kind::Usage, "usage"),
     (Kind::Collect, "collect"),
+    (Kind::Payout, "payout"),
 ];
 
 impl Kind {
@@ -117,10 +121,10 @@ impl Kind {
         self == Kind::Adjustment
     }
 
-    /// Whether an operator may post it by hand (`usage` and `collect` are
-    /// billing's own).
+    /// Whether an operator may post it by hand (`usage`, `collect` and
+    /// `payout` are billing's own).
     pub fn by_operator(self) -> bool {
-        !matches!(self, Kind::Usage | Kind::Collect)
+        !matches!(self, Kind::Usage | Kind::Collect | Kind::Payout)
     }
 }
 
@@ -167,6 +171,7 @@ impl Posting {
             Kind::Adjustment => (Account::Adjustments, Account::Available),
             Kind::Usage => return Ok(Self::usage(amount, x)),
             Kind::Collect => (Account::Available, Account::Owed),
+            Kind::Payout => (Account::Available, Account::ProviderClearing),
         };
         Ok(Posting {
             kind,
@@ -288,6 +293,7 @@ mod tests {
         );
         assert_eq!(Posting::usage(cny(150), 100).users_side(), -150);
         assert!(!Kind::Usage.by_operator() && !Kind::Collect.by_operator());
+        assert!(!Kind::Payout.by_operator());
         assert!(Kind::Charge.by_operator());
     }
 
@@ -314,6 +320,7 @@ mod tests {
         assert_eq!(side(Kind::Refund), 100);
         assert_eq!(side(Kind::Reward), 100);
         assert_eq!(side(Kind::Collect), 0);
+        assert_eq!(side(Kind::Payout), -100);
         assert_eq!(
             Posting::new(Kind::Adjustment, cny(-7))
                 .unwrap()

@@ -288,6 +288,67 @@ fn start_stripe(p: &Payment, description: &str) -> Result<Started> {
     }
 }
 
+/// What asking a provider to refund came to.
+pub enum Refunded {
+    /// Accepted: the provider's id of the refund.
+    Accepted(String),
+    /// Refused (4xx), with why: nothing moves.
+    Refused(String),
+    /// Not reached, or failed (5xx): ask again (the same key).
+    Unreachable,
+}
+
+/// Asks the provider that took `p` to give `amount` of it back to the
+/// payer (Stripe: `POST /v1/refunds` on the PaymentIntent, keyed by the
+/// refund's id, so asking again never refunds twice). Only Stripe's
+/// refunds are built: `supports_refunds` says which.
+pub fn refund(p: &Payment, refund_id: Uuid, amount: i64) -> Result<Refunded> {
+    let s = stripe_settings()?;
+    let Some(reference) = p.provider_ref.as_deref() else {
+        return Ok(Refunded::Refused(
+            "the payment was never made at stripe".into(),
+        ));
+    };
+    let form = [
+        ("payment_intent", reference.to_string()),
+        ("amount", amount.to_string()),
+        ("metadata[refund_id]", refund_id.to_string()),
+        ("metadata[payment_id]", p.id.to_string()),
+    ];
+    let Some(r) = send_to_provider(
+        &format!("{}/v1/refunds", s.api),
+        &s.key,
+        Some(&format!("refund:{refund_id}")),
+        &crate::domain::payment::form(&form),
+    ) else {
+        return Ok(Refunded::Unreachable);
+    };
+    let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap_or_default();
+    Ok(match *r.status() {
+        200..=299 => match (body["id"].as_str(), body["status"].as_str()) {
+            (Some(id), Some("succeeded" | "pending")) => Refunded::Accepted(id.to_string()),
+            (_, status) => Refunded::Refused(format!(
+                "stripe did not take the refund (status {})",
+                status.unwrap_or("missing")
+            )),
+        },
+        400..=499 => Refunded::Refused(format!(
+            "stripe answered {}: {}",
+            r.status(),
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given")
+        )),
+        _ => Refunded::Unreachable,
+    })
+}
+
+/// Whether refunds back through `provider` are built (Stripe's; Alipay's
+/// refunds go to the balance).
+pub fn supports_refunds(provider: &str) -> bool {
+    provider == "stripe"
+}
+
 /// Cancels a payment the provider still waits for (an order given up), so
 /// it can no longer be paid; best effort: money that arrives anyway is
 /// recharged to the payer's balance.

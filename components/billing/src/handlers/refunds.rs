@@ -1,15 +1,16 @@
-//! Refunds of fulfilled orders to the buyer's balance, full or partial, by
-//! operators (`billing:manage`). One above `refund_approval_minor` waits
-//! for a second operator's approval. A full refund also takes back what
-//! the order granted (the phones it made are deleted in `device` and its
-//! quota grant in `user` is revoked first).
+//! Refunds of fulfilled orders, full or partial, by operators
+//! (`billing:manage`): to the buyer's balance, or back through the
+//! provider that took the payment (Stripe: to the card). One above
+//! `refund_approval_minor` waits for a second operator's approval. A full
+//! refund also takes back what the order granted (the phones it made are
+//! deleted in `device` and its quota grant in `user` is revoked first).
 
 use super::{db, Call};
 use crate::domain::money::{Currency, Money};
 use crate::domain::posting::{Kind, Posting};
 use crate::error::{Error, Result};
 use crate::repo::refunds::{self, Refund};
-use crate::repo::{ledger, orders};
+use crate::repo::{ledger, orders, payments};
 use platform::events::catalogue::ORDER_REFUNDED;
 use platform::input::Text;
 use serde::Deserialize;
@@ -34,13 +35,17 @@ struct RefundInput {
     #[serde(default)]
     amount_minor: Option<i64>,
     reason: String,
+    #[serde(default)]
+    to: Option<String>,
 }
 
 /// `POST /orders/:id/refunds` (`billing:manage`): `{amount_minor?
-/// (default: all not yet refunded), reason}` with an `Idempotency-Key`
-/// (required): `201` with the completed refund, `202` when it waits for
-/// approval (over `refund_approval_minor`), `200` for a repeated key;
-/// `409` unless the order is fulfilled and the amount within what is left.
+/// (default: all not yet refunded), reason, to? (balance, provider)}` with
+/// an `Idempotency-Key` (required): `201` with the completed refund, `202`
+/// when it waits for approval (over `refund_approval_minor`), `200` for a
+/// repeated key (which also carries out one a provider could not be
+/// reached for); `409` unless the order is fulfilled and the amount within
+/// what is left; `409 refund_refused` when the provider refused it.
 pub fn create(call: &Call) -> Result<Response> {
     let caller = call.caller()?;
     let input: RefundInput = call.body()?;
@@ -68,6 +73,7 @@ pub fn create(call: &Call) -> Result<Response> {
             "{amount} is more than the {left} left to refund on the order"
         )));
     }
+    let destination = destination(&db, &o, input.to.as_deref())?;
     let status = if amount > threshold {
         "pending_approval"
     } else {
@@ -84,6 +90,7 @@ pub fn create(call: &Call) -> Result<Response> {
                 by: caller.user_id,
                 key: &key,
                 status,
+                destination,
             },
         )?)
     })?;
@@ -124,9 +131,66 @@ pub fn approve(call: &Call) -> Result<Response> {
     Ok(platform::http::json(200, &done))
 }
 
-/// Carries out an approved refund: for a full refund the phones the order
-/// made deleted and its quota grant revoked (before any money moves), then the money back to the balance,
-/// the order's refunded amount and `order.refunded`, in one transaction.
+/// Where a refund of `o` goes: `to` when given and possible; by default
+/// back through the provider that took the payment when its refunds are
+/// built, else to the balance.
+fn destination(db: &platform::db::Db, o: &orders::Order, to: Option<&str>) -> Result<&'static str> {
+    let paid = payments::of_order(db, o.id)?.filter(|p| p.status == "succeeded");
+    let back = paid
+        .as_ref()
+        .is_some_and(|p| super::payments::supports_refunds(&p.provider));
+    match to {
+        None if back => Ok("provider"),
+        None | Some("balance") => Ok("balance"),
+        Some("provider") if back => Ok("provider"),
+        Some("provider") => Err(Error::Conflict(match paid {
+            None => "the order was paid from the balance: refund it to the balance".into(),
+            Some(p) => format!(
+                "refunds back through {} are not built: refund it to the balance",
+                p.provider
+            ),
+        })),
+        Some(_) => Err(Error::Invalid("to must be balance or provider".into())),
+    }
+}
+
+/// For a refund back through the provider: asks it (once; the refund's id
+/// is its idempotency key) and records its id, or fails the refund when it
+/// refuses.
+fn through_provider(r: &Refund, o: &orders::Order) -> Result<()> {
+    if r.destination != "provider" || r.provider_ref.is_some() {
+        return Ok(());
+    }
+    let p = payments::of_order(&db()?, o.id)?
+        .filter(|p| p.status == "succeeded")
+        .ok_or_else(|| Error::Conflict("the order's payment was not received".into()))?;
+    match super::payments::refund(&p, r.id, r.amount_minor)? {
+        super::payments::Refunded::Accepted(reference) => {
+            refunds::accepted(&db()?, r.id, &reference)?;
+            Ok(())
+        }
+        super::payments::Refunded::Refused(why) => {
+            refunds::failed(&db()?, r.id, &why)?;
+            Err(Error::Problem(platform::Problem::new(
+                409,
+                "refund_refused",
+                format!("refund {}: {why}", r.id),
+            )))
+        }
+        super::payments::Refunded::Unreachable => Err(Error::Problem(
+            platform::Problem::unavailable(format!(
+                "{} could not be reached: repeat the request (the same Idempotency-Key) to carry refund {} out",
+                p.provider, r.id
+            )),
+        )),
+    }
+}
+
+/// Carries out an approved refund: one back through the provider asked of
+/// it first; for a full refund the phones the order made deleted and its
+/// quota grant revoked (before any money moves); then the money back to
+/// the balance (and on to the provider: `payout`), the order's refunded
+/// amount and `order.refunded`, in one transaction.
 fn carry_out(call: &Call, id: Uuid, approver: Option<Uuid>) -> Result<Refund> {
     let (r, o) = {
         let db = db()?;
@@ -137,6 +201,7 @@ fn carry_out(call: &Call, id: Uuid, approver: Option<Uuid>) -> Result<Refund> {
     if !matches!(r.status.as_str(), "approved" | "pending_approval") {
         return Ok(r);
     }
+    through_provider(&r, &o)?;
     let full = o.refunded_minor + r.amount_minor == o.amount_minor;
     if full {
         if !super::orders::release_devices(call.ctx, &o) {
@@ -186,6 +251,33 @@ fn carry_out(call: &Call, id: Uuid, approver: Option<Uuid>) -> Result<Refund> {
             },
         )?;
         let t = super::recorded(posted)?;
+        if r.destination == "provider" {
+            // Straight on to the provider: the balance only passes it.
+            let payout = Posting::new(
+                Kind::Payout,
+                Money::positive(r.amount_minor, currency).map_err(Error::Invalid)?,
+            )
+            .map_err(Error::Invalid)?;
+            let key = format!("refund:{}:payout", r.id);
+            let posted = ledger::post(
+                tx,
+                &ledger::NewTransaction {
+                    posting: &payout,
+                    user: o.user_id,
+                    tenant: o.tenant_id,
+                    actor: Some(approver.unwrap_or(r.requested_by)),
+                    reason: &format!(
+                        "paid back to the payer by the provider (refund {})",
+                        r.provider_ref.as_deref().unwrap_or_default()
+                    ),
+                    reference: Some(&format!("order:{}", o.id)),
+                    key: &key,
+                    fingerprint: &key,
+                    request_id: &call.ctx.request_id,
+                },
+            )?;
+            super::recorded(posted)?;
+        }
         if !orders::refunded(tx, o.id, r.amount_minor, full)? {
             return Err(Error::Conflict(
                 "the order was refunded meanwhile: this refund no longer fits".into(),

@@ -31,10 +31,17 @@ pub struct Refund {
     pub created_at: String,
     /// When decided.
     pub decided_at: Option<String>,
+    /// `balance` (the buyer's available balance) or `provider` (back
+    /// through the provider that took the payment).
+    pub destination: String,
+    /// The provider's id of the refund, once it accepted it.
+    pub provider_ref: Option<String>,
+    /// Why the provider refused it (`failed`).
+    pub failure: Option<String>,
 }
 
 const COLUMNS: &str = "id, order_id, amount_minor, currency::text, reason, status, requested_by, \
-     approved_by, transaction_id, created_at, decided_at";
+     approved_by, transaction_id, created_at, decided_at, destination, provider_ref, failure";
 
 fn refund(r: &[DbValue]) -> Result<Refund, DbError> {
     Ok(Refund {
@@ -49,6 +56,9 @@ fn refund(r: &[DbValue]) -> Result<Refund, DbError> {
         transaction_id: col(r, 8, "refunds.transaction_id")?,
         created_at: timestamp(r, 9, "refunds.created_at")?,
         decided_at: opt_timestamp(r, 10, "refunds.decided_at")?,
+        destination: col(r, 11, "refunds.destination")?,
+        provider_ref: col(r, 12, "refunds.provider_ref")?,
+        failure: col(r, 13, "refunds.failure")?,
     })
 }
 
@@ -69,14 +79,17 @@ pub struct Request<'a> {
     pub key: &'a str,
     /// `pending_approval` or `approved`.
     pub status: &'a str,
+    /// `balance` or `provider`.
+    pub destination: &'a str,
 }
 
 /// Records a refund request, or finds the one made under the same key:
 /// `(refund, made now)`.
 pub fn request(tx: &Db, q: &Request) -> Result<(Refund, bool), DbError> {
     let made = tx.execute(
-        "INSERT INTO refunds (id, order_id, amount_minor, currency, reason, status, requested_by, idempotency_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (requested_by, idempotency_key) DO NOTHING",
+        "INSERT INTO refunds (id, order_id, amount_minor, currency, reason, status, requested_by, idempotency_key, \
+           destination) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (requested_by, idempotency_key) DO NOTHING",
         &[
             P::Uuid(Uuid::new_v4().to_string()),
             P::Uuid(q.order.to_string()),
@@ -86,6 +99,7 @@ pub fn request(tx: &Db, q: &Request) -> Result<(Refund, bool), DbError> {
             P::Str(q.status.into()),
             P::Uuid(q.by.to_string()),
             P::Str(q.key.into()),
+            P::Str(q.destination.into()),
         ],
     )? == 1;
     let r = tx
@@ -128,6 +142,25 @@ pub fn decide(
         ],
     )?;
     Ok(())
+}
+
+/// Records the provider's id of a refund it accepted.
+pub fn accepted(db: &Db, id: Uuid, provider_ref: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE refunds SET provider_ref = $2 WHERE id = $1",
+        &[P::Uuid(id.to_string()), P::Str(provider_ref.into())],
+    )?;
+    Ok(())
+}
+
+/// Marks a refund the provider refused `failed`, with why (only one still
+/// to be carried out); whether it was.
+pub fn failed(db: &Db, id: Uuid, why: &str) -> Result<bool, DbError> {
+    Ok(db.execute(
+        "UPDATE refunds SET status = 'failed', failure = $2, decided_at = now() AT TIME ZONE 'UTC' \
+         WHERE id = $1 AND status IN ('approved', 'pending_approval')",
+        &[P::Uuid(id.to_string()), P::Str(why.into())],
+    )? == 1)
 }
 
 /// An order's refunds, oldest first.
