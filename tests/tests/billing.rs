@@ -7,6 +7,7 @@
 //! balance what an independent model of the accepted postings says, to the
 //! cent. A balance left exhausted past its grace stops its owner's phones
 //! through `device`, which refuses to start them until money pays the debt.
+//! A tenant's month is one statement over its members' invoices.
 
 use e2e::billing::{run_event, storm, wait_for_owner, B};
 use e2e::{error_code, expect_json, roles, Options, TestApp};
@@ -1001,4 +1002,121 @@ fn a_balance_exhausted_past_its_grace_stops_the_owners_phones_until_the_debt_is_
     .expect("device learnt the balance was restored");
     let r = app.post(&format!("{D}/devices/{id}/start"), &json!({}), Some(&token));
     assert_eq!(r.status(), 202);
+}
+
+#[test]
+fn a_tenants_month_is_one_statement_over_its_members_invoices_seen_only_by_its_admins() {
+    let app = TestApp::spawn();
+    let staff = app.platform_admin();
+    let tenant = app.create_tenant(&staff.token, "stated");
+    let other = app.create_tenant(&staff.token, "elsewhere");
+    let in_tenant = |t: &str, role: &str| {
+        app.create_user(&staff.token, json!({"tenant_id": t, "role_ids": [role]}))
+    };
+    let admin = in_tenant(&tenant, roles::TENANT_ADMIN);
+    let (ann, bob) = (
+        in_tenant(&tenant, roles::USER),
+        in_tenant(&tenant, roles::USER),
+    );
+    let stranger = in_tenant(&other, roles::TENANT_ADMIN);
+    for u in [&admin, &ann, &bob, &stranger] {
+        wait_for_owner(&app, &u.id);
+    }
+    // Half an hour of device time each at the default 1.20 an hour, owed
+    // (no balance), charged in October.
+    let started = chrono::Utc::now() - chrono::Duration::minutes(40);
+    let base = 6_000_000 + i64::from(rand_u16());
+    for (i, u) in [&ann, &bob].into_iter().enumerate() {
+        app.publish_event(&run_event(
+            &events::catalogue::DEVICE_RUN_ENDED,
+            base + i as i64,
+            uuid::Uuid::new_v4(),
+            &u.id,
+            Some(&tenant),
+            started,
+            Some(started + chrono::Duration::minutes(30)),
+        ));
+    }
+    app.eventually(std::time::Duration::from_secs(30), || {
+        (app.count("billing", "SELECT count(*) FROM metered_runs") == 2).then_some(())
+    })
+    .expect("billing recorded both runs");
+    let tick = app.post_as("scheduler", &format!("{B}/internal/metering/tick"));
+    assert_eq!(tick.status(), 200);
+    app.db("billing")
+        .batch_execute("UPDATE usage_records SET created_at = '2026-10-15 12:00:00'")
+        .unwrap();
+    let run = || {
+        expect_json(
+            app.post_as(
+                "scheduler",
+                &format!("{B}/internal/invoices/run?month=2026-10"),
+            ),
+            200,
+        )
+    };
+    assert_eq!(run()["issued"], 2);
+
+    let url = format!("{B}/tenants/{tenant}/statement?month=2026-10");
+    let s = expect_json(app.get(&url, admin.t()), 200);
+    assert_eq!(
+        (s["period"].as_str(), s["currency"].as_str()),
+        (Some("2026-10"), Some("CNY"))
+    );
+    let t = &s["totals"];
+    assert_eq!(
+        (
+            t["invoices"].as_i64(),
+            t["total_minor"].as_i64(),
+            t["amount_due_minor"].as_i64(),
+            t["status"].as_str()
+        ),
+        (Some(2), Some(120), Some(120), Some("issued")),
+        "{s}"
+    );
+    let emails: Vec<&str> = s["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["buyer_email"].as_str().unwrap())
+        .collect();
+    assert!(emails.contains(&ann.email.as_str()) && emails.contains(&bob.email.as_str()));
+    // Platform staff see it too; a member, another tenant's admin, or an
+    // unknown tenant see nothing; the month is required.
+    assert_eq!(app.get(&url, Some(&staff.token)).status(), 200);
+    assert_eq!(app.get(&url, ann.t()).status(), 404);
+    assert_eq!(app.get(&url, stranger.t()).status(), 404);
+    let unknown = format!(
+        "{B}/tenants/{}/statement?month=2026-10",
+        uuid::Uuid::new_v4()
+    );
+    assert_eq!(app.get(&unknown, Some(&staff.token)).status(), 404);
+    let (status, _) =
+        error_code(app.get(&format!("{B}/tenants/{tenant}/statement"), admin.t())).unwrap();
+    assert_eq!(status, 400);
+
+    // One member's invoice past due: the statement is overdue; its
+    // document lists both invoices and the sums.
+    app.db("billing")
+        .execute(
+            "UPDATE invoices SET due_at = now() AT TIME ZONE 'UTC' - interval '1 day' WHERE user_id = $1::text::uuid",
+            &[&ann.id],
+        )
+        .unwrap();
+    assert_eq!(run()["overdue"], 1);
+    let s = expect_json(app.get(&url, admin.t()), 200);
+    assert_eq!(s["totals"]["status"], "overdue");
+    let doc = app.get(
+        &format!("{B}/tenants/{tenant}/statement/document?month=2026-10"),
+        admin.t(),
+    );
+    assert_eq!(doc.status(), 200);
+    let html = doc.text().unwrap();
+    for i in s["invoices"].as_array().unwrap() {
+        assert!(html.contains(i["number"].as_str().unwrap()), "{html}");
+    }
+    assert!(
+        html.contains("1.20 CNY") && html.contains("overdue"),
+        "{html}"
+    );
 }

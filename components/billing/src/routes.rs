@@ -60,6 +60,8 @@ pub const ROUTES: &[Route<Error>] = &[
     route("GET", "invoices/:id", Permission("billing:read"), invoices::get),
     route("GET", "invoices/:id/document", Permission("billing:read"), invoices::document),
     route("POST", "invoices/:id/void", Permission("billing:manage"), invoices::void),
+    route("GET", "tenants/:id/statement", Permission("billing:read"), invoices::tenant_statement),
+    route("GET", "tenants/:id/statement/document", Permission("billing:read"), invoices::tenant_statement_document),
     route("GET", "reports/revenue", Permission("billing:manage"), invoices::revenue),
     route("GET", "reports/usage", Permission("billing:manage"), invoices::usage),
     route("POST", "admin/postings", Permission("billing:adjust"), postings::create),

@@ -59,9 +59,100 @@ pub fn split_tax(total: i64, rate_bp: i32) -> (i64, i64) {
     (total - tax, tax)
 }
 
+/// What a tenant's statement sums: its members' invoices of one month and
+/// currency (void ones listed, not counted).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StatementTotals {
+    /// Invoices counted (not void).
+    pub invoices: usize,
+    /// Net of tax.
+    pub subtotal_minor: i64,
+    /// Tax.
+    pub tax_minor: i64,
+    /// Total, tax included.
+    pub total_minor: i64,
+    /// Still to pay: what unpaid (issued, overdue) invoices are due.
+    pub amount_due_minor: i64,
+    /// `empty` (nothing counted), `overdue` (any), `issued` (any still
+    /// open), else `paid`.
+    pub status: &'static str,
+}
+
+/// One member invoice as a statement counts it.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    /// Its status.
+    pub status: &'a str,
+    /// Net.
+    pub subtotal_minor: i64,
+    /// Tax.
+    pub tax_minor: i64,
+    /// Total.
+    pub total_minor: i64,
+    /// Due at issue.
+    pub amount_due_minor: i64,
+}
+
+/// Sums members' invoices into a statement.
+pub fn statement(members: &[Counted]) -> StatementTotals {
+    let mut t = StatementTotals::default();
+    let (mut overdue, mut open) = (false, false);
+    for m in members.iter().filter(|m| m.status != "void") {
+        t.invoices += 1;
+        t.subtotal_minor += m.subtotal_minor;
+        t.tax_minor += m.tax_minor;
+        t.total_minor += m.total_minor;
+        if matches!(m.status, "issued" | "overdue") {
+            t.amount_due_minor += m.amount_due_minor;
+        }
+        overdue |= m.status == "overdue";
+        open |= m.status == "issued";
+    }
+    t.status = match (t.invoices, overdue, open) {
+        (0, _, _) => "empty",
+        (_, true, _) => "overdue",
+        (_, _, true) => "issued",
+        _ => "paid",
+    };
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_counts_what_is_not_void_and_is_as_late_as_its_latest_member() {
+        let m = |status, total, due| Counted {
+            status,
+            subtotal_minor: total - total / 10,
+            tax_minor: total / 10,
+            total_minor: total,
+            amount_due_minor: due,
+        };
+        let t = statement(&[
+            m("paid", 1000, 0),
+            m("overdue", 500, 300),
+            m("void", 9999, 9999),
+        ]);
+        assert_eq!(
+            (
+                t.invoices,
+                t.total_minor,
+                t.tax_minor,
+                t.amount_due_minor,
+                t.status
+            ),
+            (2, 1500, 150, 300, "overdue")
+        );
+        assert_eq!(
+            statement(&[m("paid", 1, 0), m("issued", 2, 2)]).status,
+            "issued"
+        );
+        assert_eq!(statement(&[m("paid", 1, 0)]).status, "paid");
+        assert_eq!(statement(&[m("void", 1, 1)]).status, "empty");
+        assert_eq!(statement(&[]).status, "empty");
+    }
 
     #[test]
     fn months_parse_step_back_over_years_and_number_invoices() {

@@ -3,7 +3,7 @@
 //! lists and documents, voiding, and operators' revenue and usage reports.
 
 use super::{currency, db, scope, uuid_query, visible_owner, Call};
-use crate::domain::invoice::{split_tax, Month};
+use crate::domain::invoice::{split_tax, statement, Counted, Month, StatementTotals};
 use crate::domain::money::{Currency, Money};
 use crate::error::{Error, Result};
 use crate::repo::invoices::{self, Filter, Invoice, Issue};
@@ -258,6 +258,137 @@ pub fn document(call: &Call) -> Result<Response> {
         .header(
             "content-disposition",
             format!("inline; filename=\"{}.html\"", i.number),
+        )
+        .body(html)
+        .build())
+}
+
+/// A tenant's statement for a month and currency: its members' invoices
+/// and what they sum to.
+struct Statement {
+    tenant: Uuid,
+    month: String,
+    currency: Currency,
+    members: Vec<invoices::Member>,
+    totals: StatementTotals,
+}
+
+/// The statement `tenants/:id/statement` asks for: the tenant seen by
+/// the caller (platform staff, or its own administrators with the
+/// tenant's data scope; 404 otherwise or when billing knows nobody of
+/// it), `month` (`YYYY-MM`, required), `currency` (default
+/// `usage_currency`).
+fn statement_of(call: &Call) -> Result<Statement> {
+    let caller = call.caller()?;
+    let tenant = call.id("id", "tenant")?;
+    let sees = match scope(caller) {
+        RowFilter::All => true,
+        RowFilter::Tenant(Some(t)) => t == tenant,
+        _ => false,
+    };
+    let db = db()?;
+    if !sees || !invoices::tenant_known(&db, tenant)? {
+        return Err(Error::NotFound("tenant"));
+    }
+    let raw = call
+        .query("month")
+        .ok_or_else(|| Error::Invalid("month (YYYY-MM) is required".into()))?;
+    let month = Month::parse(&raw).map_err(Error::Invalid)?;
+    let currency = currency(
+        &call
+            .query("currency")
+            .map_or_else(|| platform::var("usage_currency"), Ok)?,
+    )?;
+    let members = invoices::of_tenant(&db, tenant, month.first_day(), currency.code())?;
+    let counted: Vec<Counted> = members
+        .iter()
+        .map(|m| Counted {
+            status: &m.invoice.status,
+            subtotal_minor: m.invoice.subtotal_minor,
+            tax_minor: m.invoice.tax_minor,
+            total_minor: m.invoice.total_minor,
+            amount_due_minor: m.invoice.amount_due_minor,
+        })
+        .collect();
+    let totals = statement(&counted);
+    Ok(Statement {
+        tenant,
+        month: raw,
+        currency,
+        members,
+        totals,
+    })
+}
+
+/// `GET /tenants/:id/statement` (`billing:read`): a tenant's month in one
+/// currency: every member's invoice (with their name and email) and the
+/// sums of those not void; see [`statement_of`].
+pub fn tenant_statement(call: &Call) -> Result<Response> {
+    let s = statement_of(call)?;
+    Ok(platform::http::json(
+        200,
+        &serde_json::json!({
+            "tenant_id": s.tenant, "period": s.month, "currency": s.currency.code(),
+            "invoices": s.members, "totals": s.totals,
+        }),
+    ))
+}
+
+/// `GET /tenants/:id/statement/document` (`billing:read`): the statement
+/// as an HTML document (seller, tenant, each member's invoice, the sums),
+/// every value escaped.
+pub fn tenant_statement_document(call: &Call) -> Result<Response> {
+    let s = statement_of(call)?;
+    let c = s.currency;
+    let money = |m: i64| format!("{} {}", Money::display(m, c), c.code());
+    let seller = platform::var("invoice_seller")?;
+    let mut rows = String::new();
+    for m in &s.members {
+        let i = &m.invoice;
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{} &lt;{}&gt;</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
+            escape(&i.number),
+            escape(&m.buyer_name),
+            escape(&m.buyer_email),
+            escape(&i.status),
+            money(i.tax_minor),
+            money(i.total_minor),
+            money(if matches!(i.status.as_str(), "issued" | "overdue") { i.amount_due_minor } else { 0 }),
+        ));
+    }
+    let t = &s.totals;
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Statement {tenant} {period}</title>\n\
+         <style>body{{font-family:sans-serif;max-width:56em;margin:2em auto}}table{{width:100%;border-collapse:collapse}}\
+         td,th{{border-bottom:1px solid #ccc;padding:.3em;text-align:left}}.n{{text-align:right}}</style></head>\n\
+         <body><h1>Statement for {period}</h1>\n\
+         <p><strong>From</strong> {seller}<br><strong>Tenant</strong> {tenant} · Currency {currency} · Status {status}</p>\n\
+         <table><thead><tr><th>Invoice</th><th>User</th><th>Status</th><th class=\"n\">Tax</th><th class=\"n\">Total</th><th class=\"n\">Due</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n\
+         <table><tr><td>Invoices (not void)</td><td class=\"n\">{count}</td></tr><tr><td>Net</td><td class=\"n\">{net}</td></tr>\
+         <tr><td>Tax (included)</td><td class=\"n\">{tax}</td></tr><tr><th>Total</th><th class=\"n\">{total}</th></tr>\
+         <tr><td>Due</td><td class=\"n\">{due}</td></tr></table>\n\
+         <p>A summary of the member invoices listed, each the document of record.</p></body></html>\n",
+        tenant = s.tenant,
+        period = escape(&s.month),
+        seller = escape(&seller),
+        currency = c.code(),
+        status = t.status,
+        rows = rows,
+        count = t.invoices,
+        net = money(t.subtotal_minor),
+        tax = money(t.tax_minor),
+        total = money(t.total_minor),
+        due = money(t.amount_due_minor),
+    );
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "text/html; charset=utf-8")
+        .header(
+            "content-disposition",
+            format!(
+                "inline; filename=\"statement-{}-{}.html\"",
+                s.tenant, s.month
+            ),
         )
         .body(html)
         .build())

@@ -456,6 +456,54 @@ pub fn usage(db: &Db, from: NaiveDate, to: NaiveDate) -> Result<Vec<UsageRow>, D
     )
 }
 
+/// A member's invoice on their tenant's statement, with who they are.
+#[derive(Debug, Serialize)]
+pub struct Member {
+    /// The invoice.
+    #[serde(flatten)]
+    pub invoice: Invoice,
+    /// Their name, as billing's copy says.
+    pub buyer_name: String,
+    /// Their email.
+    pub buyer_email: String,
+}
+
+/// The issued invoices (any status but draft) of a tenant's users for a
+/// month in one currency, by number.
+pub fn of_tenant(
+    db: &Db,
+    tenant: Uuid,
+    month: NaiveDate,
+    currency: &str,
+) -> Result<Vec<Member>, DbError> {
+    db.all(
+        &format!(
+            "SELECT {COLUMNS}, o.display_name, o.email FROM invoices r JOIN owners o ON o.user_id = r.user_id \
+              WHERE r.tenant_id = $1 AND r.period_start = $2::timestamp::date AND r.currency = $3 \
+                AND r.status <> 'draft' ORDER BY r.number"
+        ),
+        &[P::Uuid(tenant.to_string()), day(month), P::Str(currency.into())],
+        |r| {
+            Ok(Member {
+                invoice: invoice(r)?,
+                buyer_name: col(r, 19, "owners.display_name")?,
+                buyer_email: col(r, 20, "owners.email")?,
+            })
+        },
+    )
+}
+
+/// Whether billing knows a user of the tenant (its copies of owners).
+pub fn tenant_known(db: &Db, tenant: Uuid) -> Result<bool, DbError> {
+    Ok(db
+        .one(
+            "SELECT 1 FROM owners WHERE tenant_id = $1 LIMIT 1",
+            &[P::Uuid(tenant.to_string())],
+            |_| Ok(()),
+        )?
+        .is_some())
+}
+
 /// A buyer's name and email, as billing's copy of them says.
 pub fn buyer(db: &Db, user: Uuid) -> Result<Option<(String, String)>, DbError> {
     db.one(
