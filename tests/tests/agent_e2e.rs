@@ -1501,7 +1501,7 @@ fn an_uploaded_app_is_installed_on_three_real_phones_by_signed_link_and_a_tamper
         app.notifications(&token)
             .iter()
             .any(|n| {
-                n["kind"] == "app_install_failed"
+                n["kind"] == "app.install_failed"
                     && n["body"].as_str().unwrap().contains("checksum_mismatch")
             })
             .then_some(())

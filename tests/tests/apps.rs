@@ -632,7 +632,7 @@ fn what_goes_public_is_reviewed_with_a_trail_and_others_see_approved_versions_on
             let mut kinds: Vec<(String, String)> = app
                 .notifications(&owner)
                 .iter()
-                .filter(|n| n["kind"].as_str().unwrap().starts_with("app_"))
+                .filter(|n| n["kind"].as_str().unwrap().starts_with("app."))
                 .map(|n| {
                     (
                         n["kind"].as_str().unwrap().to_string(),
@@ -644,13 +644,13 @@ fn what_goes_public_is_reviewed_with_a_trail_and_others_see_approved_versions_on
             (kinds.len() == 3).then_some(kinds)
         })
         .expect("three app notices for the owner");
-    assert_eq!(heard[0].0, "app_approved");
-    assert_eq!(heard[1].0, "app_changes_requested");
+    assert_eq!(heard[0].0, "app.approved");
+    assert_eq!(heard[1].0, "app.changes_requested");
     assert!(
         heard[1].1.contains("drop the CAMERA permission"),
         "{heard:?}"
     );
-    assert_eq!(heard[2].0, "app_rejected");
+    assert_eq!(heard[2].0, "app.rejected");
     assert!(heard[2].1.contains("crashes at start"), "{heard:?}");
     let events = |t: &str| {
         app.count(

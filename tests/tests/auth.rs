@@ -539,7 +539,7 @@ fn an_administrator_sets_a_password_and_the_user_is_told() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|n| n["kind"] == "password_changed")
+            .any(|n| n["kind"] == "credential.password_changed")
             .then_some(())
     })
     .expect("a security notice");

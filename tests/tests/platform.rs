@@ -207,6 +207,112 @@ fn bad_input_gets_a_4xx_with_the_common_error_shape_and_changes_nothing() {
 }
 
 #[test]
+fn events_meant_for_people_reach_them_in_app_from_their_templates_and_the_console_reads_and_clears_them(
+) {
+    let app = TestApp::spawn();
+    let admin = app.platform_admin();
+    let (user, token) = app.signed_up_user();
+    let (_, other) = app.signed_up_user();
+    e2e::billing::wait_for_owner(&app, &user);
+    let n = "/api/v1/notification/notifications";
+    // A phone fails (device's event, delivered twice) and the balance runs
+    // low (billing's, from two operator postings: 20.00 in, 15.00 out).
+    let failed = events::Envelope::new(
+        &events::catalogue::DEVICE_FAILED,
+        "d-1",
+        7,
+        "2026-12-01T10:00:00Z",
+        &json!({"id": uuid::Uuid::new_v4(), "name": "Phone <1>", "owner_id": user,
+                "tenant_id": null, "status": "error", "reason": "the image cannot start"}),
+    );
+    app.publish_event(&failed);
+    app.publish_event(&failed);
+    for (key, kind, amount) in [("n-1", "recharge", 2_000), ("n-2", "charge", 1_500)] {
+        let r = app.post_idempotent(
+            "/api/v1/billing/admin/postings",
+            &json!({"user_id": user, "kind": kind, "amount_minor": amount, "currency": "CNY",
+                    "reason": "test"}),
+            Some(&admin.token),
+            key,
+        );
+        assert_eq!(r.status(), 201);
+    }
+    // Welcome, the failure once, two adjustments and the low balance.
+    let all = app
+        .eventually(Duration::from_secs(30), || {
+            let items = app.notifications(&token);
+            (items.len() == 5).then_some(items)
+        })
+        .unwrap_or_else(|_| panic!("five notices: {:?}", app.notifications(&token)));
+    let find = |kind: &str| all.iter().find(|i| i["kind"] == kind).cloned().unwrap();
+    let f = find("device.failed");
+    assert_eq!(
+        (
+            f["category"].as_str(),
+            f["locale"].as_str(),
+            f["title"].as_str()
+        ),
+        (Some("device"), Some("en"), Some("Your cloud phone failed"))
+    );
+    let body = f["body"].as_str().unwrap();
+    assert!(
+        body.contains("Phone <1>") && body.contains("the image cannot start"),
+        "{body}"
+    );
+    let low = find("balance.low");
+    assert_eq!(low["category"], "billing");
+    assert!(low["body"].as_str().unwrap().contains("5.00 CNY"), "{low}");
+
+    // The console's badge, filters, marking read and deleting.
+    let count = |t: &str| e2e::expect_json(app.get(&format!("{n}/unread-count"), Some(t)), 200);
+    let c = count(&token);
+    assert_eq!(c["unread"], 5);
+    assert_eq!(
+        c["by_category"],
+        json!({"account": 1, "billing": 3, "device": 1})
+    );
+    let page = e2e::expect_json(app.get(&format!("{n}?category=billing"), Some(&token)), 200);
+    assert_eq!(page["total"], 3);
+    let page = e2e::expect_json(app.get(&format!("{n}?kind=balance.low"), Some(&token)), 200);
+    assert_eq!(page["total"], 1);
+    assert_eq!(
+        app.get(&format!("{n}?category=spam"), Some(&token))
+            .status(),
+        400
+    );
+    let marked = e2e::expect_json(
+        app.post(
+            &format!("{n}/read-all?category=device"),
+            &json!({}),
+            Some(&token),
+        ),
+        200,
+    );
+    assert_eq!(marked["marked"], 1);
+    assert_eq!(count(&token)["unread"], 4);
+    let page = e2e::expect_json(app.get(&format!("{n}?unread=false"), Some(&token)), 200);
+    assert_eq!(page["items"][0]["kind"], "device.failed");
+    let id = low["id"].as_str().unwrap();
+    // Nobody else reads or deletes it.
+    assert_eq!(
+        app.post(&format!("{n}/{id}/read"), &json!({}), Some(&other))
+            .status(),
+        404
+    );
+    assert_eq!(app.delete(&format!("{n}/{id}"), Some(&other)).status(), 404);
+    assert_eq!(app.delete(&format!("{n}/{id}"), Some(&token)).status(), 204);
+    assert_eq!(app.delete(&format!("{n}/{id}"), Some(&token)).status(), 404);
+    assert_eq!(count(&token)["unread"], 3);
+    let marked = e2e::expect_json(
+        app.post(&format!("{n}/read-all"), &json!({}), Some(&token)),
+        200,
+    );
+    assert_eq!(marked["marked"], 3);
+    assert_eq!(count(&token)["unread"], 0);
+    assert_eq!(count(&other)["unread"], 1);
+}
+
+#[test]
 fn a_new_user_gets_a_welcome_notification_through_the_outbox_and_the_redis_trigger() {
     let app = TestApp::spawn();
     let (_, token) = app.signed_up_user();
@@ -219,7 +325,7 @@ fn a_new_user_gets_a_welcome_notification_through_the_outbox_and_the_redis_trigg
             (page["total"] == 1).then_some(page)
         })
         .expect("welcome notification arrives");
-    assert_eq!(items["items"][0]["kind"], "welcome");
+    assert_eq!(items["items"][0]["kind"], "user.created");
     let published: i64 = app.count(
         "user",
         "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",

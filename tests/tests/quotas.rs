@@ -145,7 +145,7 @@ fn fifty_concurrent_reservations_against_a_limit_of_ten_grant_exactly_ten() {
     app.eventually(Duration::from_secs(30), || {
         app.notifications(&token)
             .iter()
-            .any(|n| n["kind"] == "quota_exceeded")
+            .any(|n| n["kind"] == "quota.exceeded")
             .then_some(())
     })
     .expect("a quota notification");

@@ -11,6 +11,7 @@ mod error;
 mod handlers;
 mod repo;
 mod routes;
+mod templates;
 
 /// Spin's export macros generate `unsafe` glue: it is confined to this module,
 /// and compiled only for wasm32 (natively the unit tests run without it).

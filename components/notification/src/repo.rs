@@ -1,7 +1,8 @@
 //! All SQL of `notification`.
 
-use platform::db::{col, timestamp, Db, DbError};
+use platform::db::{col, opt_timestamp, timestamp, Db, DbError};
 use platform::http::Page;
+use platform::query::{paged, Where};
 use serde::Serialize;
 use spin_sdk::pg4::{DbValue, ParameterValue as P};
 use uuid::Uuid;
@@ -11,6 +12,8 @@ use uuid::Uuid;
 pub struct Notification {
     id: Uuid,
     kind: String,
+    category: String,
+    locale: String,
     title: String,
     body: String,
     data: serde_json::Value,
@@ -18,53 +21,73 @@ pub struct Notification {
     created_at: String,
 }
 
+const COLUMNS: &str = "id, kind, category, locale, title, body, data, read_at, created_at";
+
 fn notification(row: &[DbValue]) -> Result<Notification, DbError> {
-    let read_at = match row.get(5) {
-        Some(DbValue::DbNull) | None => None,
-        Some(_) => Some(timestamp(row, 5, "notifications.read_at")?),
-    };
     Ok(Notification {
         id: col(row, 0, "notifications.id")?,
         kind: col(row, 1, "notifications.kind")?,
-        title: col(row, 2, "notifications.title")?,
-        body: col(row, 3, "notifications.body")?,
-        data: col(row, 4, "notifications.data")?,
-        read_at,
-        created_at: timestamp(row, 6, "notifications.created_at")?,
+        category: col(row, 2, "notifications.category")?,
+        locale: col(row, 3, "notifications.locale")?,
+        title: col(row, 4, "notifications.title")?,
+        body: col(row, 5, "notifications.body")?,
+        data: col(row, 6, "notifications.data")?,
+        read_at: opt_timestamp(row, 7, "notifications.read_at")?,
+        created_at: timestamp(row, 8, "notifications.created_at")?,
     })
+}
+
+/// What a list of notifications is narrowed to.
+#[derive(Debug, Default)]
+pub struct Filter {
+    /// Only unread ones (`Some(true)`), only read ones (`Some(false)`).
+    pub unread: Option<bool>,
+    /// One category.
+    pub category: Option<String>,
+    /// One kind (event type).
+    pub kind: Option<String>,
 }
 
 /// A page of a user's notifications, newest first, and the total.
 pub fn list(
     db: &Db,
     user: Uuid,
-    unread_only: bool,
+    f: Filter,
     page: Page,
 ) -> Result<(Vec<Notification>, i64), DbError> {
-    let filter = "user_id = $1 AND ($2 = false OR read_at IS NULL)";
-    let rows = db.query(
-        &format!(
-            "SELECT id, kind, title, body, data, read_at, created_at FROM notifications \
-             WHERE {filter} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
-        ),
-        &[
-            P::Uuid(user.to_string()),
-            P::Boolean(unread_only),
-            P::Int64(page.per_page),
-            P::Int64(page.offset()),
-        ],
+    let mut w = Where::new();
+    w.eq("user_id", P::Uuid(user.to_string()));
+    match f.unread {
+        Some(true) => w.and("read_at IS NULL"),
+        Some(false) => w.and("read_at IS NOT NULL"),
+        None => {}
+    }
+    if let Some(c) = f.category {
+        w.eq("category", P::Str(c));
+    }
+    if let Some(k) = f.kind {
+        w.eq("kind", P::Str(k));
+    }
+    paged(
+        db,
+        &format!("SELECT {COLUMNS} FROM notifications"),
+        "notifications",
+        w,
+        "created_at DESC, id",
+        page,
+        notification,
+    )
+}
+
+/// A user's unread notifications: in all, and per category.
+pub fn unread(db: &Db, user: Uuid) -> Result<(i64, Vec<(String, i64)>), DbError> {
+    let by = db.all(
+        "SELECT category, count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL \
+           GROUP BY category ORDER BY category",
+        &[P::Uuid(user.to_string())],
+        |r| Ok((col(r, 0, "category")?, col(r, 1, "count")?)),
     )?;
-    let items = rows
-        .rows
-        .iter()
-        .map(|r| notification(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let total = db.query(
-        &format!("SELECT count(*) FROM notifications WHERE {filter}"),
-        &[P::Uuid(user.to_string()), P::Boolean(unread_only)],
-    )?;
-    let total: i64 = col(&total.rows[0], 0, "count")?;
-    Ok((items, total))
+    Ok((by.iter().map(|(_, n)| n).sum(), by))
 }
 
 /// Marks a notification read; false if the user has no such notification.
@@ -76,12 +99,39 @@ pub fn mark_read(db: &Db, user: Uuid, id: Uuid) -> Result<bool, DbError> {
     Ok(n == 1)
 }
 
+/// Marks every unread notification of a user read (of one category, when
+/// given); how many.
+pub fn mark_all_read(db: &Db, user: Uuid, category: Option<&str>) -> Result<u64, DbError> {
+    db.execute(
+        "UPDATE notifications SET read_at = now() AT TIME ZONE 'UTC' \
+          WHERE user_id = $1 AND read_at IS NULL AND ($2::text IS NULL OR category = $2::text)",
+        &[
+            P::Uuid(user.to_string()),
+            category.map_or(P::DbNull, |c| P::Str(c.into())),
+        ],
+    )
+}
+
+/// Deletes one of a user's notifications; false if they have no such one.
+pub fn delete(db: &Db, user: Uuid, id: Uuid) -> Result<bool, DbError> {
+    let n = db.execute(
+        "DELETE FROM notifications WHERE id = $1 AND user_id = $2",
+        &[P::Uuid(id.to_string()), P::Uuid(user.to_string())],
+    )?;
+    Ok(n == 1)
+}
+
 /// A notification to create for an event.
 pub struct New<'a> {
     /// Recipient.
     pub user: Uuid,
-    /// Kind, e.g. `welcome`.
+    /// Kind: the event type it tells of (`device.failed`), or a direct
+    /// delivery's (`password_reset`).
     pub kind: &'a str,
+    /// Its category (`security`, `device`, `billing`, …).
+    pub category: &'a str,
+    /// The locale it was written in.
+    pub locale: &'a str,
     /// Title.
     pub title: &'a str,
     /// Text.
@@ -96,8 +146,8 @@ pub struct New<'a> {
 pub fn insert(db: &Db, n: &New, event_id: Option<Uuid>) -> Result<(), DbError> {
     let data = spin_sdk::pg4::jsonb(&n.data).map_err(|e| DbError::Other(e.to_string()))?;
     db.execute(
-        "INSERT INTO notifications (id, user_id, kind, title, body, data, source_event_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (source_event_id) DO NOTHING",
+        "INSERT INTO notifications (id, user_id, kind, title, body, data, source_event_id, category, locale) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (source_event_id) DO NOTHING",
         &[
             P::Uuid(Uuid::new_v4().to_string()),
             P::Uuid(n.user.to_string()),
@@ -106,6 +156,8 @@ pub fn insert(db: &Db, n: &New, event_id: Option<Uuid>) -> Result<(), DbError> {
             P::Str(n.body.clone()),
             data,
             event_id.map_or(P::DbNull, |e| P::Uuid(e.to_string())),
+            P::Str(n.category.into()),
+            P::Str(n.locale.into()),
         ],
     )?;
     Ok(())

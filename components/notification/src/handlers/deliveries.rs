@@ -50,6 +50,8 @@ pub fn password_reset(call: &Call) -> Result<Response, Error> {
     let notice = New {
         user: body.user_id,
         kind: "password_reset_requested",
+        category: "security",
+        locale: "en",
         title: "A password reset was requested",
         body: "We emailed a reset token to your address. If you did not ask for it, ignore it; your password stays as it is.".into(),
         data: serde_json::json!({"expires_at": body.expires_at}),
