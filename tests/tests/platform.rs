@@ -310,6 +310,45 @@ fn events_meant_for_people_reach_them_in_app_from_their_templates_and_the_consol
     assert_eq!(marked["marked"], 3);
     assert_eq!(count(&token)["unread"], 0);
     assert_eq!(count(&other)["unread"], 1);
+
+    // The long poll: held while nothing changes, answered when a new
+    // notification arrives.
+    let quiet = count(&token);
+    let held = e2e::expect_json(
+        app.get(
+            &format!(
+                "{n}/unread-count?wait=1&since={}",
+                quiet["token"].as_str().unwrap()
+            ),
+            Some(&token),
+        ),
+        200,
+    );
+    assert_eq!(held["token"], quiet["token"]);
+    let since = quiet["token"].as_str().unwrap().to_string();
+    let (base, t) = (app.base.clone(), token.clone());
+    let poll = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .get(format!("{base}{n}/unread-count?wait=25&since={since}"))
+            .bearer_auth(t)
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let again = events::Envelope::new(
+        &events::catalogue::DEVICE_FAILED,
+        "d-1",
+        8,
+        "2026-12-01T11:00:00Z",
+        &json!({"id": uuid::Uuid::new_v4(), "name": "Phone 2", "owner_id": user,
+                "tenant_id": null, "status": "error", "reason": null}),
+    );
+    app.publish_event(&again);
+    let woke = poll.join().unwrap();
+    assert_eq!(woke["unread"], 1, "{woke}");
+    assert_ne!(woke["token"], quiet["token"]);
 }
 
 #[test]

@@ -79,15 +79,49 @@ pub fn list(
     )
 }
 
-/// A user's unread notifications: in all, and per category.
-pub fn unread(db: &Db, user: Uuid) -> Result<(i64, Vec<(String, i64)>), DbError> {
-    let by = db.all(
-        "SELECT category, count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL \
-           GROUP BY category ORDER BY category",
+/// Where a user's notifications stand: unread ones per category, and a
+/// token that changes whenever any of theirs is added, read or deleted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// Unread, per category.
+    pub unread: Vec<(String, i64)>,
+    /// Changes with any change.
+    pub token: String,
+}
+
+/// Where a user's notifications stand, in one statement.
+pub fn standing(db: &Db, user: Uuid) -> Result<Standing, DbError> {
+    let rows = db.all(
+        "SELECT category, count(*) FILTER (WHERE read_at IS NULL), count(*), \
+                coalesce(max(extract(epoch FROM created_at) * 1000000)::bigint, 0), \
+                coalesce(max(extract(epoch FROM read_at) * 1000000)::bigint, 0) \
+           FROM notifications WHERE user_id = $1 GROUP BY category ORDER BY category",
         &[P::Uuid(user.to_string())],
-        |r| Ok((col(r, 0, "category")?, col(r, 1, "count")?)),
+        |r| {
+            Ok((
+                col::<String>(r, 0, "category")?,
+                col::<i64>(r, 1, "unread")?,
+                col::<i64>(r, 2, "total")?,
+                col::<i64>(r, 3, "latest")?,
+                col::<i64>(r, 4, "read")?,
+            ))
+        },
     )?;
-    Ok((by.iter().map(|(_, n)| n).sum(), by))
+    let (mut total, mut unread, mut latest, mut read) = (0, 0, 0, 0);
+    for (_, u, t, l, r) in &rows {
+        total += t;
+        unread += u;
+        latest = latest.max(*l);
+        read = read.max(*r);
+    }
+    Ok(Standing {
+        unread: rows
+            .into_iter()
+            .filter(|(_, u, ..)| *u > 0)
+            .map(|(c, u, ..)| (c, u))
+            .collect(),
+        token: format!("{total}.{unread}.{latest}.{read}"),
+    })
 }
 
 /// Marks a notification read; false if the user has no such notification.

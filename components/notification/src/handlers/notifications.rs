@@ -41,18 +41,41 @@ pub fn list(call: &Call) -> Result<Response, Error> {
     ))
 }
 
+/// Longest `wait` of the long poll, seconds.
+const MAX_WAIT_SECS: i64 = 30;
+
 /// `GET /notifications/unread-count` (`notification:read`): `{unread,
-/// by_category: {category: n}}`, what a console's badge shows.
+/// by_category: {category: n}, token}`, what a console's badge shows.
+/// The long poll: with `wait` (seconds, at most 30) and `since` (the
+/// `token` of the last answer), held until the caller's notifications
+/// change (one added, read or deleted) or the wait passes; it looks every
+/// 250 ms and holds no database connection between looks. A console keeps
+/// one such request open and refetches the list when `token` changes: new
+/// notifications show within a second.
 pub fn unread_count(call: &Call) -> Result<Response, Error> {
     let caller = call.caller()?;
-    let (unread, by) = repo::unread(&platform::db::Db::open()?, caller.user_id)?;
-    let by_category: serde_json::Map<String, serde_json::Value> = by
+    let wait = platform::http::int_query(call.req, "wait", 0, MAX_WAIT_SECS)?;
+    let since = call.query("since");
+    if since.as_ref().is_some_and(|s| s.len() > 100) {
+        return Err(platform::Problem::invalid("since must be a token this route gave").into());
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(wait.max(0) as u64);
+    let standing = loop {
+        let s = repo::standing(&platform::db::Db::open()?, caller.user_id)?;
+        if since.as_deref() != Some(s.token.as_str()) || std::time::Instant::now() >= until {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    let unread: i64 = standing.unread.iter().map(|(_, n)| n).sum();
+    let by_category: serde_json::Map<String, serde_json::Value> = standing
+        .unread
         .into_iter()
         .map(|(c, n)| (c, serde_json::json!(n)))
         .collect();
     Ok(platform::http::json(
         200,
-        &serde_json::json!({"unread": unread, "by_category": by_category}),
+        &serde_json::json!({"unread": unread, "by_category": by_category, "token": standing.token}),
     ))
 }
 
