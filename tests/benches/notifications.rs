@@ -25,7 +25,10 @@ fn failed(owner: &str, n: usize) -> events::Envelope {
 fn main() {
     let app = TestApp::spawn();
     let (user, token) = app.signed_up_user();
-    let url = format!("{}/api/v1/notification/notifications/unread-count", app.base);
+    let url = format!(
+        "{}/api/v1/notification/notifications/unread-count",
+        app.base
+    );
     let client = reqwest::blocking::Client::new();
     let standing = |extra: &str| -> Value {
         client
@@ -60,7 +63,11 @@ fn main() {
         let sent = Instant::now();
         app.publish_event(&failed(&user, i));
         let (r, answered) = poll.join().unwrap();
-        assert_ne!(r["token"].as_str(), Some(since.as_str()), "the poll timed out");
+        assert_ne!(
+            r["token"].as_str(),
+            Some(since.as_str()),
+            "the poll timed out"
+        );
         lat.push(answered.duration_since(sent).as_secs_f64() * 1000.0);
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -1079,6 +1079,7 @@ pub fn identity_event(
         tenant_active: true,
         roles: vec!["user".into()],
         access: Default::default(),
+        locale: "en".into(),
     };
     events::Envelope::new(
         kind,

@@ -349,6 +349,50 @@ fn events_meant_for_people_reach_them_in_app_from_their_templates_and_the_consol
     let woke = poll.join().unwrap();
     assert_eq!(woke["unread"], 1, "{woke}");
     assert_ne!(woke["token"], quiet["token"]);
+
+    // In the user's language once they chose it (Chinese), with the
+    // fallback from a region they did not (zh-TW) to the language.
+    for (locale, title) in [
+        ("zh-CN", "云手机运行故障"),
+        ("zh-TW", "云手机运行故障"),
+        ("fr", "Your cloud phone failed"),
+    ] {
+        let me = e2e::expect_json(
+            app.patch("/api/v1/user/me", &json!({"locale": locale}), Some(&token)),
+            200,
+        );
+        assert_eq!(me["locale"], locale);
+        let version = me["version"].as_i64().unwrap();
+        app.eventually(Duration::from_secs(30), || {
+            (app.count(
+                "notification",
+                &format!("SELECT count(*) FROM recipients WHERE user_id = '{user}' AND version >= {version}"),
+            ) == 1)
+                .then_some(())
+        })
+        .expect("notification keeps the user's language");
+        let e = events::Envelope::new(
+            &events::catalogue::DEVICE_FAILED,
+            format!("d-{locale}"),
+            1,
+            "2026-12-01T12:00:00Z",
+            &json!({"id": uuid::Uuid::new_v4(), "name": locale, "owner_id": user,
+                    "tenant_id": null, "status": "error", "reason": null}),
+        );
+        app.publish_event(&e);
+        let got = app
+            .eventually(Duration::from_secs(30), || {
+                app.notifications(&token)
+                    .into_iter()
+                    .find(|n| n["kind"] == "device.failed" && n["data"]["name"] == locale)
+            })
+            .expect("the notice");
+        assert_eq!(got["title"], title, "{got}");
+    }
+    let (status, _) =
+        error_code(app.patch("/api/v1/user/me", &json!({"locale": "zh_CN"}), Some(&token)))
+            .unwrap();
+    assert_eq!(status, 400);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Reacts to events with notifications: every event type the catalogue
 //! marks as meant for people (`Audience::People`) is told to the user its
 //! payload names (the template's `recipient`), written from its template
-//! (`templates`) in their locale. (Password-reset links do not travel as
+//! (`templates`) in their locale (kept from `user.*` events in
+//! `recipients`, with their address). (Password-reset links do not travel as
 //! events: `auth` hands them over by chaining, see `handlers::deliveries`.)
 //! Each event is applied at most once (platform::consumer), and each
 //! creates at most one notification (`source_event_id` is unique).
@@ -11,6 +12,7 @@ use crate::templates;
 use platform::consumer::{HandlerError, Source, Sources};
 use platform::db::Db;
 use platform::events::catalogue::{Audience, CATALOGUE};
+use platform::events::payload::Identity;
 use platform::outbox::Envelope;
 use platform::Problem;
 use serde_json::Value;
@@ -59,6 +61,15 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
     let Some(event) = CATALOGUE.iter().find(|e| e.name == env.event_type) else {
         return Ok(());
     };
+    // Every `user.*` event carries the user's identity: keep their copy
+    // (language, address) first, so their own notice is in their language.
+    let identity = if event.source == "user" && event.name.starts_with("user.") {
+        let who: Identity = env.payload().map_err(HandlerError::Rejected)?;
+        repo::keep_recipient(db, &who, env.aggregate_version)?;
+        Some(who)
+    } else {
+        None
+    };
     let Audience::People(category) = event.audience else {
         return Ok(());
     };
@@ -79,7 +90,11 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
         })?;
     // A template that cannot render this payload is a defect: the event
     // goes to the dead letters, to be replayed once it is mended.
-    let r = templates::render(t, None, &env.payload)
+    let locale = match &identity {
+        Some(who) if who.id == user => Some(who.locale.clone()),
+        _ => repo::locale_of(db, user)?,
+    };
+    let r = templates::render(t, locale.as_deref(), &env.payload)
         .map_err(|e| HandlerError::Rejected(format!("{}: template: {e}", env.event_type)))?;
     repo::insert(
         db,

@@ -197,6 +197,40 @@ pub fn insert(db: &Db, n: &New, event_id: Option<Uuid>) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Keeps a user's copy from their identity snapshot at `version` (an
+/// older version than the one kept changes nothing).
+pub fn keep_recipient(
+    db: &Db,
+    who: &platform::events::payload::Identity,
+    version: i64,
+) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO recipients (user_id, email, display_name, locale, status, version) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (user_id) DO UPDATE SET email = $2, display_name = $3, locale = $4, status = $5, \
+           version = $6, updated_at = now() AT TIME ZONE 'UTC' \
+         WHERE recipients.version < $6",
+        &[
+            P::Uuid(who.id.to_string()),
+            P::Str(who.email.clone()),
+            P::Str(who.display_name.clone()),
+            P::Str(who.locale.clone()),
+            P::Str(who.status.clone()),
+            P::Int64(version),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The language a user reads, as their copy says (none: not known yet).
+pub fn locale_of(db: &Db, user: Uuid) -> Result<Option<String>, DbError> {
+    db.one(
+        "SELECT locale FROM recipients WHERE user_id = $1",
+        &[P::Uuid(user.to_string())],
+        |r| col(r, 0, "recipients.locale"),
+    )
+}
+
 /// An email to send.
 pub struct NewMail<'a> {
     /// The recipient user.

@@ -27,6 +27,13 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// Effective access.
     pub access: access::Access,
+    /// The language they read (BCP 47; `en` when an event predates it).
+    #[serde(default = "english")]
+    pub locale: String,
+}
+
+fn english() -> String {
+    "en".into()
 }
 
 /// `quota.exceeded` (schema version 1).

@@ -36,6 +36,8 @@ pub struct Profile {
     pub roles: Vec<RoleRef>,
     /// Free-form profile metadata.
     pub metadata: serde_json::Value,
+    /// The language they read (BCP 47: `en`, `zh-CN`, …).
+    pub locale: String,
     /// Increases with every change.
     pub version: i64,
     /// Creation time, RFC 3339 UTC.
@@ -83,6 +85,46 @@ pub struct NewUser {
     pub role_ids: Vec<Uuid>,
     /// The administrator who created the user (`None`: self-registration).
     pub created_by: Option<Uuid>,
+    /// Their language.
+    pub locale: Locale,
+}
+
+/// A language tag (BCP 47 shape: `en`, `zh-CN`, `pt-BR`), at most 35
+/// characters; notifications fall back to its language, then English.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locale(String);
+
+impl Locale {
+    /// Parses a tag.
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let mut parts = raw.split('-');
+        let lang = parts.next().unwrap_or_default();
+        let rest: Vec<&str> = parts.collect();
+        let ok = raw.len() <= 35
+            && (2..=3).contains(&lang.len())
+            && lang.chars().all(|c| c.is_ascii_alphabetic())
+            && rest.len() <= 3
+            && rest.iter().all(|p| {
+                (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric())
+            });
+        if ok {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(Error::Invalid(
+                "locale must be a language tag such as en or zh-CN".into(),
+            ))
+        }
+    }
+
+    /// English, the default.
+    pub fn english() -> Self {
+        Self("en".into())
+    }
+
+    /// The tag.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Registration {
@@ -97,6 +139,7 @@ impl Registration {
             department_id: None,
             role_ids: vec![USER_ROLE],
             created_by: None,
+            locale: Locale::english(),
         })
     }
 }
@@ -128,6 +171,9 @@ pub struct CreateUser {
     /// Roles (default: `user`).
     #[serde(default)]
     pub role_ids: Option<Vec<Uuid>>,
+    /// Language (default `en`).
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 /// Checks a new password's length (the hash is made in `auth`).
@@ -164,6 +210,12 @@ impl CreateUser {
                 department_id: self.department_id,
                 role_ids,
                 created_by: Some(created_by),
+                locale: self
+                    .locale
+                    .as_deref()
+                    .map(Locale::parse)
+                    .transpose()?
+                    .unwrap_or_else(Locale::english),
             },
             self.password,
         ))
@@ -186,6 +238,9 @@ pub struct ProfilePatch {
     /// New department (`null` clears; administrators only).
     #[serde(default, deserialize_with = "input::nullable")]
     pub department_id: Option<Option<Uuid>>,
+    /// New language.
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 /// A validated profile change.
@@ -199,6 +254,8 @@ pub struct ProfileChange {
     pub metadata: Option<serde_json::Value>,
     /// New department.
     pub department_id: Option<Option<Uuid>>,
+    /// New language.
+    pub locale: Option<Locale>,
 }
 
 impl ProfilePatch {
@@ -209,9 +266,11 @@ impl ProfilePatch {
             && self.phone.is_none()
             && self.metadata.is_none()
             && self.department_id.is_none()
+            && self.locale.is_none()
         {
             return Err(Error::Invalid(
-                "nothing to update: give display_name, phone, metadata or department_id".into(),
+                "nothing to update: give display_name, phone, metadata, locale or department_id"
+                    .into(),
             ));
         }
         if self_service && self.department_id.is_some() {
@@ -234,6 +293,7 @@ impl ProfilePatch {
                 .transpose()?,
             metadata: self.metadata,
             department_id: self.department_id,
+            locale: self.locale.as_deref().map(Locale::parse).transpose()?,
         })
     }
 }
@@ -309,6 +369,24 @@ mod tests {
     }
 
     #[test]
+    fn a_locale_is_a_language_tag() {
+        for ok in ["en", "zh-CN", "pt-BR", "zh-Hans-CN", "yue"] {
+            assert_eq!(Locale::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "",
+            "e",
+            "english-language-tag-too-long-x",
+            "zh_CN",
+            "en-",
+            "1a",
+            "zh-CN-a-b-c-d",
+        ] {
+            assert!(Locale::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn created_users_get_the_user_role_by_default_and_a_checked_password() {
         let c = CreateUser {
             email: "a@example.com".into(),
@@ -318,9 +396,11 @@ mod tests {
             tenant_id: None,
             department_id: None,
             role_ids: None,
+            locale: None,
         };
         let (u, _) = c.clone().parse(None, Uuid::nil()).unwrap();
         assert_eq!(u.role_ids, vec![USER_ROLE]);
+        assert_eq!(u.locale.as_str(), "en");
         let short = CreateUser {
             password: "short".into(),
             ..c

@@ -96,7 +96,8 @@ fn compute_identity(db: &Db, id: Uuid) -> Result<Identity, DbError> {
     let rows = db.query(
         "SELECT u.email, u.display_name, u.tenant_id, u.department_id, u.status, coalesce(t.status = 'active', true), \
            coalesce((SELECT array_agg(r.id::text ORDER BY r.code) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), '{}'), \
-           coalesce((SELECT array_agg(r.code ORDER BY r.code) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), '{}') \
+           coalesce((SELECT array_agg(r.code ORDER BY r.code) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), '{}'), \
+           u.locale \
          FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1",
         &[P::Uuid(id.to_string())],
     )?;
@@ -122,6 +123,7 @@ fn compute_identity(db: &Db, id: Uuid) -> Result<Identity, DbError> {
         tenant_active: col(r, 5, "tenant_active")?,
         roles: strings(r, 7, "roles.code")?,
         access,
+        locale: col(r, 8, "users.locale")?,
     })
 }
 
@@ -168,7 +170,7 @@ pub fn emit_all(db: &Db, ids: &[Uuid], event: &EventType) -> Result<usize, DbErr
 
 const STORED: &str = "SELECT u.id, u.email, u.display_name, u.tenant_id, u.department_id, u.status, u.tenant_active, \
        coalesce((SELECT array_agg(r.code ORDER BY r.code) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), '{}'), \
-       u.access, u.version FROM users u";
+       u.access, u.version, u.locale FROM users u";
 
 fn stored_row(r: &[DbValue]) -> Result<(Identity, i64), DbError> {
     let access: serde_json::Value = col(r, 8, "users.access")?;
@@ -184,6 +186,7 @@ fn stored_row(r: &[DbValue]) -> Result<(Identity, i64), DbError> {
             roles: strings(r, 7, "roles.code")?,
             access: serde_json::from_value(access)
                 .map_err(|e| platform::db::decode_error("users.access", e))?,
+            locale: col(r, 10, "users.locale")?,
         },
         col(r, 9, "users.version")?,
     ))

@@ -19,7 +19,8 @@ pub const SCOPE: ScopeColumns = ScopeColumns {
 const COLUMNS: &str = "u.id, u.email, u.display_name, u.phone, u.tenant_id, u.department_id, u.status, \
      u.metadata, u.version, u.created_at, u.updated_at, \
      coalesce((SELECT array_agg(r.id::text ORDER BY r.code) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), '{}'), \
-     coalesce((SELECT array_agg(r.code ORDER BY r.code) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), '{}')";
+     coalesce((SELECT array_agg(r.code ORDER BY r.code) FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), '{}'), \
+     u.locale";
 
 fn profile(row: &[DbValue]) -> Result<Profile, DbError> {
     let ids = uuids(row, 11, "roles.id")?;
@@ -36,6 +37,7 @@ fn profile(row: &[DbValue]) -> Result<Profile, DbError> {
         version: col(row, 8, "users.version")?,
         created_at: timestamp(row, 9, "users.created_at")?,
         updated_at: timestamp(row, 10, "users.updated_at")?,
+        locale: col(row, 13, "users.locale")?,
         roles: ids
             .into_iter()
             .zip(codes)
@@ -120,8 +122,8 @@ pub fn list(
 /// email is taken by another (not deleted) user.
 pub fn insert(db: &Db, u: &NewUser) -> Result<Option<Uuid>, DbError> {
     let rows = db.query(
-        "INSERT INTO users (id, email, display_name, phone, tenant_id, department_id, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
+        "INSERT INTO users (id, email, display_name, phone, tenant_id, department_id, created_by, locale) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING id",
         &[
             P::Uuid(u.id.to_string()),
             P::Str(u.email.as_str().into()),
@@ -132,6 +134,7 @@ pub fn insert(db: &Db, u: &NewUser) -> Result<Option<Uuid>, DbError> {
             opt_uuid(u.tenant_id),
             opt_uuid(u.department_id),
             opt_uuid(u.created_by),
+            P::Str(u.locale.as_str().into()),
         ],
     )?;
     if rows.rows.is_empty() {
@@ -174,6 +177,7 @@ pub fn update(db: &Db, id: Uuid, c: &ProfileChange) -> Result<(), Error> {
         "UPDATE users SET display_name = coalesce($2, display_name), metadata = coalesce($3, metadata), \
            phone = CASE WHEN $4 THEN $5 ELSE phone END, \
            department_id = CASE WHEN $6 THEN $7::uuid ELSE department_id END, \
+           locale = coalesce($8, locale), \
            updated_at = now() AT TIME ZONE 'UTC' WHERE id = $1",
         &[
             P::Uuid(id.to_string()),
@@ -183,6 +187,7 @@ pub fn update(db: &Db, id: Uuid, c: &ProfileChange) -> Result<(), Error> {
             c.phone.clone().flatten().map_or(P::DbNull, |p| P::Str(p.as_str().into())),
             P::Boolean(c.department_id.is_some()),
             opt_uuid(c.department_id.flatten()),
+            c.locale.as_ref().map_or(P::DbNull, |l| P::Str(l.as_str().into())),
         ],
     )?;
     if let Some(d) = c.department_id {
