@@ -1367,7 +1367,10 @@ fn settle(app: &TestApp) {
             "auth",
             "SELECT count(*) FROM processed_events WHERE source = 'user'",
         ) + app.count("user", "SELECT count(*) FROM processed_events");
-        let notified = app.count("notification", "SELECT count(*) FROM processed_events");
+        let notified = app.count(
+            "notification",
+            "SELECT count(*) FROM processed_events WHERE source IN ('user', 'auth')",
+        );
         (pending == 0 && produced == consumed && notified == produced).then_some(())
     })
     .expect("the system settles");
