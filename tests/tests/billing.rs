@@ -815,29 +815,34 @@ fn rules_price_usage_by_priority_tenant_and_validity_and_explain_every_step() {
         "pricing": {"kind": "per_use", "unit_price_minor": 600, "per": 60}}),
     );
     wait_for_owner(&app, &member.id);
-    let run = 8_000_000 + i64::from(rand_u16());
     let started = chrono::Utc::now() - chrono::Duration::minutes(45);
     let ended = started + chrono::Duration::minutes(30);
-    app.publish_event(&run_event(
-        &events::catalogue::DEVICE_RUN_ENDED,
-        run,
-        uuid::Uuid::new_v4(),
-        &member.id,
-        Some(&tenant),
-        started,
-        Some(ended),
-    ));
-    let sql = format!("SELECT count(*) FROM metered_runs WHERE run_id = {run}");
-    app.eventually(std::time::Duration::from_secs(30), || {
-        (app.count("billing", &sql) == 1).then_some(())
-    })
-    .expect("billing recorded the run");
-    let r = app.post_as("scheduler", &format!("{B}/internal/metering/tick"));
-    assert_eq!(r.status(), 200);
-    let charged = app.count(
-        "billing",
-        &format!("SELECT charged_minor FROM metered_runs WHERE run_id = {run} AND settled"),
-    );
+    // A 30-minute run of the member's, ended, recorded and metered: what
+    // it was charged.
+    let metered = |run: i64| -> i64 {
+        app.publish_event(&run_event(
+            &events::catalogue::DEVICE_RUN_ENDED,
+            run,
+            uuid::Uuid::new_v4(),
+            &member.id,
+            Some(&tenant),
+            started,
+            Some(ended),
+        ));
+        let sql = format!("SELECT count(*) FROM metered_runs WHERE run_id = {run}");
+        app.eventually(std::time::Duration::from_secs(30), || {
+            (app.count("billing", &sql) == 1).then_some(())
+        })
+        .expect("billing recorded the run");
+        let r = app.post_as("scheduler", &format!("{B}/internal/metering/tick"));
+        assert_eq!(r.status(), 200);
+        app.count(
+            "billing",
+            &format!("SELECT charged_minor FROM metered_runs WHERE run_id = {run} AND settled"),
+        )
+    };
+    let run = 8_000_000 + i64::from(rand_u16());
+    let charged = metered(run);
     assert_eq!(charged, 300 + 30 + 20);
 
     // The tenant's own rule for cores (0.10 an hour) beats the public
@@ -853,26 +858,7 @@ fn rules_price_usage_by_priority_tenant_and_validity_and_explain_every_step() {
         "priority": 99, "pricing": {"kind": "per_use", "unit_price_minor": 1000, "per": 60}}),
     );
     let run = run + 1;
-    app.publish_event(&run_event(
-        &events::catalogue::DEVICE_RUN_ENDED,
-        run,
-        uuid::Uuid::new_v4(),
-        &member.id,
-        Some(&tenant),
-        started,
-        Some(ended),
-    ));
-    let sql = format!("SELECT count(*) FROM metered_runs WHERE run_id = {run}");
-    app.eventually(std::time::Duration::from_secs(30), || {
-        (app.count("billing", &sql) == 1).then_some(())
-    })
-    .expect("billing recorded the run");
-    let r = app.post_as("scheduler", &format!("{B}/internal/metering/tick"));
-    assert_eq!(r.status(), 200);
-    let charged = app.count(
-        "billing",
-        &format!("SELECT charged_minor FROM metered_runs WHERE run_id = {run} AND settled"),
-    );
+    let charged = metered(run);
     assert_eq!(charged, 300 + 10 + 20);
     let lines = app.count(
         "billing",

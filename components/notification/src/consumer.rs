@@ -12,9 +12,9 @@ use crate::templates;
 use platform::consumer::{HandlerError, Source, Sources};
 use platform::db::Db;
 use platform::events::catalogue::{Audience, CATALOGUE};
-use platform::events::payload::Identity;
 use platform::outbox::Envelope;
 use platform::Problem;
+use repo::Recipient;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -64,7 +64,7 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
     // Every `user.*` event carries the user's identity: keep their copy
     // (language, address) first, so their own notice is in their language.
     let identity = if event.source == "user" && event.name.starts_with("user.") {
-        let who: Identity = env.payload().map_err(HandlerError::Rejected)?;
+        let who: Recipient = env.payload().map_err(HandlerError::Rejected)?;
         repo::keep_recipient(db, &who, env.aggregate_version)?;
         Some(who)
     } else {
@@ -88,14 +88,23 @@ fn apply(db: &Db, env: &Envelope) -> Result<(), HandlerError> {
                 env.event_type
             ))
         })?;
-    // A template that cannot render this payload is a defect: the event
-    // goes to the dead letters, to be replayed once it is mended.
     let locale = match &identity {
         Some(who) if who.id == user => Some(who.locale.clone()),
         _ => repo::locale_of(db, user)?,
     };
-    let r = templates::render(t, locale.as_deref(), &env.payload)
+    // A payload lacking a field its template names still tells the user
+    // (the value blank), and says so in the log; a template that cannot
+    // render at all is a defect: the event goes to the dead letters, to
+    // be replayed once it is mended.
+    let (r, lacking) = templates::render_for_delivery(t, locale.as_deref(), &env.payload)
         .map_err(|e| HandlerError::Rejected(format!("{}: template: {e}", env.event_type)))?;
+    if let Some(why) = lacking {
+        eprintln!(
+            "{}",
+            serde_json::json!({"level": "warn", "msg": "a notification's payload lacks what its template names",
+                               "event_type": env.event_type, "event_id": env.id, "cause": why})
+        );
+    }
     repo::insert(
         db,
         &New {

@@ -197,13 +197,36 @@ pub fn insert(db: &Db, n: &New, event_id: Option<Uuid>) -> Result<(), DbError> {
     Ok(())
 }
 
+/// What notification keeps of a user, read from the identity snapshot of
+/// a `user.*` event (of any schema version: what is absent defaults).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Recipient {
+    /// The user.
+    pub id: Uuid,
+    /// Their address.
+    pub email: String,
+    /// Their name.
+    #[serde(default)]
+    pub display_name: String,
+    /// `active`, `locked`, `deleted`.
+    #[serde(default = "active")]
+    pub status: String,
+    /// Their language.
+    #[serde(default = "english")]
+    pub locale: String,
+}
+
+fn active() -> String {
+    "active".into()
+}
+
+fn english() -> String {
+    "en".into()
+}
+
 /// Keeps a user's copy from their identity snapshot at `version` (an
 /// older version than the one kept changes nothing).
-pub fn keep_recipient(
-    db: &Db,
-    who: &platform::events::payload::Identity,
-    version: i64,
-) -> Result<(), DbError> {
+pub fn keep_recipient(db: &Db, who: &Recipient, version: i64) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO recipients (user_id, email, display_name, locale, status, version) \
          VALUES ($1, $2, $3, $4, $5, $6) \

@@ -3,8 +3,9 @@
 //! (`Audience::People` in the catalogue), each in English and Simplified
 //! Chinese, rendered with minijinja against the event's payload. Undefined
 //! variables are errors, not blanks: a template that names a field its
-//! event does not carry fails its test (and, at run time, falls back to
-//! the event's name rather than showing a hole).
+//! event does not carry fails its test. At run time a payload that still
+//! lacks one (a field a producer left out) is rendered leniently, the
+//! missing value blank, and logged: the user hears of the event anyway.
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
@@ -71,9 +72,9 @@ fn money(minor: i64, currency: Option<String>) -> String {
     format!("{sign}{}.{:02}", m / 100, m % 100)
 }
 
-fn environment(html: bool) -> Environment<'static> {
+fn environment(html: bool, undefined: UndefinedBehavior) -> Environment<'static> {
     let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_undefined_behavior(undefined);
     env.add_filter("money", money);
     if html {
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
@@ -90,9 +91,24 @@ pub fn render_source(
     payload: &serde_json::Value,
     html: bool,
 ) -> Result<String, String> {
-    environment(html)
+    environment(html, UndefinedBehavior::Strict)
         .render_str(source, minijinja::value::Serde(payload))
         .map_err(|e| e.to_string())
+}
+
+/// [`render_source`], but a variable the payload lacks renders blank; the
+/// strict error, if there was one, is returned beside the text.
+fn render_forgiving(
+    source: &str,
+    payload: &serde_json::Value,
+) -> Result<(String, Option<String>), String> {
+    match render_source(source, payload, false) {
+        Ok(text) => Ok((text, None)),
+        Err(strict) => environment(false, UndefinedBehavior::Lenient)
+            .render_str(source, minijinja::value::Serde(payload))
+            .map(|text| (text, Some(strict)))
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// A notification's texts, rendered.
@@ -106,7 +122,10 @@ pub struct Rendered {
     pub body: String,
 }
 
-/// Renders an event type's template in the locale nearest `wanted`.
+/// Renders an event type's template in the locale nearest `wanted`
+/// (strictly: any missing variable is an error; what the tests check every
+/// template with).
+#[cfg(test)]
 pub fn render(
     t: &Template,
     wanted: Option<&str>,
@@ -118,6 +137,27 @@ pub fn render(
         title: render_source(&text.title, payload, false)?,
         body: render_source(&text.body, payload, false)?,
     })
+}
+
+/// [`render`] as the consumer runs it: what a payload lacks renders blank
+/// and is reported (`Some(why)`) for the log; an error only for a template
+/// that cannot render at all.
+pub fn render_for_delivery(
+    t: &Template,
+    wanted: Option<&str>,
+    payload: &serde_json::Value,
+) -> Result<(Rendered, Option<String>), String> {
+    let (locale, text) = pick(t, wanted);
+    let (title, a) = render_forgiving(&text.title, payload)?;
+    let (body, b) = render_forgiving(&text.body, payload)?;
+    Ok((
+        Rendered {
+            locale: locale.to_string(),
+            title,
+            body,
+        },
+        a.or(b),
+    ))
 }
 
 #[cfg(test)]
@@ -261,6 +301,29 @@ mod tests {
         );
         assert_eq!(money(-5, None), "-0.05");
         assert_eq!(money(500, Some("JPY".into())), "500");
+    }
+
+    #[test]
+    fn delivery_renders_what_a_payload_lacks_blank_and_says_so() {
+        let t: Template = serde_json::from_value(serde_json::json!({
+            "recipient": "owner_id",
+            "en": {"title": "{{ name }} failed", "body": "Because {{ reason }}.{% if extra %} {{ extra }}{% endif %}"}
+        }))
+        .unwrap();
+        let full = serde_json::json!({"name": "P1", "reason": "r", "extra": null});
+        let (r, why) = render_for_delivery(&t, None, &full).unwrap();
+        assert_eq!(
+            (r.title.as_str(), r.body.as_str(), why),
+            ("P1 failed", "Because r.", None)
+        );
+        let lacking = serde_json::json!({"name": "P1"});
+        let (r, why) = render_for_delivery(&t, None, &lacking).unwrap();
+        assert_eq!(
+            (r.title.as_str(), r.body.as_str()),
+            ("P1 failed", "Because .")
+        );
+        assert!(why.is_some());
+        assert!(render(&t, None, &lacking).is_err());
     }
 
     #[test]

@@ -196,6 +196,21 @@ where
         .map_err(serde::de::Error::custom)
 }
 
+/// Whether a container image reference is one an agent may pull: a
+/// repository path, a tag or digest (at most 200 characters), nothing that
+/// reads as an option or a path.
+pub fn image_reference(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && !s.starts_with(['-', '/', '.'])
+        && !s.contains("..")
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || matches!(c, '/' | ':' | '.' | '-' | '_' | '@')
+        })
+}
+
 /// A JSON object of free-form metadata, at most `max_bytes` serialized.
 pub fn metadata(v: &serde_json::Value, max_bytes: usize) -> Result<(), Problem> {
     if !v.is_object() {

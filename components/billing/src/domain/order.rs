@@ -153,18 +153,12 @@ impl IncludedDevices {
                 return Err(format!("devices.{name} is above the plan's device limit"));
             }
         }
-        if let Some(image) = &self.image {
-            let ok = (1..=200).contains(&image.len())
-                && !image.starts_with(['-', '/', '.'])
-                && !image.contains("..")
-                && image.chars().all(|c| {
-                    c.is_ascii_lowercase()
-                        || c.is_ascii_digit()
-                        || matches!(c, '/' | ':' | '.' | '-' | '_' | '@')
-                });
-            if !ok {
-                return Err("devices.image must be a container image reference".into());
-            }
+        if self
+            .image
+            .as_deref()
+            .is_some_and(|i| !platform::input::image_reference(i))
+        {
+            return Err("devices.image must be a container image reference".into());
         }
         let need = |each: i32| each.saturating_mul(self.count);
         for (name, granted, needed) in [

@@ -144,20 +144,6 @@ fn in_range(name: &str, v: i32, lo: i32, hi: i32) -> Result<i32, Error> {
     }
 }
 
-/// Whether a container image reference is one the agent may pull: a
-/// repository path, a tag or digest, nothing that reads as an option or a path.
-fn image_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 200
-        && !s.starts_with(['-', '/', '.'])
-        && !s.contains("..")
-        && s.chars().all(|c| {
-            c.is_ascii_lowercase()
-                || c.is_ascii_digit()
-                || matches!(c, '/' | ':' | '.' | '-' | '_' | '@')
-        })
-}
-
 impl SpecInput {
     /// The spec, with defaults: 2 cores, 4096 MiB, 16 GiB, 720×1280 at 320
     /// dpi and 30 fps, Android 14, guest GPU.
@@ -178,7 +164,7 @@ impl SpecInput {
             .find(|(v, _)| *v == version)
             .map(|(_, i)| i.to_string());
         let image = match (self.image, default_image) {
-            (Some(i), _) if image_ok(&i) => i,
+            (Some(i), _) if platform::input::image_reference(&i) => i,
             (Some(_), _) => {
                 return Err(Error::Invalid(
                     "image must be a container image reference (lower-case, no spaces)".into(),
