@@ -228,16 +228,13 @@ pub fn document(call: &Call) -> Result<Response> {
             .unwrap_or_default()
     };
     let html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Invoice {number}</title>\n\
-         <style>body{{font-family:sans-serif;max-width:48em;margin:2em auto}}table{{width:100%;border-collapse:collapse}}\
-         td,th{{border-bottom:1px solid #ccc;padding:.3em;text-align:left}}.n{{text-align:right}}</style></head>\n\
-         <body><h1>Invoice {number}</h1>\n\
+        "<h1>Invoice {number}</h1>\n\
          <p><strong>From</strong> {seller}<br><strong>To</strong> {buyer}</p>\n\
          <p>Period {period} · Issued {issued} · Due {due} · Status {status}</p>\n\
          <table><thead><tr><th>Item</th><th class=\"n\">Quantity</th><th class=\"n\">Amount</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n\
          <table><tr><td>Net</td><td class=\"n\">{net}</td></tr><tr><td>Tax ({rate}%, included)</td><td class=\"n\">{tax}</td></tr>\
          <tr><th>Total</th><th class=\"n\">{total}</th></tr><tr><td>Due</td><td class=\"n\">{owed}</td></tr></table>\n\
-         <p>Prices include tax. Amounts paid from the prepaid balance when charged are settled.</p></body></html>\n",
+         <p>Prices include tax. Amounts paid from the prepaid balance when charged are settled.</p>\n",
         number = escape(&i.number),
         seller = escape(&seller),
         buyer = escape(&buyer.map_or_else(|| i.user_id.to_string(), |(name, email)| format!("{name} <{email}>"))),
@@ -252,15 +249,31 @@ pub fn document(call: &Call) -> Result<Response> {
         total = money(i.total_minor),
         owed = money(i.amount_due_minor),
     );
-    Ok(Response::builder()
+    Ok(html_document(
+        &format!("Invoice {}", escape(&i.number)),
+        &html,
+        &format!("{}.html", i.number),
+    ))
+}
+
+/// A printable HTML page (`text/html`, shown inline, saved as
+/// `filename`): `title` and `body` are HTML, their values escaped already.
+fn html_document(title: &str, body: &str, filename: &str) -> Response {
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n\
+         <style>body{{font-family:sans-serif;max-width:56em;margin:2em auto}}table{{width:100%;border-collapse:collapse}}\
+         td,th{{border-bottom:1px solid #ccc;padding:.3em;text-align:left}}.n{{text-align:right}}</style></head>\n\
+         <body>{body}</body></html>\n"
+    );
+    Response::builder()
         .status(200)
         .header("content-type", "text/html; charset=utf-8")
         .header(
             "content-disposition",
-            format!("inline; filename=\"{}.html\"", i.number),
+            format!("inline; filename=\"{filename}\""),
         )
-        .body(html)
-        .build())
+        .body(page)
+        .build()
 }
 
 /// A tenant's statement for a month and currency: its members' invoices
@@ -358,16 +371,13 @@ pub fn tenant_statement_document(call: &Call) -> Result<Response> {
     }
     let t = &s.totals;
     let html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Statement {tenant} {period}</title>\n\
-         <style>body{{font-family:sans-serif;max-width:56em;margin:2em auto}}table{{width:100%;border-collapse:collapse}}\
-         td,th{{border-bottom:1px solid #ccc;padding:.3em;text-align:left}}.n{{text-align:right}}</style></head>\n\
-         <body><h1>Statement for {period}</h1>\n\
+        "<h1>Statement for {period}</h1>\n\
          <p><strong>From</strong> {seller}<br><strong>Tenant</strong> {tenant} · Currency {currency} · Status {status}</p>\n\
          <table><thead><tr><th>Invoice</th><th>User</th><th>Status</th><th class=\"n\">Tax</th><th class=\"n\">Total</th><th class=\"n\">Due</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n\
          <table><tr><td>Invoices (not void)</td><td class=\"n\">{count}</td></tr><tr><td>Net</td><td class=\"n\">{net}</td></tr>\
          <tr><td>Tax (included)</td><td class=\"n\">{tax}</td></tr><tr><th>Total</th><th class=\"n\">{total}</th></tr>\
          <tr><td>Due</td><td class=\"n\">{due}</td></tr></table>\n\
-         <p>A summary of the member invoices listed, each the document of record.</p></body></html>\n",
+         <p>A summary of the member invoices listed, each the document of record.</p>\n",
         tenant = s.tenant,
         period = escape(&s.month),
         seller = escape(&seller),
@@ -380,18 +390,11 @@ pub fn tenant_statement_document(call: &Call) -> Result<Response> {
         total = money(t.total_minor),
         due = money(t.amount_due_minor),
     );
-    Ok(Response::builder()
-        .status(200)
-        .header("content-type", "text/html; charset=utf-8")
-        .header(
-            "content-disposition",
-            format!(
-                "inline; filename=\"statement-{}-{}.html\"",
-                s.tenant, s.month
-            ),
-        )
-        .body(html)
-        .build())
+    Ok(html_document(
+        &format!("Statement {} {}", s.tenant, escape(&s.month)),
+        &html,
+        &format!("statement-{}-{}.html", s.tenant, s.month),
+    ))
 }
 
 #[derive(Deserialize)]
